@@ -1,0 +1,39 @@
+"""The artifact contract shared by the exporters (``export``) and their consumers (``serving``).
+
+Pure Python on purpose: ``serving`` imports it without TensorFlow.
+
+ONNX files (opset >= 17, dynamic batch axis ``N``):
+- ``decoder.onnx``: input ``z`` float32 [N, latent_dim] -> output ``image`` float32 [N, H, W, C] in [0, 1].
+- ``encoder.onnx``: input ``image`` float32 [N, H, W, C] in [0, 1] -> outputs ``mean`` and
+  ``log_variance``, float32 [N, latent_dim].
+Each carries ``metadata_props`` under the keys below (values are strings; lists as JSON).
+
+SavedModel (TF Serving layout ``savedmodel/<name>/<version>/``) signatures:
+``serving_default`` (decode), ``decode_uint8``, ``encode``, ``reconstruct`` with the same names.
+"""
+from __future__ import annotations
+
+DECODER_ONNX = "decoder.onnx"
+ENCODER_ONNX = "encoder.onnx"
+EXPORT_JSON = "export.json"
+SAVEDMODEL_DIR = "savedmodel"
+
+LATENT_INPUT = "z"
+IMAGE_INPUT = "image"
+IMAGE_OUTPUT = "image"
+MEAN_OUTPUT = "mean"
+LOG_VARIANCE_OUTPUT = "log_variance"
+
+SIGNATURES = ("serving_default", "decode_uint8", "encode", "reconstruct")
+
+# metadata_props keys in every exported ONNX file
+META_LATENT_DIM = "keras_vae.latent_dim"  # "16"
+META_IMAGE_SHAPE = "keras_vae.image_shape"  # "[28, 28, 1]" (H, W, C)
+META_VALUE_RANGE = "keras_vae.value_range"  # "[0, 1]": range of the ONNX image tensors
+META_MODEL_KIND = "keras_vae.model_kind"  # "vae" | "vaegan"
+META_PACKAGE_VERSION = "keras_vae.package_version"
+META_SOURCE_RUN = "keras_vae.source_run"  # the run folder the model came from
+META_SOURCE_SHA256 = "keras_vae.source_sha256"  # SHA-256 of the source model.keras
+META_ROLE = "keras_vae.role"  # "decoder" | "encoder"
+
+# export.json: {"files": {"decoder.onnx": {"sha256": "...", "bytes": n}, ...}, "parity": {...}, ...}

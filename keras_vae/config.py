@@ -1,0 +1,265 @@
+"""Run configuration: one frozen dataclass per component, validated once at the edge.
+
+A ``RunConfig`` is built from a preset name, optionally a YAML/JSON file, then CLI
+overrides (in that order). Deeper code receives these validated objects, never raw dicts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from keras_vae.data.config import DataConfig
+from keras_vae.errors import ConfigError, choices
+
+MODEL_KINDS = ("vae", "vaegan")
+ARCHITECTURES = ("mlp", "conv", "resnet")
+LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
+KL_KINDS = ("standard", "population")
+POPULATION_VARIANCES = ("means", "mixture")
+ADVERSARIAL_LOSSES = ("bce", "hinge")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _check_choice(name: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {name} {value!r}: choose {choices(valid)}")
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of encoder, decoder and (for ``vaegan``) discriminator."""
+
+    kind: str = "vae"
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    latent_dim: int = 16
+    architecture: str = "mlp"  # mlp | conv (classic VAE) | resnet (VAEGAN)
+    # classic VAE
+    hidden_units: tuple[int, ...] = (500,)
+    activation: str = "tanh"
+    conv_filters: tuple[int, ...] = (32, 64)
+    likelihood: str = "bernoulli"  # decoder p(x|z) for the classic VAE
+    learn_variance: bool = True  # gaussian decoder: per-pixel variance output, else fixed
+    fixed_log_variance: float = 0.0
+    # residual VAE (paper): filters per stage, from the input resolution down
+    filters: tuple[int, ...] = (128,)
+    num_stages: int = 6  # downsamplings in the encoder (= upsamplings in the decoder)
+    encoder_identity_blocks: int = 2
+    decoder_identity_blocks: int = 1
+    input_layer_norm: bool = True
+    # PatchGAN discriminator
+    disc_filters: tuple[int, ...] = (128, 128, 128, 64, 64, 1)
+    disc_strides: tuple[int, ...] = (2, 2, 2, 1, 1, 1)
+    disc_kernel_size: int = 3
+    disc_dropout: float = 0.25
+
+    def __post_init__(self) -> None:
+        _check_choice("model kind", self.kind, MODEL_KINDS)
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        if len(self.image_shape) != 3 or any(int(s) <= 0 for s in self.image_shape):
+            raise ConfigError(
+                f"image_shape must be (height, width, channels) with positive sizes, got {self.image_shape!r}"
+            )
+        if self.image_shape[2] not in (1, 3):
+            raise ConfigError(
+                f"image_shape has {self.image_shape[2]} channels: choose 1 (greyscale) or 3 (RGB)"
+            )
+        _check_positive("latent_dim", self.latent_dim)
+        if self.kind == "vaegan" and self.architecture != "resnet":
+            raise ConfigError("model kind 'vaegan' needs architecture 'resnet'")
+        if self.kind == "vae" and self.architecture == "resnet":
+            raise ConfigError("architecture 'resnet' is for model kind 'vaegan': use 'mlp' or 'conv'")
+        if len(self.disc_filters) != len(self.disc_strides):
+            raise ConfigError(
+                f"disc_filters ({len(self.disc_filters)}) and disc_strides ({len(self.disc_strides)}) "
+                "must have the same length"
+            )
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """Pixel range inside the model: [0, 1] for the classic VAE, [-1, 1] for the paper's model."""
+        return (-1.0, 1.0) if self.kind == "vaegan" else (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss terms and their weights (PAPER.md sections 1 and 2)."""
+
+    # classic VAE (SGVB)
+    beta: float = 1.0
+    kl_warmup_steps: int = 0
+    num_samples: int = 1  # L, reparameterized samples per example
+    # paper's model
+    kl: str = "standard"  # standard (per-example KL) | population (batch mixture moments)
+    population_variance: str = "means"  # means (reference code) | mixture (mean sigma^2 + var mu)
+    kl_weight: float = 1.0
+    variance_weight: float = 0.1
+    reconstruction_weight: float = 5000.0  # r_loss_factor (mean absolute error)
+    adversarial_weight: float = 100.0
+    adversarial_loss: str = "bce"
+    adaptive_adversarial_weight: bool = False
+    disc_start_step: int = 0
+    n_critic: int = 1
+    disc_on_prior_samples: bool = False
+    use_discriminator: bool = True
+    use_variance_regularizer: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("kl", self.kl, KL_KINDS)
+        _check_choice("population_variance", self.population_variance, POPULATION_VARIANCES)
+        _check_choice("adversarial_loss", self.adversarial_loss, ADVERSARIAL_LOSSES)
+        _check_positive("beta", self.beta, allow_zero=True)
+        _check_positive("kl_warmup_steps", self.kl_warmup_steps, allow_zero=True)
+        _check_positive("num_samples", self.num_samples)
+        _check_positive("n_critic", self.n_critic)
+        _check_positive("disc_start_step", self.disc_start_step, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and run settings."""
+
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
+    disc_learning_rate: float = 1e-4
+    disc_beta_1: float = 0.5
+    seed: int = 0
+    jit_compile: bool = False
+    precision: str = "float32"
+    iwae_samples: int = 1000  # K for the final log-likelihood estimate
+    iwae_examples: int = 500  # validation examples the estimate averages over
+
+    def __post_init__(self) -> None:
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_positive("epochs", self.epochs)
+        _check_positive("batch_size", self.batch_size)
+        _check_positive("learning_rate", self.learning_rate)
+        _check_positive("iwae_samples", self.iwae_samples)
+        _check_positive("iwae_examples", self.iwae_examples)
+        if self.steps_per_epoch is not None:
+            _check_positive("steps_per_epoch", self.steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; ``config.json`` in a run folder is ``to_dict()``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """Build from a nested dict such as ``config.json``; unknown keys are errors."""
+        return merge(cls(), values)
+
+
+_SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Convert JSON/YAML/CLI values to the dataclass field's declared type."""
+    hint = typing.get_type_hints(cls)[name]
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{cls.__name__.replace('Config', '').lower()}.{name} cannot be null")
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            elem = args[0]
+            return tuple(elem(v) for v in value)
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a valid {hint}") from None
+
+
+def merge(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return ``config`` with nested ``overrides`` ({'model': {'latent_dim': 8}, ...}) applied."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError("a configuration must be a mapping of sections: model, loss, data, train")
+    sections = {}
+    for key, values in overrides.items():
+        if key == "preset":
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown configuration section {key!r}: choose {choices(sorted(_SECTIONS))}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"configuration section {key!r} must be a mapping of options")
+        cls = _SECTIONS[key]
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ConfigError(f"unknown {key} option {unknown[0]!r}: choose {choices(sorted(valid))}")
+        current = getattr(config, key)
+        changes = {name: _coerce(cls, name, v) for name, v in values.items()}
+        try:
+            sections[key] = dataclasses.replace(current, **changes)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid {key} configuration: {exc}") from None
+    preset = overrides.get("preset", config.preset)
+    return dataclasses.replace(config, preset=preset, **sections)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON configuration file into a nested dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
+        raise ConfigError(f"cannot parse configuration file {str(path)!r}: {exc}".splitlines()[0]) from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"configuration file {str(path)!r} must hold a mapping of sections")
+    return values
