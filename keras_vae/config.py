@@ -263,3 +263,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"configuration file {str(path)!r} must hold a mapping of sections")
     return values
+
+
+def section_from_dict(cls: type, values: Mapping[str, Any]):
+    """Rebuild one config dataclass (e.g. ``ModelConfig``) from a plain dict such as ``get_config()``."""
+    if isinstance(values, cls):
+        return values
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} option {unknown[0]!r}: choose {choices(sorted(valid))}")
+    return cls(**{name: _coerce(cls, name, v) for name, v in values.items()})

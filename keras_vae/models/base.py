@@ -1,0 +1,121 @@
+"""What every keras-vae model offers, whatever its networks and losses.
+
+A model holds ``encoder`` (images -> [mean, log_var]) and ``decoder`` (z -> decoder output) as
+Keras models, and exposes ``encode``, ``decode``, ``reconstruct`` and ``sample`` with images in
+the model's own value range (``value_range``: [0, 1] or [-1, 1]). ``to_unit`` / ``from_unit``
+convert to and from [0, 1] (the exporters and plots use them).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae.config import LossConfig, ModelConfig, section_from_dict
+from keras_vae.distributions import diagonal_gaussian, reparameterize
+
+
+class LatentVariableModel(keras.Model):
+    """Base of ``VAE`` and ``VAEGAN``: configs, serialization and the encode/decode API."""
+
+    def __init__(self, model_config: ModelConfig | dict | None = None,
+                 loss_config: LossConfig | dict | None = None, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_config = section_from_dict(ModelConfig, model_config or {})
+        self.loss_config = section_from_dict(LossConfig, loss_config or {})
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    # --- serialization -------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "model_config": dataclasses.asdict(self.model_config),
+            "loss_config": dataclasses.asdict(self.loss_config),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        return cls(**config)
+
+    def build(self, input_shape=None) -> None:  # sub-networks are built at construction
+        self.built = True
+
+    # --- properties ----------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return self.model_config.latent_dim
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.model_config.image_shape)
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return self.model_config.value_range
+
+    def to_unit(self, images):
+        """Model range -> [0, 1] (clipped)."""
+        low, high = self.value_range
+        return tf.clip_by_value((tf.cast(images, tf.float32) - low) / (high - low), 0.0, 1.0)
+
+    def from_unit(self, images):
+        """[0, 1] -> model range."""
+        low, high = self.value_range
+        return tf.cast(images, tf.float32) * (high - low) + low
+
+    def compile_for_training(self, train) -> None:
+        """compile() with the optimizer(s) a ``TrainConfig`` asks for. Subclasses define it."""
+        raise NotImplementedError
+
+    # --- the latent-variable API ---------------------------------------------------------
+    def encode(self, images, training: bool = False):
+        """Posterior parameters (mean, log_var), each [B, D], for images in the model's range."""
+        mean, log_var = self.encoder(images, training=training)
+        return tf.cast(mean, tf.float32), tf.cast(log_var, tf.float32)
+
+    def posterior(self, images):
+        """q(z|x) as a TFP MultivariateNormalDiag with batch_shape [B]."""
+        return diagonal_gaussian(*self.encode(images))
+
+    def decode_output_to_image(self, output):
+        """Decoder output -> image in the model's value range (plain TF ops). Subclasses define it."""
+        raise NotImplementedError
+
+    def decode(self, z, training: bool = False):
+        """Images (the decoder's mean, in the model's range) for latents z [B, D]."""
+        return self.decode_output_to_image(self.decoder(z, training=training))
+
+    def reconstruct(self, images):
+        """decode(posterior mean): the deterministic reconstruction."""
+        mean, _ = self.encode(images)
+        return self.decode(mean)
+
+    def sample_latents(self, n: int, seed: int = 0, temperature: float = 1.0):
+        """n latents z ~ N(0, temperature^2 I), reproducible for a given seed."""
+        return temperature * tf.random.stateless_normal([n, self.latent_dim], seed=[int(seed), 0])
+
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0):
+        """n images decoded from prior samples (model range)."""
+        return self.decode(self.sample_latents(n, seed, temperature))
+
+    def sample_posterior(self, mean, log_var, num_samples: int | None = None):
+        """Reparameterized z = mean + sigma * eps with the model's SeedGenerator; [B, D] or [L, B, D]."""
+        shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
+        eps = keras.random.normal(shape, seed=self.seed_generator, dtype=mean.dtype)
+        return reparameterize(mean, log_var, eps)
+
+    def call(self, images, training: bool = False):
+        """Reconstruction through the posterior mean (so ``predict`` gives reconstructions)."""
+        mean, _ = self.encode(images, training=training)
+        return self.decode(mean, training=training)
+
+    def predict_in_batches(self, fn, array: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Apply ``fn`` (tensor -> tensor) to a NumPy array in batches; returns NumPy."""
+        outputs = [np.asarray(fn(tf.constant(array[i:i + batch_size])))
+                   for i in range(0, len(array), batch_size)]
+        return np.concatenate(outputs, axis=0)

@@ -1,0 +1,136 @@
+"""The classic VAE of Kingma & Welling (2013), trained with the SGVB estimator under ``model.fit``.
+
+    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)),   z = mu + sigma * eps  (L samples)
+    loss    = mean_batch[-E_q log p(x|z) + beta_t * KL],   beta_t = beta * min(1, step / warmup)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae.config import TrainConfig
+from keras_vae.distributions import diagonal_gaussian, kl_to_standard_normal, standard_normal
+from keras_vae.likelihoods import decoder_distribution, decoder_mean
+from keras_vae.models.base import LatentVariableModel
+from keras_vae.models.classic_networks import build_decoder, build_encoder
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAE(LatentVariableModel):
+    """MLP or conv VAE with a Bernoulli, Gaussian or Laplace decoder; ``fit`` reports nats per example."""
+
+    def __init__(self, model_config=None, loss_config=None, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(model_config, loss_config, seed, **kwargs)
+        self.encoder = build_encoder(self.model_config)
+        self.decoder = build_decoder(self.model_config)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        self.beta_tracker = keras.metrics.Mean(name="beta")
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker,
+                self.beta_tracker]
+
+    # --- likelihood ----------------------------------------------------------------------
+    def likelihood(self, decoder_output):
+        """p(x|z) as a TFP distribution with event_shape [H, W, C]."""
+        c = self.model_config
+        return decoder_distribution(decoder_output, c.likelihood, c.learn_variance, c.fixed_log_variance)
+
+    def decode_output_to_image(self, output):
+        return decoder_mean(output, self.model_config.likelihood, self.model_config.learn_variance)
+
+    # --- training ------------------------------------------------------------------------
+    def compile_for_training(self, train: TrainConfig) -> None:
+        """compile() with Adam(learning_rate, beta_1) and the run's jit_compile setting."""
+        optimizer = keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1)
+        self.compile(optimizer=optimizer, jit_compile=train.jit_compile)
+
+    def beta(self):
+        """The KL weight at the current optimizer step (linear warm-up)."""
+        beta = tf.constant(self.loss_config.beta, tf.float32)
+        warmup = self.loss_config.kl_warmup_steps
+        if warmup <= 0 or self.optimizer is None:
+            return beta
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        return beta * tf.minimum(1.0, step / float(warmup))
+
+    def elbo_terms(self, x, training: bool = False):
+        """Per-example (log p(x|z) averaged over L samples, KL), each [B], in nats."""
+        mean, log_var = self.encode(x, training=training)
+        num_samples = self.loss_config.num_samples
+        z = self.sample_posterior(mean, log_var, num_samples)  # [L, B, D]
+        flat_z = tf.reshape(z, [-1, self.latent_dim])
+        output = self.decoder(flat_z, training=training)
+        x_rep = tf.tile(tf.cast(x, tf.float32), [num_samples, 1, 1, 1])
+        log_px = tf.reshape(self.likelihood(output).log_prob(x_rep), [num_samples, -1])
+        return tf.reduce_mean(log_px, axis=0), kl_to_standard_normal(mean, log_var)
+
+    def _step(self, data, training: bool):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        with tf.GradientTape() as tape:
+            log_px, kl = self.elbo_terms(x, training=training)
+            beta = self.beta()
+            per_example = -log_px + beta * kl
+            loss = tf.nn.compute_average_loss(per_example)
+            scaled = self.optimizer.scale_loss(loss) if training else loss
+        if training:
+            grads = tape.gradient(scaled, self.trainable_weights)
+            self.optimizer.apply(grads, self.trainable_weights)
+        self.loss_tracker.update_state(per_example)
+        self.reconstruction_tracker.update_state(-log_px)
+        self.kl_tracker.update_state(kl)
+        self.elbo_tracker.update_state(log_px - kl)
+        self.beta_tracker.update_state(beta)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        return self._step(data, training=True)
+
+    def test_step(self, data):
+        return self._step(data, training=False)
+
+    # --- evaluation ----------------------------------------------------------------------
+    @tf.function(reduce_retracing=True)
+    def _log_weights(self, x, eps):
+        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k = mu + sigma eps_k; [k, B]."""
+        mean, log_var = self.encode(x)
+        z = mean + tf.exp(0.5 * log_var) * eps  # [k, B, D]
+        k = tf.shape(eps)[0]
+        output = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
+        x_rep = tf.tile(tf.cast(x, tf.float32), [k, 1, 1, 1])
+        log_px = tf.reshape(self.likelihood(output).log_prob(x_rep), [k, -1])
+        log_pz = standard_normal(self.latent_dim).log_prob(z)
+        log_qz = diagonal_gaussian(mean, log_var).log_prob(z)
+        return log_px + log_pz - log_qz
+
+    def log_likelihood(self, x, num_samples: int = 1000, chunk_size: int = 100, seed: int = 0) -> np.ndarray:
+        """Importance-sampled log p(x) per example (the IWAE bound with K = num_samples), [B] nats:
+
+            log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K,  z_k ~ q(z|x).
+
+        Samples are drawn in chunks of ``chunk_size`` so K = 1000 fits in memory for MNIST batches.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        batch = int(x.shape[0])
+        running = None
+        for start in range(0, num_samples, chunk_size):
+            k = min(chunk_size, num_samples - start)
+            eps = tf.random.stateless_normal([k, batch, self.latent_dim], seed=[int(seed), start])
+            chunk = tf.reduce_logsumexp(self._log_weights(x, eps), axis=0)
+            running = chunk if running is None else tf.reduce_logsumexp(tf.stack([running, chunk]), axis=0)
+        return (running - math.log(num_samples)).numpy()
+
+    def elbo(self, x, num_samples: int = 1, seed: int = 0) -> np.ndarray:
+        """Per-example ELBO estimate, the mean of log w over ``num_samples`` draws, [B] nats."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        eps = tf.random.stateless_normal([num_samples, int(x.shape[0]), self.latent_dim], seed=[int(seed), 0])
+        return tf.reduce_mean(self._log_weights(x, eps), axis=0).numpy()
