@@ -1,0 +1,83 @@
+"""Options shared by the subcommands that build a RunConfig (train, ablate): preset, file, flags."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from keras_vae.config import RunConfig, load_config_file, merge
+from keras_vae.errors import ConfigError
+from keras_vae.presets import DEFAULT_PRESET, get_preset, preset_names
+
+# flag -> (section, field): the common overrides; any other field via --set section.field=value
+FLAG_FIELDS = {
+    "data": ("data", "source"),
+    "data_dir": ("data", "data_dir"),
+    "epochs": ("train", "epochs"),
+    "steps_per_epoch": ("train", "steps_per_epoch"),
+    "batch_size": ("train", "batch_size"),
+    "learning_rate": ("train", "learning_rate"),
+    "latent_dim": ("model", "latent_dim"),
+    "seed": ("train", "seed"),
+    "precision": ("train", "precision"),
+    "jit_compile": ("train", "jit_compile"),
+    "iwae_samples": ("train", "iwae_samples"),
+}
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add --model, --preset, --config, --set and the common override flags to ``parser``."""
+    group = parser.add_argument_group("configuration (preset, then --config file, then flags)")
+    group.add_argument("--model", choices=sorted(DEFAULT_PRESET), default=None,
+                       help="model kind; picks its default preset (vae: %s, vaegan: %s) when --preset is not given"
+                       % (DEFAULT_PRESET["vae"], DEFAULT_PRESET["vaegan"]))
+    group.add_argument("--preset", default=None, metavar="NAME",
+                       help="named configuration: " + ", ".join(preset_names()))
+    group.add_argument("--config", default=None, metavar="FILE",
+                       help="YAML or JSON file with sections model/loss/data/train (and optionally preset)")
+    group.add_argument("--data", default=None, metavar="SPEC",
+                       help="data source: 'embedded' (MNIST digits shipped offline), 'tfds:NAME' or 'folder:PATH'")
+    group.add_argument("--data-dir", default=None, metavar="DIR", help="tensorflow-datasets data_dir")
+    group.add_argument("--epochs", type=int, default=None, help="training epochs (preset's if not given)")
+    group.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",
+                       help="batches per epoch (default: one pass over the training split)")
+    group.add_argument("--batch-size", type=int, default=None, metavar="N", help="examples per batch")
+    group.add_argument("--learning-rate", type=float, default=None, metavar="LR", help="VAE optimizer learning rate")
+    group.add_argument("--latent-dim", type=int, default=None, metavar="N", help="latent size")
+    group.add_argument("--seed", type=int, default=None, help="random seed (data order, init, noise)")
+    group.add_argument("--precision", default=None, choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                       help="Keras dtype policy")
+    group.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
+                       help="compile train steps with XLA (measured slower on CPU here)")
+    group.add_argument("--iwae-samples", type=int, default=None, metavar="K",
+                       help="importance samples for the final log-likelihood estimate")
+    group.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override any configuration field, e.g. --set loss.beta=0.5 (repeatable)")
+
+
+def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set {item!r} must look like SECTION.FIELD=VALUE, e.g. loss.beta=0.5")
+        overrides.setdefault(section, {})[name] = value
+    return overrides
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """Preset (from --preset, the config file, or --model's default) + config file + flags, validated."""
+    file_values = load_config_file(args.config) if args.config else {}
+    preset = args.preset or file_values.get("preset") or DEFAULT_PRESET[args.model or "vae"]
+    config = get_preset(preset)
+    if args.model and config.model.kind != args.model:
+        raise ConfigError(f"preset {preset!r} is a {config.model.kind!r} model but --model is {args.model!r}: "
+                          f"drop --model or pick a {args.model!r} preset")
+    config = merge(config, file_values)
+    flags: dict[str, dict[str, Any]] = {}
+    for flag, (section, name) in FLAG_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            flags.setdefault(section, {})[name] = value
+    config = merge(config, flags)
+    return merge(config, _parse_set(args.set))

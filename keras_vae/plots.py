@@ -1,0 +1,157 @@
+"""Figures of a run: samples, reconstructions, latent space, interpolations and traversals.
+
+Each ``plot_*`` takes a model (``LatentVariableModel``) and NumPy images in the model's range,
+writes one PNG atomically and returns its path. Matplotlib runs with the Agg backend (no display).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_vae.runs import atomic_path  # noqa: E402
+
+
+def image_grid(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
+    """Tile images [N, H, W, C] in [0, 1] into one [rows*(H+pad)-pad, cols*(W+pad)-pad, C] array."""
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    grid = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), np.float32)
+    for i, image in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[r * (h + pad):r * (h + pad) + h, k * (w + pad):k * (w + pad) + w] = image
+    return grid
+
+
+def _show(ax, grid: np.ndarray) -> None:
+    if grid.shape[-1] == 1:
+        ax.imshow(grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def _grid_figure(grid: np.ndarray, title: str, row_labels: list[str] | None = None, rows: int = 1):
+    height = max(2.0, min(12.0, grid.shape[0] / 40))
+    width = max(2.0, min(12.0, grid.shape[1] / 40))
+    fig, ax = plt.subplots(figsize=(width, height + 0.4))
+    _show(ax, grid)
+    ax.set_title(title, fontsize=9)
+    if row_labels:
+        ax.set_axis_on()
+        ax.set_xticks([])
+        step = grid.shape[0] / rows
+        ax.set_yticks([step * (i + 0.5) for i in range(rows)], row_labels, fontsize=7)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    return fig
+
+
+def _unit(model, images) -> np.ndarray:
+    return np.asarray(model.to_unit(images))
+
+
+def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, temperature: float = 1.0) -> Path:
+    """A grid of n images decoded from z ~ N(0, temperature^2 I)."""
+    images = _unit(model, model.sample(n, seed=seed, temperature=temperature))
+    cols = int(np.ceil(np.sqrt(n)))
+    title = f"samples from the prior (n={n}, seed={seed}, temperature={temperature:g})"
+    return _save(_grid_figure(image_grid(images, cols), title), path)
+
+
+def plot_reconstructions(model, images: np.ndarray, path: str | Path, n: int = 16) -> Path:
+    """Inputs (top row) above their reconstructions decode(E[z|x]) (bottom row)."""
+    x = images[:n]
+    both = np.concatenate([_unit(model, x), _unit(model, model.reconstruct(x))])
+    grid = image_grid(both, cols=len(x))
+    return _save(_grid_figure(grid, "validation inputs (top) and reconstructions (bottom)",
+                              ["input", "recon."], rows=2), path)
+
+
+def project_2d(codes: np.ndarray) -> tuple[np.ndarray, str]:
+    """Codes [N, D] -> [N, 2]: the codes themselves when D <= 2, else their first two principal components."""
+    if codes.shape[1] == 1:
+        return np.concatenate([codes, np.zeros_like(codes)], axis=1), "z"
+    if codes.shape[1] == 2:
+        return codes, "z"
+    centred = codes - codes.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T, "PCA of posterior means"
+
+
+def plot_latent(model, images: np.ndarray, labels: np.ndarray | None, path: str | Path) -> Path:
+    """Posterior means of validation images in 2-D, coloured by label when labels exist."""
+    from keras_vae.metrics import encode_all
+
+    means, _ = encode_all(model, images)
+    points, how = project_2d(means)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if labels is not None:
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+        fig.colorbar(scatter, ax=ax, label="label")
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
+    ax.set_title(f"validation codes ({how}, latent dim {means.shape[1]}, n={len(means)})", fontsize=9)
+    ax.set_xlabel("component 1")
+    ax.set_ylabel("component 2")
+    return _save(fig, path)
+
+
+def plot_interpolations(model, images: np.ndarray, path: str | Path, pairs: int = 4, steps: int = 9,
+                        seed: int = 0) -> Path:
+    """Convex combinations z = (1 - a) z1 + a z2 of posterior means between pairs of images, a in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    pairs = max(1, min(pairs, len(images) // 2))
+    index = rng.permutation(len(images))[: 2 * pairs]
+    mean, _ = model.encode(images[index])
+    mean = np.asarray(mean)
+    alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
+    z = (1.0 - alphas) * mean[:pairs, None] + alphas * mean[pairs:, None]  # [pairs, steps, D]
+    decoded = _unit(model, model.decode(z.reshape(-1, mean.shape[1])))
+    grid = image_grid(decoded, cols=steps)
+    return _save(_grid_figure(grid, f"interpolations between validation codes ({steps} steps, a = 0..1)"), path)
+
+
+def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
+                    values: np.ndarray | None = None) -> Path:
+    """z + e_k * eps for the ``dims`` latent axes with the largest KL, eps on a grid; one row per axis."""
+    from keras_vae.metrics import encode_all
+
+    values = np.linspace(-3.0, 3.0, 9, dtype=np.float32) if values is None else np.asarray(values, np.float32)
+    means, log_vars = encode_all(model, images[:256])
+    kl = 0.5 * np.mean(means**2 + np.exp(log_vars) - 1.0 - log_vars, axis=0)
+    order = np.argsort(-kl)[: min(dims, means.shape[1])]
+    base = means[0]
+    z = np.repeat(base[None, None], len(order), 0).repeat(len(values), 1)  # [dims, steps, D]
+    for row, k in enumerate(order):
+        z[row, :, k] += values
+    decoded = _unit(model, model.decode(z.reshape(-1, means.shape[1]).astype(np.float32)))
+    grid = image_grid(decoded, cols=len(values))
+    labels = [f"z{k}" for k in order]
+    title = f"latent traversals z + e_k * eps, eps = {values[0]:g}..{values[-1]:g} (axes by KL)"
+    return _save(_grid_figure(grid, title, labels, rows=len(order)), path)
+
+
+def save_image_grid(images: np.ndarray, path: str | Path, cols: int | None = None) -> Path:
+    """Write images [N, H, W, C] in [0, 1] as one PNG grid (no axes or titles), atomically."""
+    from PIL import Image
+
+    cols = cols or int(np.ceil(np.sqrt(len(images))))
+    grid = np.round(image_grid(images, cols) * 255.0).astype(np.uint8)
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
+    return path
