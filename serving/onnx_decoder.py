@@ -107,7 +107,10 @@ class OnnxDecoder:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
             raise ArtifactError(f"onnxruntime cannot load {self.path}: {type(exc).__name__}: "
                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
-        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        try:
+            self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(f"{self.path} has unreadable metadata_props (not UTF-8): the file is corrupt") from exc
         self._latent_dim, self._image_shape, self._value_range = self._read_metadata()
         self._check_graph()
 
@@ -189,7 +192,8 @@ class OnnxDecoder:
         if arr.shape[0] > self.max_batch:
             raise DataError(f"{name} has batch {arr.shape[0]} > max_batch={self.max_batch}; "
                             f"split it or raise max_batch")
-        arr = arr.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float32, copy=False)
         if not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))[0].tolist()
             raise DataError(f"{name} contains NaN or Inf (first at index {bad}); "
