@@ -47,7 +47,10 @@ function toBatch(latents, latentDim) {
       }
     });
     shape = [rows.length, latentDim];
-    data = Float32Array.from(rows.flat());
+    const flat = rows.flat();
+    const bad = flat.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
+    if (bad >= 0) throw new DecoderError(`latents contain NaN, Inf or a non-number at flat index ${bad}: ${JSON.stringify(flat[bad])}`);
+    data = Float32Array.from(flat);
   } else if (latents && latents.data && latents.shape) {
     shape = latents.shape.map(Number);
     if (shape.length !== 2 || shape[1] !== latentDim || shape[0] * shape[1] !== latents.data.length) {
