@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import NODE_DIR, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, require_tool
+from tests.serving.conftest import NODE_DIR, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, require_tool
 from serving.onnx_decoder import OnnxDecoder
 
 D = TEST_LATENT_DIM

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, ort_reference
+from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, ort_reference
 from export import contract
 from keras_vae.errors import ArtifactError, DataError
 from serving.images import make_grid, save_grid, to_uint8

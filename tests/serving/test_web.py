@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, WEB_DIR, require_tool
+from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, WEB_DIR, require_tool
 from export import contract
 from keras_vae.errors import ArtifactError
 from serving.demo import make_server, serve_in_thread, server_url
