@@ -183,7 +183,10 @@ def _policy(version_policy) -> str:
     if isinstance(version_policy, str) or not hasattr(version_policy, "__iter__"):
         raise ConfigError(f"version_policy must be 'latest', 'all' or a list of integer versions, "
                           f"got {version_policy!r}")
-    versions = sorted({int(v) for v in version_policy})
+    try:
+        versions = sorted({int(v) for v in version_policy})
+    except (TypeError, ValueError):
+        versions = []
     if not versions or versions[0] < 0:
         raise ConfigError(f"version_policy lists no valid versions: {version_policy!r}")
     return "specific { " + " ".join(f"versions: {v}" for v in versions) + " }"
@@ -267,7 +270,8 @@ def write_kit(export_dir, name: str, out_dir=None, **options) -> dict:
     export_dir = Path(export_dir)
     versions = savedmodel_versions(export_dir, name)
     policy = options.get("version_policy", "latest")
-    if policy not in ("latest", "all") and hasattr(policy, "__iter__"):
+    _policy(policy)  # validates before anything is compared or written
+    if not isinstance(policy, str):
         absent = sorted({int(v) for v in policy} - set(versions))
         if absent:
             raise ConfigError(f"version_policy lists versions {absent} that are not exported; "

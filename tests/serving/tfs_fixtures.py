@@ -75,3 +75,86 @@ def build_test_savedmodel(base_dir, name: str = TEST_MODEL_NAME, version: int = 
     version_dir = Path(base_dir) / contract.SAVEDMODEL_DIR / name / str(int(version))
     archive.write_out(str(version_dir), verbose=False)
     return version_dir
+
+
+# ------------------------------------------------------------------------------------ shared state
+_BUILT: dict = {}
+
+
+def built_export(tmp_path_factory) -> Path:
+    """One export dir per test process with versions 1 (seed 0) and 2 (seed 1) of ``tinyvae``."""
+    if "export" not in _BUILT:
+        export_dir = tmp_path_factory.mktemp("tfs_export")
+        build_test_savedmodel(export_dir, TEST_MODEL_NAME, 1, seed=0)
+        build_test_savedmodel(export_dir, TEST_MODEL_NAME, 2, seed=1)
+        _BUILT["export"] = export_dir
+    return _BUILT["export"]
+
+
+def loaded_versions(export_dir) -> dict:
+    """``{version: tf.saved_model.load(...)}`` for the built export (cached)."""
+    if "loaded" not in _BUILT:
+        import tensorflow as tf
+
+        base = Path(export_dir) / contract.SAVEDMODEL_DIR / TEST_MODEL_NAME
+        _BUILT["loaded"] = {v: tf.saved_model.load(str(base / str(v))) for v in (1, 2)}
+    return _BUILT["loaded"]
+
+
+def call_direct(loaded, signature: str, **inputs) -> dict:
+    """Call a SavedModel signature directly; returns ``{output: ndarray}``."""
+    import tensorflow as tf
+
+    fn = loaded.signatures[signature]
+    return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def random_inputs(signature: str, batch: int, seed: int = 0) -> dict:
+    """Deterministic inputs for a contract signature (latents N(0,1), images U[0,1))."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + batch)
+    if signature in ("serving_default", "decode_uint8"):
+        return {contract.LATENT_INPUT: rng.standard_normal((batch, TEST_LATENT_DIM)).astype("float32")}
+    return {contract.IMAGE_INPUT: rng.random((batch, *TEST_IMAGE_SHAPE)).astype("float32")}
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def batching_parameters_class():
+    """``tensorflow.serving.BatchingParameters`` as a dynamic protobuf message class.
+
+    tensorflow-serving-api ships no Python module for session_bundle_config.proto, so the message is
+    declared here with the field numbers and types of TF Serving's
+    tensorflow_serving/servables/tensorflow/session_bundle_config.proto (fields 1-7).
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    wrappers = descriptor_pb2.FileDescriptorProto()
+    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
+    pool.Add(wrappers)
+    f = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
+        package="tensorflow.serving", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"])
+    m = f.message_type.add(name="BatchingParameters")
+    F = descriptor_pb2.FieldDescriptorProto
+    for number, name, type_name in [(1, "max_batch_size", ".google.protobuf.Int64Value"),
+                                    (2, "batch_timeout_micros", ".google.protobuf.Int64Value"),
+                                    (3, "max_enqueued_batches", ".google.protobuf.Int64Value"),
+                                    (4, "num_batch_threads", ".google.protobuf.Int64Value"),
+                                    (5, "thread_pool_name", ".google.protobuf.StringValue")]:
+        m.field.add(name=name, number=number, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
+                    type_name=type_name)
+    m.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
+    m.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
