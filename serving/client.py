@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import socket
 import urllib.error
 import urllib.parse
@@ -168,7 +169,8 @@ class _BaseClient:
     def __init__(self, model: str, version: int | None, timeout: float, validate: bool):
         if not model or "/" in model:
             raise TFServingError(f"invalid model name {model!r}")
-        if version is not None and (isinstance(version, bool) or int(version) != version or version < 0):
+        if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral)
+                                    or version < 0):
             raise TFServingError(f"version must be a non-negative integer or None, got {version!r}")
         if not timeout or timeout <= 0:
             raise TFServingError(f"timeout must be a positive number of seconds, got {timeout!r}")

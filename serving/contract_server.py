@@ -279,6 +279,13 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     owner: "ContractServer"
 
+    def handle_error(self, request, client_address):
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the client gave up (e.g. its timeout); nothing to answer
+        super().handle_error(request, client_address)
+
 
 class ContractServer:
     """TF Serving's REST API over ``tf.saved_model.load`` on ``host:port`` (a contract test, not TF Serving).
