@@ -19,7 +19,7 @@ from serving.client import (InputShapeError, SignatureNotFoundError, TFServingCl
                             TFServingServerError, TFServingTimeoutError, ndarray_to_tensor_proto,
                             tensor_proto_to_ndarray)
 from serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
-from tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
+from tests.serving.tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
                           call_direct, free_port, loaded_versions, random_inputs)
 
 TOL = 1e-6

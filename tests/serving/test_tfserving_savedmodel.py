@@ -17,7 +17,7 @@ from keras_vae.errors import ArtifactError, ConfigError
 from serving.client import TFServingClient
 from serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
 from serving.tfserving import WARMUP_DIR, WARMUP_FILE, read_warmup_requests, write_warmup_requests
-from tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
+from tests.serving.tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
                           call_direct, loaded_versions)
 
 H, W, C = TEST_IMAGE_SHAPE
