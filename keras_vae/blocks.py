@@ -36,8 +36,11 @@ class _PreActivation(keras.layers.Layer):
 
 
 def _conv(filters: int, kernel: int, strides: int = 1, transpose: bool = False, name: str = "conv"):
+    """A 'same'-padded convolution without bias: every path out of a block reaches a BatchNorm or
+    a 1x1 convolution with bias, so a per-channel bias here would be redundant (its gradient is
+    round-off noise, which Adam would amplify into random updates)."""
     cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
-    return cls(filters, kernel, strides=strides, padding="same", name=name)
+    return cls(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)
 
 
 class _ResidualBlock(keras.layers.Layer):
@@ -67,8 +70,8 @@ class IdentityBlock(_ResidualBlock):
 
     def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
         super().__init__(filters, sync_batch_norm, **kwargs)
-        self.units = [self._unit(_conv(filters, 3), "unit1"), self._unit(_conv(filters, 3), "unit2"),
-                      self._unit(_conv(filters, 1), "unit3")]
+        self.units = [self._unit(_conv(filters, 3), "unit1"),
+                      self._unit(_conv(filters, 3), "unit2"), self._unit(_conv(filters, 1), "unit3")]
 
     def build(self, input_shape) -> None:
         if input_shape[-1] != self.filters:
@@ -93,7 +96,8 @@ class DownsamplingBlock(_ResidualBlock):
 
     def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
         super().__init__(filters, sync_batch_norm, **kwargs)
-        self.units = [self._unit(_conv(filters, 3), "unit1"), self._unit(_conv(filters, 3), "unit2"),
+        self.units = [self._unit(_conv(filters, 3), "unit1"),
+                      self._unit(_conv(filters, 3), "unit2"),
                       self._unit(_conv(filters, 3, strides=2), "unit3")]
         self.shortcut = self._unit(_conv(filters, 1, strides=2), "shortcut")
 

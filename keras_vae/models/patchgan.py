@@ -45,7 +45,7 @@ def build_patchgan(config: ModelConfig) -> keras.Model:
     last = len(config.disc_filters) - 1
     for i, (filters, stride) in enumerate(zip(config.disc_filters, config.disc_strides)):
         x = keras.layers.Conv2D(int(filters), config.disc_kernel_size, strides=int(stride), padding="same",
-                                name=f"conv{i}")(x)
+                                use_bias=False, name=f"conv{i}")(x)  # BatchNorm follows
         x = keras.layers.BatchNormalization(synchronized=config.sync_batch_norm,
                                             dtype="float32" if i == last else None, name=f"bn{i}")(x)
         if i != last:

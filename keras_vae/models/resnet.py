@@ -36,7 +36,7 @@ def build_resnet_encoder(config: ModelConfig) -> keras.Model:
     x = images
     if config.input_layer_norm:
         x = keras.layers.LayerNormalization(axis=(1, 2, 3), name="input_norm")(x)
-    x = keras.layers.Conv2D(filters[0], 3, padding="same", name="stem")(x)
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem")(x)  # BN follows
     for stage in range(config.num_stages):
         for block in range(config.encoder_identity_blocks):
             x = IdentityBlock(filters[stage], sync, name=f"stage{stage}_identity{block}")(x)
@@ -58,7 +58,7 @@ def build_resnet_decoder(config: ModelConfig) -> keras.Model:
     z = keras.Input(shape=(config.latent_dim,), name="z")
     x = keras.layers.Dense(shape[0] * shape[1] * shape[2], name="from_latent")(z)
     x = keras.layers.Reshape(shape, name="unflatten")(x)
-    x = keras.layers.Conv2D(filters[-1], 3, padding="same", name="stem")(x)
+    x = keras.layers.Conv2D(filters[-1], 3, padding="same", use_bias=False, name="stem")(x)  # BN follows
     for stage in reversed(range(config.num_stages)):
         channels = filters[min(stage + 1, config.num_stages - 1)]
         for block in range(config.decoder_identity_blocks):

@@ -168,14 +168,19 @@ class VAEGAN(LatentVariableModel):
             s2 = s2 + total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n
         return moment_matched_kl(m, s2)
 
+    def _disc_logits(self, reals, fakes, training: bool):
+        """D on real and fake images in one batch, so BatchNorm (also after the last conv, as in the
+        reference) normalizes both with the same statistics; returns (real_logits, fake_logits)."""
+        logits = self.discriminator(tf.concat([reals, fakes], axis=0), training=training)
+        return logits[:tf.shape(reals)[0]], logits[tf.shape(reals)[0]:]
+
     def _discriminator_update(self, x, fakes, factor, training: bool = True):
         """One discriminator step on real x against ``fakes`` (no gradient reaches the VAE)."""
         kind = self.loss_config.adversarial_loss
         weight = self.loss_config.adversarial_weight * factor
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator(x, training=training)
-            fake_logits = self.discriminator(tf.stop_gradient(fakes), training=training)
+            real_logits, fake_logits = self._disc_logits(x, tf.stop_gradient(fakes), training)
             per_example = losses.discriminator_loss(kind, real_logits, fake_logits)
             loss = tf.nn.compute_average_loss(weight * per_example)
             scaled = self.d_optimizer.scale_loss(loss) if training else loss
@@ -198,11 +203,16 @@ class VAEGAN(LatentVariableModel):
         adversarial = 0.0 * ones
         adaptive = tf.constant(1.0)
         if lc.use_discriminator:
-            adversarial = losses.generator_loss(lc.adversarial_loss, self.discriminator(output, training=training))
-            if prior_output is not None:
-                prior_term = losses.generator_loss(lc.adversarial_loss,
-                                                   self.discriminator(prior_output, training=training))
-                adversarial = 0.5 * (adversarial + prior_term)
+            # D sees the same real/fake batch composition as in its own update (shared BN statistics)
+            if prior_output is None:
+                _, fake_logits = self._disc_logits(x, output, training)
+                adversarial = losses.generator_loss(lc.adversarial_loss, fake_logits)
+            else:
+                _, fake_logits = self._disc_logits(tf.concat([x, x], 0), tf.concat([output, prior_output], 0),
+                                                   training)
+                recon_logits, prior_logits = tf.split(fake_logits, 2, axis=0)
+                adversarial = 0.5 * (losses.generator_loss(lc.adversarial_loss, recon_logits)
+                                     + losses.generator_loss(lc.adversarial_loss, prior_logits))
             if lc.adaptive_adversarial_weight and tape is not None:
                 last = self.decoder.get_layer("to_image").trainable_variables
                 with tape.stop_recording():
