@@ -1,0 +1,101 @@
+"""Data sources (embedded MNIST, tensorflow-datasets, image folders, NumPy arrays) and the tf.data pipeline.
+
+`make_datasets(config, image_shape=..., value_range=..., batch_size=..., seed=...)` is the front door:
+it picks the source named by ``config.source`` and returns `Datasets` ready for ``model.fit``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from keras_vae.data.config import DataConfig
+from keras_vae.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keras_vae.data.pipeline import Datasets, Source
+
+# TensorFlow-backed names are imported on first use, so `import keras_vae.config` stays light.
+_LAZY = {
+    "Datasets": "keras_vae.data.pipeline",
+    "Source": "keras_vae.data.pipeline",
+    "array_source": "keras_vae.data.arrays",
+    "make_datasets_from_arrays": "keras_vae.data.arrays",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+SOURCE_KINDS = ("embedded", "tfds", "folder")
+
+
+def parse_source(spec: str) -> tuple[str, str | None]:
+    """Split a source string: 'embedded' -> ('embedded', None), 'tfds:mnist' -> ('tfds', 'mnist'), 'folder:P' -> ('folder', 'P')."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("data source must be 'embedded', 'tfds:NAME' or 'folder:PATH'")
+    kind, sep, arg = spec.strip().partition(":")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"unknown data source {spec!r}: use 'embedded', 'tfds:NAME' or 'folder:PATH'")
+    if kind == "embedded":
+        if sep:
+            raise ConfigError(f"data source {spec!r}: 'embedded' takes no argument, use just 'embedded'")
+        return kind, None
+    if not arg:
+        raise ConfigError(f"data source {spec!r} needs a name or path after ':', e.g. 'tfds:mnist' or 'folder:images/'")
+    return kind, arg
+
+
+def load_source(config: DataConfig) -> Source:
+    """The Source named by ``config.source`` (unbatched, in the source's own size and dtype)."""
+    kind, arg = parse_source(config.source)
+    if kind == "embedded":
+        from keras_vae.data.embedded import embedded_source
+
+        return embedded_source(config)
+    if kind == "tfds":
+        from keras_vae.data.tfds_source import tfds_source
+
+        return tfds_source(arg, config)
+    from keras_vae.data.folder import folder_source
+
+    return folder_source(arg, config)
+
+
+def make_datasets(
+    config: DataConfig,
+    *,
+    image_shape: tuple[int, int, int],
+    value_range: tuple[float, float],
+    batch_size: int,
+    seed: int,
+) -> Datasets:
+    """Datasets of float32 [B, H, W, C] image batches in ``value_range`` from the source in ``config``."""
+    from keras_vae.data.pipeline import build, check_request
+
+    check_request(image_shape, value_range, batch_size, config.binarize)  # before any data is read
+    return build(
+        load_source(config),
+        image_shape=image_shape,
+        value_range=value_range,
+        batch_size=batch_size,
+        seed=seed,
+        binarize=config.binarize,
+        flip=config.flip,
+        cache=config.cache,
+        shuffle_buffer=config.shuffle_buffer,
+    )
+
+
+__all__ = [
+    "DataConfig",
+    "Datasets",
+    "Source",
+    "array_source",
+    "load_source",
+    "make_datasets",
+    "make_datasets_from_arrays",
+    "parse_source",
+]

@@ -1,0 +1,108 @@
+"""NumPy arrays as a data source: validated (dtype, range, shape, NaN), split with the fixed split seed."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vae.data.config import DataConfig
+from keras_vae.data.pipeline import NO_LABEL, Datasets, Source, build, check_request, split_indices
+from keras_vae.errors import DataError
+
+EXPECTED_VALUES = "expected uint8 in 0..255 or float in [0, 1]"
+
+
+def check_images(images, image_shape=None) -> np.ndarray:
+    """Return ``images`` as an array (N, H, W) or (N, H, W, C) of uint8, bool or float in [0, 1], else raise DataError."""
+    try:
+        images = np.asarray(images)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"images cannot be read as an array ({err}): pass a NumPy array (N, H, W[, C])") from None
+    target = f" (converted to the model's {tuple(image_shape)})" if image_shape is not None else ""
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
+        raise DataError(
+            f"images have shape {images.shape}: expected (N, H, W) or (N, H, W, C) with C in 1, 3 or 4{target}"
+        )
+    if images.dtype == np.uint8 or images.dtype == np.bool_:
+        return images
+    if images.dtype.kind not in "fiu":
+        raise DataError(f"images have dtype {images.dtype}: {EXPECTED_VALUES}")
+    if images.size == 0:
+        return images
+    if images.dtype.kind == "f":
+        bad = int(np.size(images) - np.count_nonzero(np.isfinite(images)))
+        if bad:
+            raise DataError(f"images contain {bad} NaN or Inf values: clean or drop those examples")
+    lo, hi = float(images.min()), float(images.max())
+    if images.dtype.kind == "f":
+        if lo < 0.0 or hi > 1.0:
+            hint = " (divide by 255)" if hi <= 255.0 and lo >= 0.0 else ""
+            raise DataError(f"images are {images.dtype} with values in [{lo:g}, {hi:g}]: {EXPECTED_VALUES}{hint}")
+        return images.astype(np.float32, copy=False)
+    hint = " (convert with images.astype('uint8'))" if lo >= 0 and hi <= 255 else ""
+    raise DataError(f"images are {images.dtype} with values in [{lo:g}, {hi:g}]: {EXPECTED_VALUES}{hint}")
+
+
+def array_source(
+    images,
+    labels=None,
+    *,
+    validation_fraction: float = 0.1,
+    max_examples: int | None = None,
+    name: str = "NumPy arrays",
+    image_shape=None,
+) -> Source:
+    """A Source over in-memory images (and optional integer labels), split by the fixed split seed, capped per split."""
+    images = check_images(images, image_shape)
+    n = len(images)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iub":
+            raise DataError(
+                f"labels have shape {labels.shape} and dtype {labels.dtype}: expected {n} integers, one per image (or None)"
+            )
+        labels = labels.astype(np.int64)
+    train_idx, val_idx = split_indices(n, validation_fraction, "images")
+    if max_examples is not None:
+        train_idx, val_idx = train_idx[:max_examples], val_idx[:max_examples]
+
+    def dataset(idx: np.ndarray) -> tf.data.Dataset:
+        y = labels[idx] if labels is not None else np.full(len(idx), NO_LABEL, np.int64)
+        return tf.data.Dataset.from_tensor_slices((images[idx], y))
+
+    return Source(
+        train=dataset(train_idx),
+        validation=dataset(val_idx),
+        num_train=len(train_idx),
+        num_validation=len(val_idx),
+        has_labels=labels is not None,
+        name=name,
+    )
+
+
+def make_datasets_from_arrays(
+    images,
+    labels=None,
+    *,
+    image_shape: tuple[int, int, int],
+    value_range: tuple[float, float],
+    batch_size: int,
+    seed: int,
+    validation_fraction: float = 0.1,
+    binarize: bool = False,
+    flip: bool = False,
+) -> Datasets:
+    """Datasets from NumPy images (uint8 0..255 or float in [0, 1], (N, H, W[, C])) and optional integer labels."""
+    config = DataConfig(validation_fraction=validation_fraction, binarize=binarize, flip=flip)
+    check_request(image_shape, value_range, batch_size, binarize)
+    source = array_source(images, labels, validation_fraction=config.validation_fraction, image_shape=image_shape)
+    return build(
+        source,
+        image_shape=image_shape,
+        value_range=value_range,
+        batch_size=batch_size,
+        seed=seed,
+        binarize=config.binarize,
+        flip=config.flip,
+        cache=config.cache,
+        shuffle_buffer=config.shuffle_buffer,
+    )

@@ -1,0 +1,93 @@
+"""A folder of JPEG/PNG/BMP/GIF images (found recursively) as a source; every file is checked before training."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vae.data.config import DataConfig
+from keras_vae.data.pipeline import NO_LABEL, Source, split_indices
+from keras_vae.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Formats as PIL names them (MPO: multi-picture JPEG from cameras, decoded as JPEG).
+_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF"}
+
+
+def find_images(path: str) -> list[str]:
+    """Sorted paths of the image files under ``path`` (recursive; extensions in IMAGE_EXTENSIONS, any case)."""
+    if not os.path.exists(path):
+        raise DataError(f"image folder {path} does not exist: check the path after 'folder:'")
+    if not os.path.isdir(path):
+        raise DataError(f"{path} is not a folder: 'folder:PATH' needs a directory of JPEG/PNG/BMP/GIF images")
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        found.extend(os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not found:
+        raise DataError(
+            f"no images found under {path} (searched recursively for {', '.join(IMAGE_EXTENSIONS)}): "
+            "check the path or add images"
+        )
+    return sorted(found)
+
+
+def verify_image(path: str) -> None:
+    """Raise DataError naming ``path`` unless PIL can read it as JPEG/PNG/BMP/GIF (cheap: headers, CRCs, JPEG end)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            if fmt not in _FORMATS:
+                raise DataError(f"image file {path} is {fmt}, not JPEG/PNG/BMP/GIF: convert or remove it")
+            im.verify()
+        if fmt in ("JPEG", "MPO"):
+            with open(path, "rb") as f:  # a truncated JPEG passes verify(): check its end marker
+                f.seek(max(0, os.path.getsize(path) - 64))
+                tail = f.read().rstrip(b"\x00\r\n ")
+            if not tail.endswith(b"\xff\xd9"):
+                with Image.open(path) as im:
+                    im.load()
+    except DataError:
+        raise
+    except Exception as err:  # PIL raises many types for bad files
+        raise DataError(f"cannot read image file {path} ({type(err).__name__}: {err}): fix or remove it") from None
+
+
+def _decode(path: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def _dataset(paths: list[str]) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    return ds.map(lambda p: (_decode(p), tf.constant(NO_LABEL, tf.int64)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def folder_source(path: str, config: DataConfig) -> Source:
+    """Source over the images under ``path``: fixed seeded split of the sorted list, capped per split, all files verified."""
+    path = os.path.expanduser(path)
+    paths = find_images(path)
+    train_idx, val_idx = split_indices(len(paths), config.validation_fraction, f"images under {path}")
+    if config.max_examples is not None:
+        train_idx, val_idx = train_idx[: config.max_examples], val_idx[: config.max_examples]
+    train = [paths[i] for i in train_idx]
+    validation = [paths[i] for i in val_idx]
+    start = time.perf_counter()
+    for p in np.array(paths)[np.sort(np.concatenate([train_idx, val_idx]))]:
+        verify_image(str(p))
+    logger.info("verified %d images under %s in %.1f s", len(train) + len(validation), path, time.perf_counter() - start)
+    return Source(
+        train=_dataset(train),
+        validation=_dataset(validation),
+        num_train=len(train),
+        num_validation=len(validation),
+        has_labels=False,
+        name=f"image folder {path}",
+    )

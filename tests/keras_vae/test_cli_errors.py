@@ -1,0 +1,64 @@
+"""CLI contract without training: help texts, and bad input as one clear line with exit status 2."""
+import subprocess
+import sys
+
+import pytest
+
+from keras_vae.cli import build_parser, main
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_subcommand_documents_its_options_and_defaults():
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    assert {"train", "evaluate", "sample"} <= set(subcommands)
+    train_help = subcommands["train"].format_help()
+    for option in ("--model", "--preset", "--data", "--epochs", "--steps-per-epoch", "--batch-size",
+                   "--latent-dim", "--seed", "--out", "--config"):
+        assert option in train_help
+    assert "default: 64" in subcommands["sample"].format_help()
+
+
+def test_help_runs_as_a_console_command_without_tensorflow():
+    code = ("import sys; from keras_vae.cli import build_parser; build_parser(); "
+            "assert 'tensorflow' not in sys.modules, 'help imported TF'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-m", "keras_vae", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--steps-per-epoch" in out.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "--model", "vaegan", "--preset", "tiny-vae"], "preset 'tiny-vae' is a 'vae' model"),
+    (["train", "--set", "model.latnt=3"], "unknown model option 'latnt'"),
+    (["train", "--set", "oops"], "must look like SECTION.FIELD=VALUE"),
+    (["train", "--config", "/nonexistent/c.yaml"], "configuration file '/nonexistent/c.yaml' does not exist"),
+    (["train", "--data", "ftp:x"], "unknown data source 'ftp:x'"),
+    (["train", "--epochs", "0"], "epochs must be > 0"),
+    (["evaluate", "/nonexistent/run"], "run folder '/nonexistent/run' does not exist"),
+    (["sample", "/nonexistent/run", "--n", "0"], "--n must be >= 1"),
+])
+def test_bad_input_is_one_line_with_exit_2(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    code, _, err = run_cli(capsys, "train", "--epoch", "3", "--bogus")
+    assert code == 2 and "unrecognized arguments: --bogus" in err
+
+
+def test_run_folder_without_model(capsys, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path))
+    assert code == 2 and "has no model.keras" in err
