@@ -59,8 +59,8 @@ class VAEGAN(LatentVariableModel):
         self.discriminator = build_patchgan(mc)
         self.g_optimizer = None
         self.d_optimizer = None
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in GENERATOR_METRICS + DISCRIMINATOR_METRICS}
+        names = GENERATOR_METRICS + (DISCRIMINATOR_METRICS if self.loss_config.use_discriminator else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.built = True
 
     @property

@@ -169,6 +169,7 @@ def test_switches_without_discriminator_and_without_regularizer():
     logs = model.train_step(tf.constant(images(8)))
     assert not any(changed(d0, model.discriminator.trainable_variables))
     assert float(logs["adversarial"]) == 0.0 and float(logs["variance_reg"]) == 0.0
+    assert "disc_loss" not in logs and "disc_loss" not in [m.name for m in model.metrics]
     assert int(model.d_optimizer.iterations) == 0
     assert model.extra_diagnostics(images(4)) == {}
 
