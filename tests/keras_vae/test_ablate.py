@@ -31,7 +31,7 @@ def test_high_frequency_energy():
     ramp = np.broadcast_to(np.linspace(0, 1, 8)[None, None, :, None], (1, 8, 8, 1))  # x[i, j] = j / 7
     assert high_frequency_energy(ramp) == pytest.approx(0.0, abs=1e-12)  # linear: no curvature
     checker = (np.indices((8, 8)).sum(0) % 2).astype(float)[None, :, :, None]
-    assert high_frequency_energy(checker) == pytest.approx(64.0)  # |4x - 4(1 - x)| = 4 at every pixel
+    assert high_frequency_energy(checker) == pytest.approx(16.0)  # (4x - 4(1 - x))^2 = 16 at every pixel
     rng = np.random.default_rng(0)
     sharp = rng.uniform(size=(4, 16, 16, 1))
     blurred = (sharp + np.roll(sharp, 1, 1) + np.roll(sharp, 1, 2) + np.roll(sharp, (1, 1), (1, 2))) / 4
