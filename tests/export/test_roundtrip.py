@@ -235,3 +235,39 @@ def test_conv_export_writes_no_variants(exports):
     _, export_dir, report = exports["conv"]
     assert report["variants"] == {}
     assert not (export_dir / "decoder.float16.onnx").exists() and not (export_dir / "decoder.int8.onnx").exists()
+
+
+def test_vaegan_roundtrip(vaegan_run, tmp_path):
+    """The paper's model: images live in [-1, 1] inside the model; every exported interface is [0, 1]."""
+    import tensorflow as tf
+
+    out = tmp_path / "exp"
+    report = export_run(vaegan_run, out, float16=True, quantize=True)
+    assert report["model"] == {"kind": "vaegan", "latent_dim": 8, "image_shape": [16, 16, 1],
+                               "value_range": [0, 1], "internal_value_range": [-1.0, 1.0]}
+    assert report["parity"]["passed"] and set(report["parity"]["signatures"]) == set(contract.SIGNATURES)
+    assert report["savedmodel"]["path"] == "savedmodel/vaegan/1"
+    model = load_model(vaegan_run / "model.keras")
+    loaded = tf.saved_model.load(str(out / "savedmodel" / "vaegan" / "1"))
+    rng = np.random.default_rng(0)
+    for batch in (1, 7, 64):
+        z = rng.standard_normal((batch, 8)).astype(np.float32)
+        images = rng.uniform(size=(batch, 16, 16, 1)).astype(np.float32)
+        expected = (np.clip(model.decoder(z, training=False).numpy(), -1, 1) + 1) / 2  # by hand
+        image = loaded.signatures["serving_default"](z=tf.constant(z))["image"].numpy()
+        np.testing.assert_allclose(image, expected, atol=1e-4, rtol=0)
+        assert image.min() >= 0 and image.max() <= 1
+        as_uint8 = loaded.signatures["decode_uint8"](z=tf.constant(z))["image"].numpy()
+        assert np.abs(as_uint8.astype(int) - np.round(expected * 255).astype(int)).max() <= 1
+        mean, log_var = (t.numpy() for t in model.encoder(images * 2 - 1, training=False))
+        encoded = loaded.signatures["encode"](image=tf.constant(images))
+        np.testing.assert_allclose(encoded["mean"].numpy(), mean, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(encoded["log_variance"].numpy(), log_var, atol=1e-4, rtol=0)
+        decoder = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(decoder.run(["image"], {"z": z})[0], expected, atol=1e-4, rtol=0)
+        encoder = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(encoder.run(["mean"], {"image": images})[0], mean, atol=1e-4, rtol=0)
+    for filename in ("decoder.onnx", "encoder.onnx", "decoder.float16.onnx", "decoder.int8.onnx"):
+        meta = {p.key: p.value for p in onnx.load(str(out / filename)).metadata_props}
+        assert meta[contract.META_MODEL_KIND] == "vaegan" and json.loads(meta[contract.META_VALUE_RANGE]) == [0, 1]
+        assert json.loads(meta[contract.META_IMAGE_SHAPE]) == [16, 16, 1] and meta[contract.META_LATENT_DIM] == "8"
