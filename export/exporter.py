@@ -101,7 +101,7 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
     from export import onnx_export, quantize as quant
     from export.parity import check_parity, random_inputs
-    from export.savedmodel import call_signature, write_savedmodel
+    from export.savedmodel import call_signature, describe_signatures, write_savedmodel
     from export.signatures import make_functions
     from export.warmup import read_warmup_requests, serving_api_available, write_warmup_requests
 
@@ -138,8 +138,6 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
     # verify: reload the SavedModel, replay the warmup requests, parity against Keras
     loaded = tf.saved_model.load(str(version_dir))
-    from export.savedmodel import describe_signatures
-
     signatures = describe_signatures(loaded)
     missing = sorted(set(contract.SIGNATURES) - set(signatures))
     if missing:
@@ -178,11 +176,8 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
-               float16: bool = False, quantize: bool = False, functions=None) -> dict[str, Any]:
-    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json.
-
-    ``functions`` (tests only) replaces the exported tf.functions of ``signatures.make_functions``.
-    """
+               float16: bool = False, quantize: bool = False) -> dict[str, Any]:
+    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json."""
     from keras_vae import __version__
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -205,7 +200,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     work = Path(tempfile.mkdtemp(prefix=".export-tmp-", dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
-                             float16=float16, quantize=quantize, functions=functions)
+                             float16=float16, quantize=quantize)
         files = _file_entries(work, [work / f for f in built["onnx"]])
         files.update(_file_entries(work, (work / rel_version).rglob("*")))
         report = {

@@ -87,7 +87,7 @@ def check_parity(model, loaded_savedmodel, onnx_sessions: Mapping[str, Any],
                 names = [o.name for o in session.get_outputs()]
                 artifacts["onnx"] = dict(zip(names, session.run(None, {input_name: x})))
             for artifact, outputs in artifacts.items():
-                label = f"SavedModel signature" if artifact == "savedmodel" else onnx_file
+                label = "SavedModel signature" if artifact == "savedmodel" else onnx_file
                 try:
                     diffs = _max_diff(reference, outputs)
                 except KeyError as exc:

@@ -11,7 +11,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "serving_default, decode_uint8, encode, reconstruct; TF Serving warmup requests), "
                     "EXPORT_DIR/decoder.onnx and encoder.onnx, and EXPORT_DIR/export.json. Nothing is "
                     "reported as exported until Keras, the reloaded SavedModel and onnxruntime agree "
-                    "(max abs difference <= 1e-4 at batch sizes 1, 7 and 64).",
+                    "(max abs difference <= 1e-4 at batch sizes 1, 7 and 64). A new --version goes beside the "
+                    "existing ones; decoder.onnx, encoder.onnx and export.json then describe the newest export.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by 'keras-vae train'")
     parser.add_argument("--out", required=True, metavar="EXPORT_DIR", help="export folder")
