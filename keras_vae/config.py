@@ -35,6 +35,56 @@ def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+def valid_stage_counts(size: int, max_stages: int = 8) -> list[int]:
+    """Numbers of stride-2 stages an image side of ``size`` pixels allows (size divisible by 2^n)."""
+    return [n for n in range(1, max_stages + 1) if size % (2 ** n) == 0 and size // (2 ** n) >= 1]
+
+
+def check_resnet_geometry(config: "ModelConfig") -> None:
+    """Raise ConfigError unless the residual encoder/decoder and the PatchGAN fit ``image_shape``."""
+    height, width, _ = (int(s) for s in config.image_shape)
+    n = config.num_stages
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"num_stages must be an integer >= 1, got {n!r}")
+    if len(config.filters) not in (1, n) or any(int(f) <= 0 for f in config.filters):
+        raise ConfigError(
+            f"filters {tuple(config.filters)!r} must hold 1 value (used by every stage) or num_stages={n} "
+            "positive values (one per stage, from the input resolution down)"
+        )
+    for name in ("encoder_identity_blocks", "decoder_identity_blocks"):
+        _check_positive(name, getattr(config, name), allow_zero=True)
+    factor = 2 ** n
+    for side_name, side in (("height", height), ("width", width)):
+        if side % factor:
+            stages = valid_stage_counts(side)
+            valid_sizes = [factor * k for k in range(1, 9) if factor * k <= 512]
+            hint = (f"num_stages {choices(stages)} for {side}" if stages
+                    else f"no stage count divides the odd size {side}")
+            raise ConfigError(
+                f"image {side_name} {side} cannot be halved num_stages={n} times (2^{n}={factor} must divide it): "
+                f"with num_stages={n} use sizes that are multiples of {factor} (e.g. {', '.join(map(str, valid_sizes[:6]))}); "
+                f"valid choices: {hint}"
+            )
+    if config.disc_kernel_size < 1:
+        raise ConfigError(f"disc_kernel_size must be >= 1, got {config.disc_kernel_size!r}")
+    if not 0.0 <= config.disc_dropout < 1.0:
+        raise ConfigError(f"disc_dropout must be in [0, 1), got {config.disc_dropout!r}")
+    if not config.disc_filters or int(config.disc_filters[-1]) != 1:
+        raise ConfigError(
+            f"disc_filters {tuple(config.disc_filters)!r} must end with 1 (one logit per patch)"
+        )
+    reduction = 1
+    for stride in config.disc_strides:
+        if int(stride) < 1:
+            raise ConfigError(f"disc_strides must be >= 1, got {tuple(config.disc_strides)!r}")
+        reduction *= int(stride)
+    if min(height, width) < reduction:
+        raise ConfigError(
+            f"disc_strides {tuple(config.disc_strides)!r} reduce the image by {reduction}, more than its "
+            f"size {min(height, width)}: use fewer stride-2 layers"
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of encoder, decoder and (for ``vaegan``) discriminator."""
@@ -61,6 +111,9 @@ class ModelConfig:
     disc_strides: tuple[int, ...] = (2, 2, 2, 1, 1, 1)
     disc_kernel_size: int = 3
     disc_dropout: float = 0.25
+    # BatchNorm statistics all-reduced across replicas under a tf.distribute strategy (makes a
+    # mirrored run match a single-device one; slower, so off by default)
+    sync_batch_norm: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("model kind", self.kind, MODEL_KINDS)
@@ -84,6 +137,14 @@ class ModelConfig:
                 f"disc_filters ({len(self.disc_filters)}) and disc_strides ({len(self.disc_strides)}) "
                 "must have the same length"
             )
+        if self.architecture == "resnet":
+            check_resnet_geometry(self)
+
+    @property
+    def stage_filters(self) -> tuple[int, ...]:
+        """Filters of each residual stage, from the input resolution down (a 1-tuple broadcast)."""
+        filters = tuple(int(f) for f in self.filters)
+        return filters * self.num_stages if len(filters) == 1 else filters
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -113,6 +174,8 @@ class LossConfig:
     disc_on_prior_samples: bool = False
     use_discriminator: bool = True
     use_variance_regularizer: bool = True
+    sample_posterior: bool = True  # False: decode the posterior mean (deterministic, for tests)
+    kl_monte_carlo_samples: int = 16  # samples of the logged Monte Carlo KL(batch mixture || prior)
 
     def __post_init__(self) -> None:
         _check_choice("kl", self.kl, KL_KINDS)
@@ -123,6 +186,9 @@ class LossConfig:
         _check_positive("num_samples", self.num_samples)
         _check_positive("n_critic", self.n_critic)
         _check_positive("disc_start_step", self.disc_start_step, allow_zero=True)
+        _check_positive("kl_monte_carlo_samples", self.kl_monte_carlo_samples)
+        for name in ("kl_weight", "variance_weight", "reconstruction_weight", "adversarial_weight"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -147,6 +213,7 @@ class TrainConfig:
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)
+        _check_positive("disc_learning_rate", self.disc_learning_rate)
         _check_positive("iwae_samples", self.iwae_samples)
         _check_positive("iwae_examples", self.iwae_examples)
         if self.steps_per_epoch is not None:

@@ -73,6 +73,15 @@ def population_kl(mean, log_var, variance: str = "means", epsilon: float = 1e-6)
     ``epsilon`` keeps s^2 > 0 when all means coincide (e.g. a batch of one).
     """
     m, s2 = mixture_moments(mean, log_var, variance)
+    return moment_matched_kl(m, s2, epsilon)
+
+
+def moment_matched_kl(m, s2, epsilon: float = 1e-6):
+    """KL(N(m, diag s^2) || N(0, I)) = 1/2 sum_j (m_j^2 + s_j^2 - 1 - log s_j^2) for [D] moments; a scalar.
+
+    ``epsilon`` is added to s^2 (keeps the log finite when s^2 = 0).
+    """
+    m, s2 = _f32(m, s2)
     moment_match = tfd.MultivariateNormalDiag(loc=m, scale_diag=tf.sqrt(s2 + epsilon))
     return tfd.kl_divergence(moment_match, standard_normal(m.shape[-1]))
 

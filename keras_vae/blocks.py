@@ -1,0 +1,141 @@
+"""ResNetV2 (pre-activation) blocks of the paper's encoder and decoder (PAPER.md section 2).
+
+Every convolution is preceded by BatchNorm and ReLU ("pre-activation", He et al. 2016):
+
+    identity:   y = x + Conv1x1(BR(Conv3x3(BR(Conv3x3(BR(x))))))                 (same shape)
+    downsample: y = Conv1x1/2(BR(x)) + Conv3x3/2(BR(Conv3x3(BR(Conv3x3(BR(x))))))  (half size)
+    upsample:   y = ConvT3x3/2(BR(x)) + ConvT3x3/2(BR(Conv1x1(BR(x))))             (double size)
+
+with BR = ReLU(BatchNorm(.)) and /2 a stride of 2. Each block is a Keras layer with ``get_config``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+
+class _PreActivation(keras.layers.Layer):
+    """BatchNorm -> ReLU -> convolution, the unit every block is made of."""
+
+    def __init__(self, conv: keras.layers.Layer, sync_batch_norm: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.norm = keras.layers.BatchNormalization(synchronized=sync_batch_norm, name="bn")
+        self.conv = conv
+
+    def build(self, input_shape) -> None:
+        self.norm.build(input_shape)
+        self.conv.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        return self.conv(keras.ops.relu(self.norm(x, training=training)))
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+
+def _conv(filters: int, kernel: int, strides: int = 1, transpose: bool = False, name: str = "conv"):
+    """A 'same'-padded convolution without bias: every path out of a block reaches a BatchNorm or
+    a 1x1 convolution with bias, so a per-channel bias here would be redundant (its gradient is
+    round-off noise, which Adam would amplify into random updates)."""
+    cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    return cls(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)
+
+
+class _ResidualBlock(keras.layers.Layer):
+    """Shared plumbing: ``filters`` output channels, ``sync_batch_norm`` for mirrored training."""
+
+    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.sync_batch_norm = bool(sync_batch_norm)
+
+    def _unit(self, conv, name: str) -> _PreActivation:
+        return _PreActivation(conv, self.sync_batch_norm, name=name)
+
+    def _build_units(self, units, input_shape) -> None:
+        shape = input_shape
+        for unit in units:
+            unit.build(shape)
+            shape = unit.compute_output_shape(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "filters": self.filters, "sync_batch_norm": self.sync_batch_norm}
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class IdentityBlock(_ResidualBlock):
+    """y = x + [BR-Conv3x3, BR-Conv3x3, BR-Conv1x1](x); input channels must equal ``filters``."""
+
+    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
+        super().__init__(filters, sync_batch_norm, **kwargs)
+        self.units = [self._unit(_conv(filters, 3), "unit1"),
+                      self._unit(_conv(filters, 3), "unit2"), self._unit(_conv(filters, 1), "unit3")]
+
+    def build(self, input_shape) -> None:
+        if input_shape[-1] != self.filters:
+            raise ValueError(f"IdentityBlock({self.filters}) needs {self.filters} input channels, "
+                             f"got {input_shape[-1]}")
+        self._build_units(self.units, input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        residual = x
+        for unit in self.units:
+            residual = unit(residual, training=training)
+        return x + residual
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class DownsamplingBlock(_ResidualBlock):
+    """y = BR-Conv1x1/2(x) + [BR-Conv3x3, BR-Conv3x3, BR-Conv3x3/2](x): half the size, ``filters`` channels."""
+
+    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
+        super().__init__(filters, sync_batch_norm, **kwargs)
+        self.units = [self._unit(_conv(filters, 3), "unit1"),
+                      self._unit(_conv(filters, 3), "unit2"),
+                      self._unit(_conv(filters, 3, strides=2), "unit3")]
+        self.shortcut = self._unit(_conv(filters, 1, strides=2), "shortcut")
+
+    def build(self, input_shape) -> None:
+        self._build_units(self.units, input_shape)
+        self.shortcut.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        residual = x
+        for unit in self.units:
+            residual = unit(residual, training=training)
+        return self.shortcut(x, training=training) + residual
+
+    def compute_output_shape(self, input_shape):
+        return self.shortcut.compute_output_shape(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class UpsamplingBlock(_ResidualBlock):
+    """y = BR-ConvT3x3/2(x) + [BR-Conv1x1, BR-ConvT3x3/2](x): twice the size, ``filters`` channels."""
+
+    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
+        super().__init__(filters, sync_batch_norm, **kwargs)
+        self.units = [self._unit(_conv(filters, 1), "unit1"),
+                      self._unit(_conv(filters, 3, strides=2, transpose=True), "unit2")]
+        self.shortcut = self._unit(_conv(filters, 3, strides=2, transpose=True), "shortcut")
+
+    def build(self, input_shape) -> None:
+        self._build_units(self.units, input_shape)
+        self.shortcut.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        residual = x
+        for unit in self.units:
+            residual = unit(residual, training=training)
+        return self.shortcut(x, training=training) + residual
+
+    def compute_output_shape(self, input_shape):
+        return self.shortcut.compute_output_shape(input_shape)

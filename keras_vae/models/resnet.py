@@ -1,0 +1,68 @@
+"""Residual encoder and decoder of the paper's model (PAPER.md section 2), as functional Keras models.
+
+Encoder: image -> LayerNorm -> Conv3x3 -> per stage [identity blocks, downsampling block]
+         -> Conv1x1 to max(1, latent/8) channels -> flatten -> Dense heads (mean, log_var).
+Decoder: z -> Dense to the encoder's last feature shape -> Conv3x3 -> per stage [identity blocks,
+         upsampling block] -> Conv1x1 to C channels, linear output (images in [-1, 1]).
+
+Stage ``i`` works at resolution size / 2^i with ``filters[i]`` channels; the decoder mirrors it.
+"""
+from __future__ import annotations
+
+import keras
+
+from keras_vae.blocks import DownsamplingBlock, IdentityBlock, UpsamplingBlock
+from keras_vae.config import ModelConfig, check_resnet_geometry
+
+
+def bottleneck_channels(latent_dim: int) -> int:
+    """Channels of the encoder's last feature map: latent/8, at least 1."""
+    return max(1, int(latent_dim) // 8)
+
+
+def bottleneck_shape(config: ModelConfig) -> tuple[int, int, int]:
+    """(h, w, c) of the encoder's last feature map (before flatten) = the decoder's first."""
+    height, width, _ = config.image_shape
+    factor = 2 ** config.num_stages
+    return height // factor, width // factor, bottleneck_channels(config.latent_dim)
+
+
+def build_resnet_encoder(config: ModelConfig) -> keras.Model:
+    """keras.Model: images [B, H, W, C] -> [mean, log_var], each [B, latent_dim] (float32 heads)."""
+    check_resnet_geometry(config)
+    filters = config.stage_filters
+    sync = config.sync_batch_norm
+    images = keras.Input(shape=tuple(config.image_shape), name="images")
+    x = images
+    if config.input_layer_norm:
+        x = keras.layers.LayerNormalization(axis=(1, 2, 3), name="input_norm")(x)
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem")(x)  # BN follows
+    for stage in range(config.num_stages):
+        for block in range(config.encoder_identity_blocks):
+            x = IdentityBlock(filters[stage], sync, name=f"stage{stage}_identity{block}")(x)
+        out_filters = filters[min(stage + 1, config.num_stages - 1)]
+        x = DownsamplingBlock(out_filters, sync, name=f"stage{stage}_down")(x)
+    x = keras.layers.Conv2D(bottleneck_channels(config.latent_dim), 1, name="to_bottleneck")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    mean = keras.layers.Dense(config.latent_dim, dtype="float32", name="mean")(x)
+    log_var = keras.layers.Dense(config.latent_dim, dtype="float32", name="log_var")(x)
+    return keras.Model(images, [mean, log_var], name="encoder")
+
+
+def build_resnet_decoder(config: ModelConfig) -> keras.Model:
+    """keras.Model: z [B, latent_dim] -> linear images [B, H, W, C] (float32)."""
+    check_resnet_geometry(config)
+    filters = config.stage_filters
+    sync = config.sync_batch_norm
+    shape = bottleneck_shape(config)
+    z = keras.Input(shape=(config.latent_dim,), name="z")
+    x = keras.layers.Dense(shape[0] * shape[1] * shape[2], name="from_latent")(z)
+    x = keras.layers.Reshape(shape, name="unflatten")(x)
+    x = keras.layers.Conv2D(filters[-1], 3, padding="same", use_bias=False, name="stem")(x)  # BN follows
+    for stage in reversed(range(config.num_stages)):
+        channels = filters[min(stage + 1, config.num_stages - 1)]
+        for block in range(config.decoder_identity_blocks):
+            x = IdentityBlock(channels, sync, name=f"stage{stage}_identity{block}")(x)
+        x = UpsamplingBlock(filters[stage], sync, name=f"stage{stage}_up")(x)
+    output = keras.layers.Conv2D(config.image_shape[2], 1, dtype="float32", name="to_image")(x)
+    return keras.Model(z, output, name="decoder")

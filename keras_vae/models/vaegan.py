@@ -1,0 +1,294 @@
+"""The paper's model (PAPER.md section 2): residual VAE + PatchGAN, trained by alternating updates.
+
+Per batch x (images in [-1, 1]), with q(z|x) = N(mu, diag sigma^2) and x_hat = D_theta(z):
+
+    discriminator (n_critic times):  L_D = w_adv * f * [BCE(1, D(x)) + BCE(0, D(sg(x_hat)))]
+    VAE:  L_G = w_rec * |x - x_hat|  +  w_kl * KL  +  w_var * sum_j (sigma_j^2 - 1 - log sigma_j^2)
+               + w_adv * f * lambda * BCE(1, D(x_hat))
+
+KL is the population KL of the batch mixture's moments (``kl='population'``) or the per-example
+KL (``'standard'``); f = 1 once the VAE optimizer passed ``disc_start_step`` (else 0); lambda = 1
+or VQGAN's adaptive weight. The discriminator step runs first on the reconstructions of this
+step's forward pass (no gradient to the VAE); the VAE step then uses the updated discriminator.
+Each part has its own Adam optimizer (``g_optimizer``, ``d_optimizer``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import losses
+from keras_vae.config import TrainConfig
+from keras_vae.distributions import (kl_to_standard_normal, mixture_kl_monte_carlo, mixture_moments,
+                                     moment_matched_kl, variance_regularizer)
+from keras_vae.errors import ConfigError
+from keras_vae.models.base import LatentVariableModel
+from keras_vae.models.patchgan import build_patchgan
+from keras_vae.models.resnet import build_resnet_decoder, build_resnet_encoder
+
+GENERATOR_METRICS = ("loss", "reconstruction", "kl", "population_kl", "standard_kl", "variance_reg",
+                     "adversarial", "adversarial_weight", "mixture_kl_mc")
+DISCRIMINATOR_METRICS = ("disc_loss", "disc_accuracy_real", "disc_accuracy_fake")
+
+
+def _images(data):
+    """Batches are images, or (images, ...) tuples from pipelines that carry labels."""
+    return data[0] if isinstance(data, (tuple, list)) else data
+
+
+def _replica_context_and_count():
+    ctx = tf.distribute.get_replica_context()
+    return ctx, tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAEGAN(LatentVariableModel):
+    """Residual VAE with the population-KL ELBO, variance regularizer and a PatchGAN discriminator."""
+
+    def __init__(self, model_config=None, loss_config=None, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(model_config, loss_config, seed, **kwargs)
+        mc = self.model_config
+        if mc.kind != "vaegan" or mc.architecture != "resnet":
+            raise ConfigError(f"VAEGAN needs model kind 'vaegan' and architecture 'resnet', "
+                              f"got {mc.kind!r} / {mc.architecture!r}")
+        self.encoder = build_resnet_encoder(mc)
+        self.decoder = build_resnet_decoder(mc)
+        self.discriminator = build_patchgan(mc)
+        self.g_optimizer = None
+        self.d_optimizer = None
+        names = GENERATOR_METRICS + (DISCRIMINATOR_METRICS if self.loss_config.use_discriminator else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def receptive_field(self) -> int:
+        """Pixels one discriminator logit sees."""
+        return self.discriminator.receptive_field
+
+    @property
+    def vae_variables(self) -> list:
+        return self.encoder.trainable_variables + self.decoder.trainable_variables
+
+    def decode_output_to_image(self, output):
+        """The decoder's linear output clipped to [-1, 1] (plain TF ops)."""
+        return tf.clip_by_value(tf.cast(output, tf.float32), -1.0, 1.0)
+
+    # --- compile / optimizers ------------------------------------------------------------
+    def compile_for_training(self, train: TrainConfig) -> None:
+        """compile() with Adam(learning_rate, beta_1) for the VAE and Adam(disc_learning_rate,
+        disc_beta_1) for the discriminator. Call inside ``strategy.scope()`` when distributing."""
+        self.compile(
+            g_optimizer=keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1),
+            d_optimizer=keras.optimizers.Adam(train.disc_learning_rate, beta_1=train.disc_beta_1),
+            jit_compile=train.jit_compile,
+        )
+
+    def compile(self, g_optimizer=None, d_optimizer=None, jit_compile: bool | str = False, **kwargs) -> None:
+        """Keras compile with two optimizers; under a mixed_float16 policy both get loss scaling."""
+        super().compile(optimizer=None, jit_compile=jit_compile, **kwargs)
+        g_optimizer = g_optimizer or keras.optimizers.Adam(1e-4, beta_1=0.5)
+        d_optimizer = d_optimizer or keras.optimizers.Adam(1e-4, beta_1=0.5)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            g_optimizer, d_optimizer = (
+                opt if isinstance(opt, keras.optimizers.LossScaleOptimizer)
+                else keras.optimizers.LossScaleOptimizer(opt)
+                for opt in (g_optimizer, d_optimizer))
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.g_optimizer.build(self.vae_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_compile_config(self) -> dict[str, Any]:
+        if self.g_optimizer is None:
+            return {}
+        return {"g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
+                "d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
+                "jit_compile": bool(self.jit_compile)}
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        if not config:
+            return
+        self.compile(g_optimizer=keras.saving.deserialize_keras_object(config["g_optimizer"]),
+                     d_optimizer=keras.saving.deserialize_keras_object(config["d_optimizer"]),
+                     jit_compile=config.get("jit_compile", False))
+
+    # --- pieces of the step --------------------------------------------------------------
+    def _step_seeds(self):
+        """Three stateless int32 seeds (posterior noise, prior samples, Monte Carlo KL), distinct
+        per replica under a distribution strategy."""
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int32))
+        return [tf.random.experimental.stateless_fold_in(seed, i) for i in range(3)]
+
+    def _disc_factor(self):
+        """1.0 once the VAE optimizer passed ``disc_start_step`` (0.0 before, or without a discriminator)."""
+        if not self.loss_config.use_discriminator:
+            return tf.constant(0.0)
+        start = self.loss_config.disc_start_step
+        if start <= 0 or self.g_optimizer is None:
+            return tf.constant(1.0)
+        return tf.cast(self.g_optimizer.iterations >= start, tf.float32)
+
+    def _forward(self, x, seeds, training: bool):
+        """Posterior (mean, log_var), latents z and the decoder's linear output for x (+ prior decodes)."""
+        mean, log_var = self.encode(x, training=training)
+        if self.loss_config.sample_posterior:
+            eps = tf.random.stateless_normal(tf.shape(mean), seed=seeds[0])
+            z = mean + tf.exp(0.5 * log_var) * eps
+        else:
+            z = mean
+        output = tf.cast(self.decoder(z, training=training), tf.float32)
+        prior_output = None
+        if self.loss_config.use_discriminator and self.loss_config.disc_on_prior_samples:
+            z_prior = tf.random.stateless_normal(tf.shape(mean), seed=seeds[1])
+            prior_output = tf.cast(self.decoder(z_prior, training=training), tf.float32)
+        return mean, log_var, output, prior_output
+
+    def _population_kl(self, mean, log_var):
+        """Population KL of the batch moments; the batch is the global one under a strategy
+        (moments all-reduced across replicas, so the value does not depend on the replica count)."""
+        variance = self.loss_config.population_variance
+        ctx, replicas = _replica_context_and_count()
+        if replicas == 1 or ctx is None:
+            m, s2 = mixture_moments(mean, log_var, variance)
+            return moment_matched_kl(m, s2)
+        total = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
+        n = total(tf.cast(tf.shape(mean)[0], tf.float32))
+        m = total(tf.reduce_sum(mean, axis=0)) / n
+        s2 = total(tf.reduce_sum(tf.square(mean - m), axis=0)) / n
+        if variance == "mixture":
+            s2 = s2 + total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n
+        return moment_matched_kl(m, s2)
+
+    def _disc_logits(self, reals, fakes, training: bool):
+        """D on real and fake images in one batch, so BatchNorm (also after the last conv, as in the
+        reference) normalizes both with the same statistics; returns (real_logits, fake_logits)."""
+        logits = self.discriminator(tf.concat([reals, fakes], axis=0), training=training)
+        return logits[:tf.shape(reals)[0]], logits[tf.shape(reals)[0]:]
+
+    def _discriminator_update(self, x, fakes, factor, training: bool = True):
+        """One discriminator step on real x against ``fakes`` (no gradient reaches the VAE)."""
+        kind = self.loss_config.adversarial_loss
+        weight = self.loss_config.adversarial_weight * factor
+        d_vars = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            real_logits, fake_logits = self._disc_logits(x, tf.stop_gradient(fakes), training)
+            per_example = losses.discriminator_loss(kind, real_logits, fake_logits)
+            loss = tf.nn.compute_average_loss(weight * per_example)
+            scaled = self.d_optimizer.scale_loss(loss) if training else loss
+        if training:
+            self.d_optimizer.apply(tape.gradient(scaled, d_vars), d_vars)
+        acc_real, acc_fake = losses.discriminator_accuracy(real_logits, fake_logits)
+        return {"disc_loss": per_example, "disc_accuracy_real": acc_real, "disc_accuracy_fake": acc_fake}
+
+    def _generator_terms(self, x, mean, log_var, output, prior_output, factor, training, tape=None):
+        """Per-example VAE loss [B] (scalar terms spread over the batch) and the terms to log."""
+        lc = self.loss_config
+        reconstruction = losses.mean_absolute_error(x, output)
+        standard_kl = kl_to_standard_normal(mean, log_var)
+        population_kl = self._population_kl(mean, log_var)
+        ones = tf.ones_like(reconstruction)
+        kl = population_kl * ones if lc.kl == "population" else standard_kl
+        variance_reg = variance_regularizer(log_var) if lc.use_variance_regularizer else 0.0 * ones
+        weighted_rec = lc.reconstruction_weight * reconstruction
+        per_example = weighted_rec + lc.kl_weight * kl + lc.variance_weight * variance_reg
+        adversarial = 0.0 * ones
+        adaptive = tf.constant(1.0)
+        if lc.use_discriminator:
+            # D sees the same real/fake batch composition as in its own update (shared BN statistics)
+            if prior_output is None:
+                _, fake_logits = self._disc_logits(x, output, training)
+                adversarial = losses.generator_loss(lc.adversarial_loss, fake_logits)
+            else:
+                _, fake_logits = self._disc_logits(tf.concat([x, x], 0), tf.concat([output, prior_output], 0),
+                                                   training)
+                recon_logits, prior_logits = tf.split(fake_logits, 2, axis=0)
+                adversarial = 0.5 * (losses.generator_loss(lc.adversarial_loss, recon_logits)
+                                     + losses.generator_loss(lc.adversarial_loss, prior_logits))
+            if lc.adaptive_adversarial_weight and tape is not None:
+                last = self.decoder.get_layer("to_image").trainable_variables
+                with tape.stop_recording():
+                    rec_grads = tape.gradient(tf.nn.compute_average_loss(weighted_rec), last)
+                    adv_grads = tape.gradient(tf.nn.compute_average_loss(adversarial), last)
+                    adaptive = losses.adaptive_adversarial_weight(rec_grads, adv_grads)
+            per_example = per_example + lc.adversarial_weight * factor * adaptive * adversarial
+        terms = {"loss": per_example, "reconstruction": reconstruction, "kl": kl,
+                 "population_kl": population_kl, "standard_kl": standard_kl, "variance_reg": variance_reg,
+                 "adversarial": adversarial, "adversarial_weight": lc.adversarial_weight * factor * adaptive}
+        return per_example, terms
+
+    def _step(self, x, update_discriminator: bool, update_vae: bool, training: bool):
+        x = tf.cast(x, tf.float32)
+        seeds = self._step_seeds()
+        factor = self._disc_factor()
+        lc = self.loss_config
+        persistent = lc.adaptive_adversarial_weight and lc.use_discriminator and update_vae
+        logs: dict[str, Any] = {}
+        with tf.GradientTape(persistent=persistent) as tape:
+            mean, log_var, output, prior_output = self._forward(x, seeds, training=training)
+            if lc.use_discriminator and (update_discriminator or not training):
+                with tape.stop_recording():  # the discriminator's turn: fakes carry no gradient
+                    fakes = output if prior_output is None else tf.concat([output, prior_output], 0)
+                    reals = x if prior_output is None else tf.concat([x, x], 0)
+                    for _ in range(lc.n_critic if training else 1):
+                        logs.update(self._discriminator_update(reals, fakes, factor, training=training))
+            per_example, terms = self._generator_terms(x, mean, log_var, output, prior_output, factor,
+                                                       training, tape if persistent else None)
+            loss = tf.nn.compute_average_loss(per_example)
+            scaled = self.g_optimizer.scale_loss(loss) if (training and update_vae) else loss
+        if training and update_vae:
+            variables = self.vae_variables
+            self.g_optimizer.apply(tape.gradient(scaled, variables), variables)
+        del tape
+        logs.update(terms)
+        logs["mixture_kl_mc"] = mixture_kl_monte_carlo(mean, log_var, lc.kl_monte_carlo_samples, seed=seeds[2])
+        for name, value in logs.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # --- Keras entry points ---------------------------------------------------------------
+    def train_step(self, data):
+        """n_critic discriminator updates, then one VAE update (see the module docstring)."""
+        return self._step(_images(data), update_discriminator=True, update_vae=True, training=True)
+
+    def test_step(self, data):
+        """The same terms on validation data, inference mode, no updates."""
+        return self._step(_images(data), update_discriminator=False, update_vae=False, training=False)
+
+    def discriminator_step(self, images):
+        """Only the discriminator update(s) of ``train_step`` (the VAE is left unchanged)."""
+        return self._step(tf.convert_to_tensor(images), update_discriminator=True, update_vae=False,
+                          training=True)
+
+    def vae_step(self, images):
+        """Only the VAE update of ``train_step`` (the discriminator's weights are left unchanged)."""
+        return self._step(tf.convert_to_tensor(images), update_discriminator=False, update_vae=True,
+                          training=True)
+
+    # --- diagnostics ------------------------------------------------------------------------
+    def extra_diagnostics(self, images: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+        """Discriminator accuracy (inference mode) on real images and on their reconstructions:
+        the fraction of patch logits on the correct side of 0."""
+        if not self.loss_config.use_discriminator:
+            return {}
+        real_hits, fake_hits, count = 0.0, 0.0, 0
+        for start in range(0, len(images), batch_size):
+            x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
+            mean, _ = self.encode(x)
+            recon = tf.cast(self.decoder(mean, training=False), tf.float32)
+            acc_real, acc_fake = losses.discriminator_accuracy(self.discriminator(x, training=False),
+                                                               self.discriminator(recon, training=False))
+            n = int(x.shape[0])
+            real_hits += float(acc_real) * n
+            fake_hits += float(acc_fake) * n
+            count += n
+        return {"disc_accuracy_real": real_hits / max(count, 1),
+                "disc_accuracy_reconstructed": fake_hits / max(count, 1)}
