@@ -23,16 +23,12 @@ def serving_api_available() -> str | None:
     return None
 
 
-def write_warmup_requests(version_dir: str | Path, model_name: str,
-                          requests: Iterable[tuple[str, Mapping[str, np.ndarray]]]) -> tuple[Path, int]:
-    """Write one PredictionLog per (signature, {input name: array}) to the version's warmup file.
-
-    Returns (path, number of records).
-    """
+def write_records(path: str | Path, model_name: str,
+                  requests: Iterable[tuple[str, Mapping[str, np.ndarray]]]) -> int:
+    """Write one PredictionLog per (signature, {input name: array}) as a TFRecord file at ``path``;
+    returns the number of records."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    path = Path(version_dir) / contract.WARMUP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
         for signature, inputs in requests:
@@ -44,17 +40,31 @@ def write_warmup_requests(version_dir: str | Path, model_name: str,
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
             count += 1
-    return path, count
+    return count
+
+
+def write_warmup_requests(version_dir: str | Path, model_name: str,
+                          requests: Iterable[tuple[str, Mapping[str, np.ndarray]]]) -> tuple[Path, int]:
+    """Write the version's warmup file (``contract.WARMUP_FILE``); returns (path, number of records)."""
+    path = Path(version_dir) / contract.WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, write_records(path, model_name, requests)
+
+
+def read_predict_requests(path: str | Path) -> list:
+    """The ``PredictRequest`` protos of every record of a warmup file."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = []
+    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(raw)
+        if log.WhichOneof("log_type") != "predict_log":
+            raise ValueError(f"{path}: a record is a {log.WhichOneof('log_type')}, not a predict_log")
+        requests.append(log.predict_log.request)
+    return requests
 
 
 def read_warmup_requests(path: str | Path) -> list[tuple[str, str, dict[str, np.ndarray]]]:
     """(model name, signature, {input name: array}) of every record in a warmup file."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    records = []
-    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog.FromString(raw)
-        request = log.predict_log.request
-        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-        records.append((request.model_spec.name, request.model_spec.signature_name, inputs))
-    return records
+    return [(r.model_spec.name, r.model_spec.signature_name, {k: tf.make_ndarray(v) for k, v in r.inputs.items()})
+            for r in read_predict_requests(path)]

@@ -41,8 +41,7 @@ def write_warmup_requests(savedmodel_version_dir, latent_dim: int, image_shape,
     Latents are standard normal, images uniform in [0, 1) (fixed ``seed``). ``model_name`` defaults
     to the parent folder's name (``savedmodel/<name>/<version>``). Written atomically.
     """
-    import tensorflow as tf
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    from export.warmup import write_records  # imports TensorFlow
 
     version_dir = Path(savedmodel_version_dir)
     if not (version_dir / "saved_model.pb").is_file():
@@ -59,22 +58,14 @@ def write_warmup_requests(savedmodel_version_dir, latent_dim: int, image_shape,
         raise ConfigError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
     name = model_name or version_dir.parent.name
     rng = np.random.default_rng(seed)
+    requests = [(signature, _warmup_inputs(signature, batch, int(latent_dim), tuple(image_shape), rng))
+                for signature in signatures for batch in batch_sizes]
     out_dir = version_dir / WARMUP_DIR
     out_dir.mkdir(exist_ok=True)
     path = out_dir / WARMUP_FILE
     tmp = out_dir / f".{WARMUP_FILE}.{os.getpid()}.tmp"
     try:
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for signature in signatures:
-                for batch in batch_sizes:
-                    request = predict_pb2.PredictRequest(
-                        model_spec=model_pb2.ModelSpec(name=name, signature_name=signature))
-                    for key, arr in _warmup_inputs(signature, batch, int(latent_dim),
-                                                   tuple(image_shape), rng).items():
-                        request.inputs[key].CopyFrom(tf.make_tensor_proto(arr))
-                    log = prediction_log_pb2.PredictionLog(
-                        predict_log=prediction_log_pb2.PredictLog(request=request))
-                    writer.write(log.SerializeToString())
+        write_records(tmp, name, requests)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -83,18 +74,14 @@ def write_warmup_requests(savedmodel_version_dir, latent_dim: int, image_shape,
 
 def read_warmup_requests(path) -> list:
     """The ``PredictRequest`` of every record of a warmup file (a directory means its warmup file)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
+    from export.warmup import read_predict_requests  # imports TensorFlow
 
     path = Path(path)
     if path.is_dir():
         path = path / WARMUP_DIR / WARMUP_FILE
     if not path.is_file():
         raise ArtifactError(f"no warmup file at {path}")
-    requests = []
-    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog.FromString(raw)
-        if log.WhichOneof("log_type") != "predict_log":
-            raise ArtifactError(f"{path}: a record is a {log.WhichOneof('log_type')}, not a predict_log")
-        requests.append(log.predict_log.request)
-    return requests
+    try:
+        return read_predict_requests(path)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
