@@ -59,3 +59,13 @@ def test_tf_serving_rest_client_on_the_exported_savedmodel(exported):
         np.testing.assert_allclose(mean, expected_mean, atol=1e-4)
         np.testing.assert_allclose(log_var, expected_log_var, atol=1e-4)
         np.testing.assert_allclose(client.decode(mean), np.asarray(model.to_unit(model.decode(mean))), atol=1e-5)
+
+
+def test_a_vaegan_run_loads_in_a_fresh_process(tmp_path):
+    """evaluate/sample/export load model.keras in a new process: the VAEGAN class must be registered."""
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--out", str(run), "--quiet"]) == 0
+    result = subprocess.run([sys.executable, "-m", "keras_vae", "sample", str(run), "--n", "4",
+                             "--out", str(tmp_path / "s.png")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "s.png").is_file()
