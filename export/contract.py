@@ -37,3 +37,20 @@ META_SOURCE_SHA256 = "keras_vae.source_sha256"  # SHA-256 of the source model.ke
 META_ROLE = "keras_vae.role"  # "decoder" | "encoder"
 
 # export.json: {"files": {"decoder.onnx": {"sha256": "...", "bytes": n}, ...}, "parity": {...}, ...}
+
+# --- added by the exporter (issue 4) ---------------------------------------------------------
+ONNX_OPSET = 17
+BATCH_AXIS = "N"  # dim_param of the dynamic batch axis on every ONNX input and output
+
+# Optional smaller decoders (same inputs/outputs/metadata as decoder.onnx, float32 I/O):
+DECODER_FLOAT16_ONNX = "decoder.float16.onnx"  # weights and arithmetic in float16
+DECODER_QUANTIZED_ONNX = "decoder.int8.onnx"  # onnxruntime dynamic quantization (int8 weights)
+META_PRECISION = "keras_vae.precision"  # "float32" | "float16" | "int8-dynamic"
+
+# TF Serving: PredictionLog records replayed by the server when it loads a version.
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # relative to savedmodel/<name>/<version>/
+
+# The SavedModel name defaults to the model kind ("vae" | "vaegan"); versions are integers >= 1.
+PARITY_TOLERANCE = 1e-4  # max abs difference Keras vs SavedModel vs onnxruntime (float32 outputs)
+PARITY_UINT8_TOLERANCE = 1  # decode_uint8: at most one grey level (rounding at a half step)
+PARITY_BATCH_SIZES = (1, 7, 64)

@@ -144,14 +144,3 @@ def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
     title = f"latent traversals z + e_k * eps, eps = {values[0]:g}..{values[-1]:g} (axes by KL)"
     return _save(_grid_figure(grid, title, labels, rows=len(order)), path)
 
-
-def save_image_grid(images: np.ndarray, path: str | Path, cols: int | None = None) -> Path:
-    """Write images [N, H, W, C] in [0, 1] as one PNG grid (no axes or titles), atomically."""
-    from PIL import Image
-
-    cols = cols or int(np.ceil(np.sqrt(len(images))))
-    grid = np.round(image_grid(images, cols) * 255.0).astype(np.uint8)
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
-    return path

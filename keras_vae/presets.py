@@ -14,7 +14,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "model": {"kind": "vae", "architecture": "mlp", "image_shape": (28, 28, 1), "latent_dim": 16,
                   "hidden_units": (500,), "activation": "tanh", "likelihood": "bernoulli"},
         "data": {"source": "embedded", "binarize": True},
-        "train": {"epochs": 60, "batch_size": 100, "learning_rate": 1e-3},
+        "train": {"epochs": 150, "batch_size": 100, "learning_rate": 1e-3},
     },
     "mnist-conv": {
         "model": {"kind": "vae", "architecture": "conv", "image_shape": (28, 28, 1), "latent_dim": 16,

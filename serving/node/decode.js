@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+'use strict';
+// keras-vae-decode: decode latents from a file with decoder.onnx and write one PNG per image.
+//
+//   node decode.js --model decoder.onnx --latents z.json|z.bin --out-dir DIR [--float-out images.bin|images.json]
+//
+// Latent files:
+//   z.json  a JSON array of arrays [[z_0 ... z_{D-1}], ...] (one flat array = one code).
+//   z.bin   raw float32 little-endian, row-major [N, D]. The shape comes from a sidecar z.bin.json
+//           {"shape": [N, D]} when present, else D is the model's latent size and N = bytes / (4 D).
+// Output: DIR/image_0000.png, ... (grey for C=1, RGB for C=3); with --float-out, the float32 images
+//   [N, H, W, C] as .bin (raw float32 LE + sidecar .bin.json {"shape", "dtype"}) or .json
+//   ({"shape": [...], "data": [flat values]}). A JSON summary goes to stdout; errors to stderr (exit 2).
+const fs = require('fs');
+const path = require('path');
+const { loadDecoder, pngBuffer, DecoderError } = require('./decoder.js');
+
+const USAGE = 'usage: node decode.js --model decoder.onnx --latents z.json|z.bin --out-dir DIR [--float-out FILE.bin|FILE.json]';
+
+function parseArgs(argv) {
+  const args = {};
+  for (let i = 0; i < argv.length; i++) {
+    const key = argv[i];
+    if (key === '-h' || key === '--help') { console.log(USAGE); process.exit(0); }
+    if (!['--model', '--latents', '--out-dir', '--float-out'].includes(key) || i + 1 >= argv.length) {
+      throw new DecoderError(`unknown or incomplete option ${key}\n${USAGE}`);
+    }
+    args[key.slice(2).replace('-', '_')] = argv[++i];
+  }
+  for (const k of ['model', 'latents', 'out_dir']) {
+    if (!args[k]) throw new DecoderError(`missing --${k.replace('_', '-')}\n${USAGE}`);
+  }
+  return args;
+}
+
+/** Read a .json or .bin latent file -> array of arrays or {data, shape}. */
+function readLatents(file, latentDim) {
+  if (!fs.existsSync(file)) throw new DecoderError(`latent file not found: ${file}`);
+  if (file.endsWith('.json')) {
+    try {
+      return JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new DecoderError(`${file} is not valid JSON: ${err.message}`);
+    }
+  }
+  if (file.endsWith('.bin')) {
+    const buf = fs.readFileSync(file);
+    if (buf.length % 4) throw new DecoderError(`${file}: ${buf.length} bytes is not a whole number of float32 values`);
+    const data = new Float32Array(buf.length / 4);
+    for (let i = 0; i < data.length; i++) data[i] = buf.readFloatLE(4 * i);
+    const sidecar = `${file}.json`;
+    let shape;
+    if (fs.existsSync(sidecar)) {
+      shape = JSON.parse(fs.readFileSync(sidecar, 'utf8')).shape;
+    } else {
+      if (data.length % latentDim) throw new DecoderError(`${file}: ${data.length} values is not a multiple of the latent size ${latentDim}`);
+      shape = [data.length / latentDim, latentDim];
+    }
+    return { data, shape };
+  }
+  throw new DecoderError(`${file}: latent file must end in .json or .bin`);
+}
+
+function writeFloat(file, result) {
+  if (file.endsWith('.json')) {
+    fs.writeFileSync(file, JSON.stringify({ shape: result.dims, data: Array.from(result.data) }));
+  } else if (file.endsWith('.bin')) {
+    const buf = Buffer.alloc(result.data.length * 4);
+    result.data.forEach((v, i) => buf.writeFloatLE(v, 4 * i));
+    fs.writeFileSync(file, buf);
+    fs.writeFileSync(`${file}.json`, JSON.stringify({ shape: result.dims, dtype: 'float32', byte_order: 'little' }));
+  } else {
+    throw new DecoderError(`--float-out must end in .bin or .json: ${file}`);
+  }
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const t0 = process.hrtime.bigint();
+  const decoder = await loadDecoder(args.model);
+  const t1 = process.hrtime.bigint();
+  const latents = readLatents(args.latents, decoder.latentDim);
+  const t2 = process.hrtime.bigint();
+  const result = await decoder.decode(latents);
+  const t3 = process.hrtime.bigint();
+  fs.mkdirSync(args.out_dir, { recursive: true });
+  const pngs = [];
+  for (let i = 0; i < result.dims[0]; i++) {
+    const file = path.join(args.out_dir, `image_${String(i).padStart(4, '0')}.png`);
+    fs.writeFileSync(file, pngBuffer(result, i));
+    pngs.push(file);
+  }
+  if (args.float_out) writeFloat(args.float_out, result);
+  const ms = (a, b) => Number(b - a) / 1e6;
+  console.log(JSON.stringify({ model: args.model, shape: result.dims, pngs, float_out: args.float_out || null,
+    load_ms: ms(t0, t1), decode_ms: ms(t2, t3) }));
+}
+
+main().catch((err) => {
+  console.error(`keras-vae-decode: error: ${err instanceof DecoderError ? err.message : err.stack}`);
+  process.exit(2);
+});

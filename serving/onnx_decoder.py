@@ -1,0 +1,277 @@
+"""Decode latents with an exported ``decoder.onnx`` through onnxruntime (no TensorFlow import).
+
+The file follows ``export/contract.py``: input ``z`` float32 [N, latent_dim], output ``image`` float32
+[N, H, W, C] in ``value_range`` (``[0, 1]``), dynamic batch axis, ``keras_vae.*`` metadata_props.
+
+Execution providers: by default ``CUDAExecutionProvider`` (then CPU as fallback) when
+``onnxruntime.get_available_providers()`` lists it -- i.e. when ``onnxruntime-gpu`` is installed --
+else ``CPUExecutionProvider``. Pass ``providers=[...]`` to choose explicitly.
+
+Threads: one ``OnnxDecoder`` holds one ``onnxruntime.InferenceSession``; onnxruntime documents
+``InferenceSession.run`` as safe to call concurrently, and ``OnnxDecoder`` keeps no other mutable
+state, so one instance may be shared by any number of threads (e.g. a web server's workers). Each
+``run`` already uses onnxruntime's intra-op thread pool; more threads help only up to the core count.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from export import contract
+from keras_vae.errors import ArtifactError, DataError
+from serving.images import save_grid, to_uint8
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("float", "uint8")
+REQUIRED_METADATA = (contract.META_LATENT_DIM, contract.META_IMAGE_SHAPE, contract.META_VALUE_RANGE)
+
+
+def default_providers() -> list[str]:
+    """["CUDAExecutionProvider", "CPUExecutionProvider"] when CUDA is available, else CPU only."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_decoder_path(path) -> Path:
+    """A decoder.onnx path, or an export folder that contains one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / contract.DECODER_ONNX
+    if not path.is_file():
+        raise ArtifactError(f"decoder file not found: {path} (expected an export folder or its {contract.DECODER_ONNX})")
+    return path
+
+
+def verify_export_json(path: Path) -> bool:
+    """Check ``path`` against the sha256/bytes in the export.json beside it; False when there is none."""
+    manifest_path = path.parent / contract.EXPORT_JSON
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        entry = manifest["files"][path.name]
+        expected, size = entry["sha256"], entry.get("bytes")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{manifest_path} is unreadable or does not list {path.name} "
+                            f"under 'files' with a 'sha256' ({type(exc).__name__}: {exc})") from exc
+    actual = file_sha256(path)
+    if actual != expected or (size is not None and path.stat().st_size != size):
+        raise ArtifactError(
+            f"{path} does not match {manifest_path.name}: sha256 {actual[:12]}... (bytes "
+            f"{path.stat().st_size}) vs recorded {str(expected)[:12]}... (bytes {size}); the file was "
+            f"changed or is corrupt -- re-export it, or pass verify=False to skip this check")
+    return True
+
+
+def _is_dynamic(dim) -> bool:
+    return dim is None or isinstance(dim, str)
+
+
+class OnnxDecoder:
+    """A ``decoder.onnx`` behind a NumPy API: decode, sample, interpolate, traverse.
+
+    ``OnnxDecoder(path)`` accepts the .onnx file or its export folder. ``max_batch`` bounds one
+    ``decode`` call (``sample`` splits larger requests). ``verify=True`` checks the file's SHA-256
+    against export.json when that file sits beside it. Thread-safe (one shared session).
+    """
+
+    def __init__(self, path, providers=None, max_batch: int = 1024, verify: bool = True):
+        import onnxruntime as ort
+
+        if int(max_batch) < 1:
+            raise DataError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = int(max_batch)
+        self.path = resolve_decoder_path(path)
+        self.verified = verify_export_json(self.path) if verify else False
+        providers = list(providers) if providers else default_providers()
+        try:
+            self._session = ort.InferenceSession(str(self.path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise ArtifactError(f"onnxruntime cannot load {self.path}: {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+        try:
+            self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(f"{self.path} has unreadable metadata_props (not UTF-8): the file is corrupt") from exc
+        self._latent_dim, self._image_shape, self._value_range = self._read_metadata()
+        self._check_graph()
+
+    # -- loading -------------------------------------------------------------------------------
+    def _read_metadata(self):
+        meta = self.metadata
+        for key in REQUIRED_METADATA:
+            if key not in meta:
+                raise ArtifactError(f"{self.path} has no metadata key {key!r}; it was not written by the "
+                                    f"keras-vae exporter (found keys: {sorted(meta) or 'none'})")
+        role = meta.get(contract.META_ROLE, "decoder")
+        if role != "decoder":
+            raise ArtifactError(f"{self.path} is a keras-vae {role!r}, not a decoder ({contract.META_ROLE})")
+        try:
+            latent_dim = int(meta[contract.META_LATENT_DIM])
+            image_shape = tuple(int(v) for v in json.loads(meta[contract.META_IMAGE_SHAPE]))
+            lo, hi = (float(v) for v in json.loads(meta[contract.META_VALUE_RANGE]))
+        except (ValueError, TypeError) as exc:
+            raise ArtifactError(f"{self.path} has malformed keras_vae metadata ({exc}): "
+                                f"{ {k: meta[k] for k in REQUIRED_METADATA} }") from exc
+        if latent_dim < 1 or len(image_shape) != 3 or min(image_shape) < 1 or not hi > lo:
+            raise ArtifactError(f"{self.path} has invalid keras_vae metadata: latent_dim={latent_dim}, "
+                                f"image_shape={list(image_shape)}, value_range={[lo, hi]}")
+        return latent_dim, image_shape, (lo, hi)
+
+    def _check_graph(self):
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        names_in, names_out = [i.name for i in inputs], [o.name for o in outputs]
+        if contract.LATENT_INPUT not in names_in or contract.IMAGE_OUTPUT not in names_out:
+            raise ArtifactError(f"{self.path} must have input {contract.LATENT_INPUT!r} and output "
+                                f"{contract.IMAGE_OUTPUT!r}; it has inputs {names_in}, outputs {names_out}")
+        z = inputs[names_in.index(contract.LATENT_INPUT)]
+        img = outputs[names_out.index(contract.IMAGE_OUTPUT)]
+        for node, want in ((z, [self._latent_dim]), (img, list(self._image_shape))):
+            shape = list(node.shape)
+            if node.type != "tensor(float)":
+                raise ArtifactError(f"{self.path}: {node.name!r} is {node.type}, expected tensor(float)")
+            ok = len(shape) == 1 + len(want) and _is_dynamic(shape[0]) and all(
+                _is_dynamic(d) or d == w for d, w in zip(shape[1:], want))
+            if not ok:
+                raise ArtifactError(f"{self.path}: graph declares {node.name!r} with shape {shape}, but the "
+                                    f"metadata says [N, {', '.join(map(str, want))}] with a dynamic batch N")
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        """Length of one latent code z."""
+        return self._latent_dim
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one decoded image."""
+        return self._image_shape
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually uses, in priority order."""
+        return self._session.get_providers()
+
+    def __repr__(self) -> str:
+        return (f"OnnxDecoder({str(self.path)!r}, latent_dim={self.latent_dim}, "
+                f"image_shape={self.image_shape}, providers={self.providers})")
+
+    # -- validation ----------------------------------------------------------------------------
+    def _as_batch(self, z, name: str = "z") -> np.ndarray:
+        """Validate latents -> float32 [N, latent_dim] (a 1-D code of length latent_dim is batch 1)."""
+        arr = np.asarray(z)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)):
+            raise DataError(f"{name} must be a float array (float16/32/64), got dtype {arr.dtype}; "
+                            f"convert integer codes explicitly, e.g. z.astype('float32')")
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise DataError(f"{name} must have shape [N, {self.latent_dim}] or [{self.latent_dim}], "
+                            f"got rank {arr.ndim} shape {list(arr.shape)}")
+        if arr.shape[1] != self.latent_dim:
+            raise DataError(f"{name} has latent size {arr.shape[1]}, this decoder expects "
+                            f"{self.latent_dim} (shape [N, {self.latent_dim}])")
+        if arr.shape[0] > self.max_batch:
+            raise DataError(f"{name} has batch {arr.shape[0]} > max_batch={self.max_batch}; "
+                            f"split it or raise max_batch")
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(arr)):
+            bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+            raise DataError(f"{name} contains NaN or Inf (first at index {bad}); "
+                            f"float64 values beyond float32 range also become Inf")
+        return np.ascontiguousarray(arr)
+
+    def _code(self, z, name: str) -> np.ndarray:
+        arr = self._as_batch(z, name)
+        if np.asarray(z).ndim != 1:
+            raise DataError(f"{name} must be one latent code of shape [{self.latent_dim}], "
+                            f"got shape {list(np.shape(z))}")
+        return arr[0]
+
+    # -- decoding ------------------------------------------------------------------------------
+    def decode(self, z, output: str = "float") -> np.ndarray:
+        """Latents [N, latent_dim] (or [latent_dim]) -> images [N, H, W, C]: float32 in [0, 1] or uint8."""
+        if output not in OUTPUTS:
+            raise DataError(f"output must be 'float' or 'uint8', got {output!r}")
+        batch = self._as_batch(z)
+        if batch.shape[0] == 0:
+            images = np.zeros((0, *self.image_shape), np.float32)
+        else:
+            images = self._session.run([contract.IMAGE_OUTPUT], {contract.LATENT_INPUT: batch})[0]
+            lo, hi = self._value_range
+            if (lo, hi) != (0.0, 1.0):
+                images = ((images - lo) / (hi - lo)).astype(np.float32)
+        return to_uint8(images) if output == "uint8" else images
+
+    def sample_latents(self, n: int, seed=None, temperature: float = 1.0) -> np.ndarray:
+        """z ~ N(0, temperature^2 I) as float32 [n, latent_dim], from numpy.random.default_rng(seed)."""
+        n = int(n)
+        if n < 1:
+            raise DataError(f"n must be >= 1, got {n}")
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise DataError(f"temperature must be a finite number >= 0, got {temperature}")
+        rng = np.random.default_rng(seed)
+        return (rng.standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
+
+    def sample(self, n: int, seed=None, temperature: float = 1.0, output: str = "float") -> np.ndarray:
+        """Decode n prior samples z ~ N(0, temperature^2 I) (seeded; split into max_batch chunks)."""
+        z = self.sample_latents(n, seed, temperature)
+        parts = [self.decode(z[i:i + self.max_batch], output) for i in range(0, len(z), self.max_batch)]
+        return np.concatenate(parts, axis=0)
+
+    def interpolate(self, z0, z1, steps: int, output: str = "float") -> np.ndarray:
+        """Decode (1 - a) z0 + a z1 for a in linspace(0, 1, steps) -> [steps, H, W, C]."""
+        a0, a1 = self._code(z0, "z0"), self._code(z1, "z1")
+        steps = int(steps)
+        if steps < 2:
+            raise DataError(f"steps must be >= 2 (both end points), got {steps}")
+        alpha = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.decode((1.0 - alpha) * a0 + alpha * a1, output)
+
+    def traverse(self, z, dim: int, values, output: str = "float") -> np.ndarray:
+        """Decode z + v e_dim for each v in values (one latent dimension swept) -> [len(values), H, W, C]."""
+        code = self._code(z, "z")
+        if not (isinstance(dim, (int, np.integer)) and 0 <= dim < self.latent_dim):
+            raise DataError(f"dim must be an integer in [0, {self.latent_dim}), got {dim!r}")
+        vals = self._as_values(values)
+        batch = np.repeat(code[None, :], len(vals), axis=0)
+        batch[:, dim] += vals
+        return self.decode(batch, output)
+
+    @staticmethod
+    def _as_values(values) -> np.ndarray:
+        vals = np.asarray(values)
+        if vals.ndim != 1 or vals.size == 0 or not (np.issubdtype(vals.dtype, np.floating)
+                                                     or np.issubdtype(vals.dtype, np.integer)):
+            raise DataError(f"values must be a non-empty 1-D list of numbers, got {values!r}")
+        vals = vals.astype(np.float32)
+        if not np.all(np.isfinite(vals)):
+            raise DataError("values contain NaN or Inf")
+        return vals
+
+
+def sample_grid(onnx_path, n: int, seed, out_png, temperature: float = 1.0, cols: int | None = None,
+                providers=None) -> Path:
+    """Decode n seeded prior samples from ``onnx_path`` and write them as one PNG grid (no TensorFlow)."""
+    decoder = OnnxDecoder(onnx_path, providers=providers)
+    images = decoder.sample(n, seed=seed, temperature=temperature, output="uint8")
+    return save_grid(images, out_png, cols=cols)

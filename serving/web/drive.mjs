@@ -1,0 +1,74 @@
+// Drive the latent explorer in headless Chromium (playwright-core + the system chromium; never
+// `npx playwright install`). Prints one JSON object on stdout.
+//
+//   node serving/web/drive.mjs --url URL [--screenshot out.png] [--bench-repeats 20] [--timeout-ms 30000] [--interact]
+//
+// Waits until <body data-state> is "ready" or "error", then reports {state, status, result (parsed
+// <pre id="result">), load_ms, console (errors/warnings), bench?: {batch1_ms: [...], batch64_ms: [...]}}.
+// CHROMIUM=/path overrides /usr/bin/chromium.
+import { chromium } from 'playwright-core';
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+const url = arg('url');
+if (!url) {
+  console.error('usage: node drive.mjs --url URL [--screenshot PNG] [--bench-repeats N] [--timeout-ms MS]');
+  process.exit(2);
+}
+const timeout = Number(arg('timeout-ms', '30000'));
+const repeats = Number(arg('bench-repeats', '0'));
+const screenshot = arg('screenshot');
+
+const t0 = Date.now();
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+const report = { console: [] };
+try {
+  const page = await browser.newPage({ viewport: { width: 900, height: 760 } });
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') report.console.push(`${m.type()}: ${m.text()}`); });
+  page.on('pageerror', (e) => report.console.push(`pageerror: ${e.message}`));
+  const tNav = Date.now();
+  await page.goto(url);
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout });
+  report.page_ready_ms = Date.now() - tNav;
+  report.launch_ms = tNav - t0;
+  report.state = await page.evaluate(() => document.body.dataset.state);
+  report.status = await page.textContent('#status');
+  const text = await page.textContent('#result');
+  report.result = text ? JSON.parse(text) : null;
+  if (report.state === 'ready') {
+    report.load_ms = await page.evaluate(() => window.__kerasVaeTest.loadMs);
+    if (repeats > 0) {
+      report.bench = {
+        batch1_ms: await page.evaluate((r) => window.__kerasVaeTest.bench(1, r), repeats),
+        batch64_ms: await page.evaluate((r) => window.__kerasVaeTest.bench(64, r), repeats),
+      };
+    }
+  }
+  if (report.state === 'ready' && process.argv.includes('--interact')) {
+    // Move slider z[0] and press "New sample": both must change what is drawn.
+    const pixels = (sel) => page.evaluate((s) => document.querySelector(s).toDataURL(), sel);
+    const cur0 = await pixels('#current');
+    const grid0 = await pixels('#grid canvas');
+    await page.evaluate(() => {
+      const input = document.querySelector('#sliders input');
+      input.value = Number(input.value) > 0 ? -2.5 : 2.5;
+      input.dispatchEvent(new Event('input'));
+    });
+    await page.waitForFunction((c) => document.querySelector('#current').toDataURL() !== c, cur0, { timeout: 5000 }).catch(() => {});
+    const cur1 = await pixels('#current');
+    await page.click('#new-sample');
+    await page.waitForFunction((g) => document.querySelector('#grid canvas').toDataURL() !== g, grid0, { timeout: 5000 }).catch(() => {});
+    report.interact = { slider_changed_current: cur1 !== cur0, new_sample_changed_grid: (await pixels('#grid canvas')) !== grid0 };
+  }
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(report) + '\n');

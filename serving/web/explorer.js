@@ -1,0 +1,204 @@
+// keras-vae latent explorer: decodes latents with decoder.onnx in the browser (onnxruntime-web, WASM).
+//
+// Query string (all optional):
+//   model=URL   the decoder (default ./decoder.onnx)
+//   ort=URL     folder with onnxruntime-web's dist files (default ./node_modules/onnxruntime-web/dist/)
+//   seed=INT    seed of the sample grid and the interpolation end points (default: time based)
+//   n=INT       number of samples in the grid (default 16)
+//   z=JSON      latents [[...], ...] to decode once; the result goes to <pre id="result"> as JSON
+//               {"dims": [N, H, W, C], "data": [flat float32 values], "load_ms": t, "decode_ms": t}
+// Tests and benchmarks may also call window.__kerasVaeTest.decode(rows) / .bench(batch, repeats).
+// Contract (export/contract.py): input "z" float32 [N, D], output "image" float32 [N, H, W, C] in [0, 1].
+
+const params = new URLSearchParams(location.search);
+const MODEL_URL = params.get('model') || './decoder.onnx';
+const ORT_BASE = new URL(params.get('ort') || './node_modules/onnxruntime-web/dist/', location.href).href;
+const N_GRID = Math.max(1, Math.min(256, parseInt(params.get('n') || '16', 10)));
+const N_SLIDERS = 8;
+const STRIP_STEPS = 10;
+
+const $ = (id) => document.getElementById(id);
+const state = { ort: null, session: null, latentDim: 0, imageShape: null, seed: 0, current: null, queue: Promise.resolve() };
+
+function setStatus(text, s) {
+  $('status').textContent = text;
+  if (s) document.body.dataset.state = s;
+}
+
+// Seeded N(0, 1) samples: mulberry32 uniforms + Box-Muller (not numpy's stream; reproducible per seed).
+function gaussian(seed) {
+  let a = seed >>> 0;
+  const uniform = () => {
+    a = (a + 0x6D2B79F5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return () => {
+    const u = 1 - uniform();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+  };
+}
+
+function randomCodes(n, seed) {
+  const g = gaussian(seed);
+  return Array.from({ length: n }, () => Float32Array.from({ length: state.latentDim }, g));
+}
+
+// Decode rows (arrays of length D) -> {dims, data}; runs are queued (one session.run at a time).
+function decode(rows) {
+  const run = async () => {
+    const D = state.latentDim;
+    const flat = new Float32Array(rows.length * D);
+    rows.forEach((r, i) => {
+      if (r.length !== D) throw new Error(`latent ${i} has length ${r.length}, the decoder expects ${D}`);
+      flat.set(r, i * D);
+    });
+    const feeds = { z: new state.ort.Tensor('float32', flat, [rows.length, D]) };
+    const out = await state.session.run(feeds);
+    return { dims: out.image.dims.slice(), data: out.image.data };
+  };
+  const p = state.queue.then(run, run);
+  state.queue = p.catch(() => {});
+  return p;
+}
+
+// float in [0, 1] -> uint8 with the same rule as serving/images.py: floor(clip(x, 0, 1) * 255 + 0.5)
+const toByte = (x) => Math.floor(Math.min(1, Math.max(0, x)) * 255 + 0.5);
+
+function draw(canvas, result, index) {
+  const [, H, W, C] = result.dims;
+  canvas.width = W;
+  canvas.height = H;
+  const ctx = canvas.getContext('2d');
+  const img = ctx.createImageData(W, H);
+  const base = index * H * W * C;
+  for (let p = 0; p < H * W; p++) {
+    const src = base + p * C;
+    const v0 = toByte(result.data[src]);
+    img.data[4 * p] = v0;
+    img.data[4 * p + 1] = C >= 3 ? toByte(result.data[src + 1]) : v0;
+    img.data[4 * p + 2] = C >= 3 ? toByte(result.data[src + 2]) : v0;
+    img.data[4 * p + 3] = C === 4 ? toByte(result.data[src + 3]) : 255;
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function canvases(container, n) {
+  container.replaceChildren(...Array.from({ length: n }, () => document.createElement('canvas')));
+  return [...container.children];
+}
+
+async function drawCurrent() {
+  draw($('current'), await decode([state.current]), 0);
+}
+
+function buildSliders() {
+  const box = $('sliders');
+  box.replaceChildren();
+  for (let d = 0; d < Math.min(N_SLIDERS, state.latentDim); d++) {
+    const label = document.createElement('label');
+    label.innerHTML = `<span>z[${d}]</span><input type="range" min="-3" max="3" step="0.05"><output></output>`;
+    const input = label.querySelector('input');
+    input.dataset.dim = d;
+    input.addEventListener('input', () => {
+      state.current[d] = parseFloat(input.value);
+      label.querySelector('output').textContent = Number(input.value).toFixed(2);
+      drawCurrent();
+    });
+    box.appendChild(label);
+  }
+}
+
+function syncSliders() {
+  for (const input of $('sliders').querySelectorAll('input')) {
+    const d = Number(input.dataset.dim);
+    input.value = state.current[d];
+    input.nextElementSibling.textContent = state.current[d].toFixed(2);
+  }
+}
+
+async function newSample() {
+  state.seed = (state.seed + 1) >>> 0;
+  const codes = randomCodes(N_GRID, state.seed);
+  const grid = await decode(codes);
+  canvases($('grid'), N_GRID).forEach((c, i) => {
+    draw(c, grid, i);
+    c.title = `sample ${i} (seed ${state.seed})`;
+    c.addEventListener('click', () => {
+      $('grid').querySelectorAll('canvas').forEach((o) => o.classList.remove('selected'));
+      c.classList.add('selected');
+      state.current = Float32Array.from(codes[i]);
+      syncSliders();
+      drawCurrent();
+    });
+  });
+  $('grid').firstChild.classList.add('selected');
+  state.current = Float32Array.from(codes[0]);
+  syncSliders();
+  await drawCurrent();
+  const [z0, z1] = randomCodes(2, state.seed ^ 0x9E3779B9);
+  const rows = Array.from({ length: STRIP_STEPS }, (_, k) => {
+    const a = k / (STRIP_STEPS - 1);
+    return z0.map((v, j) => (1 - a) * v + a * z1[j]);
+  });
+  const strip = await decode(rows);
+  canvases($('strip'), STRIP_STEPS).forEach((c, i) => draw(c, strip, i));
+}
+
+async function bench(batch, repeats) {
+  const rows = randomCodes(batch, 12345);
+  await decode(rows); // warm-up
+  const times = [];
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now();
+    await decode(rows);
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+async function main() {
+  const t0 = performance.now();
+  state.ort = await import(ORT_BASE + 'ort.wasm.bundle.min.mjs');
+  state.ort.env.wasm.numThreads = 1; // threads need COOP/COEP headers; one thread works everywhere
+  state.ort.env.wasm.wasmPaths = ORT_BASE;
+  setStatus(`loading ${MODEL_URL} ...`);
+  state.session = await state.ort.InferenceSession.create(MODEL_URL, { executionProviders: ['wasm'] });
+  const loadMs = performance.now() - t0;
+  const zMeta = (state.session.inputMetadata || []).find((m) => m.name === 'z');
+  state.latentDim = Number(params.get('latent')) || (zMeta && zMeta.shape ? Number(zMeta.shape[1]) : NaN);
+  if (!(state.latentDim > 0)) throw new Error(`${MODEL_URL}: cannot read the latent size of input "z"; pass ?latent=D`);
+  if (!state.session.inputNames.includes('z') || !state.session.outputNames.includes('image')) {
+    throw new Error(`${MODEL_URL} must have input "z" and output "image" (has ${state.session.inputNames} -> ${state.session.outputNames})`);
+  }
+  window.__kerasVaeTest = { decode, bench, loadMs, latentDim: state.latentDim };
+
+  if (params.has('z')) {
+    const rows = JSON.parse(params.get('z'));
+    const t1 = performance.now();
+    const r = await decode(rows);
+    const decodeMs = performance.now() - t1;
+    $('result').textContent = JSON.stringify({ dims: r.dims, data: Array.from(r.data), load_ms: loadMs, decode_ms: decodeMs });
+  }
+
+  state.seed = params.has('seed') ? parseInt(params.get('seed'), 10) >>> 0 : Date.now() >>> 0;
+  state.seed = (state.seed - 1) >>> 0; // newSample() advances it first
+  buildSliders();
+  await newSample();
+  const [, H, W, C] = (await decode([state.current])).dims;
+  state.imageShape = [H, W, C];
+  $('info').textContent = `latent ${state.latentDim}, image ${H}x${W}x${C}, model loaded in ${loadMs.toFixed(0)} ms`;
+  $('new-sample').disabled = false;
+  $('new-sample').addEventListener('click', () => newSample().catch(fail));
+  setStatus(`${MODEL_URL} (onnxruntime-web ${state.ort.env.versions.web}, wasm, 1 thread)`, 'ready');
+}
+
+function fail(err) {
+  console.error(err);
+  setStatus(`error: ${err && err.message ? err.message : err}`, 'error');
+  $('result').textContent = JSON.stringify({ error: String(err && err.message ? err.message : err) });
+}
+
+main().catch(fail);

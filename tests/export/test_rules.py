@@ -1,0 +1,215 @@
+"""The version-directory rule, refused inputs and parity failures: one clear line, nothing half-written."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from export import ParityError, contract, export_run
+from export import signatures as signatures_module
+from keras_vae.cli import main
+from keras_vae.errors import ArtifactError, ConfigError
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["export", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _diverging_make_functions(signature: str, offset: float):
+    """make_functions with one signature's output shifted by ``offset`` (a broken exporter)."""
+    original = signatures_module.make_functions
+
+    def make(model):
+        functions = dict(original(model))
+        fn, spec = functions[signature]
+
+        @tf.function(input_signature=[spec])
+        def shifted(x):
+            return {k: v + tf.cast(offset, v.dtype) for k, v in fn(x).items()}
+
+        functions[signature] = (shifted, spec)
+        return functions
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def exported_once(vae_run, tmp_path_factory):
+    """An export folder holding version 1 of the tiny VAE (copied by the tests that change it)."""
+    out = tmp_path_factory.mktemp("exported-once") / "exp"
+    export_run(vae_run, out)
+    return out
+
+
+def test_existing_version_needs_force(vae_run, exported_once, tmp_path, capsys):
+    out = tmp_path / "exp"
+    shutil.copytree(exported_once, out)
+    before = _tree_hashes(out)
+    with pytest.raises(ArtifactError, match=r"savedmodel/vae/1' already exists: .*--force"):
+        export_run(vae_run, out)
+    code, stdout, err = _cli(capsys, vae_run, "--out", out)
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and "already exists" in err and "--force" in err
+    assert _tree_hashes(out) == before  # nothing touched
+
+
+def test_force_replaces_the_version(vae_run, exported_once, tmp_path, capsys):
+    out = tmp_path / "exp"
+    shutil.copytree(exported_once, out)
+    stale = out / "savedmodel" / "vae" / "1" / "stale.txt"
+    stale.write_text("from an older export")
+    (out / contract.DECODER_QUANTIZED_ONNX).write_bytes(b"an older variant")
+    code, stdout, err = _cli(capsys, vae_run, "--out", out, "--force")
+    assert code == 0, err
+    assert "serving_default" in stdout and "parity" in stdout and "export.json" in stdout
+    assert not stale.exists()  # the old version folder was replaced, not merged
+    assert not (out / contract.DECODER_QUANTIZED_ONNX).exists()  # a variant this export did not write
+    assert (out / "savedmodel" / "vae" / "1" / "saved_model.pb").is_file()
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_new_version_goes_beside_the_old_one(vae_run, exported_once, tmp_path):
+    out = tmp_path / "exp"
+    shutil.copytree(exported_once, out)
+    v1 = _tree_hashes(out / "savedmodel" / "vae" / "1")
+    report = export_run(vae_run, out, version=2, name="digits")
+    assert (out / "savedmodel" / "digits" / "2" / "saved_model.pb").is_file()
+    assert _tree_hashes(out / "savedmodel" / "vae" / "1") == v1
+    on_disk = json.loads((out / "export.json").read_text())
+    assert on_disk["savedmodel"]["path"] == "savedmodel/digits/2" == report["savedmodel"]["path"]
+    assert on_disk["savedmodel"]["version"] == 2 and on_disk["savedmodel"]["name"] == "digits"
+
+
+def test_parity_failure_names_the_signature_and_writes_nothing(vae_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(signatures_module, "make_functions", _diverging_make_functions("reconstruct", 1e-3))
+    out = tmp_path / "exp"
+    with pytest.raises(ParityError, match=r"signature 'reconstruct' .* max abs difference 0\.001 .* exceeds 0\.0001"):
+        export_run(vae_run, out)
+    assert not out.exists()
+    code, stdout, err = _cli(capsys, vae_run, "--out", out)
+    assert code == 2 and "parity failed for signature 'reconstruct'" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_parity_failure_keeps_the_previous_export(vae_run, exported_once, tmp_path, monkeypatch):
+    out = tmp_path / "exp"
+    shutil.copytree(exported_once, out)
+    before = _tree_hashes(out)
+    # a small shift in the ONNX-converted decoder too: the decoder is converted from this function
+    monkeypatch.setattr(signatures_module, "make_functions", _diverging_make_functions("serving_default", 2e-4))
+    with pytest.raises(ParityError, match="signature 'serving_default'") as info:
+        export_run(vae_run, out, force=True)
+    assert info.value.signature == "serving_default" and info.value.difference == pytest.approx(2e-4, rel=0.05)
+    assert _tree_hashes(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_parity_error_is_an_artifact_error():
+    err = ParityError("encode", "encoder.onnx", 7, "mean", 0.5, 1e-4)
+    assert isinstance(err, ArtifactError)
+    assert "'encode'" in str(err) and "encoder.onnx" in str(err) and "batch 7" in str(err) and "0.5" in str(err)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+def _break_missing_folder(run, tmp_path):
+    return tmp_path / "no-such-run"
+
+
+def _break_missing_model(run, tmp_path):
+    run = _copy_run(run, tmp_path)
+    (run / "model.keras").unlink()
+    return run
+
+
+def _break_garbage_model(run, tmp_path):
+    run = _copy_run(run, tmp_path)
+    (run / "model.keras").write_bytes(b"\x00\x13garbage, not a zip archive" * 10)
+    return run
+
+
+def _break_truncated_model(run, tmp_path):
+    run = _copy_run(run, tmp_path)
+    data = (run / "model.keras").read_bytes()
+    (run / "model.keras").write_bytes(data[: len(data) // 2])
+    return run
+
+
+def _break_unknown_kind(run, tmp_path):
+    run = _copy_run(run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["kind"] = "diffusion"
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def _break_corrupt_config(run, tmp_path):
+    run = _copy_run(run, tmp_path)
+    (run / "config.json").write_text("{not json")
+    return run
+
+
+BAD_RUNS = {
+    "missing run folder": (_break_missing_folder, r"run folder .*no-such-run' does not exist"),
+    "missing model.keras": (_break_missing_model, r"has no model\.keras"),
+    "garbage model.keras": (_break_garbage_model, r"model\.keras' is corrupt"),
+    "truncated model.keras": (_break_truncated_model, r"model\.keras' is corrupt|cannot load model file"),
+    "unknown model kind": (_break_unknown_kind, r"unknown model kind 'diffusion': choose 'vae' or 'vaegan'"),
+    "corrupt config.json": (_break_corrupt_config, r"config\.json' is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RUNS))
+def test_bad_run_folders(case, vae_run, tmp_path, capsys):
+    breaker, message = BAD_RUNS[case]
+    run = breaker(vae_run, tmp_path)
+    out = tmp_path / "exp"
+    with pytest.raises(ArtifactError, match=message):
+        export_run(run, out)
+    code, stdout, err = _cli(capsys, run, "--out", out)
+    assert code == 2 and stdout == ""
+    assert err.startswith("keras-vae export: error: ") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_refuses_a_file_or_a_foreign_folder_as_export_dir(vae_run, tmp_path, capsys):
+    a_file = tmp_path / "exp.txt"
+    a_file.write_text("x")
+    with pytest.raises(ArtifactError, match="is a file"):
+        export_run(vae_run, a_file)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(ArtifactError, match="is not a keras-vae export: .*--force"):
+        export_run(vae_run, foreign)
+    code, _, err = _cli(capsys, vae_run, "--out", foreign)
+    assert code == 2 and "not a keras-vae export" in err
+    assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
+
+
+@pytest.mark.parametrize("kwargs, message", [({"version": 0}, "--version must be a positive integer"),
+                                             ({"version": -3}, "--version must be a positive integer"),
+                                             ({"name": "../up"}, "is not a valid model name")])
+def test_bad_version_or_name(vae_run, tmp_path, capsys, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        export_run(vae_run, tmp_path / "exp", **kwargs)
+    flag, value = next(iter(kwargs.items()))
+    code, _, err = _cli(capsys, vae_run, "--out", tmp_path / "exp", f"--{flag}", value)
+    assert code == 2 and message in err
+    assert not (tmp_path / "exp").exists()

@@ -1,0 +1,113 @@
+"""End to end on the embedded MNIST digits: the CLI run folder, ELBO improvement, resume, data errors."""
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_vae.cli import main
+from keras_vae.config import merge
+from keras_vae.data import make_datasets
+from keras_vae.errors import ArtifactError
+from keras_vae.models import build_model
+from keras_vae.presets import get_preset
+from keras_vae.training import train
+
+RUN_FILES = ("model.keras", "config.json", "metrics.json", "samples.png", "reconstructions.png", "latent.png",
+             "interpolations.png", "traversals.png")
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--preset", "tiny-vae", "--out", str(out), "--quiet", "--seed", "3"]) == 0
+    return out
+
+
+def test_train_writes_the_whole_run_folder(cli_run):
+    for name in RUN_FILES:
+        assert (cli_run / name).is_file(), name
+    assert any((cli_run / "logs").rglob("events.out.tfevents.*"))
+    config = json.loads((cli_run / "config.json").read_text())
+    assert config["preset"] == "tiny-vae" and config["train"]["seed"] == 3
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    epoch = metrics["epochs"][0]
+    for key in ("loss", "elbo", "kl", "reconstruction"):
+        assert np.isfinite(epoch["train"][key]) and np.isfinite(epoch["validation"][key])
+    assert epoch["diagnostics"]["latent_dim"] == 4
+    final = metrics["final"]["validation"]
+    assert final["iwae_k"] == 16 and final["examples"] == 64
+    assert final["nll"] == pytest.approx(-final["log_likelihood"])
+    assert final["log_likelihood"] >= final["elbo"] - 1.0  # IWAE(K=16) bound vs single-sample ELBO
+    with Image.open(cli_run / "samples.png") as image:
+        assert image.size[0] > 100
+
+
+def test_sample_and_evaluate_commands(cli_run, tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    code, out, _ = cli(capsys, "sample", str(cli_run), "--n", "9", "--seed", "1", "--out", str(png))
+    assert code == 0
+    with Image.open(png) as image:
+        assert image.size == (3 * 28, 3 * 28)  # 3x3 grid, as from the ONNX decoder
+    code, out, _ = cli(capsys, "evaluate", str(cli_run), "--iwae-samples", "8", "--examples", "32")
+    assert code == 0
+    result = json.loads((cli_run / "evaluation.json").read_text())
+    assert result["validation"]["iwae_k"] == 8 and result["validation"]["examples"] == 32
+    assert result["validation"]["nll"] > 0
+
+
+def test_rerun_into_a_finished_run_needs_force(cli_run):
+    with pytest.raises(ArtifactError, match="already holds a finished run.*--force"):
+        train(get_preset("tiny-vae"), cli_run)
+
+
+def test_short_training_improves_validation_elbo(tmp_path):
+    config = merge(get_preset("tiny-vae"), {"train": {"epochs": 2, "steps_per_epoch": 30, "batch_size": 64},
+                                            "data": {"max_examples": 2000}})
+    data = make_datasets(config.data, image_shape=config.model.image_shape, value_range=(0.0, 1.0),
+                         batch_size=64, seed=0)
+    keras.utils.set_random_seed(0)
+    untrained = build_model(config)
+    untrained.compile_for_training(config.train)
+    before = untrained.evaluate(data.validation, verbose=0, return_dict=True)["elbo"]
+    result = train(config, tmp_path / "run", verbose=0)
+    after = result.metrics["epochs"][-1]["validation"]["elbo"]
+    assert after > before + 100.0, (before, after)  # from ~-540 nats (random) to well below -300
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    config = merge(get_preset("tiny-vae"), {"train": {"epochs": 3}})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, tmp_path, verbose=0, callbacks=[_Interrupt()])
+    assert (tmp_path / "backup").is_dir() and not (tmp_path / "model.keras").exists()
+    result = train(config, tmp_path, verbose=0)
+    assert result.metrics["resumed"] is True
+    assert [e["epoch"] for e in result.metrics["epochs"]] == [1, 2, 3]
+    assert int(result.model.optimizer.iterations) == 15  # 3 epochs x 5 steps, not 4 epochs
+    assert not (tmp_path / "backup").exists()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("folder:{tmp}/missing", "does not exist"),
+    ("folder:{tmp}/empty", "no images found"),
+    ("tfds:mnist", "not prepared"),
+])
+def test_data_errors_from_the_cli(tmp_path, capsys, spec, message):
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(capsys, "train", "--preset", "tiny-vae", "--out", str(tmp_path / "run"),
+                       "--data", spec.format(tmp=tmp_path), "--data-dir", str(tmp_path / "tfds"))
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,117 @@
+"""The latent explorer (serving/web) in headless Chromium decodes like Python; the demo server and CLI."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, WEB_DIR, require_tool
+from export import contract
+from keras_vae.errors import ArtifactError
+from serving.demo import make_server, serve_in_thread, server_url
+from serving.onnx_decoder import OnnxDecoder
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ORT_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
+
+
+def _need_web_modules():
+    require_tool(ORT_DIST.is_dir(), f"{ORT_DIST} is missing: run serving/install_test_deps.sh (npm ci in serving/web)")
+
+
+@pytest.fixture
+def server(decoder_dir):
+    _need_web_modules()
+    srv = make_server(decoder_dir, port=0)
+    serve_in_thread(srv)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, resp.headers.get("Content-Type"), resp.read()
+
+
+def test_server_routes_and_mime_types(server, decoder_path):
+    base = server_url(server)
+    status, ctype, body = _get(base)
+    assert status == 200 and ctype.startswith("text/html") and b"latent explorer" in body
+    assert _get(base + "decoder.onnx")[2] == decoder_path.read_bytes()
+    assert _get(base + "explorer.js")[1].startswith("text/javascript")
+    assert _get(base + "node_modules/onnxruntime-web/dist/ort.wasm.bundle.min.mjs")[1].startswith("text/javascript")
+    wasm = sorted(p.name for p in ORT_DIST.glob("*.wasm"))[0]
+    status, ctype, body = _get(base + "node_modules/onnxruntime-web/dist/" + wasm)
+    assert ctype == "application/wasm" and body[:4] == b"\0asm"
+    for path in ("node_modules/playwright-core/package.json", "node_modules/onnxruntime-web/dist/../package.json",
+                 "package.json", "..%2f..%2fpyproject.toml"):
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            _get(base + path)
+
+
+def test_missing_node_modules_says_npm_ci(decoder_dir, tmp_path):
+    (tmp_path / "index.html").write_text("<html></html>")
+    with pytest.raises(ArtifactError, match=r"onnxruntime-web is not installed .* run `npm ci` in"):
+        make_server(decoder_dir, port=0, web_root=tmp_path)
+    with pytest.raises(ArtifactError, match="has no decoder.onnx"):
+        make_server(tmp_path, port=0)
+
+
+def test_serve_demo_command(decoder_dir):
+    _need_web_modules()
+    proc = subprocess.Popen([sys.executable, "-m", "keras_vae", "serve-demo", str(decoder_dir), "--port", "0",
+                             "--no-browser"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "latent 8, image 28x28x1" in line, line + proc.stderr.read() if proc.poll() is not None else line
+        url = line.split(" at ")[1].split()[0]
+        assert _get(url + "decoder.onnx")[2] == (decoder_dir / contract.DECODER_ONNX).read_bytes()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_demo_refuses_a_changed_file(export_copy):
+    path = export_copy / contract.DECODER_ONNX
+    path.write_bytes(path.read_bytes() + b"\0")
+    proc = subprocess.run([sys.executable, "-m", "keras_vae", "serve-demo", str(export_copy), "--no-browser"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "does not match export.json" in proc.stderr
+
+
+def test_browser_decodes_like_python(server, decoder_path, tmp_path):
+    require_tool(os.path.exists(CHROMIUM), f"{CHROMIUM} not found: apt-get install -y chromium")
+    require_tool((WEB_DIR / "node_modules" / "playwright-core").is_dir(), "playwright-core missing: npm ci in serving/web")
+    z = np.random.default_rng(21).standard_normal((3, TEST_LATENT_DIM)).astype(np.float32)
+    url = server_url(server) + "?seed=5&z=" + urllib.parse.quote(json.dumps(z.tolist()))
+    shot = tmp_path / "explorer.png"
+    proc = subprocess.run(["node", str(WEB_DIR / "drive.mjs"), "--url", url, "--screenshot", str(shot), "--interact"],
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["state"] == "ready", report
+    assert report["console"] == [], report["console"]
+    assert "onnxruntime-web 1.30.0" in report["status"]
+    result = report["result"]
+    assert result["dims"] == [3, *TEST_IMAGE_SHAPE]
+    browser = np.asarray(result["data"], np.float32).reshape(result["dims"])
+    diff = float(np.abs(browser - OnnxDecoder(decoder_path).decode(z)).max())
+    print(f"browser (onnxruntime-web wasm) vs python onnxruntime max abs diff: {diff:.3g}")
+    assert diff <= 1e-4
+    assert report["interact"] == {"slider_changed_current": True, "new_sample_changed_grid": True}
+    img = np.asarray(Image.open(shot).convert("L"))
+    assert img.shape[1] == 900 and img.shape[0] >= 600
+    assert np.asarray(Image.open(shot).convert("L"))[150:300, 16:800].std() > 20  # the grid is drawn, not blank
+    if os.environ.get("KERAS_VAE_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, WEB_DIR / "screenshot.png")
