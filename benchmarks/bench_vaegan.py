@@ -105,18 +105,20 @@ def load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def time_steps(step, x, steps: int, repeats: int) -> list[float]:
-    """Images/s of each repeat (``steps`` calls each) after two warm-up calls."""
+def time_steps(step, x, steps: int, repeats: int) -> list[tuple[float, float]]:
+    """(images/s of wall time, CPU seconds of this process per image) for each repeat of ``steps``
+    calls, after two warm-up calls. CPU time is less sensitive than wall time to other processes."""
     for _ in range(2):
         out = step(x)
     tf.nest.map_structure(lambda t: np.asarray(t), out)
     rates = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             out = step(x)
         tf.nest.map_structure(lambda t: np.asarray(t), out)
-        rates.append(steps * int(x.shape[0]) / (time.perf_counter() - start))
+        images = steps * int(x.shape[0])
+        rates.append((images / (time.perf_counter() - start), (time.process_time() - cpu) / images))
     return rates
 
 
@@ -159,13 +161,16 @@ def run(args) -> dict:
             finally:
                 keras.mixed_precision.set_global_policy("float32")
             row = {"size": size, "variant": variant, "batch": batch, "steps_per_repeat": steps, "repeats": repeats}
-            for name, values in rates.items():
+            for name, pairs in rates.items():
+                values = [p[0] for p in pairs]
                 med = statistics.median(values)
                 row[name] = {"img_per_s": med, "best_img_per_s": max(values), "all": values,
+                             "cpu_ms_per_img": 1000 * statistics.median(p[1] for p in pairs),
                              "gflops": med * flops / 1e9,
                              "fraction_of_f32_matmul": med * flops / 1e9 / results["matmul_gflops"]["float32"]}
             row["ratio_vaegan_over_baseline"] = row["vaegan"]["img_per_s"] / row["baseline"]["img_per_s"]
             row["ratio_best"] = row["vaegan"]["best_img_per_s"] / row["baseline"]["best_img_per_s"]
+            row["cpu_ratio_baseline_over_vaegan"] = row["baseline"]["cpu_ms_per_img"] / row["vaegan"]["cpu_ms_per_img"]
             results["runs"].append(row)
             print(size, variant, f"vaegan {row['vaegan']['img_per_s']:.2f} img/s, baseline "
                   f"{row['baseline']['img_per_s']:.2f} img/s, ratio {row['ratio_vaegan_over_baseline']:.3f}", flush=True)
@@ -184,14 +189,15 @@ def markdown(results: dict) -> str:
         f"at start {results['load_average_start']}, at end {results.get('load_average_end')} (the machine is shared).",
         f"Matmul rate in the same run: float32 {mm['float32']:.1f} GFLOP/s, bfloat16 {mm['bfloat16']:.1f} GFLOP/s.", "",
         "| size | variant | batch | vaegan img/s (best) | baseline img/s (best) | ratio median (best) | "
-        "vaegan GFLOP/s | % of f32 matmul |",
-        "|---|---|---|---|---|---|---|---|",
+        "CPU ms/img vaegan / baseline (ratio) | vaegan GFLOP/s | % of f32 matmul |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["runs"]:
         v, b = row["vaegan"], row["baseline"]
         lines.append(f"| {row['size']} | {row['variant']} | {row['batch']} | {v['img_per_s']:.2f} ({v['best_img_per_s']:.2f}) | "
                      f"{b['img_per_s']:.2f} ({b['best_img_per_s']:.2f}) | {row['ratio_vaegan_over_baseline']:.3f} "
-                     f"({row['ratio_best']:.3f}) | {v['gflops']:.1f} | {100 * v['fraction_of_f32_matmul']:.0f}% |")
+                     f"({row['ratio_best']:.3f}) | {v['cpu_ms_per_img']:.1f} / {b['cpu_ms_per_img']:.1f} "
+                     f"({row['cpu_ratio_baseline_over_vaegan']:.3f}) | {v['gflops']:.1f} | {100 * v['fraction_of_f32_matmul']:.0f}% |")
     by = {(r["size"], r["variant"]): r for r in results["runs"]}
     lines += ["", "Speed-up of the VAEGAN step over its float32 run (median img/s):", ""]
     for size in dict.fromkeys(r["size"] for r in results["runs"]):
@@ -209,7 +215,9 @@ def markdown(results: dict) -> str:
         ratio = (results["flops_per_image"]["celeba-64"]["train_step"]
                  / results["flops_per_image"]["celeba-64-progressive"]["train_step"])
         lines.append(f"- celeba-64 / celeba-64-progressive: {ratio:.2f}x fewer FLOPs per image")
-    lines += ["", "Medians (and best) of interleaved repeats of both implementations; the GFLOP/s column uses "
+    lines += ["", "Ratios are vaegan over baseline for speed (higher is better for vaegan), baseline over vaegan "
+              "for CPU time per image (same direction). "
+              "Medians (and best) of interleaved repeats of both implementations; the GFLOP/s column uses "
               "the same model FLOPs for both (the VAEGAN step also runs the discriminator on real and fake "
               "images once more, a fraction of a percent at these sizes)."]
     return "\n".join(lines) + "\n"
