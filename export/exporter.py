@@ -13,7 +13,6 @@ describe the newest export.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
 import re
@@ -26,21 +25,12 @@ import numpy as np
 
 from export import contract
 from keras_vae.errors import ArtifactError, ConfigError
-from keras_vae.runs import MODEL_FILE, load_model, load_run_config, write_json
+from keras_vae.runs import MODEL_FILE, file_sha256, load_model, load_run_config, write_json
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 VARIANT_FILES = (contract.DECODER_FLOAT16_ONNX, contract.DECODER_QUANTIZED_ONNX)
 WARMUP_BATCH_SIZES = (1, 8)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_version(version) -> int:

@@ -90,8 +90,26 @@ class IdentityBlock(_ResidualBlock):
         return input_shape
 
 
+class _ProjectionBlock(_ResidualBlock):
+    """A residual block whose shortcut is a pre-activated conv (``self.shortcut``) that changes the size."""
+
+    def build(self, input_shape) -> None:
+        self._build_units(self.units, input_shape)
+        self.shortcut.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        residual = x
+        for unit in self.units:
+            residual = unit(residual, training=training)
+        return self.shortcut(x, training=training) + residual
+
+    def compute_output_shape(self, input_shape):
+        return self.shortcut.compute_output_shape(input_shape)
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
-class DownsamplingBlock(_ResidualBlock):
+class DownsamplingBlock(_ProjectionBlock):
     """y = BR-Conv1x1/2(x) + [BR-Conv3x3, BR-Conv3x3, BR-Conv3x3/2](x): half the size, ``filters`` channels."""
 
     def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
@@ -101,23 +119,9 @@ class DownsamplingBlock(_ResidualBlock):
                       self._unit(_conv(filters, 3, strides=2), "unit3")]
         self.shortcut = self._unit(_conv(filters, 1, strides=2), "shortcut")
 
-    def build(self, input_shape) -> None:
-        self._build_units(self.units, input_shape)
-        self.shortcut.build(input_shape)
-        self.built = True
-
-    def call(self, x, training=None):
-        residual = x
-        for unit in self.units:
-            residual = unit(residual, training=training)
-        return self.shortcut(x, training=training) + residual
-
-    def compute_output_shape(self, input_shape):
-        return self.shortcut.compute_output_shape(input_shape)
-
 
 @keras.saving.register_keras_serializable(package="keras_vae")
-class UpsamplingBlock(_ResidualBlock):
+class UpsamplingBlock(_ProjectionBlock):
     """y = BR-ConvT3x3/2(x) + [BR-Conv1x1, BR-ConvT3x3/2](x): twice the size, ``filters`` channels."""
 
     def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
@@ -125,17 +129,3 @@ class UpsamplingBlock(_ResidualBlock):
         self.units = [self._unit(_conv(filters, 1), "unit1"),
                       self._unit(_conv(filters, 3, strides=2, transpose=True), "unit2")]
         self.shortcut = self._unit(_conv(filters, 3, strides=2, transpose=True), "shortcut")
-
-    def build(self, input_shape) -> None:
-        self._build_units(self.units, input_shape)
-        self.shortcut.build(input_shape)
-        self.built = True
-
-    def call(self, x, training=None):
-        residual = x
-        for unit in self.units:
-            residual = unit(residual, training=training)
-        return self.shortcut(x, training=training) + residual
-
-    def compute_output_shape(self, input_shape):
-        return self.shortcut.compute_output_shape(input_shape)

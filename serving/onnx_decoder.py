@@ -14,7 +14,6 @@ state, so one instance may be shared by any number of threads (e.g. a web server
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ import numpy as np
 
 from export import contract
 from keras_vae.errors import ArtifactError, DataError
+from keras_vae.runs import file_sha256
 from serving.images import save_grid, to_uint8
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,6 @@ def default_providers() -> list[str]:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
-
-
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_decoder_path(path) -> Path:
