@@ -19,7 +19,7 @@ MODEL_KINDS = ("vae", "vaegan")
 ARCHITECTURES = ("mlp", "conv", "resnet")
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 KL_KINDS = ("standard", "population")
-POPULATION_VARIANCES = ("means", "mixture")
+POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -162,7 +162,7 @@ class LossConfig:
     num_samples: int = 1  # L, reparameterized samples per example
     # paper's model
     kl: str = "standard"  # standard (per-example KL) | population (batch mixture moments)
-    population_variance: str = "means"  # means (reference code) | mixture (mean sigma^2 + var mu)
+    population_variance: str = "means"  # means (reference) | mixture (mean sigma^2 + var mu) | covariance (full)
     kl_weight: float = 1.0
     variance_weight: float = 0.1
     reconstruction_weight: float = 5000.0  # r_loss_factor (mean absolute error)

@@ -63,15 +63,38 @@ def mixture_moments(mean, log_var, variance: str = "means"):
     if variance == "mixture":
         s2 = s2 + tf.reduce_mean(tf.exp(log_var), axis=0)
     elif variance != "means":
-        raise ValueError(f"unknown population variance {variance!r}: choose 'means' or 'mixture'")
+        raise ValueError(f"unknown diagonal population variance {variance!r}: choose 'means' or 'mixture'")
     return m, s2
 
 
-def population_kl(mean, log_var, variance: str = "means", epsilon: float = 1e-6):
-    """KL(N(m, diag s^2) || N(0, I)) for the batch moments of ``mixture_moments``; a scalar.
+def mixture_covariance(mean, log_var):
+    """Mean m [D] and full covariance [D, D] of the batch mixture:
+    Sigma = Cov_i(mu_i) + diag(mean_i sigma_i^2), positive definite for any batch size."""
+    mean, log_var = _f32(mean, log_var)
+    m = tf.reduce_mean(mean, axis=0)
+    centred = mean - m
+    count = tf.cast(tf.shape(mean)[0], tf.float32)
+    covariance = tf.matmul(centred, centred, transpose_a=True) / count
+    return m, covariance + tf.linalg.diag(tf.reduce_mean(tf.exp(log_var), axis=0))
 
-    ``epsilon`` keeps s^2 > 0 when all means coincide (e.g. a batch of one).
+
+def covariance_kl(m, covariance, epsilon: float = 1e-6):
+    """KL(N(m, Sigma) || N(0, I)) = 1/2 (tr Sigma + m'm - D - log det Sigma) for a full covariance; a scalar."""
+    m, covariance = _f32(m, covariance)
+    eye = tf.eye(tf.shape(m)[-1], dtype=tf.float32)
+    moment_match = tfd.MultivariateNormalTriL(loc=m, scale_tril=tf.linalg.cholesky(covariance + epsilon * eye))
+    return tfd.kl_divergence(moment_match, standard_normal(m.shape[-1]))
+
+
+def population_kl(mean, log_var, variance: str = "means", epsilon: float = 1e-6):
+    """KL(N(m, S) || N(0, I)) for the batch mixture's moments; a scalar.
+
+    ``variance="means"`` or ``"mixture"``: S = diag s^2 from ``mixture_moments``;
+    ``variance="covariance"``: S = the mixture's full covariance (``mixture_covariance``), which also
+    penalises correlated codes. ``epsilon`` keeps S positive definite when all means coincide.
     """
+    if variance == "covariance":
+        return covariance_kl(*mixture_covariance(mean, log_var), epsilon)
     m, s2 = mixture_moments(mean, log_var, variance)
     return moment_matched_kl(m, s2, epsilon)
 

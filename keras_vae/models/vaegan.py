@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from keras_vae import losses
 from keras_vae.config import TrainConfig
-from keras_vae.distributions import (kl_to_standard_normal, mixture_kl_monte_carlo, mixture_moments,
-                                     moment_matched_kl, variance_regularizer)
+from keras_vae.distributions import (covariance_kl, kl_to_standard_normal, mixture_kl_monte_carlo,
+                                     moment_matched_kl, population_kl, variance_regularizer)
 from keras_vae.errors import ConfigError
 from keras_vae.models.base import LatentVariableModel
 from keras_vae.models.patchgan import build_patchgan
@@ -158,11 +158,15 @@ class VAEGAN(LatentVariableModel):
         variance = self.loss_config.population_variance
         ctx, replicas = _replica_context_and_count()
         if replicas == 1 or ctx is None:
-            m, s2 = mixture_moments(mean, log_var, variance)
-            return moment_matched_kl(m, s2)
+            return population_kl(mean, log_var, variance)
         total = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
         n = total(tf.cast(tf.shape(mean)[0], tf.float32))
         m = total(tf.reduce_sum(mean, axis=0)) / n
+        if variance == "covariance":
+            centred = mean - m
+            covariance = total(tf.matmul(centred, centred, transpose_a=True)) / n
+            covariance += tf.linalg.diag(total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n)
+            return covariance_kl(m, covariance)
         s2 = total(tf.reduce_sum(tf.square(mean - m), axis=0)) / n
         if variance == "mixture":
             s2 = s2 + total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n

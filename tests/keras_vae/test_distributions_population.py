@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 
 from keras_vae.distributions import (batch_mixture, kl_per_dimension, kl_to_standard_normal, mixture_kl_monte_carlo,
-                                     mixture_moments, moment_matched_kl, population_kl, variance_regularizer)
+                                     mixture_covariance, mixture_moments, moment_matched_kl, population_kl,
+                                     variance_regularizer)
 
 RNG = np.random.default_rng(0)
 MU = RNG.normal(0.3, 1.5, size=(7, 5)).astype(np.float32)
@@ -112,3 +113,25 @@ def test_mixture_kl_is_at_most_the_average_per_example_kl():
     estimate = float(mixture_kl_monte_carlo(MU, LOG_VAR, 20000, seed=tf.constant([3, 4], tf.int32)))
     assert estimate < float(tf.reduce_mean(kl_to_standard_normal(MU, LOG_VAR)))
     assert estimate > 0.0
+
+
+def test_full_mixture_covariance_closed_form_and_tfp():
+    m, cov = mixture_covariance(MU, LOG_VAR)
+    expected = np.cov(MU.T, bias=True) + np.diag(np.exp(LOG_VAR).mean(0))
+    np.testing.assert_allclose(m, MU.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(cov, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cov, batch_mixture(MU, LOG_VAR).covariance(), rtol=1e-4, atol=1e-5)
+
+
+def test_covariance_population_kl_closed_form_and_bound():
+    m = MU.mean(0).astype(np.float64)
+    cov = np.cov(MU.T, bias=True) + np.diag(np.exp(LOG_VAR).mean(0)) + 1e-6 * np.eye(5)
+    expected = 0.5 * (np.trace(cov) + m @ m - 5 - np.linalg.slogdet(cov)[1])
+    kl_full = float(population_kl(MU, LOG_VAR, "covariance"))
+    np.testing.assert_allclose(kl_full, expected, rtol=1e-4)
+    # same trace and mean, and det(Sigma) <= prod(diag Sigma) (Hadamard): correlations only add KL
+    assert kl_full >= float(population_kl(MU, LOG_VAR, "mixture")) - 1e-4
+    # ... strictly, when the codes are correlated
+    correlated = np.stack([MU[:, 0], MU[:, 0] + 0.01 * MU[:, 1]], axis=1)
+    tight = np.full_like(correlated, -6.0)
+    assert float(population_kl(correlated, tight, "covariance")) > float(population_kl(correlated, tight, "mixture")) + 1.0

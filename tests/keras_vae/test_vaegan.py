@@ -231,7 +231,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from keras_vae.models.vaegan import VAEGAN
 
     mc = ModelConfig(**{**MODEL, "sync_batch_norm": True, "disc_dropout": 0.0})
-    lc = LossConfig(**{**LOSS, "sample_posterior": False, "population_variance": "mixture"})
+    lc = LossConfig(**{**LOSS, "sample_posterior": False, "population_variance": sys.argv[2]})
     x = images(24)
     keras.utils.set_random_seed(0)
     single = VAEGAN(mc, lc)
@@ -254,9 +254,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_mirrored_strategy_matches_single_device():
+@pytest.mark.parametrize("population_variance", ["mixture", "covariance"])
+def test_mirrored_strategy_matches_single_device(population_variance):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), population_variance],
+                          capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
