@@ -92,17 +92,8 @@ def make_datasets_from_arrays(
     flip: bool = False,
 ) -> Datasets:
     """Datasets from NumPy images (uint8 0..255 or float in [0, 1], (N, H, W[, C])) and optional integer labels."""
-    config = DataConfig(validation_fraction=validation_fraction, binarize=binarize, flip=flip)
+    DataConfig(validation_fraction=validation_fraction)  # the same validation as for a configured source
     check_request(image_shape, value_range, batch_size, binarize)
-    source = array_source(images, labels, validation_fraction=config.validation_fraction, image_shape=image_shape)
-    return build(
-        source,
-        image_shape=image_shape,
-        value_range=value_range,
-        batch_size=batch_size,
-        seed=seed,
-        binarize=config.binarize,
-        flip=config.flip,
-        cache=config.cache,
-        shuffle_buffer=config.shuffle_buffer,
-    )
+    source = array_source(images, labels, validation_fraction=validation_fraction, image_shape=image_shape)
+    return build(source, image_shape=image_shape, value_range=value_range, batch_size=batch_size, seed=seed,
+                 binarize=binarize, flip=flip)
