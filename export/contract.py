@@ -54,3 +54,7 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # relative to savedmode
 PARITY_TOLERANCE = 1e-4  # max abs difference Keras vs SavedModel vs onnxruntime (float32 outputs)
 PARITY_UINT8_TOLERANCE = 1  # decode_uint8: at most one grey level (rounding at a half step)
 PARITY_BATCH_SIZES = (1, 7, 64)
+
+# The largest batch one call or request may carry: OnnxDecoder's max_batch default and the contract
+# server's limit (a bigger request is refused with 400, never decoded into gigabytes).
+MAX_BATCH = 1024

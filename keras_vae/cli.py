@@ -16,6 +16,7 @@ from typing import Sequence
 
 from keras_vae import __version__
 from keras_vae.errors import KerasVAEError
+from keras_vae.validation import one_line
 
 # (subcommand module under keras_vae.commands) in the order `--help` lists them
 COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo")
@@ -25,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit status 2."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        self.exit(2, f"keras-vae: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"keras-vae: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except KerasVAEError as exc:
-        print(f"keras-vae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"keras-vae {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"keras-vae {args.command}: error: out of memory: ask for fewer images or a smaller batch",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system refusal (read-only, full disk, /proc) left unchecked upstream
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(f"keras-vae {args.command}: error: cannot write or read{where}: "
+              f"{one_line(exc.strerror or exc, 300)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("keras-vae: interrupted", file=sys.stderr)

@@ -24,9 +24,11 @@ import numpy as np
 from export import contract
 from keras_vae.errors import ArtifactError, DataError
 from keras_vae.runs import file_sha256
+from keras_vae.validation import short
 from serving.images import save_grid, to_uint8
 
 log = logging.getLogger(__name__)
+MAX_OUTPUT_BYTES = 1 << 30  # sample()/interpolate(): at most 1 GiB of float32 images per call
 
 OUTPUTS = ("float", "uint8")
 REQUIRED_METADATA = (contract.META_LATENT_DIM, contract.META_IMAGE_SHAPE, contract.META_VALUE_RANGE)
@@ -51,10 +53,18 @@ def resolve_decoder_path(path) -> Path:
     return path
 
 
-def verify_export_json(path: Path) -> bool:
-    """Check ``path`` against the sha256/bytes in the export.json beside it; False when there is none."""
+def verify_export_json(path: Path, required: bool = False) -> bool:
+    """Check ``path`` against the sha256/bytes in the export.json beside it.
+
+    Without an export.json: ArtifactError when ``required`` (a deleted manifest must not switch the
+    check off silently), else False."""
     manifest_path = path.parent / contract.EXPORT_JSON
     if not manifest_path.is_file():
+        if required:
+            raise ArtifactError(
+                f"{path} has no {contract.EXPORT_JSON} beside it, so its SHA-256 cannot be checked: keep the "
+                f"export folder together (re-export if it was lost), or pass verify=False (serve-demo: "
+                f"--no-verify) to load an unverified decoder")
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -72,6 +82,14 @@ def verify_export_json(path: Path) -> bool:
     return True
 
 
+def _asarray(value, name: str) -> np.ndarray:
+    """np.asarray with ragged or unconvertible input as a DataError (NumPy raises ValueError/TypeError)."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"{name} is not a rectangular array of numbers ({short(str(exc), 120)})") from None
+
+
 def _is_dynamic(dim) -> bool:
     return dim is None or isinstance(dim, str)
 
@@ -81,17 +99,18 @@ class OnnxDecoder:
 
     ``OnnxDecoder(path)`` accepts the .onnx file or its export folder. ``max_batch`` bounds one
     ``decode`` call (``sample`` splits larger requests). ``verify=True`` checks the file's SHA-256
-    against export.json when that file sits beside it. Thread-safe (one shared session).
+    against the export.json beside it and refuses a decoder without one; ``verify=False`` skips the
+    check. Thread-safe (one shared session).
     """
 
-    def __init__(self, path, providers=None, max_batch: int = 1024, verify: bool = True):
+    def __init__(self, path, providers=None, max_batch: int = contract.MAX_BATCH, verify: bool = True):
         import onnxruntime as ort
 
-        if int(max_batch) < 1:
-            raise DataError(f"max_batch must be >= 1, got {max_batch}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise DataError(f"max_batch must be >= 1 (an integer), got {max_batch!r}")
         self.max_batch = int(max_batch)
         self.path = resolve_decoder_path(path)
-        self.verified = verify_export_json(self.path) if verify else False
+        self.verified = verify_export_json(self.path, required=True) if verify else False
         providers = list(providers) if providers else default_providers()
         try:
             self._session = ort.InferenceSession(str(self.path), providers=providers)
@@ -168,7 +187,7 @@ class OnnxDecoder:
     # -- validation ----------------------------------------------------------------------------
     def _as_batch(self, z, name: str = "z") -> np.ndarray:
         """Validate latents -> float32 [N, latent_dim] (a 1-D code of length latent_dim is batch 1)."""
-        arr = np.asarray(z)
+        arr = _asarray(z, name)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)):
             raise DataError(f"{name} must be a float array (float16/32/64), got dtype {arr.dtype}; "
                             f"convert integer codes explicitly, e.g. z.astype('float32')")
@@ -213,13 +232,27 @@ class OnnxDecoder:
                 images = ((images - lo) / (hi - lo)).astype(np.float32)
         return to_uint8(images) if output == "uint8" else images
 
+    def _check_count(self, name: str, value, low: int) -> int:
+        """An integer count in [low, the number of images that fit MAX_OUTPUT_BYTES] (checked before any
+        allocation: a huge count is an error, not a MemoryError)."""
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)) or (
+                isinstance(value, (float, np.floating)) and not float(value).is_integer()):
+            raise DataError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+        limit = max(1, MAX_OUTPUT_BYTES // (4 * math.prod(self.image_shape)))
+        if value < low:
+            raise DataError(f"{name} must be >= {low}{' (both end points)' if name == 'steps' else ''}, got {value}")
+        if value > limit:
+            raise DataError(f"{name} must be in [{low}, {limit}] (at most {MAX_OUTPUT_BYTES >> 20} MiB of "
+                            f"float32 images of {'x'.join(map(str, self.image_shape))}), got {value}")
+        return value
+
     def sample_latents(self, n: int, seed=None, temperature: float = 1.0) -> np.ndarray:
         """z ~ N(0, temperature^2 I) as float32 [n, latent_dim], from numpy.random.default_rng(seed)."""
-        n = int(n)
-        if n < 1:
-            raise DataError(f"n must be >= 1, got {n}")
-        if not (math.isfinite(temperature) and temperature >= 0):
-            raise DataError(f"temperature must be a finite number >= 0, got {temperature}")
+        n = self._check_count("n", n, 1)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(temperature) and temperature >= 0):
+            raise DataError(f"temperature must be a finite number >= 0, got {temperature!r}")
         rng = np.random.default_rng(seed)
         return (rng.standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
 
@@ -232,28 +265,30 @@ class OnnxDecoder:
     def interpolate(self, z0, z1, steps: int, output: str = "float") -> np.ndarray:
         """Decode (1 - a) z0 + a z1 for a in linspace(0, 1, steps) -> [steps, H, W, C]."""
         a0, a1 = self._code(z0, "z0"), self._code(z1, "z1")
-        steps = int(steps)
-        if steps < 2:
-            raise DataError(f"steps must be >= 2 (both end points), got {steps}")
+        steps = self._check_count("steps", steps, 2)
+        if steps > self.max_batch:
+            raise DataError(f"steps {steps} > max_batch={self.max_batch}: ask for fewer steps or raise max_batch")
         alpha = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
         return self.decode((1.0 - alpha) * a0 + alpha * a1, output)
 
     def traverse(self, z, dim: int, values, output: str = "float") -> np.ndarray:
         """Decode z + v e_dim for each v in values (one latent dimension swept) -> [len(values), H, W, C]."""
         code = self._code(z, "z")
-        if not (isinstance(dim, (int, np.integer)) and 0 <= dim < self.latent_dim):
+        if isinstance(dim, bool) or not (isinstance(dim, (int, np.integer)) and 0 <= dim < self.latent_dim):
             raise DataError(f"dim must be an integer in [0, {self.latent_dim}), got {dim!r}")
         vals = self._as_values(values)
+        if len(vals) > self.max_batch:
+            raise DataError(f"{len(vals)} values > max_batch={self.max_batch}: pass fewer values")
         batch = np.repeat(code[None, :], len(vals), axis=0)
         batch[:, dim] += vals
         return self.decode(batch, output)
 
     @staticmethod
     def _as_values(values) -> np.ndarray:
-        vals = np.asarray(values)
+        vals = _asarray(values, "values")
         if vals.ndim != 1 or vals.size == 0 or not (np.issubdtype(vals.dtype, np.floating)
                                                      or np.issubdtype(vals.dtype, np.integer)):
-            raise DataError(f"values must be a non-empty 1-D list of numbers, got {values!r}")
+            raise DataError(f"values must be a non-empty 1-D list of numbers, got {short(values)}")
         vals = vals.astype(np.float32)
         if not np.all(np.isfinite(vals)):
             raise DataError("values contain NaN or Inf")

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from keras_vae.validation import check_output_file, seed_type
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -18,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="importance samples per example (default: the run's iwae_samples)")
     parser.add_argument("--examples", type=int, default=None, metavar="N",
                         help="validation examples to use (default: the run's iwae_examples)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the importance samples")
     parser.add_argument("--out", default=None, metavar="FILE", help="JSON output (default: RUN_DIR/evaluation.json)")
     return parser
 
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    out = check_output_file(Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json")
     config, model = load_run(args.run_dir)
     from keras_vae.data import make_datasets
     from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
@@ -45,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(model, "log_likelihood"):
         result["validation"] = likelihood_evaluation(
             model, images, num_samples=args.iwae_samples or config.train.iwae_samples, seed=args.seed)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     write_json(out, result)
     summary = {k: v for k, v in result.items() if k != "diagnostics"}
     summary["active_units"] = result["diagnostics"]["active_units"]

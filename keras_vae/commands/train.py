@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from keras_vae.commands.options import add_config_options, resolve_config
+from keras_vae.validation import check_output_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     from keras_vae.training import train  # imports TensorFlow
 
     result = train(config, out, verbose=0 if args.quiet else 2, force=args.force)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from keras_vae.data.config import DataConfig
+from keras_vae.data.config import DataConfig, check_tfds_name
 from keras_vae.errors import ConfigError
+from keras_vae.validation import short
 
 if TYPE_CHECKING:
     from keras_vae.data.pipeline import Datasets, Source
@@ -38,13 +39,15 @@ def parse_source(spec: str) -> tuple[str, str | None]:
         raise ConfigError("data source must be 'embedded', 'tfds:NAME' or 'folder:PATH'")
     kind, sep, arg = spec.strip().partition(":")
     if kind not in SOURCE_KINDS:
-        raise ConfigError(f"unknown data source {spec!r}: use 'embedded', 'tfds:NAME' or 'folder:PATH'")
+        raise ConfigError(f"unknown data source {short(spec)}: use 'embedded', 'tfds:NAME' or 'folder:PATH'")
     if kind == "embedded":
         if sep:
-            raise ConfigError(f"data source {spec!r}: 'embedded' takes no argument, use just 'embedded'")
+            raise ConfigError(f"data source {short(spec)}: 'embedded' takes no argument, use just 'embedded'")
         return kind, None
     if not arg:
-        raise ConfigError(f"data source {spec!r} needs a name or path after ':', e.g. 'tfds:mnist' or 'folder:images/'")
+        raise ConfigError(f"data source {short(spec)} needs a name or path after ':', e.g. 'tfds:mnist' or 'folder:images/'")
+    if kind == "tfds":
+        check_tfds_name(arg)
     return kind, arg
 
 

@@ -160,7 +160,7 @@ def test_corrupt_file_names_the_file(export_copy):
     path.write_bytes(b"this is not a protobuf" * 10)
     (export_copy / contract.EXPORT_JSON).unlink()
     with pytest.raises(ArtifactError, match=r"onnxruntime cannot load .*decoder\.onnx"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 def test_export_json_without_entry(export_copy):
@@ -185,7 +185,7 @@ def test_missing_metadata_key_is_named(export_copy):
         model.metadata_props.extend(keep)
     _rewrite(path, drop)
     with pytest.raises(ArtifactError, match=r"no metadata key 'keras_vae.image_shape'"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 def test_metadata_that_contradicts_the_graph(export_copy):
@@ -197,7 +197,7 @@ def test_metadata_that_contradicts_the_graph(export_copy):
                 p.value = "[32, 32, 1]"
     _rewrite(path, lie)
     with pytest.raises(ArtifactError, match=r"graph declares 'image' with shape \[.*, 28, 28, 1\].*\[N, 32, 32, 1\]"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 def test_encoder_file_is_refused(export_copy):
@@ -209,7 +209,7 @@ def test_encoder_file_is_refused(export_copy):
                 p.value = "encoder"
     _rewrite(path, role)
     with pytest.raises(ArtifactError, match="is a keras-vae 'encoder', not a decoder"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 # -- threads -----------------------------------------------------------------------------------
