@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import math
 import os
 import socket
@@ -100,8 +101,11 @@ def check_host(host: str) -> str:
     if not isinstance(host, str) or not host or len(host) > 253:
         raise ConfigError(f"--host {short(host)} is not a host name or IP address: use e.g. 127.0.0.1")
     try:
-        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        if all(part.isdigit() for part in host.split(".")):  # looks like IPv4: check it without any lookup
+            ipaddress.IPv4Address(host)
+        else:
+            socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:  # AddressValueError is a ValueError
         raise ConfigError(f"--host {short(host)} is not a valid address or a name this machine resolves "
                           f"({exc}): use e.g. 127.0.0.1 or 0.0.0.0") from None
     return host

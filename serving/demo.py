@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from export import contract
 from keras_vae.errors import ArtifactError
+from keras_vae.validation import PORT_MAX, check_host, listen_error
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,13 @@ def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=
         def log_message(self, fmt, *args) -> None:
             log.info("%s %s", self.address_string(), fmt % args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    check_host(host)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= PORT_MAX:
+        raise ArtifactError(f"port must be an integer in [0, {PORT_MAX}] (0 picks a free port), got {port!r}")
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:  # in use, no permission, not an address of this machine
+        raise listen_error(host, port, exc) from None
     server.daemon_threads = True
     return server
 
