@@ -6,9 +6,16 @@
 
 Everything is built in a temporary folder inside EXPORT_DIR and verified there (SavedModel
 reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity); only then is each
-piece moved into place with a rename, export.json last. An existing version is replaced only with
-``force``. A new version may be added beside others: the ONNX files and export.json then
-describe the newest export.
+piece moved into place with a rename: the ONNX files, export.json, and last the whole version
+folder with ONE rename (with ``force``, one atomic exchange with the old folder where Linux offers
+renameat2). A kill before that rename leaves no version folder, so a rerun needs no ``--force``;
+a kill between the ONNX renames leaves files that export.json's SHA-256s expose (OnnxDecoder
+refuses them) until the rerun. An existing version is replaced only with ``force``. A new version
+may be added beside others: the ONNX files and export.json then describe the newest export.
+
+One export per EXPORT_DIR at a time (a lock file with the pid, ``export.locking``); temporary
+folders left by a killed export are removed by the next one. export.json and the ONNX metadata
+name the source run by its folder name only (no absolute path of the exporting machine).
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from export import contract
+from export.locking import LOCK_FILE, folder_lock
 from keras_vae.errors import ArtifactError, ConfigError
 from keras_vae.runs import MODEL_FILE, file_sha256, load_model, load_run_config, write_json
 
@@ -31,6 +39,8 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 VARIANT_FILES = (contract.DECODER_FLOAT16_ONNX, contract.DECODER_QUANTIZED_ONNX)
 WARMUP_BATCH_SIZES = (1, 8)
+TMP_PREFIX = ".export-tmp-"
+MAX_VERSION = 2 ** 63 - 1  # TF Serving versions are int64
 
 
 def _check_version(version) -> int:
@@ -42,6 +52,9 @@ def _check_version(version) -> int:
         raise ConfigError(f"--version must be a positive integer, got {version!r}") from None
     if value < 1 or str(value) != str(version).strip():
         raise ConfigError(f"--version must be a positive integer (TF Serving version folder), got {version!r}")
+    if value > MAX_VERSION:
+        raise ConfigError(f"--version must be a positive integer <= {MAX_VERSION} (TF Serving versions are "
+                          f"int64), got {version!r}")
     return value
 
 
@@ -60,11 +73,45 @@ def _check_out_dir(out_dir: Path, version_dir: Path, force: bool) -> None:
     if version_dir.exists():
         raise ArtifactError(
             f"{str(version_dir)!r} already exists: pass a new --version, or --force to replace it")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(not _ours(p.name) for p in out_dir.iterdir()):
         if not ((out_dir / contract.EXPORT_JSON).is_file() or (out_dir / contract.SAVEDMODEL_DIR).is_dir()):
             raise ArtifactError(
                 f"export folder {str(out_dir)!r} exists and is not a keras-vae export: choose a new or empty "
                 "folder, or pass --force to write into it")
+
+
+def _ours(name: str) -> bool:
+    """Entries an interrupted export of this package leaves in EXPORT_DIR (temp folders, the lock)."""
+    return name.startswith(TMP_PREFIX) or name == LOCK_FILE
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete temporary folders of killed exports (call only while holding the lock)."""
+    for p in out_dir.glob(TMP_PREFIX + "*"):
+        log.warning("removing %s left by an interrupted export", p)
+        shutil.rmtree(p, ignore_errors=True)
+    base = out_dir / contract.SAVEDMODEL_DIR
+    if base.is_dir():
+        for p in base.glob("*/.*.old-*"):  # _replace_dir's fallback, interrupted
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic renameat2(RENAME_EXCHANGE); False where it is unavailable."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
 
 
 def _file_entries(root: Path, paths) -> dict[str, dict[str, Any]]:
@@ -73,8 +120,13 @@ def _file_entries(root: Path, paths) -> dict[str, dict[str, Any]]:
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    """Move folder ``src`` to ``dst``, replacing an existing ``dst`` (rename aside, rename in, delete)."""
+    """Move folder ``src`` to ``dst`` with one rename; an existing ``dst`` is swapped out atomically
+    (renameat2 exchange, then the old copy, now at ``src``, is deleted) or, where that is not
+    available, renamed aside first."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and _exchange(src, dst):
+        shutil.rmtree(src, ignore_errors=True)
+        return
     old = None
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
@@ -168,8 +220,6 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
                float16: bool = False, quantize: bool = False) -> dict[str, Any]:
     """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json."""
-    from keras_vae import __version__
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
@@ -183,11 +233,28 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     if model.model_config.kind != config.model.kind:
         raise ArtifactError(f"{str(model_path)!r} holds a {model.model_config.kind!r} model but config.json "
                             f"says {config.model.kind!r}: the run folder is inconsistent")
-    source_run = str(run_dir.resolve())
+    source_run = run_dir.resolve().name  # the folder's name: an absolute path would leak the user's home
 
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".export-tmp-", dir=out_dir))
+    try:
+        with folder_lock(out_dir, "export"):
+            _remove_leftovers(out_dir)
+            _check_out_dir(out_dir, out_dir / rel_version, force)  # again, now that no one else writes
+            report = _export_locked(model, config, out_dir, rel_version, name, version, source_run,
+                                    source_sha256, float16, quantize)
+    except BaseException:
+        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    return report
+
+
+def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, version: int, source_run: str,
+                   source_sha256: str, float16: bool, quantize: bool) -> dict[str, Any]:
+    from keras_vae import __version__
+
+    work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
                              float16=float16, quantize=quantize)
@@ -206,8 +273,8 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
             **built,
             "files": files,
         }
-        # place: version folder, ONNX files, stale variants removed, export.json last
-        _replace_dir(work / rel_version, out_dir / rel_version)
+        # place: ONNX files, stale variants removed, export.json, and last the version folder in ONE
+        # rename (the commit point: before it, no version folder exists and a rerun needs no --force)
         for f in built["onnx"]:
             os.replace(work / f, out_dir / f)
         for f in VARIANT_FILES:
@@ -215,10 +282,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
                 (out_dir / f).unlink()
         write_json(out_dir / contract.EXPORT_JSON, report)
         os.chmod(out_dir / contract.EXPORT_JSON, 0o644)  # mkstemp makes 0600; servers read it as others
-    except BaseException:
+        _replace_dir(work / rel_version, out_dir / rel_version)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
-        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    shutil.rmtree(work, ignore_errors=True)
     return report

@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import math
 import os
+import reprlib
 import socket
 from pathlib import Path
 
@@ -23,12 +24,21 @@ MESSAGE_LIMIT = 1000  # characters of any one-line error message the CLI prints
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 8, 8, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = ECHO_LIMIT, ECHO_LIMIT, ECHO_LIMIT
+
+
 def short(value, limit: int = ECHO_LIMIT) -> str:
-    """``repr(value)`` cut to ``limit`` characters (a huge or nested value must not flood a message)."""
+    """A bounded ``repr(value)`` of at most ``limit`` characters: containers are cut by depth and
+    length before they are printed (a YAML anchor bomb shares one list 9^9 times: a full repr
+    would be hundreds of MB)."""
     try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a value whose repr fails (or recurses) is still named
+        text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still named
         text = f"<{type(value).__name__}>"
+    if isinstance(value, int) and not isinstance(value, bool) and len(text) > limit:
+        text = text[: limit - 3] + "..."
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
