@@ -70,18 +70,18 @@ def _umask_mode() -> int:
 def save_grid(images, path, cols: int | None = None, pad: int = 0) -> Path:
     """Write NHWC images as one grid image at ``path`` atomically (temp file, then os.replace).
 
-    The format follows the extension: ``.png`` (lossless) or ``.jpg``/``.jpeg`` (JPEG, quality 95,
+    The format follows the extension: ``.png`` (lossless) or ``.jpg``/``.jpeg`` (JPEG, quality 95, 4:4:4,
     alpha dropped); the file gets the usual mode (0o666 less the umask), not mkstemp's 0600.
     """
     from PIL import Image
 
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"cannot write {path}: it is a folder, pass a file name such as {path / 'grid.png'}")
     fmt = IMAGE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ArtifactError(f"cannot write {path}: unknown image type {path.suffix or '(no extension)'!r}, "
                             f"use a name ending in {', '.join(sorted(IMAGE_FORMATS))}")
-    if path.is_dir():
-        raise ArtifactError(f"cannot write {path}: it is a folder, pass a file name such as {path / 'grid.png'}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ArtifactError(f"cannot write {path}: folder {parent} does not exist")
@@ -90,7 +90,7 @@ def save_grid(images, path, cols: int | None = None, pad: int = 0) -> Path:
     image = Image.fromarray(np.ascontiguousarray(grid[..., 0] if mode == "L" else grid))
     options = {}
     if fmt == "JPEG":
-        options = {"quality": 95}
+        options = {"quality": 95, "subsampling": 0}  # 4:4:4: tiles have sharp colour edges
         if image.mode == "RGBA":
             image = image.convert("RGB")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
