@@ -34,6 +34,7 @@ MAX_WIDTH = 65536  # units, filters, latent size
 MAX_IMAGE_SIDE = 8192
 MAX_INT = 2 ** 63 - 1  # any integer option (int64)
 MAX_CONFIG_BYTES = 1 << 20
+MAX_IWAE_SAMPLES = 1_000_000  # K: 1e6 samples per example already takes hours on a CPU
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:
@@ -51,7 +52,8 @@ def _check_range(name: str, value: Any, low: float, high: float, high_open: bool
     """ConfigError unless low <= value <= high (value < high with ``high_open``)."""
     ok = low <= value < high if high_open else low <= value <= high
     if not ok:
-        raise ConfigError(f"{name} must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {short(value)}")
+        lo, hi = (f"{v:g}" if isinstance(v, float) else str(v) for v in (low, high))
+        raise ConfigError(f"{name} must be in [{lo}, {hi}{')' if high_open else ']'}, got {short(value)}")
 
 
 def _check_widths(name: str, values: tuple, allow_empty: bool = True) -> None:
@@ -254,6 +256,7 @@ class TrainConfig:
         _check_range("beta_1", self.beta_1, 0.0, 1.0, high_open=True)
         _check_range("disc_beta_1", self.disc_beta_1, 0.0, 1.0, high_open=True)
         _check_range("batch_size", self.batch_size, 1, MAX_WIDTH)
+        _check_range("iwae_samples", self.iwae_samples, 1, MAX_IWAE_SAMPLES)
         check_seed("seed", self.seed)
         if self.steps_per_epoch is not None:
             _check_positive("steps_per_epoch", self.steps_per_epoch)

@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from keras_vae.validation import check_output_file, seed_type
+from keras_vae.config import MAX_IWAE_SAMPLES
+from keras_vae.validation import bounded_int, check_output_file, seed_type
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -16,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "error and posterior diagnostics. Prints JSON and writes it to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by 'keras-vae train'")
-    parser.add_argument("--iwae-samples", type=int, default=None, metavar="K",
+    parser.add_argument("--iwae-samples", type=bounded_int(1, MAX_IWAE_SAMPLES, "--iwae-samples"), default=None,
+                        metavar="K",
                         help="importance samples per example (default: the run's iwae_samples)")
     parser.add_argument("--examples", type=int, default=None, metavar="N",
                         help="validation examples to use (default: the run's iwae_examples)")

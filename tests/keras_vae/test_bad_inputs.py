@@ -49,6 +49,7 @@ def assert_one_line(code, err, *fragments):
     ("loss.kl_weight=1e999", "is not a valid float"),
     ("train.batch_size=10000000", "batch_size must be in [1, 65536]"),
     ("train.jit_compile=maybe", "is not a valid bool (true or false)"),
+    ("train.iwae_samples=1000000000", "iwae_samples must be in [1, 1000000]"),
 ])
 def test_bad_settings(capsys, setting, fragment):
     code, out, err = run_cli(capsys, "train", "--preset", "tiny-vae", "--set", setting, "--out", "/nonexistent")
@@ -183,6 +184,16 @@ def test_out_is_a_folder(capsys, tmp_path, command):
 ])
 def test_bad_sample_flags(capsys, tmp_path, argv, fragment):
     code, _, err = run_cli(capsys, "sample", tmp_path / "no-run", *argv)
+    assert_one_line(code, err, fragment)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--iwae-samples", "0"], "--iwae-samples must be an integer in [1, 1000000], got 0"),
+    (["--iwae-samples", "1000000000"], "--iwae-samples must be an integer in [1, 1000000]"),
+    (["--seed", "-2"], "seed must be an integer in [0, 4294967295]"),
+])
+def test_bad_evaluate_flags(capsys, tmp_path, argv, fragment):
+    code, _, err = run_cli(capsys, "evaluate", tmp_path / "no-run", *argv)
     assert_one_line(code, err, fragment)
 
 
