@@ -34,6 +34,8 @@ MAX_WIDTH = 65536  # units, filters, latent size
 MAX_IMAGE_SIDE = 8192
 MAX_INT = 2 ** 63 - 1  # any integer option (int64)
 MAX_CONFIG_BYTES = 1 << 20
+MAX_LAYERS = 64  # entries of a layer list, identity blocks per stage
+MAX_SAMPLES_PER_EXAMPLE = 10_000  # L and the KL Monte Carlo draws: one [L, batch, latent] tensor each step
 MAX_IWAE_SAMPLES = 1_000_000  # K: 1e6 samples per example already takes hours on a CPU
 
 
@@ -75,14 +77,14 @@ def check_resnet_geometry(config: "ModelConfig") -> None:
     height, width, _ = (int(s) for s in config.image_shape)
     n = config.num_stages
     if not isinstance(n, int) or not 1 <= n <= 16:
-        raise ConfigError(f"num_stages must be an integer in [1, 16], got {short(n)}")
+        raise ConfigError(f"num_stages must be an integer >= 1 and <= 16, got {short(n)}")
     if len(config.filters) not in (1, n) or any(int(f) <= 0 for f in config.filters):
         raise ConfigError(
             f"filters {short(tuple(config.filters))} must hold 1 value (used by every stage) or num_stages={n} "
             "positive values (one per stage, from the input resolution down)"
         )
     for name in ("encoder_identity_blocks", "decoder_identity_blocks"):
-        _check_positive(name, getattr(config, name), allow_zero=True)
+        _check_range(name, getattr(config, name), 0, MAX_LAYERS)
     factor = 2 ** n
     for side_name, side in (("height", height), ("width", width)):
         if side % factor:
@@ -163,6 +165,11 @@ class ModelConfig:
         _check_range("latent_dim", self.latent_dim, 1, MAX_WIDTH)
         for name in ("hidden_units", "conv_filters", "filters", "disc_filters"):
             _check_widths(name, getattr(self, name))
+            if len(getattr(self, name)) > MAX_LAYERS:
+                raise ConfigError(f"{name} lists {len(getattr(self, name))} layers, more than {MAX_LAYERS}")
+        _check_range("fixed_log_variance", self.fixed_log_variance, -30.0, 30.0)
+        if not 1 <= self.num_stages <= 16:
+            raise ConfigError(f"num_stages must be an integer >= 1 and <= 16, got {short(self.num_stages)}")
         if self.disc_kernel_size < 1 or self.disc_kernel_size > 64:
             raise ConfigError(f"disc_kernel_size must be in [1, 64], got {short(self.disc_kernel_size)}")
         if self.kind == "vaegan" and self.architecture != "resnet":
@@ -220,10 +227,10 @@ class LossConfig:
         _check_choice("adversarial_loss", self.adversarial_loss, ADVERSARIAL_LOSSES)
         _check_positive("beta", self.beta, allow_zero=True)
         _check_positive("kl_warmup_steps", self.kl_warmup_steps, allow_zero=True)
-        _check_positive("num_samples", self.num_samples)
+        _check_range("num_samples", self.num_samples, 1, MAX_SAMPLES_PER_EXAMPLE)
         _check_positive("n_critic", self.n_critic)
         _check_positive("disc_start_step", self.disc_start_step, allow_zero=True)
-        _check_positive("kl_monte_carlo_samples", self.kl_monte_carlo_samples)
+        _check_range("kl_monte_carlo_samples", self.kl_monte_carlo_samples, 1, MAX_SAMPLES_PER_EXAMPLE)
         for name in ("kl_weight", "variance_weight", "reconstruction_weight", "adversarial_weight"):
             _check_positive(name, getattr(self, name), allow_zero=True)
 

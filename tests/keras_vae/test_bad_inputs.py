@@ -50,6 +50,10 @@ def assert_one_line(code, err, *fragments):
     ("train.batch_size=10000000", "batch_size must be in [1, 65536]"),
     ("train.jit_compile=maybe", "is not a valid bool (true or false)"),
     ("train.iwae_samples=1000000000", "iwae_samples must be in [1, 1000000]"),
+    ("loss.num_samples=1000000000", "num_samples must be in [1, 10000]"),
+    ("model.hidden_units=" + ",".join(["8"] * 65), "hidden_units lists 65 layers, more than 64"),
+    ("model.fixed_log_variance=1e30", "fixed_log_variance must be in [-30, 30]"),
+    ("model.num_stages=1000000000000000000", "num_stages must be an integer >= 1 and <= 16"),
 ])
 def test_bad_settings(capsys, setting, fragment):
     code, out, err = run_cli(capsys, "train", "--preset", "tiny-vae", "--set", setting, "--out", "/nonexistent")
