@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from keras_vae.data.config import DataConfig, check_tfds_name
-from keras_vae.errors import ConfigError
-from keras_vae.validation import short
+from keras_vae.data.config import DataConfig
 
 if TYPE_CHECKING:
     from keras_vae.data.pipeline import Datasets, Source
@@ -34,21 +32,12 @@ SOURCE_KINDS = ("embedded", "tfds", "folder")
 
 
 def parse_source(spec: str) -> tuple[str, str | None]:
-    """Split a source string: 'embedded' -> ('embedded', None), 'tfds:mnist' -> ('tfds', 'mnist'), 'folder:P' -> ('folder', 'P')."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError("data source must be 'embedded', 'tfds:NAME' or 'folder:PATH'")
-    kind, sep, arg = spec.strip().partition(":")
-    if kind not in SOURCE_KINDS:
-        raise ConfigError(f"unknown data source {short(spec)}: use 'embedded', 'tfds:NAME' or 'folder:PATH'")
-    if kind == "embedded":
-        if sep:
-            raise ConfigError(f"data source {short(spec)}: 'embedded' takes no argument, use just 'embedded'")
-        return kind, None
-    if not arg:
-        raise ConfigError(f"data source {short(spec)} needs a name or path after ':', e.g. 'tfds:mnist' or 'folder:images/'")
-    if kind == "tfds":
-        check_tfds_name(arg)
-    return kind, arg
+    """Split a source string: 'embedded' -> ('embedded', None), 'tfds:mnist' -> ('tfds', 'mnist'), 'folder:P' -> ('folder', 'P').
+
+    Validation is DataConfig's (one rule for both): ConfigError naming the spec and the valid forms."""
+    DataConfig(source=spec)
+    kind, _, arg = spec.strip().partition(":")
+    return kind, (None if kind == "embedded" else arg)
 
 
 def load_source(config: DataConfig) -> Source:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from keras_vae.config import RunConfig, merge
@@ -80,7 +80,12 @@ def test_every_field_round_trips_through_its_text_form(section, data):
 
 
 @FAST
-@given(st.text(max_size=40))
+@given(st.one_of(st.text(max_size=40), st.builds("{}:{}".format, st.sampled_from(["tfds", "folder", "embedded"]),
+                                                  st.text(max_size=20))))
+@example("tfds:../../etc")
+@example("tfds:/etc/passwd")
+@example("tfds:mnist\n")
+@example("embedded:x")
 def test_data_specs_are_accepted_or_refused_consistently(spec):
     """DataConfig and parse_source agree: both accept a spec or both refuse it with one short line."""
     try:
