@@ -63,8 +63,8 @@ def verify_export_json(path: Path, required: bool = False) -> bool:
         if required:
             raise ArtifactError(
                 f"{path} has no {contract.EXPORT_JSON} beside it, so its SHA-256 cannot be checked: keep the "
-                f"export folder together (re-export if it was lost), or pass verify=False (serve-demo: "
-                f"--no-verify) to load an unverified decoder")
+                f"export folder together (re-export if it was lost), or pass verify=False (sample and "
+                f"serve-demo: --no-verify) to load an unverified decoder")
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -296,8 +296,9 @@ class OnnxDecoder:
 
 
 def sample_grid(onnx_path, n: int, seed, out_png, temperature: float = 1.0, cols: int | None = None,
-                providers=None) -> Path:
-    """Decode n seeded prior samples from ``onnx_path`` and write them as one PNG grid (no TensorFlow)."""
-    decoder = OnnxDecoder(onnx_path, providers=providers)
+                providers=None, verify: bool = True) -> Path:
+    """Decode n seeded prior samples from ``onnx_path`` and write them as one grid image (PNG, or JPEG
+    for a .jpg/.jpeg name; no TensorFlow). ``verify`` as in ``OnnxDecoder``."""
+    decoder = OnnxDecoder(onnx_path, providers=providers, verify=verify)
     images = decoder.sample(n, seed=seed, temperature=temperature, output="uint8")
     return save_grid(images, out_png, cols=cols)

@@ -34,7 +34,9 @@ def _fmt_bytes(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from export import export_run  # imports TensorFlow when called
+    from keras_vae.validation import check_output_dir
 
+    check_output_dir(args.out)  # a file, /proc or a read-only place: one line before any work
     report = export_run(args.run_dir, args.out, version=args.version, name=args.name, force=args.force,
                         float16=args.float16, quantize=args.quantize)
     sm = report["savedmodel"]

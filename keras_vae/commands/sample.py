@@ -23,6 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="scale of the prior's standard deviation (finite, > 0)")
     parser.add_argument("--out", default="samples.png", metavar="FILE",
                         help="image to write: .png, or .jpg/.jpeg for JPEG (by extension)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="accept a decoder.onnx without export.json beside it (its SHA-256 is not checked)")
     return parser
 
 
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if source.suffix == ".onnx":
         from serving.onnx_decoder import sample_grid
 
-        sample_grid(source, n=args.n, seed=args.seed, out_png=args.out, temperature=args.temperature)
+        sample_grid(source, n=args.n, seed=args.seed, out_png=args.out, temperature=args.temperature,
+                    verify=not args.no_verify)
     else:
         import numpy as np
 

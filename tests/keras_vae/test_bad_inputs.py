@@ -151,8 +151,10 @@ def test_out_is_a_file(capsys, tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 @pytest.mark.parametrize("out", ["/proc", "/proc/keras-vae-run"])
-def test_out_in_proc(capsys, out):
-    code, _, err = run_cli(capsys, "train", "--preset", "tiny-vae", "--out", out)
+@pytest.mark.parametrize("command", [["train", "--preset", "tiny-vae"], ["export", "/nonexistent-run"],
+                                     ["ablate", "--preset", "tiny", "--steps", "1"]])
+def test_out_in_proc(capsys, out, command):
+    code, _, err = run_cli(capsys, *command, "--out", out)
     assert_one_line(code, err, "cannot create files in '/proc'")
 
 

@@ -106,6 +106,16 @@ def test_a_deleted_export_json_is_refused_unless_verify_is_false(export_copy):
     assert OnnxDecoder(export_copy, verify=False).verified is False
 
 
+def test_cli_sample_refuses_an_unverifiable_decoder_unless_no_verify(export_copy, tmp_path, capsys):
+    (export_copy / contract.EXPORT_JSON).unlink()
+    out = tmp_path / "s.png"
+    assert main(["sample", str(export_copy / contract.DECODER_ONNX), "--n", "2", "--out", str(out)]) == 2
+    assert "has no export.json" in capsys.readouterr().err and not out.exists()
+    assert main(["sample", str(export_copy / contract.DECODER_ONNX), "--n", "2", "--out", str(out),
+                 "--no-verify"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_serve_demo_refuses_an_unverifiable_decoder_unless_no_verify(export_copy, capsys, monkeypatch):
     (export_copy / contract.EXPORT_JSON).unlink()
     assert main(["serve-demo", str(export_copy), "--no-browser", "--port", "0"]) == 2
