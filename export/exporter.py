@@ -34,6 +34,7 @@ from export import contract
 from export.locking import LOCK_FILE, folder_lock
 from keras_vae.errors import ArtifactError, ConfigError
 from keras_vae.runs import MODEL_FILE, file_sha256, load_model, load_run_config, write_json
+from keras_vae.validation import short
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -59,8 +60,9 @@ def _check_version(version) -> int:
 
 
 def _check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"--name {name!r} is not a valid model name: use letters, digits, '_', '.' or '-'")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or len(name) > 63:
+        raise ConfigError(f"--name {short(name)} is not a valid model name: use 1-63 letters, digits, '_', '.' "
+                          "or '-', starting with a letter or digit")
     return name
 
 

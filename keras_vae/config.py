@@ -397,8 +397,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         if not path.is_file():
-            raise ConfigError(f"configuration file {short(str(path))} does not exist" if not path.is_dir()
-                              else f"configuration file {short(str(path))} is a folder: pass a YAML or JSON file")
+            raise ConfigError(f"configuration file {short(str(path))} is a folder: pass a YAML or JSON file"
+                              if path.is_dir() else
+                              f"configuration file {short(str(path))} is not a regular file: pass a YAML or JSON file"
+                              if path.exists() else f"configuration file {short(str(path))} does not exist")
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(f"configuration file {short(str(path))} is {path.stat().st_size} bytes, more than "
                               f"{MAX_CONFIG_BYTES}: is it really a configuration?")

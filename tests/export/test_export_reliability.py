@@ -61,6 +61,13 @@ def test_version_beyond_int64_is_refused(vae_run, tmp_path, capsys, version):
     assert not (tmp_path / "exp").exists()
 
 
+@pytest.mark.parametrize("name", ["x" * 64, "a\n", "../up", "-lead"])
+def test_bad_model_names(vae_run, tmp_path, name):
+    with pytest.raises(ConfigError, match="is not a valid model name: use 1-63 letters"):
+        export_run(vae_run, tmp_path / "exp", name=name)
+    assert not (tmp_path / "exp").exists()
+
+
 def test_a_live_lock_refuses_a_second_export_and_names_the_pid(vae_run, tmp_path):
     out = tmp_path / "exp"
     out.mkdir()

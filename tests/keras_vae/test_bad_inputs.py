@@ -114,6 +114,12 @@ def test_config_file_values_of_the_wrong_kind(capsys, tmp_path, text, fragment):
     assert_one_line(code, err, fragment)
 
 
+@pytest.mark.parametrize("path, fragment", [("/dev/zero", "is not a regular file"), (".", "is a folder")])
+def test_config_that_is_not_a_file(capsys, path, fragment):
+    code, _, err = run_cli(capsys, "train", "--config", path)
+    assert_one_line(code, err, fragment)
+
+
 def test_yaml_anchor_bomb_is_a_short_error(capsys, tmp_path):
     """Nested anchors: each level repeats the one below 9 times (9^9 leaves if echoed in full)."""
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
