@@ -66,6 +66,7 @@ PARITY_BATCH_SIZES = (1, 7, 64)
 # every runtime.
 SAMPLER_JSON = "sampler.json"
 SAMPLER_ONNX = "sampler.onnx"
+SAMPLER_ASSET = "assets.extra/sampler.json"  # relative to savedmodel/<name>/<version>/
 SAMPLER_EPS_INPUT = "eps"
 SAMPLER_U_INPUT = "u"
 LATENT_OUTPUT = "z"

@@ -2,7 +2,12 @@
 
     EXPORT_DIR/savedmodel/<name>/<version>/   saved_model.pb, variables/, assets.extra/ (warmup)
     EXPORT_DIR/decoder.onnx, encoder.onnx     [+ decoder.float16.onnx, decoder.int8.onnx]
+    EXPORT_DIR/sampler.onnx, sampler.json     the latent sampler (the run's sampler.json, else the prior)
     EXPORT_DIR/export.json                    what was exported, signatures, shapes, parity, sizes
+
+The SavedModel also gets the ``sample`` / ``sample_uint8`` signatures (n, seed -> image, z) and a
+copy of sampler.json in ``assets.extra/``; sampler.onnx and the signatures are checked against
+``LatentSampler.sample`` (portable noise) before anything is placed.
 
 Everything is built in a temporary folder inside EXPORT_DIR and verified there (SavedModel
 reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity); only then is each
@@ -84,10 +89,27 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def load_run_sampler(run_dir: Path, latent_dim: int):
+    """(sampler, source): the run's sampler.json checked against the model, else the prior N(0, I)."""
+    from keras_vae.samplers import LatentSampler, prior_sampler
+
+    path = Path(run_dir) / contract.SAMPLER_JSON
+    if path.is_file():
+        return LatentSampler.load(path, latent_dim=latent_dim), f"run folder {contract.SAMPLER_JSON}"
+    return prior_sampler(latent_dim), f"prior N(0, I) (the run folder has no {contract.SAMPLER_JSON})"
+
+
 def build_export(model, work: Path, name: str, version: int, source_run: str, source_sha256: str,
-                 float16: bool = False, quantize: bool = False, functions=None) -> dict[str, Any]:
+                 float16: bool = False, quantize: bool = False, functions=None, sampler=None,
+                 sampler_source: str | None = None) -> dict[str, Any]:
     """Write and verify every artifact under ``work`` (a fresh folder); returns the report without files."""
     import tensorflow as tf
+
+    from export.sampler_check import check_sampler_parity
+    from export.sampler_onnx import sampler_metadata, write_sampler_onnx
+    from export.sampler_tf import make_sample_functions
+    from keras_vae.noise import NOISE_ALGORITHM
+    from keras_vae.samplers import prior_sampler
 
     from export import onnx_export, quantize as quant
     from export.parity import check_parity, random_inputs
@@ -96,10 +118,16 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     from export.warmup import read_warmup_requests, serving_api_available, write_warmup_requests
 
     functions = functions or make_functions(model)
+    if sampler is None:
+        sampler, sampler_source = prior_sampler(model.latent_dim), sampler_source or "prior N(0, I)"
+    sample_functions = make_sample_functions(model, sampler)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     version_dir = work / rel_version
     version_dir.parent.mkdir(parents=True)
-    write_savedmodel(model, version_dir, functions)
+    write_savedmodel(model, version_dir, {**functions, **sample_functions})
+    sampler.save(work / contract.SAMPLER_JSON)
+    (version_dir / contract.SAMPLER_ASSET).parent.mkdir(parents=True, exist_ok=True)
+    sampler.save(version_dir / contract.SAMPLER_ASSET)
 
     # warmup records: each signature at a few batch sizes
     warmup: dict[str, Any]
@@ -110,6 +138,9 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
             inputs = random_inputs(model, batch, seed=1000 + batch)
             for signature, (_, spec) in functions.items():
                 requests.append((signature, {spec.name: inputs[spec.name]}))
+            for signature in sample_functions:
+                requests.append((signature, {contract.SAMPLE_N_INPUT: np.int32(batch),
+                                             contract.SAMPLE_SEED_INPUT: np.int64(batch)}))
         path, count = write_warmup_requests(version_dir, name, requests)
         warmup = {"file": str(rel_version / contract.WARMUP_FILE), "records": count,
                   "batch_sizes": list(WARMUP_BATCH_SIZES)}
@@ -124,18 +155,22 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     encode_fn, encode_spec = functions["encode"]
     onnx_export.convert_function(decode_fn, decode_spec, meta["decoder"], work / contract.DECODER_ONNX)
     onnx_export.convert_function(encode_fn, encode_spec, meta["encoder"], work / contract.ENCODER_ONNX)
-    sessions = {f: onnx_export.load_session(work / f) for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX)}
+    write_sampler_onnx(sampler, sampler_metadata(model, sampler, source_run, source_sha256),
+                       work / contract.SAMPLER_ONNX)
+    sessions = {f: onnx_export.load_session(work / f)
+                for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX, contract.SAMPLER_ONNX)}
 
     # verify: reload the SavedModel, replay the warmup requests, parity against Keras
     loaded = tf.saved_model.load(str(version_dir))
     signatures = describe_signatures(loaded)
-    missing = sorted(set(contract.SIGNATURES) - set(signatures))
+    missing = sorted(set(contract.SIGNATURES + contract.SAMPLE_SIGNATURES) - set(signatures))
     if missing:
         raise ArtifactError(f"the SavedModel lacks signatures {missing}")
     if warmup["file"]:
         for _, signature, inputs in read_warmup_requests(version_dir / contract.WARMUP_FILE):
             call_signature(loaded, signature, inputs)
     parity = check_parity(model, loaded, sessions)
+    parity["sampler"] = check_sampler_parity(model, sampler, loaded, sessions[contract.SAMPLER_ONNX])
 
     variants: dict[str, Any] = {}
     if float16:
@@ -155,10 +190,14 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
             info["bytes_float32"] = (work / contract.DECODER_ONNX).stat().st_size
 
     onnx_files = {contract.DECODER_ONNX: "decoder", contract.ENCODER_ONNX: "encoder",
-                  **{v["file"]: "decoder" for v in variants.values()}}
+                  contract.SAMPLER_ONNX: "sampler", **{v["file"]: "decoder" for v in variants.values()}}
     return {
         "savedmodel": {"path": str(rel_version), "name": name, "version": version,
                        "signatures": signatures, "warmup": warmup},
+        "sampler": {"kind": sampler.kind, "components": sampler.num_components, "source": sampler_source,
+                    "file": contract.SAMPLER_JSON, "onnx": contract.SAMPLER_ONNX,
+                    "savedmodel_asset": str(rel_version / contract.SAMPLER_ASSET),
+                    "signatures": list(contract.SAMPLE_SIGNATURES), "noise": NOISE_ALGORITHM},
         "onnx": {f: {"role": role, **onnx_export.describe_onnx(work / f)} for f, role in onnx_files.items()},
         "variants": variants,
         "parity": parity,
@@ -184,14 +223,15 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
         raise ArtifactError(f"{str(model_path)!r} holds a {model.model_config.kind!r} model but config.json "
                             f"says {config.model.kind!r}: the run folder is inconsistent")
     source_run = str(run_dir.resolve())
+    sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim))
 
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-tmp-", dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
-                             float16=float16, quantize=quantize)
-        files = _file_entries(work, [work / f for f in built["onnx"]])
+                             float16=float16, quantize=quantize, sampler=sampler, sampler_source=sampler_source)
+        files = _file_entries(work, [work / f for f in [*built["onnx"], contract.SAMPLER_JSON]])
         files.update(_file_entries(work, (work / rel_version).rglob("*")))
         report = {
             "format": "keras-vae-export",
@@ -208,7 +248,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
         }
         # place: version folder, ONNX files, stale variants removed, export.json last
         _replace_dir(work / rel_version, out_dir / rel_version)
-        for f in built["onnx"]:
+        for f in [*built["onnx"], contract.SAMPLER_JSON]:
             os.replace(work / f, out_dir / f)
         for f in VARIANT_FILES:
             if f not in built["onnx"] and (out_dir / f).exists():

@@ -50,12 +50,13 @@ def portable_noise_tf(seed, n, d: int) -> tuple[tf.Tensor, tf.Tensor]:
 
 def latents_tf(eps, u, weights, means, scale_tril) -> tf.Tensor:
     """The drawing rule in float32: z_i = means[k_i] + scale_tril[k_i] @ eps_i, k_i by searchsorted(right)."""
-    weights = np.asarray(weights, np.float64)
-    cumulative = tf.constant(np.cumsum(weights).astype(np.float32))
+    from export.sampler_onnx import cumulative_weights
+
+    cumulative = tf.constant(cumulative_weights(weights))
     means = tf.constant(np.asarray(means, np.float32))
     scale_tril = tf.constant(np.asarray(scale_tril, np.float32))
     count = tf.reduce_sum(tf.cast(cumulative[None, :] <= u[:, None], tf.int32), axis=1)
-    k = tf.minimum(count, len(weights) - 1)
+    k = tf.minimum(count, int(cumulative.shape[0]) - 1)
     return tf.gather(means, k) + tf.einsum("nij,nj->ni", tf.gather(scale_tril, k), eps)
 
 
