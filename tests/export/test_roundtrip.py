@@ -200,10 +200,14 @@ def test_warmup_records_cover_every_signature(exports):
 
     _, export_dir, report = exports["mlp"]
     records = read_warmup_requests(export_dir / "savedmodel" / "vae" / "1" / contract.WARMUP_FILE)
-    assert len(records) == report["savedmodel"]["warmup"]["records"] == 8
+    assert len(records) == report["savedmodel"]["warmup"]["records"] == 12
     assert {name for name, _, _ in records} == {"vae"}
-    assert sorted({sig for _, sig, _ in records}) == sorted(contract.SIGNATURES)
+    assert sorted({sig for _, sig, _ in records}) == sorted(contract.SIGNATURES + contract.SAMPLE_SIGNATURES)
     for _, sig, inputs in records:
+        if sig in contract.SAMPLE_SIGNATURES:  # scalar n and seed
+            assert inputs["n"].dtype == np.int32 and inputs["seed"].dtype == np.int64
+            assert inputs["n"].shape == () and int(inputs["n"]) in (1, 8)
+            continue
         (key, value), = inputs.items()
         assert value.dtype == np.float32
         assert key == ("z" if sig in ("serving_default", "decode_uint8") else "image")
