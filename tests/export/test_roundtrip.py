@@ -275,3 +275,19 @@ def test_vaegan_roundtrip(vaegan_run, tmp_path):
         meta = {p.key: p.value for p in onnx.load(str(out / filename)).metadata_props}
         assert meta[contract.META_MODEL_KIND] == "vaegan" and json.loads(meta[contract.META_VALUE_RANGE]) == [0, 1]
         assert json.loads(meta[contract.META_IMAGE_SHAPE]) == [16, 16, 1] and meta[contract.META_LATENT_DIM] == "8"
+
+
+def test_a_run_without_sampler_exports_the_prior(exports):
+    """No sampler.json in the run: sampler.json is N(0, I) and sampler.onnx returns the noise unchanged."""
+    from keras_vae.noise import portable_noise
+    from keras_vae.samplers import LatentSampler
+
+    run, export_dir, report = exports["mlp"]
+    assert not (run / "sampler.json").exists()
+    sampler = LatentSampler.load(export_dir / contract.SAMPLER_JSON, latent_dim=4)
+    assert sampler.kind == "prior" and report["sampler"]["kind"] == "prior"
+    assert report["sampler"]["source"].startswith("prior N(0, I)")
+    session = ort.InferenceSession(str(export_dir / contract.SAMPLER_ONNX), providers=["CPUExecutionProvider"])
+    eps, u = portable_noise(0, 64, 4)
+    np.testing.assert_array_equal(session.run(["z"], {"eps": eps, "u": u})[0], eps)  # 0 + I eps, exact in float32
+    assert report["parity"]["sampler"]["passed"]
