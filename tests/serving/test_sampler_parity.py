@@ -149,6 +149,23 @@ def test_savedmodel_sample_signature(gmm_export):
             loaded.signatures["sample"](n=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int64))
 
 
+def test_rest_columnar_sample_request(gmm_export):
+    """TF Serving's REST columnar format carries the scalar inputs: {"inputs": {"n": 16, "seed": 7}}."""
+    import urllib.request
+
+    from serving.contract_server import ContractServer
+
+    _, out, sampler, _ = gmm_export
+    body = json.dumps({"signature_name": "sample_uint8", "inputs": {"n": N, "seed": SEED}}).encode()
+    with ContractServer({"vae": out / "savedmodel" / "vae"}) as server:
+        request = urllib.request.Request(f"{server.url}/v1/models/vae:predict", body, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            outputs = json.loads(response.read())["outputs"]
+    reference, tolerance = _reference(sampler)
+    _assert_close("REST sample_uint8", outputs["z"], reference, tolerance)
+    assert np.asarray(outputs["image"]).shape == (N, 28, 28, 1)
+
+
 def test_onnx_decoder_samples_the_exported_sampler(gmm_export):
     _, out, sampler, _ = gmm_export
     dec = OnnxDecoder(out)
