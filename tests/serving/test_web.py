@@ -50,6 +50,9 @@ def test_server_routes_and_mime_types(server, decoder_path):
     assert status == 200 and ctype.startswith("text/html") and b"latent explorer" in body
     assert _get(base + "decoder.onnx")[2] == decoder_path.read_bytes()
     assert _get(base + "explorer.js")[1].startswith("text/javascript")
+    assert _get(base + "noise.js")[2] == (REPO_ROOT / "serving" / "node" / "noise.js").read_bytes()  # one source
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        _get(base + "sampler.onnx")  # this export has none: the page samples the prior
     assert _get(base + "node_modules/onnxruntime-web/dist/ort.wasm.bundle.min.mjs")[1].startswith("text/javascript")
     wasm = sorted(p.name for p in ORT_DIST.glob("*.wasm"))[0]
     status, ctype, body = _get(base + "node_modules/onnxruntime-web/dist/" + wasm)
