@@ -7,14 +7,20 @@ from pathlib import Path
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "sample", help="write a grid of prior samples to a PNG",
-        description="Decode z ~ N(0, temperature^2 I) and write a PNG grid. SOURCE is a run folder (uses "
-                    "TensorFlow) or an exported decoder.onnx (onnxruntime only; TensorFlow is not imported).",
+        "sample", help="write a grid of samples to a PNG",
+        description="Decode latents from the run's sampler and write a PNG grid. SOURCE is a run folder (uses "
+                    "TensorFlow) or an exported decoder.onnx (onnxruntime only; TensorFlow is not imported). "
+                    "A run folder's default sampler is the one fitted after training that gives held-out codes "
+                    "the highest likelihood (sampler.json): N(0, I), a Gaussian or a Gaussian mixture fitted to "
+                    "the training set's posterior.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("source", metavar="SOURCE", help="run folder, or path to decoder.onnx")
     parser.add_argument("--n", type=int, default=64, help="number of samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents")
-    parser.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's standard deviation")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="scale of the noise around the sampler's mean(s)")
+    parser.add_argument("--sampler", choices=("prior", "gaussian", "gmm"), default=None,
+                        help="latent sampler of a run folder (default: the run's best by held-out likelihood)")
     parser.add_argument("--out", default="samples.png", metavar="FILE", help="PNG to write")
     return parser
 
@@ -37,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         from keras_vae.runs import load_run
         from serving.images import save_grid
 
-        _, model = load_run(source)
+        _, model = load_run(source, sampler=args.sampler)
         images = np.asarray(model.to_unit(model.sample(args.n, seed=args.seed, temperature=args.temperature)))
         save_grid(images, args.out)  # the same grid as the ONNX path
     print(f"wrote {args.n} samples to {args.out}")
