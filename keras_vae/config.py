@@ -22,6 +22,7 @@ KL_KINDS = ("standard", "population")
 POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+BN_MODES = ("batch", "reference")
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:
@@ -105,7 +106,12 @@ class ModelConfig:
     num_stages: int = 6  # downsamplings in the encoder (= upsamplings in the decoder)
     encoder_identity_blocks: int = 2
     decoder_identity_blocks: int = 1
-    input_layer_norm: bool = True
+    input_layer_norm: bool = True  # LayerNorm per channel over (height, width), as in the reference
+    conv_bias: bool = False  # biases on the convolutions that feed a BatchNorm (the reference has them)
+    # batch: BatchNorm uses batch statistics in training (moving ones at inference), dropout fires;
+    # reference: what the reference code does under Keras 3 (networks called without training=):
+    # BatchNorm always on its (never updated) moving statistics, a learned affine map; no dropout
+    bn_mode: str = "batch"
     # PatchGAN discriminator
     disc_filters: tuple[int, ...] = (128, 128, 128, 64, 64, 1)
     disc_strides: tuple[int, ...] = (2, 2, 2, 1, 1, 1)
@@ -119,6 +125,7 @@ class ModelConfig:
         _check_choice("model kind", self.kind, MODEL_KINDS)
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_choice("bn_mode", self.bn_mode, BN_MODES)
         if len(self.image_shape) != 3 or any(int(s) <= 0 for s in self.image_shape):
             raise ConfigError(
                 f"image_shape must be (height, width, channels) with positive sizes, got {self.image_shape!r}"

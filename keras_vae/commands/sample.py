@@ -1,4 +1,4 @@
-"""keras-vae sample: a PNG grid of samples from the prior, from a run folder or an ONNX decoder."""
+"""keras-vae sample: a PNG grid of samples of the model's latent sampler, from a run folder or an export."""
 from __future__ import annotations
 
 import argparse
@@ -7,17 +7,22 @@ from pathlib import Path
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "sample", help="write a grid of samples (the model's latent sampler) to a PNG",
-        description="Decode samples of the model's latent sampler and write a PNG grid. SOURCE is a run folder "
-                    "(its sampler.json, else the prior N(0, I); uses TensorFlow) or an export folder / its "
-                    "decoder.onnx (the exported sampler.onnx; onnxruntime only, TensorFlow is not imported). "
-                    "The same --seed gives the same latents from a run folder and from its export.",
+        "sample", help="write a grid of samples to a PNG",
+        description="Decode latents from the run's sampler and write a PNG grid. SOURCE is a run folder (uses "
+                    "TensorFlow) or an export folder / its decoder.onnx (the exported sampler.onnx; onnxruntime "
+                    "only, TensorFlow is not imported). A run folder's default sampler is the one fitted after "
+                    "training that gives held-out codes the highest likelihood (sampler.json): N(0, I), a "
+                    "Gaussian or a Gaussian mixture fitted to the training set's posterior; the export carries "
+                    "that sampler. The same --seed gives the same latents from a run folder and its export.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("source", metavar="SOURCE", help="run folder, export folder, or path to decoder.onnx")
     parser.add_argument("--n", type=int, default=64, help="number of samples")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (an integer in [0, 2^32))")
     parser.add_argument("--temperature", type=float, default=1.0,
-                        help="scale of the sampler's noise: z = m_k + temperature L_k eps")
+                        help="scale of the noise around the sampler's mean(s): z = m_k + temperature L_k eps")
+    parser.add_argument("--sampler", choices=("prior", "gaussian", "gmm"), default=None,
+                        help="latent sampler of a run folder (default: the run's best by held-out likelihood); "
+                             "an export carries one sampler: only 'prior' or its own kind")
     parser.add_argument("--out", default="samples.png", metavar="FILE", help="PNG to write")
     return parser
 
@@ -31,25 +36,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
     source = Path(args.source)
     if source.suffix == ".onnx" or (source / "decoder.onnx").is_file():
-        from serving.onnx_decoder import sample_grid
+        from serving.images import save_grid
+        from serving.onnx_decoder import OnnxDecoder
 
-        sample_grid(source, n=args.n, seed=args.seed, out_png=args.out, temperature=args.temperature)
+        decoder = OnnxDecoder(source, sampler=False if args.sampler == "prior" else None)
+        if args.sampler not in (None, "prior") and decoder.sampler_kind != args.sampler:
+            raise ConfigError(f"--sampler {args.sampler}: this export carries a {decoder.sampler_kind!r} sampler; "
+                              f"use --sampler prior, or export a run whose sampler.json is {args.sampler!r}")
+        save_grid(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8"), args.out)
     else:
         import numpy as np
 
         from keras_vae.runs import load_run
         from serving.images import save_grid
 
-        from keras_vae.noise import portable_noise
-        from keras_vae.samplers import SAMPLER_FILE, LatentSampler, prior_sampler
-
-        _, model = load_run(source)
-        d = int(model.latent_dim)
-        path = source / SAMPLER_FILE
-        sampler = LatentSampler.load(path, latent_dim=d) if path.is_file() else prior_sampler(d)
-        eps, u = portable_noise(args.seed, args.n, d)  # the noise OnnxDecoder.sample draws
-        z = sampler.latents(eps * np.float32(args.temperature), u)
-        images = np.asarray(model.to_unit(model.decode(z)))
+        _, model = load_run(source, sampler=args.sampler)
+        images = np.asarray(model.to_unit(model.sample(args.n, seed=args.seed, temperature=args.temperature)))
         save_grid(images, args.out)  # the same grid as the ONNX path
     print(f"wrote {args.n} samples to {args.out}")
     return 0
