@@ -89,14 +89,18 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_run_sampler(run_dir: Path, latent_dim: int):
-    """(sampler, source): the run's sampler.json checked against the model, else the prior N(0, I)."""
-    from keras_vae.samplers import LatentSampler, prior_sampler
+def load_run_sampler(run_dir: Path, latent_dim: int, kind: str | None = None):
+    """(sampler, source): the run's sampler.json (or, with ``kind``, the prior or the stored candidate
+    ``samplers/KIND.json``) checked against the model; the prior N(0, I) when the run has none."""
+    from keras_vae.posterior_sampling import SAMPLERS_DIR, load_sampler
+    from keras_vae.samplers import prior_sampler
 
-    path = Path(run_dir) / contract.SAMPLER_JSON
-    if path.is_file():
-        return LatentSampler.load(path, latent_dim=latent_dim), f"run folder {contract.SAMPLER_JSON}"
-    return prior_sampler(latent_dim), f"prior N(0, I) (the run folder has no {contract.SAMPLER_JSON})"
+    sampler = load_sampler(run_dir, latent_dim, kind)
+    if sampler is None:
+        return prior_sampler(latent_dim), f"prior N(0, I) (the run folder has no {contract.SAMPLER_JSON})"
+    if kind is None:
+        return sampler, f"run folder {contract.SAMPLER_JSON}"
+    return sampler, "prior N(0, I) (--sampler prior)" if kind == "prior" else f"run folder {SAMPLERS_DIR}/{kind}.json"
 
 
 def build_export(model, work: Path, name: str, version: int, source_run: str, source_sha256: str,
@@ -205,8 +209,9 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
-               float16: bool = False, quantize: bool = False) -> dict[str, Any]:
-    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json."""
+               float16: bool = False, quantize: bool = False, sampler: str | None = None) -> dict[str, Any]:
+    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json.
+    ``sampler`` ('prior' | 'gaussian' | 'gmm') exports that candidate instead of the run's sampler.json."""
     from keras_vae import __version__
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -223,14 +228,15 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
         raise ArtifactError(f"{str(model_path)!r} holds a {model.model_config.kind!r} model but config.json "
                             f"says {config.model.kind!r}: the run folder is inconsistent")
     source_run = str(run_dir.resolve())
-    sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim))
+    latent_sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim), sampler)
 
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-tmp-", dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
-                             float16=float16, quantize=quantize, sampler=sampler, sampler_source=sampler_source)
+                             float16=float16, quantize=quantize, sampler=latent_sampler,
+                             sampler_source=sampler_source)
         files = _file_entries(work, [work / f for f in [*built["onnx"], contract.SAMPLER_JSON]])
         files.update(_file_entries(work, (work / rel_version).rglob("*")))
         report = {

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None,
                         help="TF Serving model name (default: the model kind, 'vae' or 'vaegan')")
     parser.add_argument("--force", action="store_true", help="replace an existing version of the same name")
+    parser.add_argument("--sampler", choices=("prior", "gaussian", "gmm"), default=None,
+                        help="latent sampler to export (default: the run's sampler.json, else the prior)")
     parser.add_argument("--float16", action="store_true",
                         help="also write decoder.float16.onnx (float16 weights, float32 inputs/outputs)")
     parser.add_argument("--quantize", action="store_true",
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from export import export_run  # imports TensorFlow when called
 
     report = export_run(args.run_dir, args.out, version=args.version, name=args.name, force=args.force,
-                        float16=args.float16, quantize=args.quantize)
+                        float16=args.float16, quantize=args.quantize, sampler=args.sampler)
     sm = report["savedmodel"]
     files = report["files"]
     sm_bytes = sum(v["bytes"] for k, v in files.items() if k.startswith(sm["path"]))

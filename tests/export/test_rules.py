@@ -241,3 +241,11 @@ def test_sampler_parity_failure_writes_nothing(vae_run, tmp_path, monkeypatch, c
     with pytest.raises(ParityError, match=r"signature 'sample' \(SavedModel signature, output 'z', batch 1\)"):
         export_run(vae_run, out)
     assert not out.exists()
+
+
+def test_missing_sampler_candidate_is_one_line(vae_run, tmp_path, capsys):
+    out = tmp_path / "exp"
+    code, stdout, err = _cli(capsys, vae_run, "--out", out, "--sampler", "gmm")
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert "has no 'gmm' sampler (samplers/gmm.json)" in err and "--sampler prior" in err
+    assert not out.exists()

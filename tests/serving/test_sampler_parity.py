@@ -263,3 +263,16 @@ def test_cli_sample_run_and_export_draw_the_same_grid(gmm_export, tmp_path):
     assert np.abs(grids["run"] - grids["export"]).max() <= 1
     np.testing.assert_array_equal(grids["export"], grids["onnx"])
     assert grids["run"].std() > 0
+    # --sampler prior on both sides: the same prior grid, different from the mixture's
+    for key, source in (("run-prior", run), ("export-prior", out)):
+        png = tmp_path / f"{key}.png"
+        proc = subprocess.run([sys.executable, "-m", "keras_vae", "sample", str(source), "--n", "9", "--seed", "3",
+                               "--sampler", "prior", "--out", str(png)], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        grids[key] = np.asarray(Image.open(png)).astype(int)
+    assert np.abs(grids["run-prior"] - grids["export-prior"]).max() <= 1
+    assert np.abs(grids["export-prior"] - grids["export"]).max() > 1
+    proc = subprocess.run([sys.executable, "-m", "keras_vae", "sample", str(out), "--sampler", "gaussian",
+                           "--out", str(tmp_path / "x.png")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "this export carries a 'gmm' sampler" in proc.stderr
