@@ -22,29 +22,24 @@ def test_tf_noise_matches_numpy(seed, n, d):
     assert np.all(np.abs(tf_eps - eps) <= float32_ulp(eps)), np.abs(tf_eps - eps).max()
 
 
-def _latents_np(eps, u, weights, means, scale_tril):
-    """The drawing rule in float64 NumPy (searchsorted right, clipped)."""
-    k = np.minimum(np.searchsorted(np.cumsum(weights), u, side="right"), len(weights) - 1)
-    return means[k] + np.einsum("nij,nj->ni", scale_tril[k], eps.astype(np.float64)), k
+def test_tf_drawing_rule_matches_latent_sampler():
+    """latents_tf vs LatentSampler.latents (the contract's NumPy reference) on a 3-component mixture."""
+    from export.sampler_onnx import latent_tolerance
+    from keras_vae.samplers import LatentSampler
 
-
-def test_tf_drawing_rule_matches_numpy():
     rng = np.random.default_rng(0)
     K, d, n = 3, 5, 200
-    weights = np.array([0.2, 0.5, 0.3])
-    means = rng.normal(size=(K, d)) * 3
-    scale_tril = np.tril(rng.normal(size=(K, d, d)))
+    sampler = LatentSampler("gmm", np.array([0.2, 0.5, 0.3]), rng.normal(size=(K, d)) * 3,
+                            np.tril(rng.normal(size=(K, d, d)), -1) + np.eye(d) * 0.7)
     eps, u = portable_noise(5, n, d)
-    ref, k = _latents_np(eps, u, weights, means, scale_tril)
+    k = sampler.components(u)
     assert set(k) == {0, 1, 2}
-    got = latents_tf(eps, u, weights, means, scale_tril).numpy()
-    # float32 dot product of d terms plus the mean: |error| <= (d + 2) 2^-24 (|m| + sum_j |L_ij eps_j|)
-    bound = (d + 2) * 2.0**-24 * (np.abs(means[k]) + np.einsum("nij,nj->ni", np.abs(scale_tril[k]), np.abs(eps)))
-    assert np.all(np.abs(got - ref) <= bound + 1e-30)
-    # the boundaries: u exactly on a cumulative weight goes to the next component, u past the end to K-1
-    u_edge = np.array([0.0, 0.2, 0.7, 0.999], np.float32)
-    cum32 = np.cumsum(weights).astype(np.float32)
-    z = latents_tf(np.zeros((4, d), np.float32), u_edge, weights, means, scale_tril).numpy()
-    expect_k = np.minimum((cum32[None, :] <= u_edge[:, None]).sum(1), K - 1)
-    np.testing.assert_allclose(z, means[expect_k], rtol=1e-6)
-    assert list(expect_k) == [0, 1, 2, 2]
+    got = latents_tf(eps, u, sampler.weights, sampler.means, sampler.scale_tril).numpy()
+    assert np.all(np.abs(got - sampler.latents(eps, u)) <= latent_tolerance(sampler, eps, u))
+    # boundaries: u exactly on a cumulative weight goes to the next component, u past the end to K - 1
+    cumulative = np.cumsum(sampler.weights.astype(np.float32))
+    u_edge = np.array([0.0, cumulative[0], np.nextafter(cumulative[1], np.float32(0)), cumulative[1], 0.99999994],
+                      np.float32)
+    z = latents_tf(np.zeros((5, d), np.float32), u_edge, sampler.weights, sampler.means, sampler.scale_tril).numpy()
+    assert list(sampler.components(u_edge)) == [0, 1, 1, 2, 2]
+    np.testing.assert_array_equal(z, sampler.means.astype(np.float32)[[0, 1, 1, 2, 2]])
