@@ -12,12 +12,13 @@ or VQGAN's adaptive weight ||grad_W L_rec|| / ||grad_W L_adv|| with W the kernel
 last layer (``to_image``; its bias is left out, as in taming-transformers). The adversarial term's
 total weight is then w_adv * lambda: with the reference's w_adv = 100 that is 100 x the gradient
 balance, where VQGAN/latent-diffusion use w_adv of about 0.5-1 with the adaptive weight, so set
-``adversarial_weight`` near 1 when ``adaptive_adversarial_weight`` is on.
+``adversarial_weight`` near 1 when ``adaptive_adversarial_weight`` is on. The discriminator step
+runs first on the reconstructions of this step's forward pass (no gradient to the VAE); the VAE step
+then uses the updated discriminator. Each part has its own Adam optimizer (``g_optimizer``,
+``d_optimizer``).
 
 The population KL is logged in two parts: ``population_kl_mean`` = 1/2 |m|^2 (how far the codes'
-mean sits from 0) and ``population_kl_spread`` = the rest (how far their (co)variance is from I). The discriminator step runs first on the reconstructions of this
-step's forward pass (no gradient to the VAE); the VAE step then uses the updated discriminator.
-Each part has its own Adam optimizer (``g_optimizer``, ``d_optimizer``).
+mean sits from 0) and ``population_kl_spread`` = the rest (how far their (co)variance is from I).
 
 BatchNorm and dropout (``model.bn_mode``): ``batch`` (default) runs both networks in training mode
 in their training sub-steps (batch statistics, dropout on), and each sub-step moves only its own
@@ -201,7 +202,8 @@ class VAEGAN(LatentVariableModel):
         logits = self.discriminator(tf.concat([reals, fakes], axis=0), training=training)
         return logits[:tf.shape(reals)[0]], logits[tf.shape(reals)[0]:]
 
-    def _discriminator_update(self, x, fakes, factor, training: bool = True, networks_training: bool | None = None):
+    def _discriminator_update(self, x, fakes, factor, training: bool = True,
+                              networks_training: bool | None = None):
         """One discriminator step on real x against ``fakes`` (no gradient reaches the VAE);
         ``networks_training`` is the mode D runs in (``training`` unless bn_mode='reference')."""
         kind = self.loss_config.adversarial_loss
