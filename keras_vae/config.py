@@ -108,6 +108,8 @@ class ModelConfig:
     decoder_identity_blocks: int = 1
     input_layer_norm: bool = True  # LayerNorm per channel over (height, width), as in the reference
     conv_bias: bool = False  # biases on the convolutions that feed a BatchNorm (the reference has them)
+    # the decoder's last upsampling block ends in the image's channels (reference), else in filters[0]
+    decoder_last_block_to_image: bool = True
     # batch: BatchNorm uses batch statistics in training (moving ones at inference), dropout fires;
     # reference: what the reference code does under Keras 3 (networks called without training=):
     # BatchNorm always on its (never updated) moving statistics, a learned affine map; no dropout

@@ -70,7 +70,8 @@ def build_resnet_decoder(config: ModelConfig) -> keras.Model:
         channels = filters[min(stage + 1, config.num_stages - 1)]
         for block in range(config.decoder_identity_blocks):
             x = IdentityBlock(channels, sync, bias, name=f"stage{stage}_identity{block}")(x)
-        out_channels = config.image_shape[2] if stage == 0 else filters[stage]
+        to_image = stage == 0 and config.decoder_last_block_to_image
+        out_channels = config.image_shape[2] if to_image else filters[stage]
         x = UpsamplingBlock(out_channels, sync, bias, name=f"stage{stage}_up")(x)
     output = keras.layers.Conv2D(config.image_shape[2], 1, dtype="float32", name="to_image")(x)
     return keras.Model(z, output, name="decoder")

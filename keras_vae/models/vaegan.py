@@ -8,9 +8,17 @@ Per batch x (images in [-1, 1]), with q(z|x) = N(mu, diag sigma^2) and x_hat = D
 
 KL is the population KL of the batch mixture's moments (``kl='population'``) or the per-example
 KL (``'standard'``); f = 1 once the VAE optimizer passed ``disc_start_step`` (else 0); lambda = 1
-or VQGAN's adaptive weight. The discriminator step runs first on the reconstructions of this
-step's forward pass (no gradient to the VAE); the VAE step then uses the updated discriminator.
-Each part has its own Adam optimizer (``g_optimizer``, ``d_optimizer``).
+or VQGAN's adaptive weight ||grad_W L_rec|| / ||grad_W L_adv|| with W the kernel of the decoder's
+last layer (``to_image``; its bias is left out, as in taming-transformers). The adversarial term's
+total weight is then w_adv * lambda: with the reference's w_adv = 100 that is 100 x the gradient
+balance, where VQGAN/latent-diffusion use w_adv of about 0.5-1 with the adaptive weight, so set
+``adversarial_weight`` near 1 when ``adaptive_adversarial_weight`` is on. The discriminator step
+runs first on the reconstructions of this step's forward pass (no gradient to the VAE); the VAE step
+then uses the updated discriminator. Each part has its own Adam optimizer (``g_optimizer``,
+``d_optimizer``).
+
+The population KL is logged in two parts: ``population_kl_mean`` = 1/2 |m|^2 (how far the codes'
+mean sits from 0) and ``population_kl_spread`` = the rest (how far their (co)variance is from I).
 
 BatchNorm and dropout (``model.bn_mode``): ``batch`` (default) runs both networks in training mode
 in their training sub-steps (batch statistics, dropout on), and each sub-step moves only its own
@@ -39,7 +47,8 @@ from keras_vae.models.batchnorm import frozen_statistics
 from keras_vae.models.patchgan import build_patchgan
 from keras_vae.models.resnet import build_resnet_decoder, build_resnet_encoder
 
-GENERATOR_METRICS = ("loss", "reconstruction", "kl", "population_kl", "standard_kl", "variance_reg",
+GENERATOR_METRICS = ("loss", "reconstruction", "kl", "population_kl", "population_kl_mean",
+                     "population_kl_spread", "standard_kl", "variance_reg",
                      "adversarial", "adversarial_weight", "mixture_kl_mc")
 DISCRIMINATOR_METRICS = ("disc_loss", "disc_accuracy_real", "disc_accuracy_fake")
 
@@ -168,12 +177,12 @@ class VAEGAN(LatentVariableModel):
         return mean, log_var, output, prior_output
 
     def _population_kl(self, mean, log_var):
-        """Population KL of the batch moments; the batch is the global one under a strategy
-        (moments all-reduced across replicas, so the value does not depend on the replica count)."""
+        """(population KL of the batch moments, their mean m [D]); the batch is the global one under
+        a strategy (moments all-reduced across replicas, so the value does not depend on the replica count)."""
         variance = self.loss_config.population_variance
         ctx, replicas = _replica_context_and_count()
         if replicas == 1 or ctx is None:
-            return population_kl(mean, log_var, variance)
+            return population_kl(mean, log_var, variance), tf.reduce_mean(tf.cast(mean, tf.float32), axis=0)
         total = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
         n = total(tf.cast(tf.shape(mean)[0], tf.float32))
         m = total(tf.reduce_sum(mean, axis=0)) / n
@@ -181,11 +190,11 @@ class VAEGAN(LatentVariableModel):
             centred = mean - m
             covariance = total(tf.matmul(centred, centred, transpose_a=True)) / n
             covariance += tf.linalg.diag(total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n)
-            return covariance_kl(m, covariance)
+            return covariance_kl(m, covariance), m
         s2 = total(tf.reduce_sum(tf.square(mean - m), axis=0)) / n
         if variance == "mixture":
             s2 = s2 + total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n
-        return moment_matched_kl(m, s2)
+        return moment_matched_kl(m, s2), m
 
     def _disc_logits(self, reals, fakes, training: bool):
         """D on real and fake images in one batch, so BatchNorm (also after the last conv, as in the
@@ -193,7 +202,8 @@ class VAEGAN(LatentVariableModel):
         logits = self.discriminator(tf.concat([reals, fakes], axis=0), training=training)
         return logits[:tf.shape(reals)[0]], logits[tf.shape(reals)[0]:]
 
-    def _discriminator_update(self, x, fakes, factor, training: bool = True, networks_training: bool | None = None):
+    def _discriminator_update(self, x, fakes, factor, training: bool = True,
+                              networks_training: bool | None = None):
         """One discriminator step on real x against ``fakes`` (no gradient reaches the VAE);
         ``networks_training`` is the mode D runs in (``training`` unless bn_mode='reference')."""
         kind = self.loss_config.adversarial_loss
@@ -221,7 +231,8 @@ class VAEGAN(LatentVariableModel):
         lc = self.loss_config
         reconstruction = losses.mean_absolute_error(x, output)
         standard_kl = kl_to_standard_normal(mean, log_var)
-        population_kl = self._population_kl(mean, log_var)
+        population_kl, batch_mean = self._population_kl(mean, log_var)
+        kl_mean_part = 0.5 * tf.reduce_sum(tf.square(batch_mean))
         ones = tf.ones_like(reconstruction)
         kl = population_kl * ones if lc.kl == "population" else standard_kl
         variance_reg = variance_regularizer(log_var) if lc.use_variance_regularizer else 0.0 * ones
@@ -241,14 +252,19 @@ class VAEGAN(LatentVariableModel):
                 adversarial = 0.5 * (losses.generator_loss(lc.adversarial_loss, recon_logits)
                                      + losses.generator_loss(lc.adversarial_loss, prior_logits))
             if lc.adaptive_adversarial_weight and tape is not None:
-                last = self.decoder.get_layer("to_image").trainable_variables
+                last = [self.decoder.get_layer("to_image").kernel]
+                # the averages must be recorded by the tape, or their gradients are None (weight 0)
+                rec_loss = tf.nn.compute_average_loss(weighted_rec)
+                adv_loss = tf.nn.compute_average_loss(adversarial)
                 with tape.stop_recording():
-                    rec_grads = tape.gradient(tf.nn.compute_average_loss(weighted_rec), last)
-                    adv_grads = tape.gradient(tf.nn.compute_average_loss(adversarial), last)
+                    rec_grads = tape.gradient(rec_loss, last)
+                    adv_grads = tape.gradient(adv_loss, last)
                     adaptive = losses.adaptive_adversarial_weight(rec_grads, adv_grads)
             per_example = per_example + lc.adversarial_weight * factor * adaptive * adversarial
         terms = {"loss": per_example, "reconstruction": reconstruction, "kl": kl,
-                 "population_kl": population_kl, "standard_kl": standard_kl, "variance_reg": variance_reg,
+                 "population_kl": population_kl, "population_kl_mean": kl_mean_part,
+                 "population_kl_spread": population_kl - kl_mean_part, "standard_kl": standard_kl,
+                 "variance_reg": variance_reg,
                  "adversarial": adversarial, "adversarial_weight": lc.adversarial_weight * factor * adaptive}
         return per_example, terms
 

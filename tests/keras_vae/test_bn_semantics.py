@@ -106,6 +106,7 @@ def test_reference_bn_mode_runs_the_discriminator_without_dropout():
     np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vaegan", "vae"])
 def test_validation_does_not_change_the_trained_weights(kind):
     x = images(24)

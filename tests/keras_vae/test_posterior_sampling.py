@@ -15,6 +15,8 @@ from keras_vae.runs import load_run
 from keras_vae.samplers import LatentSampler, draw_noise
 from keras_vae.training import train
 
+pytestmark = pytest.mark.slow  # one short training run shared by the module
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -64,6 +64,8 @@ def test_channel_progressive_filters_per_stage():
     assert encoder.get_layer("stage1_down").output.shape[-1] == 4
     assert decoder.get_layer("stage1_up").output.shape[-1] == 4
     assert decoder.get_layer("stage0_up").output.shape[-1] == 1  # the last block ends in the image channels
+    wide = build_resnet_decoder(_config(filters=(2, 4), num_stages=2, decoder_last_block_to_image=False))
+    assert wide.get_layer("stage0_up").output.shape[-1] == 2 and wide.output.shape[-1] == 1
 
 
 def test_progressive_preset_needs_at_least_2x_fewer_flops_than_celeba_64():
