@@ -2,7 +2,12 @@
 
     EXPORT_DIR/savedmodel/<name>/<version>/   saved_model.pb, variables/, assets.extra/ (warmup)
     EXPORT_DIR/decoder.onnx, encoder.onnx     [+ decoder.float16.onnx, decoder.int8.onnx]
+    EXPORT_DIR/sampler.onnx, sampler.json     the latent sampler (the run's sampler.json, else the prior)
     EXPORT_DIR/export.json                    what was exported, signatures, shapes, parity, sizes
+
+The SavedModel also gets the ``sample`` / ``sample_uint8`` signatures (n, seed -> image, z) and a
+copy of sampler.json in ``assets.extra/``; sampler.onnx and the signatures are checked against
+``LatentSampler.sample`` (portable noise) before anything is placed.
 
 Everything is built in a temporary folder inside EXPORT_DIR and verified there (SavedModel
 reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity); only then is each
@@ -138,10 +143,31 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def load_run_sampler(run_dir: Path, latent_dim: int, kind: str | None = None):
+    """(sampler, source): the run's sampler.json (or, with ``kind``, the prior or the stored candidate
+    ``samplers/KIND.json``) checked against the model; the prior N(0, I) when the run has none."""
+    from keras_vae.posterior_sampling import SAMPLERS_DIR, load_sampler
+    from keras_vae.samplers import prior_sampler
+
+    sampler = load_sampler(run_dir, latent_dim, kind)
+    if sampler is None:
+        return prior_sampler(latent_dim), f"prior N(0, I) (the run folder has no {contract.SAMPLER_JSON})"
+    if kind is None:
+        return sampler, f"run folder {contract.SAMPLER_JSON}"
+    return sampler, "prior N(0, I) (--sampler prior)" if kind == "prior" else f"run folder {SAMPLERS_DIR}/{kind}.json"
+
+
 def build_export(model, work: Path, name: str, version: int, source_run: str, source_sha256: str,
-                 float16: bool = False, quantize: bool = False, functions=None) -> dict[str, Any]:
+                 float16: bool = False, quantize: bool = False, functions=None, sampler=None,
+                 sampler_source: str | None = None) -> dict[str, Any]:
     """Write and verify every artifact under ``work`` (a fresh folder); returns the report without files."""
     import tensorflow as tf
+
+    from export.sampler_check import check_sampler_parity
+    from export.sampler_onnx import sampler_metadata, write_sampler_onnx
+    from export.sampler_tf import make_sample_functions
+    from keras_vae.noise import NOISE_ALGORITHM
+    from keras_vae.samplers import prior_sampler
 
     from export import onnx_export, quantize as quant
     from export.parity import check_parity, random_inputs
@@ -150,10 +176,16 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     from export.warmup import read_warmup_requests, serving_api_available, write_warmup_requests
 
     functions = functions or make_functions(model)
+    if sampler is None:
+        sampler, sampler_source = prior_sampler(model.latent_dim), sampler_source or "prior N(0, I)"
+    sample_functions = make_sample_functions(model, sampler)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     version_dir = work / rel_version
     version_dir.parent.mkdir(parents=True)
-    write_savedmodel(model, version_dir, functions)
+    write_savedmodel(model, version_dir, {**functions, **sample_functions})
+    sampler.save(work / contract.SAMPLER_JSON)
+    (version_dir / contract.SAMPLER_ASSET).parent.mkdir(parents=True, exist_ok=True)
+    sampler.save(version_dir / contract.SAMPLER_ASSET)
 
     # warmup records: each signature at a few batch sizes
     warmup: dict[str, Any]
@@ -164,6 +196,9 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
             inputs = random_inputs(model, batch, seed=1000 + batch)
             for signature, (_, spec) in functions.items():
                 requests.append((signature, {spec.name: inputs[spec.name]}))
+            for signature in sample_functions:
+                requests.append((signature, {contract.SAMPLE_N_INPUT: np.int32(batch),
+                                             contract.SAMPLE_SEED_INPUT: np.int64(batch)}))
         path, count = write_warmup_requests(version_dir, name, requests)
         warmup = {"file": str(rel_version / contract.WARMUP_FILE), "records": count,
                   "batch_sizes": list(WARMUP_BATCH_SIZES)}
@@ -178,18 +213,22 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     encode_fn, encode_spec = functions["encode"]
     onnx_export.convert_function(decode_fn, decode_spec, meta["decoder"], work / contract.DECODER_ONNX)
     onnx_export.convert_function(encode_fn, encode_spec, meta["encoder"], work / contract.ENCODER_ONNX)
-    sessions = {f: onnx_export.load_session(work / f) for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX)}
+    write_sampler_onnx(sampler, sampler_metadata(model, sampler, source_run, source_sha256),
+                       work / contract.SAMPLER_ONNX)
+    sessions = {f: onnx_export.load_session(work / f)
+                for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX, contract.SAMPLER_ONNX)}
 
     # verify: reload the SavedModel, replay the warmup requests, parity against Keras
     loaded = tf.saved_model.load(str(version_dir))
     signatures = describe_signatures(loaded)
-    missing = sorted(set(contract.SIGNATURES) - set(signatures))
+    missing = sorted(set(contract.SIGNATURES + contract.SAMPLE_SIGNATURES) - set(signatures))
     if missing:
         raise ArtifactError(f"the SavedModel lacks signatures {missing}")
     if warmup["file"]:
         for _, signature, inputs in read_warmup_requests(version_dir / contract.WARMUP_FILE):
             call_signature(loaded, signature, inputs)
     parity = check_parity(model, loaded, sessions)
+    parity["sampler"] = check_sampler_parity(model, sampler, loaded, sessions[contract.SAMPLER_ONNX])
 
     variants: dict[str, Any] = {}
     if float16:
@@ -209,10 +248,14 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
             info["bytes_float32"] = (work / contract.DECODER_ONNX).stat().st_size
 
     onnx_files = {contract.DECODER_ONNX: "decoder", contract.ENCODER_ONNX: "encoder",
-                  **{v["file"]: "decoder" for v in variants.values()}}
+                  contract.SAMPLER_ONNX: "sampler", **{v["file"]: "decoder" for v in variants.values()}}
     return {
         "savedmodel": {"path": str(rel_version), "name": name, "version": version,
                        "signatures": signatures, "warmup": warmup},
+        "sampler": {"kind": sampler.kind, "components": sampler.num_components, "source": sampler_source,
+                    "file": contract.SAMPLER_JSON, "onnx": contract.SAMPLER_ONNX,
+                    "savedmodel_asset": str(rel_version / contract.SAMPLER_ASSET),
+                    "signatures": list(contract.SAMPLE_SIGNATURES), "noise": NOISE_ALGORITHM},
         "onnx": {f: {"role": role, **onnx_export.describe_onnx(work / f)} for f, role in onnx_files.items()},
         "variants": variants,
         "parity": parity,
@@ -220,8 +263,9 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
-               float16: bool = False, quantize: bool = False) -> dict[str, Any]:
-    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json."""
+               float16: bool = False, quantize: bool = False, sampler: str | None = None) -> dict[str, Any]:
+    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json.
+    ``sampler`` ('prior' | 'gaussian' | 'gmm') exports that candidate instead of the run's sampler.json."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
@@ -236,6 +280,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
         raise ArtifactError(f"{str(model_path)!r} holds a {model.model_config.kind!r} model but config.json "
                             f"says {config.model.kind!r}: the run folder is inconsistent")
     source_run = run_dir.resolve().name  # the folder's name: an absolute path would leak the user's home
+    latent_sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim), sampler)
 
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +289,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
             _remove_leftovers(out_dir)
             _check_out_dir(out_dir, out_dir / rel_version, force)  # again, now that no one else writes
             report = _export_locked(model, config, out_dir, rel_version, name, version, source_run,
-                                    source_sha256, float16, quantize)
+                                    source_sha256, float16, quantize, latent_sampler, sampler_source)
     except BaseException:
         if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
@@ -253,14 +298,16 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
 
 
 def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, version: int, source_run: str,
-                   source_sha256: str, float16: bool, quantize: bool) -> dict[str, Any]:
+                   source_sha256: str, float16: bool, quantize: bool, latent_sampler,
+                   sampler_source) -> dict[str, Any]:
     from keras_vae import __version__
 
     work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
-                             float16=float16, quantize=quantize)
-        files = _file_entries(work, [work / f for f in built["onnx"]])
+                             float16=float16, quantize=quantize, sampler=latent_sampler,
+                             sampler_source=sampler_source)
+        files = _file_entries(work, [work / f for f in [*built["onnx"], contract.SAMPLER_JSON]])
         files.update(_file_entries(work, (work / rel_version).rglob("*")))
         report = {
             "format": "keras-vae-export",
@@ -275,9 +322,9 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
             **built,
             "files": files,
         }
-        # place: ONNX files, stale variants removed, export.json, and last the version folder in ONE
-        # rename (the commit point: before it, no version folder exists and a rerun needs no --force)
-        for f in built["onnx"]:
+        # place: ONNX files, sampler.json, stale variants removed, export.json, and last the version
+        # folder in ONE rename (the commit point: before it, no version folder exists and a rerun needs no --force)
+        for f in [*built["onnx"], contract.SAMPLER_JSON]:
             os.replace(work / f, out_dir / f)
         for f in VARIANT_FILES:
             if f not in built["onnx"] and (out_dir / f).exists():

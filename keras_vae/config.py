@@ -37,6 +37,7 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_LAYERS = 64  # entries of a layer list, identity blocks per stage
 MAX_SAMPLES_PER_EXAMPLE = 10_000  # L and the KL Monte Carlo draws: one [L, batch, latent] tensor each step
 MAX_IWAE_SAMPLES = 1_000_000  # K: 1e6 samples per example already takes hours on a CPU
+BN_MODES = ("batch", "reference")
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:
@@ -137,7 +138,14 @@ class ModelConfig:
     num_stages: int = 6  # downsamplings in the encoder (= upsamplings in the decoder)
     encoder_identity_blocks: int = 2
     decoder_identity_blocks: int = 1
-    input_layer_norm: bool = True
+    input_layer_norm: bool = True  # LayerNorm per channel over (height, width), as in the reference
+    conv_bias: bool = False  # biases on the convolutions that feed a BatchNorm (the reference has them)
+    # the decoder's last upsampling block ends in the image's channels (reference), else in filters[0]
+    decoder_last_block_to_image: bool = True
+    # batch: BatchNorm uses batch statistics in training (moving ones at inference), dropout fires;
+    # reference: what the reference code does under Keras 3 (networks called without training=):
+    # BatchNorm always on its (never updated) moving statistics, a learned affine map; no dropout
+    bn_mode: str = "batch"
     # PatchGAN discriminator
     disc_filters: tuple[int, ...] = (128, 128, 128, 64, 64, 1)
     disc_strides: tuple[int, ...] = (2, 2, 2, 1, 1, 1)
@@ -151,6 +159,7 @@ class ModelConfig:
         _check_choice("model kind", self.kind, MODEL_KINDS)
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_choice("bn_mode", self.bn_mode, BN_MODES)
         if len(self.image_shape) != 3 or any(int(s) <= 0 for s in self.image_shape):
             raise ConfigError(
                 f"image_shape must be (height, width, channels) with positive sizes, got {short(self.image_shape)}"

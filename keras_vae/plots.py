@@ -65,10 +65,13 @@ def _unit(model, images) -> np.ndarray:
 
 
 def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, temperature: float = 1.0) -> Path:
-    """A grid of n images decoded from z ~ N(0, temperature^2 I)."""
+    """A grid of n images decoded from the model's latent sampler (N(0, I) unless one was fitted)."""
     images = _unit(model, model.sample(n, seed=seed, temperature=temperature))
     cols = int(np.ceil(np.sqrt(n)))
-    title = f"samples from the prior (n={n}, seed={seed}, temperature={temperature:g})"
+    sampler = model.get_latent_sampler()
+    what = {"prior": "the prior N(0, I)", "gaussian": "a Gaussian fitted to the codes"}.get(
+        sampler.kind, f"a {sampler.num_components}-component mixture fitted to the codes")
+    title = f"samples from {what} (n={n}, seed={seed}, temperature={temperature:g})"
     return _save(_grid_figure(image_grid(images, cols), title), path)
 
 
@@ -127,7 +130,8 @@ def plot_interpolations(model, images: np.ndarray, path: str | Path, pairs: int 
 
 def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
                     values: np.ndarray | None = None) -> Path:
-    """z + e_k * eps for the ``dims`` latent axes with the largest KL, eps on a grid; one row per axis."""
+    """z + e_k * eps * s_k for the ``dims`` latent axes with the largest KL, eps on a grid, s_k the
+    latent sampler's standard deviation along axis k (1 for the prior); one row per axis."""
     from keras_vae.metrics import encode_all
 
     values = np.linspace(-3.0, 3.0, 9, dtype=np.float32) if values is None else np.asarray(values, np.float32)
@@ -136,11 +140,13 @@ def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
     order = np.argsort(-kl)[: min(dims, means.shape[1])]
     base = means[0]
     z = np.repeat(base[None, None], len(order), 0).repeat(len(values), 1)  # [dims, steps, D]
+    spread = np.sqrt(np.einsum("k,kii->i", model.get_latent_sampler().weights,
+                               model.get_latent_sampler().covariances))  # per-axis std within components
     for row, k in enumerate(order):
-        z[row, :, k] += values
+        z[row, :, k] += values * spread[k]
     decoded = _unit(model, model.decode(z.reshape(-1, means.shape[1]).astype(np.float32)))
     grid = image_grid(decoded, cols=len(values))
     labels = [f"z{k}" for k in order]
-    title = f"latent traversals z + e_k * eps, eps = {values[0]:g}..{values[-1]:g} (axes by KL)"
+    title = f"latent traversals z + e_k * eps * s_k, eps = {values[0]:g}..{values[-1]:g} (axes by KL)"
     return _save(_grid_figure(grid, title, labels, rows=len(order)), path)
 

@@ -117,7 +117,12 @@ def load_model(path: str | Path):
     return model
 
 
-def load_run(run_dir: str | Path):
-    """(RunConfig, model) of a finished run folder."""
+def load_run(run_dir: str | Path, sampler: str | None = None):
+    """(RunConfig, model) of a finished run folder; the model samples from the run's latent sampler
+    (``sampler.json``, or ``sampler`` = 'prior' | 'gaussian' | 'gmm'; see keras_vae.posterior_sampling)."""
+    from keras_vae.posterior_sampling import load_sampler
+
     config = load_run_config(run_dir)
-    return config, load_model(Path(run_dir) / MODEL_FILE)
+    model = load_model(Path(run_dir) / MODEL_FILE)
+    model.latent_sampler = load_sampler(run_dir, model.latent_dim, sampler)
+    return config, model

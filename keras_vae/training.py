@@ -24,6 +24,7 @@ from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstr
 from keras_vae.models import build_model
 from keras_vae.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
+from keras_vae.posterior_sampling import finish_training, remove_samplers
 from keras_vae.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def _prepare_out_dir(out_dir: Path, force: bool) -> bool:
             )
         for name in (MODEL_FILE, METRICS_FILE):
             (out_dir / name).unlink(missing_ok=True)
+        remove_samplers(out_dir)
         shutil.rmtree(out_dir / "logs", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     return resuming
@@ -118,9 +120,12 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
                 "training diverged (loss became NaN); lower --learning-rate or check the data. "
                 f"Metrics so far are in {str(out_dir / METRICS_FILE)!r}"
             )
+        # BatchNorm statistics recomputed, latent samplers fitted and stored (keras_vae.posterior_sampling)
+        posterior = finish_training(model, data.train, val_images, out_dir, seed=config.train.seed)
         with atomic_path(out_dir / MODEL_FILE) as tmp:
             model.save(tmp)
-        metrics["final"] = _final_evaluation(model, config, val_images)
+        metrics["final"] = {**_final_evaluation(model, config, val_images), **posterior,
+                            "diagnostics": model_diagnostics(model, val_images[:DIAGNOSTIC_EXAMPLES])}
         metrics["resumed"] = resuming
         metrics["train_seconds"] = round(time.time() - started, 2)
         write_json(out_dir / METRICS_FILE, metrics)

@@ -112,7 +112,7 @@ class _Version:
                 raise _invalid(f"input '{name}' has shape {list(arr.shape)}, signature "
                                f"{signature} expects {spec.shape.as_list()}")
             tensors[name] = tf.constant(arr)
-        batches = {t.shape[0] for t in tensors.values()}
+        batches = {t.shape[0] for t in tensors.values() if t.shape.rank}  # scalars (sample's n, seed) have none
         if len(batches) > 1:
             raise _invalid(f"inputs have different batch sizes {sorted(batches)}")
         try:

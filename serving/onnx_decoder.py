@@ -7,6 +7,12 @@ Execution providers: by default ``CUDAExecutionProvider`` (then CPU as fallback)
 ``onnxruntime.get_available_providers()`` lists it -- i.e. when ``onnxruntime-gpu`` is installed --
 else ``CPUExecutionProvider``. Pass ``providers=[...]`` to choose explicitly.
 
+Sampling: ``sample``/``sample_latents`` draw from the exported latent sampler, ``sampler.onnx`` beside
+the decoder (``export/contract.py``: eps [N, d], u [N] -> z [N, d]), fed with the portable noise of
+``keras_vae.noise`` -- so a seed gives the latents that the run folder (``LatentSampler.sample``), the
+SavedModel ``sample`` signature, the Node package and the browser explorer give. An export without
+sampler.onnx (made before samplers existed) samples the prior N(0, I) with the same noise.
+
 Threads: one ``OnnxDecoder`` holds one ``onnxruntime.InferenceSession``; onnxruntime documents
 ``InferenceSession.run`` as safe to call concurrently, and ``OnnxDecoder`` keeps no other mutable
 state, so one instance may be shared by any number of threads (e.g. a web server's workers). Each
@@ -23,6 +29,7 @@ import numpy as np
 
 from export import contract
 from keras_vae.errors import ArtifactError, DataError
+from keras_vae.noise import NOISE_ALGORITHM, SEED_LIMIT, check_seed, portable_noise
 from keras_vae.runs import file_sha256
 from keras_vae.validation import short
 from serving.images import save_grid, to_uint8
@@ -100,10 +107,12 @@ class OnnxDecoder:
     ``OnnxDecoder(path)`` accepts the .onnx file or its export folder. ``max_batch`` bounds one
     ``decode`` call (``sample`` splits larger requests). ``verify=True`` checks the file's SHA-256
     against the export.json beside it and refuses a decoder without one; ``verify=False`` skips the
-    check. Thread-safe (one shared session).
+    check. ``sampler`` is the sampler.onnx to draw from (default: the one beside the decoder, if any;
+    ``False``: always the prior N(0, I)). Thread-safe (shared sessions, no other mutable state).
     """
 
-    def __init__(self, path, providers=None, max_batch: int = contract.MAX_BATCH, verify: bool = True):
+    def __init__(self, path, providers=None, max_batch: int = contract.MAX_BATCH, verify: bool = True,
+                 sampler=None):
         import onnxruntime as ort
 
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
@@ -123,6 +132,11 @@ class OnnxDecoder:
             raise ArtifactError(f"{self.path} has unreadable metadata_props (not UTF-8): the file is corrupt") from exc
         self._latent_dim, self._image_shape, self._value_range = self._read_metadata()
         self._check_graph()
+        self._sampler, self.sampler_path, self.sampler_kind = None, None, "prior"
+        if sampler is not False:
+            path = Path(sampler) if sampler is not None else self.path.parent / contract.SAMPLER_ONNX
+            if sampler is not None or path.is_file():
+                self._load_sampler(path, providers, verify)
 
     # -- loading -------------------------------------------------------------------------------
     def _read_metadata(self):
@@ -164,6 +178,39 @@ class OnnxDecoder:
                 raise ArtifactError(f"{self.path}: graph declares {node.name!r} with shape {shape}, but the "
                                     f"metadata says [N, {', '.join(map(str, want))}] with a dynamic batch N")
 
+    def _load_sampler(self, path: Path, providers, verify: bool) -> None:
+        """Open sampler.onnx and check it against this decoder (role, noise algorithm, latent size)."""
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise ArtifactError(f"sampler file not found: {path} (pass the export's {contract.SAMPLER_ONNX}, "
+                                f"or sampler=False for the prior)")
+        if verify:
+            verify_export_json(path)
+        try:
+            session = ort.InferenceSession(str(path), providers=providers)
+            meta = dict(session.get_modelmeta().custom_metadata_map)
+        except Exception as exc:  # onnxruntime's own error types; bad metadata bytes
+            raise ArtifactError(f"onnxruntime cannot load {path}: {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+        if meta.get(contract.META_ROLE) != "sampler":
+            raise ArtifactError(f"{path} is not a keras-vae sampler ({contract.META_ROLE} is "
+                                f"{meta.get(contract.META_ROLE)!r}); re-export the model")
+        if meta.get(contract.META_NOISE) != NOISE_ALGORITHM:
+            raise ArtifactError(f"{path} expects noise {meta.get(contract.META_NOISE)!r}, this keras-vae draws "
+                                f"{NOISE_ALGORITHM!r}: use the keras-vae version that exported it, or re-export")
+        names_in = sorted(i.name for i in session.get_inputs())
+        names_out = [o.name for o in session.get_outputs()]
+        want_in = sorted([contract.SAMPLER_EPS_INPUT, contract.SAMPLER_U_INPUT])
+        if names_in != want_in or names_out != [contract.LATENT_OUTPUT]:
+            raise ArtifactError(f"{path} must map inputs {want_in} to output [{contract.LATENT_OUTPUT!r}]; "
+                                f"it has {names_in} -> {names_out}")
+        if meta.get(contract.META_LATENT_DIM) != str(self._latent_dim):
+            raise ArtifactError(f"{path} draws latents of size {meta.get(contract.META_LATENT_DIM)} but "
+                                f"{self.path.name} decodes size {self._latent_dim}: they come from different exports")
+        self._sampler, self.sampler_path = session, path
+        self.sampler_kind = meta.get(contract.META_SAMPLER_KIND, "unknown")
+
     # -- properties ----------------------------------------------------------------------------
     @property
     def latent_dim(self) -> int:
@@ -182,7 +229,7 @@ class OnnxDecoder:
 
     def __repr__(self) -> str:
         return (f"OnnxDecoder({str(self.path)!r}, latent_dim={self.latent_dim}, "
-                f"image_shape={self.image_shape}, providers={self.providers})")
+                f"image_shape={self.image_shape}, sampler={self.sampler_kind!r}, providers={self.providers})")
 
     # -- validation ----------------------------------------------------------------------------
     def _as_batch(self, z, name: str = "z") -> np.ndarray:
@@ -247,17 +294,31 @@ class OnnxDecoder:
                             f"float32 images of {'x'.join(map(str, self.image_shape))}), got {value}")
         return value
 
-    def sample_latents(self, n: int, seed=None, temperature: float = 1.0) -> np.ndarray:
-        """z ~ N(0, temperature^2 I) as float32 [n, latent_dim], from numpy.random.default_rng(seed)."""
+    def noise(self, n: int, seed=None, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(temperature * eps [n, d], u [n]) from ``keras_vae.noise.portable_noise(seed, n, d)``.
+
+        ``seed=None`` draws a fresh seed (not reproducible); otherwise an integer in [0, 2^32).
+        """
         n = self._check_count("n", n, 1)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
                 or not (math.isfinite(temperature) and temperature >= 0):
             raise DataError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        rng = np.random.default_rng(seed)
-        return (rng.standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
+        seed = int(np.random.default_rng().integers(SEED_LIMIT)) if seed is None else check_seed(seed)
+        eps, u = portable_noise(seed, n, self.latent_dim)
+        return (eps * np.float32(temperature)).astype(np.float32), u
+
+    def sample_latents(self, n: int, seed=None, temperature: float = 1.0) -> np.ndarray:
+        """n latents float32 [n, latent_dim] from the exported sampler (z = m_k + L_k (temperature eps));
+        the prior N(0, temperature^2 I) when there is no sampler.onnx. Same seed, same latents as
+        ``LatentSampler.sample(n, seed)`` of the run (at temperature 1)."""
+        eps, u = self.noise(n, seed, temperature)
+        if self._sampler is None:
+            return eps
+        return self._sampler.run([contract.LATENT_OUTPUT], {contract.SAMPLER_EPS_INPUT: eps,
+                                                            contract.SAMPLER_U_INPUT: u})[0]
 
     def sample(self, n: int, seed=None, temperature: float = 1.0, output: str = "float") -> np.ndarray:
-        """Decode n prior samples z ~ N(0, temperature^2 I) (seeded; split into max_batch chunks)."""
+        """Decode n seeded samples of the exported sampler (see ``sample_latents``; split into max_batch chunks)."""
         z = self.sample_latents(n, seed, temperature)
         parts = [self.decode(z[i:i + self.max_batch], output) for i in range(0, len(z), self.max_batch)]
         return np.concatenate(parts, axis=0)
@@ -297,8 +358,9 @@ class OnnxDecoder:
 
 def sample_grid(onnx_path, n: int, seed, out_png, temperature: float = 1.0, cols: int | None = None,
                 providers=None, verify: bool = True) -> Path:
-    """Decode n seeded prior samples from ``onnx_path`` and write them as one grid image (PNG, or JPEG
-    for a .jpg/.jpeg name; no TensorFlow). ``verify`` as in ``OnnxDecoder``."""
+    """Decode n seeded samples of the export's sampler (``OnnxDecoder.sample``) from ``onnx_path`` (the
+    decoder.onnx or its export folder) and write them as one grid image (PNG, or JPEG for a .jpg/.jpeg
+    name; no TensorFlow). ``verify`` as in ``OnnxDecoder``."""
     decoder = OnnxDecoder(onnx_path, providers=providers, verify=verify)
     images = decoder.sample(n, seed=seed, temperature=temperature, output="uint8")
     return save_grid(images, out_png, cols=cols)

@@ -67,7 +67,7 @@ class VAE(LatentVariableModel):
         """Per-example (log p(x|z) averaged over L samples, KL), each [B], in nats."""
         mean, log_var = self.encode(x, training=training)
         num_samples = self.loss_config.num_samples
-        z = self.sample_posterior(mean, log_var, num_samples)  # [L, B, D]
+        z = self.sample_posterior(mean, log_var, num_samples, training=training)  # [L, B, D]
         flat_z = tf.reshape(z, [-1, self.latent_dim])
         output = self.decoder(flat_z, training=training)
         x_rep = tf.tile(tf.cast(x, tf.float32), [num_samples, 1, 1, 1])
