@@ -95,7 +95,8 @@ class VAE(LatentVariableModel):
         return self._step(data, training=True)
 
     def test_step(self, data):
-        return self._step(data, training=False)
+        logs = self._step(data, training=False)
+        return {k: v for k, v in logs.items() if k not in self.SCHEDULE_METRICS}  # no val_beta
 
     # --- evaluation ----------------------------------------------------------------------
     @tf.function(reduce_retracing=True)
