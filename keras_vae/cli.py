@@ -19,7 +19,7 @@ from keras_vae import __version__
 from keras_vae.errors import KerasVAEError
 
 # (subcommand module under keras_vae.commands) in the order `--help` lists them
-COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo")
+COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo", "tfserving")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

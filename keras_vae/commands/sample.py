@@ -9,9 +9,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "sample", help="write a grid of prior samples to a PNG",
         description="Decode z ~ N(0, temperature^2 I) and write a PNG grid. SOURCE is a run folder (uses "
-                    "TensorFlow) or an exported decoder.onnx (onnxruntime only; TensorFlow is not imported).",
+                    "TensorFlow), an export folder or its decoder.onnx (onnxruntime only; TensorFlow is not "
+                    "imported).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("source", metavar="SOURCE", help="run folder, or path to decoder.onnx")
+    parser.add_argument("source", metavar="SOURCE", help="run folder (e.g. runs/latest), export folder or decoder.onnx")
     parser.add_argument("--n", type=int, default=64, help="number of samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents")
     parser.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's standard deviation")
@@ -27,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     if args.temperature <= 0:
         raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
     source = Path(args.source)
-    if source.suffix == ".onnx":
+    is_export = source.is_dir() and not (source / "model.keras").exists() and (source / "decoder.onnx").is_file()
+    if source.suffix == ".onnx" or is_export:
         from serving.onnx_decoder import sample_grid
 
         sample_grid(source, n=args.n, seed=args.seed, out_png=args.out, temperature=args.temperature)

@@ -145,3 +145,42 @@ def test_resumed_run_says_so_and_counts_both_parts(tmp_path):
     assert "plan: 1 epoch x 5 steps = 5 steps (epochs 2-2 of 2)" in text
     assert result.metrics["train_seconds"] > 1000.0
     assert json.loads(metrics_path.read_text())["train_seconds"] == result.metrics["train_seconds"]
+
+
+def _events(log_dir: Path) -> dict[str, list]:
+    """tag -> [(step, plugin name, tensor proto)] of every event file under log_dir."""
+    import tensorflow as tf
+
+    found: dict[str, list] = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.metadata.plugin_data.plugin_name,
+                                                        value.tensor))
+    return found
+
+
+def test_tensorboard_gets_images_histograms_diagnostics_schedules_and_final(quick_tour):
+    import tensorflow as tf
+
+    cwd, _ = quick_tour
+    events = _events(cwd / "runs" / "latest" / "logs" / "model")
+    for tag in ("images/samples", "images/reconstructions", "images/interpolations"):
+        assert events[tag][0][1] == "images", tag
+    for tag in ("codes/mean", "codes/log_variance", "codes/mean_dim_0", "codes/mean_dim_3"):
+        assert events[tag][0][1] == "histograms", tag
+    assert "codes/mean_dim_4" not in events  # tiny-vae has 4 latent dimensions
+    for tag in ("diagnostics/active_units", "diagnostics/mean_posterior_variance", "schedules/beta",
+                "schedules/learning_rate", "final/reconstruction_mae", "final/nll"):
+        assert events[tag][0][1] == "scalars", tag
+    lr = tf.make_ndarray(events["schedules/learning_rate"][0][2])
+    assert float(lr) == pytest.approx(1e-3)
+    metrics = json.loads((cwd / "runs" / "latest" / "metrics.json").read_text())
+    assert float(tf.make_ndarray(events["final/nll"][0][2])) == pytest.approx(metrics["final"]["validation"]["nll"])
+    # the samples grid: 16 images of 28x28 in 4 columns with 1-pixel gaps -> 115x115 PNG
+    width, height, png = tf.make_ndarray(events["images/samples"][0][2])
+    assert (int(width), int(height)) == (115, 115)
+    assert tuple(tf.io.decode_png(png).shape) == (115, 115, 1)
+    # reconstructions: 8 inputs over 8 reconstructions -> 2 rows x 8 columns
+    width, height, _ = tf.make_ndarray(events["images/reconstructions"][0][2])
+    assert (int(width), int(height)) == (8 * 29 - 1, 2 * 29 - 1)

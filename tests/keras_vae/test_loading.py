@@ -139,3 +139,47 @@ def test_make_datasets_from_arrays_defaults_from_array_and_model(run_dir):
                                      batch_size=8)
     batch = _first_batch(data.train)
     assert batch.shape == (8, *model.image_shape)
+
+
+def _main(capsys, *argv):
+    from keras_vae.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sample_accepts_an_export_folder(export_dir, tmp_path, capsys):
+    from PIL import Image
+
+    code, out, err = _main(capsys, "sample", str(export_dir), "--n", "6", "--seed", "1", "--out", str(tmp_path / "g.png"))
+    assert code == 0, err
+    code, _, err = _main(capsys, "sample", str(export_dir / "decoder.onnx"), "--n", "6", "--seed", "1",
+                         "--out", str(tmp_path / "f.png"))
+    assert code == 0, err
+    with Image.open(tmp_path / "g.png") as a, Image.open(tmp_path / "f.png") as b:
+        assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))  # same decoder, same seed
+
+
+def test_tfserving_command_takes_the_name_from_export_json(export_dir, tmp_path, capsys):
+    import json
+
+    name = json.loads((export_dir / "export.json").read_text())["savedmodel"]["name"]
+    code, out, err = _main(capsys, "tfserving", str(export_dir), "--out", str(tmp_path / "kit"), "--versions", "1")
+    assert code == 0, err
+    config = (tmp_path / "kit" / "models.config").read_text()
+    assert f'name: "{name}"' in config and "versions: 1" in config
+    assert {"models.config", "batching_parameters.txt", "docker-compose.yml", "kubernetes.yaml"} <= {
+        p.name for p in (tmp_path / "kit").iterdir()}
+    code, _, err = _main(capsys, "tfserving", str(tmp_path), "--out", str(tmp_path / "kit2"))
+    assert code == 2 and "has no export.json" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _main(capsys, "tfserving", str(export_dir), "--versions", "one")
+    assert code == 2 and "--versions must be" in err
+
+
+def test_evaluate_announces_its_phases(run_dir, tmp_path, capsys):
+    code, out, err = _main(capsys, "evaluate", str(run_dir), "--iwae-samples", "3", "--examples", "20",
+                           "--out", str(tmp_path / "e.json"))
+    assert code == 0, err
+    assert "IWAE estimate of log p(x) (K=3, 20 examples) ..." in out
+    assert out.index("IWAE estimate") < out.index('"validation"')
