@@ -83,7 +83,8 @@ def test_train_announces_the_run_and_every_phase(quick_tour):
     for phase in ("saving model.keras", "reconstruction error", "IWAE estimate of log p(x) (K=4, 16 examples)",
                   "figures"):
         assert re.search(re.escape(phase) + r"[^\n]* \.\.\.\n", out) and re.search(re.escape(phase) + r"[^\n]*: done in [\d.]+ s", out), phase
-    assert out.index("plan:") < out.index("elbo:") < out.index("IWAE estimate") < out.index("figures")
+    assert (out.index("plan:") < out.index("elbo:") < out.index("IWAE estimate of log p(x) (K=4, 16 examples) ...")
+            < out.index("figures (samples"))
 
 
 def test_stderr_has_no_tensorflow_startup_noise_but_v_shows_it(quick_tour):
