@@ -77,6 +77,9 @@ class _Loader(importlib.abc.Loader):
         self._loader.exec_module(module)
         _install(module)
 
+    def __getattr__(self, name: str):  # get_source, get_filename, ... of the real loader
+        return getattr(self._loader, name)
+
 
 class _Finder(importlib.abc.MetaPathFinder):
     """One-shot finder: wraps the loader of Keras' registry module the first time it is imported."""
