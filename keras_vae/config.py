@@ -215,7 +215,8 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("latent_projection", self.latent_projection, LATENT_PROJECTIONS)
         if self.summary_every < 0:
-            raise ConfigError(f"train.summary_every must be >= 0 (0 turns image summaries off), got {self.summary_every}")
+            raise ConfigError(f"train.summary_every must be >= 0 (0 turns image summaries off), "
+                              f"got {self.summary_every}")
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)

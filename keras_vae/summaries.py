@@ -84,7 +84,8 @@ class ModelSummaries(keras.callbacks.Callback):
             self._writer = None
 
 
-def model_images(model, images: np.ndarray, seed: int = 0, n_samples: int = 16, n_images: int = 8) -> dict[str, np.ndarray]:
+def model_images(model, images: np.ndarray, seed: int = 0, n_samples: int = 16,
+                 n_images: int = 8) -> dict[str, np.ndarray]:
     """{"samples", "reconstructions", "interpolations"}: float32 [H', W', C] grids in [0, 1]."""
     from keras_vae.plots import image_grid
 

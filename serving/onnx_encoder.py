@@ -23,7 +23,8 @@ def resolve_encoder_path(path) -> Path:
     if path.is_dir():
         path = path / contract.ENCODER_ONNX
     if not path.is_file():
-        raise ArtifactError(f"encoder file not found: {path} (expected an export folder or its {contract.ENCODER_ONNX})")
+        raise ArtifactError(f"encoder file not found: {path} "
+                            f"(expected an export folder or its {contract.ENCODER_ONNX})")
     return path
 
 
@@ -56,7 +57,8 @@ class OnnxEncoder:
             self.latent_dim = int(meta[contract.META_LATENT_DIM])
             self.image_shape = tuple(int(v) for v in json.loads(meta[contract.META_IMAGE_SHAPE]))
         except (KeyError, ValueError, TypeError) as exc:
-            raise ArtifactError(f"{self.path} has missing or malformed keras_vae metadata ({exc}): re-export it") from None
+            raise ArtifactError(f"{self.path} has missing or malformed keras_vae metadata ({exc}): "
+                                "re-export it") from None
         outputs = [o.name for o in self._session.get_outputs()]
         inputs = [i.name for i in self._session.get_inputs()]
         wanted = (contract.MEAN_OUTPUT, contract.LOG_VARIANCE_OUTPUT)

@@ -55,7 +55,8 @@ def test_plain_keras_load_model_after_import_keras_vae(run_dir, order):
             "assert 'keras_vae.models' not in sys.modules\n"
             f"m = keras.models.load_model({str(run_dir / 'model.keras')!r})\n"
             "print(type(m).__module__, type(m).__name__)\n"
-            f"np.save({str(run_dir / ('y-' + order[7:12] + '.npy'))!r}, np.asarray(m.reconstruct(np.load({str(run_dir / 'x.npy')!r}))))\n")
+            f"y = np.asarray(m.reconstruct(np.load({str(run_dir / 'x.npy')!r})))\n"
+            f"np.save({str(run_dir / ('y-' + order[7:12] + '.npy'))!r}, y)\n")
     result = _python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["keras_vae.models.vae", "VAE"]
@@ -152,7 +153,8 @@ def _main(capsys, *argv):
 def test_sample_accepts_an_export_folder(export_dir, tmp_path, capsys):
     from PIL import Image
 
-    code, out, err = _main(capsys, "sample", str(export_dir), "--n", "6", "--seed", "1", "--out", str(tmp_path / "g.png"))
+    code, out, err = _main(capsys, "sample", str(export_dir), "--n", "6", "--seed", "1",
+                           "--out", str(tmp_path / "g.png"))
     assert code == 0, err
     code, _, err = _main(capsys, "sample", str(export_dir / "decoder.onnx"), "--n", "6", "--seed", "1",
                          "--out", str(tmp_path / "f.png"))
