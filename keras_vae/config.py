@@ -23,6 +23,7 @@ LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 KL_KINDS = ("standard", "population")
 POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
+LATENT_PROJECTIONS = ("pca", "tsne")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # element-wise Keras activations (keras.activations names; softmax-like and parametrised ones excluded)
 ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
@@ -260,9 +261,15 @@ class TrainConfig:
     precision: str = "float32"
     iwae_samples: int = 1000  # K for the final log-likelihood estimate
     iwae_examples: int = 500  # validation examples the estimate averages over
+    latent_projection: str = "pca"  # latent.png for latent > 2: "pca" or "tsne"
+    summary_every: int = 1  # TensorBoard images and code histograms every N epochs (0: never)
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("latent_projection", self.latent_projection, LATENT_PROJECTIONS)
+        if self.summary_every < 0:
+            raise ConfigError(f"train.summary_every must be >= 0 (0 turns image summaries off), "
+                              f"got {self.summary_every}")
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)

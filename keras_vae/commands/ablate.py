@@ -44,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("ablate-%Y%m%d-%H%M%S"))
     from keras_vae.ablation import markdown_table, run_ablation  # imports TensorFlow
 
-    rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=0 if args.quiet else 2)
+    import sys
+
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # a step bar per variant on a terminal
+    rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=verbose,
+                        announce=lambda line: print(line, flush=True))
     print(markdown_table(rows))
     print(f"table: {out / 'ablation.md'}  data: {out / 'ablation.json'}")
     return 0

@@ -42,14 +42,22 @@ def run(args: argparse.Namespace) -> int:
 
     data = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
                          batch_size=config.train.batch_size, seed=config.train.seed)
+    from keras_vae.progress import Reporter
+
+    report = Reporter()
     images, _ = data.validation_arrays()
     images = images[: args.examples or config.train.iwae_examples]
-    result = {"run_dir": str(args.run_dir), "data": data.description,
-              "reconstruction_mae": reconstruction_error(model, images),
-              "diagnostics": model_diagnostics(model, images)}
+    with report.phase(f"reconstruction error and posterior diagnostics ({len(images)} images)", 2) as bar:
+        result = {"run_dir": str(args.run_dir), "data": data.description,
+                  "reconstruction_mae": reconstruction_error(model, images)}
+        bar.update()
+        result["diagnostics"] = model_diagnostics(model, images)
+        bar.update()
     if hasattr(model, "log_likelihood"):
-        result["validation"] = likelihood_evaluation(
-            model, images, num_samples=args.iwae_samples or config.train.iwae_samples, seed=args.seed)
+        k = args.iwae_samples or config.train.iwae_samples
+        with report.phase(f"IWAE estimate of log p(x) (K={k}, {len(images)} examples)", len(images)) as bar:
+            result["validation"] = likelihood_evaluation(model, images, num_samples=k, seed=args.seed,
+                                                         progress=bar.update)
     write_json(out, result)
     summary = {k: v for k, v in result.items() if k != "diagnostics"}
     summary["active_units"] = result["diagnostics"]["active_units"]

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--temperature must be a finite number > 0, got {args.temperature}")
     check_output_file(args.out, suffixes=IMAGE_SUFFIXES)
     source = Path(args.source)
-    if source.suffix == ".onnx" or (source / "decoder.onnx").is_file():
+    is_export = source.is_dir() and not (source / "model.keras").exists() and (source / "decoder.onnx").is_file()
+    if source.suffix == ".onnx" or is_export:
         from serving.images import save_grid
         from serving.onnx_decoder import OnnxDecoder
 

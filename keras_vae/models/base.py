@@ -23,6 +23,9 @@ VALIDATION_SEED_OFFSET = 1_000_003
 class LatentVariableModel(keras.Model):
     """Base of ``VAE`` and ``VAEGAN``: configs, serialization and the encode/decode API."""
 
+    # values train_step reports that are settings, not measurements (keras_vae.schedules): not validated
+    SCHEDULE_METRICS: tuple[str, ...] = ("beta", "adversarial_weight")
+
     def __init__(self, model_config: ModelConfig | dict | None = None,
                  loss_config: LossConfig | dict | None = None, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)

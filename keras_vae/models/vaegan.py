@@ -308,7 +308,8 @@ class VAEGAN(LatentVariableModel):
 
     def test_step(self, data):
         """The same terms on validation data, inference mode, no updates."""
-        return self._step(_images(data), update_discriminator=False, update_vae=False, training=False)
+        logs = self._step(_images(data), update_discriminator=False, update_vae=False, training=False)
+        return {k: v for k, v in logs.items() if k not in self.SCHEDULE_METRICS}  # no val_adversarial_weight
 
     def discriminator_step(self, images):
         """Only the discriminator update(s) of ``train_step`` (the VAE is left unchanged)."""
