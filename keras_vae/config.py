@@ -21,7 +21,7 @@ LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 KL_KINDS = ("standard", "population")
 POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: keras_vae.precision
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:
@@ -204,7 +204,7 @@ class TrainConfig:
     disc_beta_1: float = 0.5
     seed: int = 0
     jit_compile: bool = False
-    precision: str = "float32"
+    precision: str = "auto"  # bf16 where the hardware has it (keras_vae.precision)
     iwae_samples: int = 1000  # K for the final log-likelihood estimate
     iwae_examples: int = 500  # validation examples the estimate averages over
 
