@@ -15,29 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def time_calls(fn: Callable[[], object], calls: int, warmup: int = 1) -> list[float]:
-    """Wall times (ms) of ``calls`` calls of ``fn`` after ``warmup`` untimed ones."""
+def time_calls(fn: Callable[[], object], calls: int, warmup: int = 1) -> tuple[list[float], list[float]]:
+    """(wall ms, process CPU ms) of each of ``calls`` calls of ``fn`` after ``warmup`` untimed ones.
+
+    CPU time counts every thread of this process (spinning included). On a machine shared with other
+    work, the scheduler shares the cores per runnable thread, so wall times favour whoever runs more
+    threads; CPU time per call is the cost that contention inflates least.
+    """
     for _ in range(warmup):
         fn()
-    out = []
+    wall, cpu = [], []
     for _ in range(calls):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
-
-
-def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Run each measurement once per round, round after round (A B C A B C ...): {name: [value per round]}.
-
-    Interleaving spreads the machine's changing load (other processes) over every variant alike;
-    report the median over rounds.
-    """
-    out: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            out[name].append(float(fn()))
-    return out
+        wall.append((time.perf_counter() - start) * 1e3)
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    return wall, cpu
 
 
 def median(values) -> float:
