@@ -113,15 +113,7 @@ def subpixel_weights(weight: np.ndarray, stride: tuple[int, int], pads_begin: tu
     order). Returns None when a phase would need a negative pad (window starting after ``m``).
     """
     cin, cout, *kernel = weight.shape
-    offsets = []  # per axis: {phase r: {d: kk}}
-    for axis in range(2):
-        s, k, p = stride[axis], kernel[axis], pads_begin[axis]
-        taps = {r: {} for r in range(s)}
-        for r in range(s):
-            for kk in range(k):
-                if (r + p - kk) % s == 0:
-                    taps[r][(r + p - kk) // s] = kk
-        offsets.append(taps)
+    offsets = [_phase_taps(stride[axis], kernel[axis], pads_begin[axis]) for axis in range(2)]  # {r: {d: kk}}
     ds = [[d for r in axis_taps.values() for d in r] or [0] for axis_taps in offsets]
     d_min, d_max = [min(d) for d in ds], [max(d) for d in ds]
     if any(lo > 0 or hi < 0 for lo, hi in zip(d_min, d_max)):
