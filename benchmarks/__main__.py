@@ -61,7 +61,8 @@ def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", nargs="*", choices=list(SUITES), default=list(SUITES))
+    parser.add_argument("--suite", nargs="*", choices=list(SUITES), default=list(SUITES),
+                        help="suites to run (default: all); none (a bare --suite) only rebuilds the summary")
     parser.add_argument("--size", choices=("quick", "full"), default="quick",
                         help="quick: small models, minutes; full: the paper's sizes, tens of minutes")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians are reported)")
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
         json_path, md_path = write_result(name, result, module.to_markdown(result), args.out)
         print(md_path.read_text(), flush=True)
     table = summary_table(args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.md").write_text("# Benchmark summary (`python -m benchmarks`)\n\n" + table)
     print(table)
     if args.readme and not update_readme(table):
