@@ -24,6 +24,7 @@ from benchmarks.common import RESULTS, ROOT, write_result
 SUITES = {
     "decoder": ("benchmarks.decoder_speed", "decoder_speed"),
     "precision": ("benchmarks.precision_speed", "precision_speed"),
+    "pipeline": ("benchmarks.pipeline_speed", "pipeline_speed"),
 }
 README_BEGIN, README_END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 
