@@ -24,7 +24,7 @@ KL_KINDS = ("standard", "population")
 POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
 LATENT_PROJECTIONS = ("pca", "tsne")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: keras_vae.precision
 # element-wise Keras activations (keras.activations names; softmax-like and parametrised ones excluded)
 ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
                "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu", "sigmoid",
@@ -258,7 +258,7 @@ class TrainConfig:
     disc_beta_1: float = 0.5
     seed: int = 0
     jit_compile: bool = False
-    precision: str = "float32"
+    precision: str = "auto"  # bf16 where the hardware has it (keras_vae.precision)
     iwae_samples: int = 1000  # K for the final log-likelihood estimate
     iwae_examples: int = 500  # validation examples the estimate averages over
     latent_projection: str = "pca"  # latent.png for latent > 2: "pca" or "tsne"

@@ -22,6 +22,7 @@ from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
 from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
 from keras_vae.models import build_model
+from keras_vae.precision import resolve_precision
 from keras_vae.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
 from keras_vae.posterior_sampling import finish_training, remove_samplers
@@ -92,7 +93,9 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
     started = time.time()
     keras.utils.set_random_seed(config.train.seed)
     previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(config.train.precision)
+    policy, reason = resolve_precision(config.train.precision)
+    log.info("precision: %s (%s)", policy, reason)
+    keras.mixed_precision.set_global_policy(policy)
     try:
         data = make_datasets(config.data, image_shape=config.model.image_shape,
                              value_range=config.model.value_range, batch_size=config.train.batch_size,
@@ -103,6 +106,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
         write_json(out_dir / CONFIG_FILE, config.to_dict())
         metrics: dict[str, Any] = {"package_version": __version__, "data": data.description,
                                    "num_train": data.num_train, "num_validation": data.num_validation,
+                                   "precision": {"requested": config.train.precision, "policy": policy, "reason": reason},
                                    "epochs": _previous_epochs(out_dir) if resuming else []}
         done_epochs = len(metrics["epochs"])
         clock = RunClock(metrics, _previous_seconds(out_dir) if resuming else 0.0, started=started)

@@ -13,16 +13,18 @@ the decoder (``export/contract.py``: eps [N, d], u [N] -> z [N, d]), fed with th
 SavedModel ``sample`` signature, the Node package and the browser explorer give. An export without
 sampler.onnx (made before samplers existed) samples the prior N(0, I) with the same noise.
 
-Threads: one ``OnnxDecoder`` holds one ``onnxruntime.InferenceSession``; onnxruntime documents
-``InferenceSession.run`` as safe to call concurrently, and ``OnnxDecoder`` keeps no other mutable
-state, so one instance may be shared by any number of threads (e.g. a web server's workers). Each
-``run`` already uses onnxruntime's intra-op thread pool; more threads help only up to the core count.
+Threads: ``OnnxDecoder`` holds onnxruntime sessions (at most two: one intra-op thread for small
+calls, one thread per core for large ones, see ``serving/onnx_threads.py``; ``threads=n`` fixes one
+count for every call); onnxruntime documents ``InferenceSession.run`` as safe to call concurrently,
+and the second session is created once under a lock, so one instance may be shared by any number of
+threads (e.g. a web server's workers). More caller threads help only up to the core count.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ from keras_vae.noise import NOISE_ALGORITHM, SEED_LIMIT, check_seed, portable_no
 from keras_vae.runs import file_sha256
 from keras_vae.validation import short
 from serving.images import save_grid, to_uint8
+from serving.onnx_threads import macs_per_image, session_options, threads_for, usable_cores
 
 log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 1 << 30  # sample()/interpolate(): at most 1 GiB of float32 images per call
@@ -108,24 +111,33 @@ class OnnxDecoder:
     ``decode`` call (``sample`` splits larger requests). ``verify=True`` checks the file's SHA-256
     against the export.json beside it and refuses a decoder without one; ``verify=False`` skips the
     check. ``sampler`` is the sampler.onnx to draw from (default: the one beside the decoder, if any;
-    ``False``: always the prior N(0, I)). Thread-safe (shared sessions, no other mutable state).
+    ``False``: always the prior N(0, I)). ``threads``: intra-op threads of every call; None chooses
+    per call (one thread below ``onnx_threads.SMALL_CALL_MACS`` of work, else one per core).
+    Thread-safe (shared sessions).
     """
 
     def __init__(self, path, providers=None, max_batch: int = contract.MAX_BATCH, verify: bool = True,
-                 sampler=None):
-        import onnxruntime as ort
-
+                 sampler=None, threads: int | None = None):
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
             raise DataError(f"max_batch must be >= 1 (an integer), got {max_batch!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                    or threads < 1):
+            raise DataError(f"threads must be an integer >= 1 or None (automatic), got {threads!r}")
         self.max_batch = int(max_batch)
         self.path = resolve_decoder_path(path)
         self.verified = verify_export_json(self.path, required=True) if verify else False
-        providers = list(providers) if providers else default_providers()
-        try:
-            self._session = ort.InferenceSession(str(self.path), providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-            raise ArtifactError(f"onnxruntime cannot load {self.path}: {type(exc).__name__}: "
-                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+        self._providers = list(providers) if providers else default_providers()
+        self._cores = usable_cores()
+        self._fixed_threads = None if threads is None else int(threads)
+        self._image_macs = 0.0
+        if self._fixed_threads is None and self._cores > 1:
+            try:
+                self._image_macs = macs_per_image(self.path)
+            except Exception:  # noqa: BLE001 - an unreadable graph is reported by the session below
+                self._image_macs = float("inf")
+        self._lock = threading.Lock()
+        self._sessions: dict[int, object] = {}
+        self._session = self._session_for(1)
         try:
             self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         except UnicodeDecodeError as exc:
@@ -136,9 +148,34 @@ class OnnxDecoder:
         if sampler is not False:
             path = Path(sampler) if sampler is not None else self.path.parent / contract.SAMPLER_ONNX
             if sampler is not None or path.is_file():
-                self._load_sampler(path, providers, verify)
+                self._load_sampler(path, self._providers, verify)
 
     # -- loading -------------------------------------------------------------------------------
+    def threads_for(self, batch: int) -> int:
+        """Intra-op threads a decode call of ``batch`` latents runs with."""
+        if self._fixed_threads is not None:
+            return self._fixed_threads
+        return threads_for(batch, self._image_macs, self._cores)
+
+    def _session_for(self, batch: int):
+        threads = self.threads_for(batch)
+        session = self._sessions.get(threads)
+        if session is None:
+            with self._lock:
+                session = self._sessions.get(threads)
+                if session is None:
+                    session = self._sessions[threads] = self._load(threads)
+        return session
+
+    def _load(self, threads: int):
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(str(self.path), session_options(threads), providers=self._providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise ArtifactError(f"onnxruntime cannot load {self.path}: {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+
     def _read_metadata(self):
         meta = self.metadata
         for key in REQUIRED_METADATA:
@@ -273,7 +310,8 @@ class OnnxDecoder:
         if batch.shape[0] == 0:
             images = np.zeros((0, *self.image_shape), np.float32)
         else:
-            images = self._session.run([contract.IMAGE_OUTPUT], {contract.LATENT_INPUT: batch})[0]
+            session = self._session_for(batch.shape[0])
+            images = session.run([contract.IMAGE_OUTPUT], {contract.LATENT_INPUT: batch})[0]
             lo, hi = self._value_range
             if (lo, hi) != (0.0, 1.0):
                 images = ((images - lo) / (hi - lo)).astype(np.float32)

@@ -45,8 +45,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=positive_float, default=None, metavar="LR", help="VAE optimizer learning rate")
     group.add_argument("--latent-dim", type=int, default=None, metavar="N", help="latent size")
     group.add_argument("--seed", type=seed_type, default=None, help="random seed (data order, init, noise), 0 .. 2^32-1")
-    group.add_argument("--precision", default=None, choices=["float32", "mixed_bfloat16", "mixed_float16"],
-                       help="Keras dtype policy")
+    group.add_argument("--precision", default=None, choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                       help="Keras dtype policy; auto (the default): mixed_bfloat16 where the CPU (avx512_bf16/"
+                            "amx_bf16) or every GPU (compute capability >= 8.0) has native bfloat16, else float32")
     group.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
                        help="compile train steps with XLA (measured slower on CPU here)")
     group.add_argument("--iwae-samples", type=int, default=None, metavar="K",
