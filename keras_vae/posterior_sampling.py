@@ -26,8 +26,9 @@ from keras_vae.samplers import (KINDS, SAMPLER_FILE, LatentSampler, choose_sampl
                                 prior_sampler)
 
 SAMPLERS_DIR = "samplers"
-RECOMPUTE_EXAMPLES = 5000  # training images whose batch statistics refresh BatchNorm
+RECOMPUTE_EXAMPLES = 2048  # training images whose batch statistics refresh BatchNorm (training batch size)
 FIT_EXAMPLES = 20000  # training images whose posteriors the samplers are fitted on
+ENCODE_BATCH = 512  # images per encoder call when encoding the training set
 
 
 def _limited(batches: Iterable, max_examples: int) -> Iterable[np.ndarray]:
@@ -42,6 +43,22 @@ def _limited(batches: Iterable, max_examples: int) -> Iterable[np.ndarray]:
         yield images
         if seen >= max_examples:
             return
+
+
+def _rebatched(batches: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]:
+    """The same images in batches of ``size`` (the last one smaller): fewer eager encoder calls."""
+    pending, count = [], 0
+    for images in batches:
+        pending.append(images)
+        count += len(images)
+        if count >= size:
+            joined = np.concatenate(pending)
+            for start in range(0, len(joined) - size + 1, size):
+                yield joined[start:start + size]
+            rest = joined[(len(joined) // size) * size:]
+            pending, count = ([rest], len(rest)) if len(rest) else ([], 0)
+    if count:
+        yield np.concatenate(pending)
 
 
 def encode_batches(model, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +129,7 @@ def finish_training(model, train_dataset: Iterable, validation_images: np.ndarra
     from keras_vae.metrics import posterior_diagnostics
 
     recomputed = model.recompute_batch_norm(_limited(train_dataset, RECOMPUTE_EXAMPLES), seed=seed)
-    means, variances = encode_batches(model, _limited(train_dataset, FIT_EXAMPLES))
+    means, variances = encode_batches(model, _rebatched(_limited(train_dataset, FIT_EXAMPLES), ENCODE_BATCH))
     held_out = held_out_codes(model, validation_images, seed=seed)
     candidates = fit_samplers(means, variances, held_out, seed=seed)
     chosen = choose_sampler(candidates, held_out)

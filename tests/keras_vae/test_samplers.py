@@ -186,3 +186,14 @@ def test_bad_inputs_raise_clear_errors():
         fit_gaussian(np.array([[0.0, np.nan], [1.0, 1.0]]))
     with pytest.raises(DataError, match="eps"):
         prior_sampler(3).latents(np.zeros((2, 4)), np.zeros(2))
+
+
+def test_rebatching_keeps_every_image_in_order():
+    from keras_vae.posterior_sampling import _limited, _rebatched
+
+    batches = [np.arange(i, i + n)[:, None] for i, n in ((0, 3), (3, 5), (8, 1), (9, 4))]
+    out = list(_rebatched(batches, 4))
+    assert [len(b) for b in out] == [4, 4, 4, 1]
+    np.testing.assert_array_equal(np.concatenate(out)[:, 0], np.arange(13))
+    limited = list(_limited(iter(batches), 7))
+    assert [len(b) for b in limited] == [3, 4]
