@@ -22,6 +22,8 @@ KL_KINDS = ("standard", "population")
 POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+OBJECTIVES = ("elbo", "iwae")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:
@@ -160,6 +162,7 @@ class LossConfig:
     beta: float = 1.0
     kl_warmup_steps: int = 0
     num_samples: int = 1  # L, reparameterized samples per example
+    objective: str = "elbo"  # elbo (mean over the L samples) | iwae (log mean exp over them, Burda et al.)
     # paper's model
     kl: str = "standard"  # standard (per-example KL) | population (batch mixture moments)
     population_variance: str = "means"  # means (reference) | mixture (mean sigma^2 + var mu) | covariance (full)
@@ -179,6 +182,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _check_choice("kl", self.kl, KL_KINDS)
+        _check_choice("objective", self.objective, OBJECTIVES)
         _check_choice("population_variance", self.population_variance, POPULATION_VARIANCES)
         _check_choice("adversarial_loss", self.adversarial_loss, ADVERSARIAL_LOSSES)
         _check_positive("beta", self.beta, allow_zero=True)
@@ -207,9 +211,12 @@ class TrainConfig:
     precision: str = "float32"
     iwae_samples: int = 1000  # K for the final log-likelihood estimate
     iwae_examples: int = 500  # validation examples the estimate averages over
+    lr_schedule: str = "constant"  # constant | cosine (per epoch, from learning_rate down to 0)
+    keep_best: bool = False  # classic VAE: keep the weights of the epoch with the best validation ELBO
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)

@@ -22,6 +22,7 @@ from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
 from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
 from keras_vae.models import build_model
+from keras_vae.recipe import recipe_callbacks
 from keras_vae.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
 from keras_vae.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, atomic_path, read_json, write_json
@@ -109,6 +110,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
                 keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False),
                 keras.callbacks.TerminateOnNaN(),
                 EpochRecorder(metrics, val_images[:DIAGNOSTIC_EXAMPLES], out_dir / METRICS_FILE),
+                *recipe_callbacks(config, metrics),
                 *callbacks,
             ],
         )
