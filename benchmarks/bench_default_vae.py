@@ -43,6 +43,13 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "recipe-constant-lr": (_with(RECIPE, {"train": {"lr_schedule": "constant"}}), "recipe with a constant lr"),
     "recipe-last-epoch": (_with(RECIPE, {"train": {"keep_best": False}}), "recipe keeping the last epoch"),
     "recipe-latent16": (_with(RECIPE, {"model": {"latent_dim": 16}}), "recipe with latent 16"),
+    "latent20": (_with(BASELINE, {"model": {"latent_dim": 20}}), "baseline with latent 20 (the canonical recipe)"),
+    "latent20-wd": (_with(BASELINE, {"model": {"latent_dim": 20}, "train": {"weight_decay": 0.05}}),
+                    "latent 20, AdamW weight decay 0.05 (x lr per step)"),
+    "latent20-batch50": (_with(BASELINE, {"model": {"latent_dim": 20}, "train": {"batch_size": 50}}),
+                         "latent 20, batch 50"),
+    "latent20-iwae5": (_with(BASELINE, {"model": {"latent_dim": 20}, "loss": {"objective": "iwae", "num_samples": 5}}),
+                       "latent 20, IWAE K = 5, constant lr"),
 }
 
 

@@ -204,6 +204,7 @@ class TrainConfig:
     batch_size: int = 100
     learning_rate: float = 1e-3
     beta_1: float = 0.9
+    weight_decay: float = 0.0  # decoupled weight decay of the (generator) Adam optimizer (AdamW), per step
     disc_learning_rate: float = 1e-4
     disc_beta_1: float = 0.5
     seed: int = 0
@@ -220,6 +221,7 @@ class TrainConfig:
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("disc_learning_rate", self.disc_learning_rate)
         _check_positive("iwae_samples", self.iwae_samples)
         _check_positive("iwae_examples", self.iwae_examples)

@@ -20,6 +20,7 @@ from keras_vae import __version__
 from keras_vae.config import RunConfig
 from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
+from keras_vae.evaluation.report import end_of_training
 from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
 from keras_vae.models import build_model
 from keras_vae.recipe import recipe_callbacks
@@ -123,6 +124,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
         with atomic_path(out_dir / MODEL_FILE) as tmp:
             model.save(tmp)
         metrics["final"] = _final_evaluation(model, config, val_images)
+        metrics["evaluation"] = end_of_training(model, config, out_dir, step=config.train.epochs)
         metrics["resumed"] = resuming
         metrics["train_seconds"] = round(time.time() - started, 2)
         write_json(out_dir / METRICS_FILE, metrics)

@@ -56,8 +56,9 @@ class VAE(LatentVariableModel):
 
     # --- training ------------------------------------------------------------------------
     def compile_for_training(self, train: TrainConfig) -> None:
-        """compile() with Adam(learning_rate, beta_1) and the run's jit_compile setting."""
-        optimizer = keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1)
+        """compile() with Adam(learning_rate, beta_1, decoupled weight_decay) and the run's jit_compile setting."""
+        optimizer = keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1,
+                                          weight_decay=train.weight_decay or None)
         self.compile(optimizer=optimizer, jit_compile=train.jit_compile)
 
     def beta(self):
