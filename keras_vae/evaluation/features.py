@@ -243,8 +243,11 @@ def embed(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Features [N, 64] (the "features" layer) of images in [0, 1] (uint8 is scaled by 1/255)."""
     import keras
 
-    extractor = keras.Model(model.inputs, model.get_layer("features").output)
-    return np.asarray(extractor.predict(_as_unit_float(images), batch_size=batch_size, verbose=0), np.float64)
+    extractor = keras.Model(model.input, model.get_layer("features").output)
+    images = _as_unit_float(images)
+    chunks = [np.asarray(extractor(images[i:i + batch_size], training=False))
+              for i in range(0, len(images), batch_size)]  # direct calls: no predict() retracing per extractor
+    return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, FEATURE_DIM))
 
 
 if __name__ == "__main__":
