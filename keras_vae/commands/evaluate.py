@@ -5,6 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from keras_vae.config import MAX_IWAE_SAMPLES
+from keras_vae.validation import bounded_int, check_output_file, seed_type
+
 STAGES = ("features", "samples", "sample quality", "reconstruction", "likelihood", "latent")
 
 
@@ -22,7 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, default=1000, metavar="N", help="samples drawn for sample quality")
     parser.add_argument("--sampler", default=None, choices=["prior", "gaussian", "gmm"],
                         help="latent sampler (default: the run's sampler.json if it has one, else the prior)")
-    parser.add_argument("--iwae-samples", type=int, default=None, metavar="K",
+    parser.add_argument("--iwae-samples", type=bounded_int(1, MAX_IWAE_SAMPLES, "--iwae-samples"), default=None,
+                        metavar="K",
                         help="importance samples per example for the NLL (default: the run's iwae_samples; "
                              "K = 5000 is the literature's standard)")
     parser.add_argument("--examples", type=int, default=None, metavar="N",
@@ -30,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-likelihood", action="store_true", help="skip the ELBO and IWAE NLL")
     parser.add_argument("--retrain-features", action="store_true",
                         help="train the feature network on the run's training data even if one exists")
-    parser.add_argument("--seed", type=int, default=0, help="seed of samples and importance samples")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of samples and importance samples")
     parser.add_argument("--out", default=None, metavar="FILE",
                         help="JSON output (default: RUN_DIR/evaluation.json); the Markdown report goes beside it")
     return parser
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    out = check_output_file(Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json")
     config, model = load_run(args.run_dir)
     import keras
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_vae.evaluation.sampling import resolve_sampler
     from keras_vae.runs import atomic_path
 
-    latent_sampler, description = resolve_sampler(args.run_dir, args.sampler)
+    latent_sampler, description = resolve_sampler(args.run_dir, args.sampler, config.model.latent_dim)
     progress = keras.utils.Progbar(len(STAGES), unit_name="stage")
     feature = feature_net_for_run(config, args.run_dir, train_if_missing=True, retrain=args.retrain_features)
     progress.update(1)
@@ -64,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
         likelihood_examples=args.examples or config.train.iwae_examples,
         progress=lambda stage: progress.update(next(done)))
     result = {"run_dir": str(args.run_dir), **result}
-    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     write_json(out, result)
     with atomic_path(out.with_suffix(".md")) as tmp:
         tmp.write_text(to_markdown(result, title=f"Evaluation of {args.run_dir}"))

@@ -241,7 +241,7 @@ def end_of_training(model, config, out_dir: str | Path, step: int = 0) -> dict[s
         data = evaluation_data(config)
         from keras_vae.evaluation.sampling import resolve_sampler
 
-        latent_sampler, description = resolve_sampler(out_dir, None)
+        latent_sampler, description = resolve_sampler(out_dir, None, config.model.latent_dim)
         result = evaluate_model(model, config, data, num_samples=END_OF_TRAINING_SAMPLES, seed=config.train.seed,
                                 latent_sampler=latent_sampler, sampler_description=description, feature=feature)
         write_tensorboard(result, Path(out_dir) / "logs" / "evaluation", step)

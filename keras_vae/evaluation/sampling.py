@@ -1,8 +1,8 @@
-"""Samples for evaluation through the run's sampling entry point: the prior or the run's latent sampler.
+"""Samples for evaluation through the run's sampling entry point: its latent sampler or the prior.
 
-``sampler=None`` uses the run folder's ``sampler.json`` (an aggregate-posterior sampler, see
-``keras_vae.samplers``) when there is one, else the prior N(0, I); ``"prior"`` always uses the prior;
-any other kind ("gaussian", "gmm") needs a ``sampler.json`` of that kind in the run folder.
+``sampler=None`` uses the run folder's ``sampler.json`` (the aggregate-posterior sampler chosen after
+training, see ``keras_vae.posterior_sampling``) when there is one, else the prior N(0, I); a kind
+("prior", "gaussian", "gmm") uses that candidate (``samplers/KIND.json``), as ``keras-vae sample`` does.
 """
 from __future__ import annotations
 
@@ -10,38 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_vae.errors import ArtifactError, ConfigError
-
-SAMPLER_FILE = "sampler.json"
 SAMPLER_KINDS = ("prior", "gaussian", "gmm")
 
 
-def _load_run_sampler(path: Path):
-    try:
-        from keras_vae.samplers import LatentSampler
-    except ImportError:
-        raise ArtifactError(f"{str(path)!r} needs keras_vae.samplers, which this installation lacks: "
-                            "use --sampler prior") from None
-    return LatentSampler.load(path)
-
-
-def resolve_sampler(run_dir: str | Path | None, sampler: str | None):
-    """(LatentSampler or None for the prior, description) for ``sampler`` and the run folder."""
-    if sampler is not None and sampler not in SAMPLER_KINDS:
-        raise ConfigError(f"unknown sampler {sampler!r}: choose 'prior', 'gaussian' or 'gmm'")
-    path = Path(run_dir) / SAMPLER_FILE if run_dir is not None else None
-    has_file = path is not None and path.is_file()
-    if sampler == "prior" or (sampler is None and not has_file):
+def resolve_sampler(run_dir: str | Path | None, sampler: str | None, latent_dim: int):
+    """(LatentSampler, or None for the model's own prior sampling; description) for the run folder."""
+    if run_dir is None:
         return None, "prior N(0, I)"
-    if not has_file:
-        raise ArtifactError(f"--sampler {sampler} needs {SAMPLER_FILE} in the run folder, and "
-                            f"{str(run_dir)!r} has none: use --sampler prior")
-    latent_sampler = _load_run_sampler(path)
-    kind = getattr(latent_sampler, "kind", None)
-    if sampler is not None and kind != sampler:
-        raise ArtifactError(f"the run's {SAMPLER_FILE} holds a {kind!r} sampler, not {sampler!r}: "
-                            f"use --sampler {kind} or --sampler prior")
-    return latent_sampler, f"{kind} sampler from {SAMPLER_FILE}"
+    from keras_vae.posterior_sampling import load_sampler
+
+    latent_sampler = load_sampler(run_dir, latent_dim, sampler)
+    if latent_sampler is None:
+        return None, "prior N(0, I) (the run has no sampler.json)"
+    origin = "sampler.json" if sampler is None else f"--sampler {sampler}"
+    return latent_sampler, f"{latent_sampler.kind} sampler ({origin})"
 
 
 def draw_samples(model, n: int, seed: int = 0, latent_sampler=None, batch_size: int = 256) -> np.ndarray:

@@ -63,9 +63,14 @@ def test_evaluate_writes_json_and_markdown_with_definitions_and_sizes(vae_run, c
     assert "sample_quality/frechet_distance" in out
 
 
-def test_sampler_choice_needs_the_runs_sampler_file(vae_run, capsys):
-    code, _, err = cli(capsys, "evaluate", str(vae_run), "--sampler", "gaussian", "--samples", "10")
-    assert code == 2 and "needs sampler.json in the run folder" in err and len(err.strip().splitlines()) == 1
+def test_sampler_choice_uses_the_runs_stored_candidates(vae_run, capsys):
+    code, _, err = cli(capsys, "evaluate", str(vae_run), "--sampler", "gaussian", "--samples", "10",
+                       "--no-likelihood", "--out", str(vae_run / "gaussian.json"))
+    assert code == 0, err
+    assert json.loads((vae_run / "gaussian.json").read_text())["sampler"] == "gaussian sampler (--sampler gaussian)"
+    (vae_run / "samplers" / "gmm.json").unlink()
+    code, _, err = cli(capsys, "evaluate", str(vae_run), "--sampler", "gmm", "--samples", "10")
+    assert code == 2 and "has no 'gmm' sampler" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(capsys, "evaluate", str(vae_run), "--samples", "0")
     assert code == 2 and "--samples must be >= 1" in err
 
