@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from keras_vae.config import RunConfig
+from keras_vae.evaluation.sample_quality import high_frequency_energy
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "standard-kl": {"kl": "standard", "use_variance_regularizer": False, "use_discriminator": False},
@@ -37,14 +38,6 @@ def variant_configs(config: RunConfig, steps: int, seed: int | None = None) -> d
     train = dataclasses.replace(config.train, epochs=1, steps_per_epoch=int(steps), seed=seed)
     return {name: dataclasses.replace(config, loss=dataclasses.replace(config.loss, **switches), train=train)
             for name, switches in VARIANTS.items()}
-
-
-def high_frequency_energy(images: np.ndarray) -> float:
-    """Mean squared response of the discrete Laplacian (4x - left - right - up - down), images in [0, 1]
-    NHWC; 0 for constant images, larger for sharper ones."""
-    x = np.asarray(images, np.float64)
-    lap = (4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:])
-    return float(np.mean(lap ** 2))
 
 
 def summarize(model, metrics: dict[str, Any], val_images: np.ndarray, seed: int = 0) -> dict[str, Any]:

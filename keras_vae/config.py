@@ -25,6 +25,8 @@ POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
 LATENT_PROJECTIONS = ("pca", "tsne")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: keras_vae.precision
+OBJECTIVES = ("elbo", "iwae")
+LR_SCHEDULES = ("constant", "cosine")
 # element-wise Keras activations (keras.activations names; softmax-like and parametrised ones excluded)
 ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
                "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu", "sigmoid",
@@ -214,6 +216,7 @@ class LossConfig:
     beta: float = 1.0
     kl_warmup_steps: int = 0
     num_samples: int = 1  # L, reparameterized samples per example
+    objective: str = "elbo"  # elbo (mean over the L samples) | iwae (log mean exp over them, Burda et al.)
     # paper's model
     kl: str = "standard"  # standard (per-example KL) | population (batch mixture moments)
     population_variance: str = "means"  # means (reference) | mixture (mean sigma^2 + var mu) | covariance (full)
@@ -233,6 +236,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _check_choice("kl", self.kl, KL_KINDS)
+        _check_choice("objective", self.objective, OBJECTIVES)
         _check_choice("population_variance", self.population_variance, POPULATION_VARIANCES)
         _check_choice("adversarial_loss", self.adversarial_loss, ADVERSARIAL_LOSSES)
         _check_positive("beta", self.beta, allow_zero=True)
@@ -254,6 +258,7 @@ class TrainConfig:
     batch_size: int = 100
     learning_rate: float = 1e-3
     beta_1: float = 0.9
+    weight_decay: float = 0.0  # decoupled weight decay of the (generator) Adam optimizer (AdamW), per step
     disc_learning_rate: float = 1e-4
     disc_beta_1: float = 0.5
     seed: int = 0
@@ -261,18 +266,22 @@ class TrainConfig:
     precision: str = "auto"  # bf16 where the hardware has it (keras_vae.precision)
     iwae_samples: int = 1000  # K for the final log-likelihood estimate
     iwae_examples: int = 500  # validation examples the estimate averages over
+    lr_schedule: str = "constant"  # constant | cosine (per epoch, from learning_rate down to 0)
+    keep_best: bool = False  # classic VAE: keep the weights of the epoch with the best validation ELBO
     latent_projection: str = "pca"  # latent.png for latent > 2: "pca" or "tsne"
     summary_every: int = 1  # TensorBoard images and code histograms every N epochs (0: never)
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("latent_projection", self.latent_projection, LATENT_PROJECTIONS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.summary_every < 0:
             raise ConfigError(f"train.summary_every must be >= 0 (0 turns image summaries off), "
                               f"got {self.summary_every}")
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("disc_learning_rate", self.disc_learning_rate)
         _check_positive("iwae_samples", self.iwae_samples)
         _check_positive("iwae_examples", self.iwae_examples)

@@ -20,9 +20,11 @@ from keras_vae import __version__
 from keras_vae.config import RunConfig
 from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
+from keras_vae.evaluation.report import end_of_training
 from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
 from keras_vae.models import build_model
 from keras_vae.precision import resolve_precision
+from keras_vae.recipe import recipe_callbacks
 from keras_vae.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
 from keras_vae.posterior_sampling import finish_training, remove_samplers
@@ -129,6 +131,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
                 keras.callbacks.TerminateOnNaN(),
                 clock,
                 EpochRecorder(metrics, val_images[:DIAGNOSTIC_EXAMPLES], out_dir / METRICS_FILE),
+                *recipe_callbacks(config, metrics),
                 *visual_summaries(config, out_dir / "logs", val_images, metrics),
                 *callbacks,
             ],
@@ -149,6 +152,9 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
             bar.update()
         metrics["final"] = {**_final_evaluation(model, config, val_images, report), **posterior,
                             "diagnostics": model_diagnostics(model, val_images[:DIAGNOSTIC_EXAMPLES])}
+        with report.phase("sample quality and reconstruction metrics (keras_vae.evaluation)", 1) as bar:
+            metrics["evaluation"] = end_of_training(model, config, out_dir, step=config.train.epochs)
+            bar.update()
         metrics["resumed"] = resuming
         metrics["train_seconds"] = round(clock.elapsed(), 2)  # both parts of a resumed run
         metrics["elapsed_seconds"] = metrics["train_seconds"]

@@ -2,6 +2,12 @@
 
     ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)),   z = mu + sigma * eps  (L samples)
     loss    = mean_batch[-E_q log p(x|z) + beta_t * KL],   beta_t = beta * min(1, step / warmup)
+
+With ``loss.objective = "iwae"`` the loss is the importance-weighted bound of Burda et al. (2016):
+
+    loss = -mean_batch log (1/L) sum_l exp(log p(x|z_l) + beta_t [log p(z_l) - log q(z_l|x)])
+
+which is the IWAE bound (tighter than the ELBO, equal to it for L = 1) when beta_t = 1.
 """
 from __future__ import annotations
 
@@ -49,8 +55,9 @@ class VAE(LatentVariableModel):
 
     # --- training ------------------------------------------------------------------------
     def compile_for_training(self, train: TrainConfig) -> None:
-        """compile() with Adam(learning_rate, beta_1) and the run's jit_compile setting."""
-        optimizer = keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1)
+        """compile() with Adam(learning_rate, beta_1, decoupled weight_decay) and the run's jit_compile setting."""
+        optimizer = keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1,
+                                          weight_decay=train.weight_decay or None)
         self.compile(optimizer=optimizer, jit_compile=train.jit_compile)
 
     def beta(self):
@@ -73,12 +80,32 @@ class VAE(LatentVariableModel):
         log_px = tf.reshape(self.likelihood(output).log_prob(x_rep), [num_samples, -1])
         return tf.reduce_mean(log_px, axis=0), kl_to_standard_normal(mean, log_var)
 
+    def iwae_terms(self, x, training: bool = False):
+        """Per-sample log p(x|z_l) and log p(z_l) - log q(z_l|x), each [L, B], and the analytic KL [B]."""
+        mean, log_var = self.encode(x, training=training)
+        num_samples = self.loss_config.num_samples
+        z = self.sample_posterior(mean, log_var, num_samples)  # [L, B, D]
+        output = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
+        x_rep = tf.tile(tf.cast(x, tf.float32), [num_samples, 1, 1, 1])
+        log_px = tf.reshape(self.likelihood(output).log_prob(x_rep), [num_samples, -1])
+        log_ratio = standard_normal(self.latent_dim).log_prob(z) - diagonal_gaussian(mean, log_var).log_prob(z)
+        return log_px, log_ratio, kl_to_standard_normal(mean, log_var)
+
+    def _per_example_loss(self, x, beta, training: bool):
+        """(loss per example, mean log p(x|z) [B], KL [B]) under the configured objective."""
+        if self.loss_config.objective == "iwae":
+            log_px, log_ratio, kl = self.iwae_terms(x, training=training)
+            num_samples = tf.cast(tf.shape(log_px)[0], tf.float32)
+            bound = tf.reduce_logsumexp(log_px + beta * log_ratio, axis=0) - tf.math.log(num_samples)
+            return -bound, tf.reduce_mean(log_px, axis=0), kl
+        log_px, kl = self.elbo_terms(x, training=training)
+        return -log_px + beta * kl, log_px, kl
+
     def _step(self, data, training: bool):
         x = data[0] if isinstance(data, (tuple, list)) else data
         with tf.GradientTape() as tape:
-            log_px, kl = self.elbo_terms(x, training=training)
             beta = self.beta()
-            per_example = -log_px + beta * kl
+            per_example, log_px, kl = self._per_example_loss(x, beta, training)
             loss = tf.nn.compute_average_loss(per_example)
             scaled = self.optimizer.scale_loss(loss) if training else loss
         if training:

@@ -261,7 +261,10 @@ class VAEGAN(LatentVariableModel):
                     adv_grads = tape.gradient(adv_loss, last)
                     adaptive = losses.adaptive_adversarial_weight(rec_grads, adv_grads)
             per_example = per_example + lc.adversarial_weight * factor * adaptive * adversarial
-        terms = {"loss": per_example, "reconstruction": reconstruction, "kl": kl,
+        # logged on the [0, 1] scale like every reconstruction metric of the package (the loss above uses
+        # the MAE in the model's [-1, 1] range, as the reference code does)
+        low, high = self.value_range
+        terms = {"loss": per_example, "reconstruction": reconstruction / (high - low), "kl": kl,
                  "population_kl": population_kl, "population_kl_mean": kl_mean_part,
                  "population_kl_spread": population_kl - kl_mean_part, "standard_kl": standard_kl,
                  "variance_reg": variance_reg,

@@ -59,8 +59,9 @@ def test_sample_and_evaluate_commands(cli_run, tmp_path, capsys):
     code, out, _ = cli(capsys, "evaluate", str(cli_run), "--iwae-samples", "8", "--examples", "32")
     assert code == 0
     result = json.loads((cli_run / "evaluation.json").read_text())
-    assert result["validation"]["iwae_k"] == 8 and result["validation"]["examples"] == 32
-    assert result["validation"]["nll"] > 0
+    likelihood = result["sections"]["likelihood"]
+    assert likelihood["nll"]["iwae_k"] == 8 and likelihood["nll"]["n"] == 32
+    assert likelihood["nll"]["value"] > 0
 
 
 def test_rerun_into_a_finished_run_needs_force(cli_run):

@@ -267,3 +267,13 @@ def test_mirrored_strategy_matches_single_device(population_variance):
     assert result["max_diff"] < 1e-5, result  # ... identically on one device and on two replicas
     assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-4)
     assert result["seeds"][0] != result["seeds"][1]  # distinct noise per replica
+
+
+def test_logged_reconstruction_is_the_mae_on_the_unit_scale():
+    # the loss uses |x - x_hat| in the model's [-1, 1] range; the logged metric is on [0, 1] (half of it)
+    model, x = make(loss={"sample_posterior": False}), tf.constant(images(8))
+    logs = model.test_step(x)
+    mean, _ = model.encode(x)
+    x_hat = model.decoder(mean, training=False)
+    expected = np.mean(np.abs(x.numpy() - np.asarray(x_hat, np.float32))) / 2.0
+    assert float(logs["reconstruction"]) == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,251 @@
+"""One evaluation of a trained model: every number with its definition and sample size, as JSON and Markdown.
+
+``evaluate_model`` returns ``{"sections": {section: {metric: {"value", "n", "definition"}}}, "notes": [...]}``
+with the sections ``sample_quality`` (FD, KID, precision, recall, sharpness on the feature network),
+``reconstruction`` (MSE, MAE, PSNR, SSIM, MS-SSIM on [0, 1]), ``likelihood`` (ELBO and IWAE NLL, classic
+VAE only) and ``latent`` (active units, posterior variance, aggregate-posterior moments vs the prior).
+``keras-vae evaluate`` writes it to ``evaluation.json`` / ``evaluation.md``; ``end_of_training`` puts a
+smaller one (a few hundred samples, no likelihood: metrics.json has it already) into metrics.json and
+TensorBoard.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from keras_vae.evaluation import features as feature_lib
+from keras_vae.evaluation.image_quality import MS_SSIM_MIN_SIDE, reconstruction_quality
+from keras_vae.evaluation.sample_quality import frechet_distance, kernel_distance, precision_recall, sharpness_ratio
+
+log = logging.getLogger(__name__)
+PR_NEIGHBOURS = 3
+KID_SUBSETS = 10
+KID_SUBSET_SIZE = 200
+END_OF_TRAINING_SAMPLES = 300
+STANDARD_IWAE_K = 5000
+NO_LIKELIHOOD_VAEGAN = (
+    "no likelihood for the VAEGAN: its decoder is deterministic (no p(x|z) density; it is trained with "
+    "a weighted mean absolute error, which fixes no noise scale, plus an adversarial term, which is not a "
+    "log-density), so an ELBO or IWAE bound on log p(x) is not defined; compare it by sample quality and "
+    "reconstruction instead")
+
+DEFINITIONS = {
+    "frechet_distance": "Frechet distance between Gaussians fitted to the feature-network embeddings of samples "
+                        "and of validation images: |m1 - m2|^2 + tr(C1 + C2 - 2 (C1 C2)^1/2). Lower is better. "
+                        "NOT Inception FID: compare only on the same data and feature network",
+    "kid": "kernel distance: unbiased MMD^2 with the kernel (x.y/d + 1)^3 between sample and validation "
+           "embeddings, mean over random subsets (Binkowski et al. 2018); ~0 for equal distributions",
+    "kid_std": "standard deviation of the KID over its subsets",
+    "precision": f"fraction of samples inside the real manifold (union of {PR_NEIGHBOURS}-NN balls of validation "
+                 "embeddings), Kynkaanniemi et al. 2019: sample fidelity",
+    "recall": f"fraction of validation images inside the sample manifold ({PR_NEIGHBOURS}-NN balls of sample "
+              "embeddings): sample diversity",
+    "sharpness": "mean squared Laplacian of samples relative to validation images, on [0, 1] (1 = as sharp as "
+                 "the data, < 1 blurrier)",
+    "reconstruction_sharpness": "the same ratio for reconstructions decode(E[z|x])",
+    "mse": "mean squared error between validation images and reconstructions decode(E[z|x]), [0, 1] scale",
+    "mae": "mean absolute error, same pairs, [0, 1] scale",
+    "psnr": "peak signal-to-noise ratio 10 log10(1 / MSE) in dB, mean over images",
+    "ssim": "structural similarity (11x11 Gaussian window, sigma 1.5; tf.image.ssim), mean over images",
+    "ms_ssim": "multi-scale SSIM over 5 scales (tf.image.ssim_multiscale), mean over images",
+    "elbo": "evidence lower bound E_q[log p(x|z)] - KL(q(z|x) || p(z)), one sample per image, nats per image",
+    "nll": "negative log-likelihood -log p(x) estimated by the IWAE bound with K importance samples "
+           f"(K = {STANDARD_IWAE_K} is the literature's standard), nats per image",
+    "nll_stderr": "standard error of the NLL's mean over images",
+    "active_units": "latent dimensions j with Var_x[E_q(z|x) z_j] > 0.01 (Burda et al. 2016)",
+    "mean_posterior_variance": "mean over images and dimensions of the posterior variance sigma^2",
+    "kl_total": "KL(q(z|x) || N(0, I)) averaged over images, nats",
+    "aggregate_mean_rms": "root mean square over dimensions of the aggregate posterior's mean (prior: 0)",
+    "aggregate_variance_mean": "mean over dimensions of the aggregate posterior's variance "
+                               "mean_x sigma^2 + Var_x mu (prior: 1)",
+}
+
+
+def entry(name: str, value: Any, n: int) -> dict[str, Any]:
+    """One reported number: its value, the sample size it was computed on, and its definition."""
+    value = float(value) if value is not None and not isinstance(value, (int, np.integer)) else value
+    return {"value": int(value) if isinstance(value, (np.integer,)) else value, "n": int(n),
+            "definition": DEFINITIONS[name]}
+
+
+def sample_quality(feature_model, real_unit: np.ndarray, samples_unit: np.ndarray, seed: int = 0) -> dict:
+    """FD, KID, precision, recall and sharpness of samples against real images (both [N, H, W, C] in [0, 1])."""
+    real, fake = feature_lib.embed(feature_model, real_unit), feature_lib.embed(feature_model, samples_unit)
+    kid, kid_std = kernel_distance(real, fake, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
+    precision, recall = precision_recall(real, fake, k=PR_NEIGHBOURS)
+    n = len(fake)
+    return {"frechet_distance": entry("frechet_distance", frechet_distance(real, fake), n),
+            "kid": entry("kid", kid, min(n, len(real), KID_SUBSET_SIZE)),
+            "kid_std": entry("kid_std", kid_std, KID_SUBSETS),
+            "precision": entry("precision", precision, n), "recall": entry("recall", recall, len(real)),
+            "sharpness": entry("sharpness", sharpness_ratio(samples_unit, real_unit), n)}
+
+
+def reconstruction_section(model, images: np.ndarray, real_unit: np.ndarray) -> dict:
+    """MSE/MAE/PSNR/SSIM(/MS-SSIM) of reconstructions, and their sharpness relative to the images."""
+    quality = reconstruction_quality(model, images)
+    n = quality["examples"]
+    section = {name: entry(name, quality[name], n) for name in ("mse", "mae", "psnr", "ssim", "ms_ssim")
+               if name in quality}
+    recon = model.predict_in_batches(lambda x: model.to_unit(model.reconstruct(x)), images)
+    section["reconstruction_sharpness"] = entry("reconstruction_sharpness", sharpness_ratio(recon, real_unit), n)
+    return section
+
+
+def likelihood_section(model, images: np.ndarray, num_samples: int, seed: int = 0) -> dict:
+    """ELBO and IWAE NLL (classic VAE) on images in the model's input form."""
+    from keras_vae.metrics import likelihood_evaluation
+
+    result = likelihood_evaluation(model, images, num_samples=num_samples, seed=seed)
+    n = result["examples"]
+    section = {"elbo": entry("elbo", result["elbo"], n), "nll": entry("nll", result["nll"], n),
+               "nll_stderr": entry("nll_stderr", result["log_likelihood_stderr"], n)}
+    section["nll"]["iwae_k"] = result["iwae_k"]
+    return section
+
+
+def latent_section(model, images: np.ndarray) -> dict:
+    """Latent health on images: active units, posterior variance, KL, aggregate-posterior moments vs N(0, I)."""
+    from keras_vae.metrics import encode_all, posterior_diagnostics
+
+    diag = posterior_diagnostics(*encode_all(model, images))
+    n = len(images)
+    section = {name: entry(name, diag[name], n) for name in ("active_units", "mean_posterior_variance", "kl_total")}
+    section["active_units"]["of"] = diag["latent_dim"]
+    section["aggregate_mean_rms"] = entry("aggregate_mean_rms", diag["mixture_mean_rms"], n)
+    section["aggregate_variance_mean"] = entry("aggregate_variance_mean", diag["mixture_variance_mean"], n)
+    return section
+
+
+@dataclasses.dataclass
+class EvaluationData:
+    """What an evaluation reads: images as the model sees them (e.g. binarized, model range) for the
+    likelihood and latent statistics, and clean [0, 1] images for every image metric."""
+
+    model_images: np.ndarray
+    real_unit: np.ndarray
+    description: str
+
+
+def evaluation_data(config, max_examples: int | None = None) -> EvaluationData:
+    """Validation images of a run's data: model input form, and un-binarized [0, 1] images."""
+    from keras_vae.data import make_datasets
+
+    def arrays(data_config, value_range):
+        data = make_datasets(data_config, image_shape=config.model.image_shape, value_range=value_range,
+                             batch_size=config.train.batch_size, seed=config.train.seed)
+        return data.validation_arrays(max_examples)[0], data.description
+
+    model_images, description = arrays(config.data, config.model.value_range)
+    if config.data.binarize or tuple(config.model.value_range) != (0.0, 1.0):
+        real_unit, _ = arrays(dataclasses.replace(config.data, binarize=False), (0.0, 1.0))
+    else:
+        real_unit = model_images
+    return EvaluationData(model_images, real_unit, description)
+
+
+def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, seed: int = 0,
+                   latent_sampler=None, sampler_description: str = "prior N(0, I)", feature=None,
+                   iwae_samples: int | None = None, likelihood_examples: int | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every metric of this module for one model. ``feature`` is (model, FeatureNetInfo) or (None, reason);
+    ``iwae_samples=None`` skips the likelihood. ``progress(stage)`` is called after each stage."""
+    from keras_vae.evaluation.sampling import draw_samples
+
+    step = progress or (lambda stage: None)
+    notes, sections = [], {}
+    feature_model, feature_info = feature if feature is not None else (None, "no feature network")
+    samples = draw_samples(model, num_samples, seed=seed, latent_sampler=latent_sampler)
+    step("samples")
+    if feature_model is not None:
+        sections["sample_quality"] = sample_quality(feature_model, data.real_unit, samples, seed=seed)
+        notes.append(f"sample quality: {num_samples} samples ({sampler_description}) against "
+                     f"{len(data.real_unit)} validation images, on the in-house feature network trained on "
+                     f"{feature_info.trained_on} (task: {feature_info.task}, validation accuracy "
+                     f"{feature_info.validation_accuracy:.3f}); Frechet distances on it are not Inception FID")
+    else:
+        sections["sample_quality"] = {"sharpness": entry("sharpness", sharpness_ratio(samples, data.real_unit),
+                                                         num_samples)}
+        notes.append(f"no FD/KID/precision/recall: {feature_info}")
+    step("sample quality")
+    sections["reconstruction"] = reconstruction_section(model, data.model_images, data.real_unit)
+    if "ms_ssim" not in sections["reconstruction"]:
+        notes.append(f"no MS-SSIM: it needs images of at least {MS_SSIM_MIN_SIDE}x{MS_SSIM_MIN_SIDE} "
+                     "(5 scales of an 11x11 window)")
+    if config.data.binarize:
+        notes.append("reconstructions are of the (binarized) model inputs, compared with the un-binarized "
+                     "[0, 1] images: the decoder mean estimates pixel intensities")
+    step("reconstruction")
+    if not hasattr(model, "log_likelihood"):
+        notes.append(NO_LIKELIHOOD_VAEGAN)
+    elif iwae_samples:
+        images = data.model_images[:likelihood_examples] if likelihood_examples else data.model_images
+        sections["likelihood"] = likelihood_section(model, images, iwae_samples, seed=seed)
+        if iwae_samples != STANDARD_IWAE_K:
+            notes.append(f"IWAE NLL with K = {iwae_samples}; the literature's standard is K = {STANDARD_IWAE_K} "
+                         "(larger K gives a tighter, lower estimate)")
+    step("likelihood")
+    sections["latent"] = latent_section(model, data.model_images)
+    step("latent")
+    return {"data": data.description, "model_kind": config.model.kind, "sampler": sampler_description,
+            "seed": int(seed), "sections": sections, "notes": notes}
+
+
+def scalars(result: dict[str, Any]) -> dict[str, float]:
+    """Flat {section/metric: value} of an evaluation (for TensorBoard and summaries)."""
+    return {f"{section}/{name}": float(item["value"]) for section, metrics in result["sections"].items()
+            for name, item in metrics.items() if item["value"] is not None}
+
+
+def to_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
+    """The evaluation as a Markdown report: one table per section (value, n, definition), then the notes."""
+    lines = [f"# {title}", "", f"Data: {result['data']}. Model: {result['model_kind']}. Samples: {result['sampler']}, "
+             f"seed {result['seed']}.", ""]
+    for section, metrics in result["sections"].items():
+        lines += [f"## {section.replace('_', ' ')}", "", "| metric | value | n | definition |", "|---|---|---|---|"]
+        for name, item in metrics.items():
+            value = item["value"]
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            if "of" in item:
+                shown += f" of {item['of']}"
+            if "iwae_k" in item:
+                shown += f" (K = {item['iwae_k']})"
+            lines.append(f"| {name} | {shown} | {item['n']} | {item['definition']} |")
+        lines.append("")
+    if result["notes"]:
+        lines += ["## Notes", ""] + [f"- {note}" for note in result["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def write_tensorboard(result: dict[str, Any], log_dir: str | Path, step: int) -> None:
+    """Write ``scalars(result)`` as TensorBoard scalars under ``log_dir`` at ``step``."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        for name, value in scalars(result).items():
+            tf.summary.scalar(f"evaluation/{name}", value, step=step)
+    writer.flush()
+    writer.close()
+
+
+def end_of_training(model, config, out_dir: str | Path, step: int = 0) -> dict[str, Any]:
+    """The evaluation with ``END_OF_TRAINING_SAMPLES`` samples and no likelihood, also written to
+    TensorBoard (``out_dir/logs/evaluation``); errors are logged and reported, never fatal to training."""
+    try:
+        feature = feature_lib.feature_net_for_run(config, out_dir, train_if_missing=False)
+        data = evaluation_data(config)
+        from keras_vae.evaluation.sampling import resolve_sampler
+
+        latent_sampler, description = resolve_sampler(out_dir, None, config.model.latent_dim)
+        result = evaluate_model(model, config, data, num_samples=END_OF_TRAINING_SAMPLES, seed=config.train.seed,
+                                latent_sampler=latent_sampler, sampler_description=description, feature=feature)
+        write_tensorboard(result, Path(out_dir) / "logs" / "evaluation", step)
+        return result
+    except Exception as exc:  # noqa: BLE001 - the model is saved already; a failed extra must not lose the run
+        log.warning("end-of-training evaluation failed: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,94 @@
+"""keras-vae evaluate and the end-of-training evaluation on tiny runs: files, sections, errors, VAEGAN."""
+import json
+
+import numpy as np
+import pytest
+
+from keras_vae.cli import main
+from keras_vae.config import merge
+from keras_vae.evaluation.report import DEFINITIONS, NO_LIKELIHOOD_VAEGAN
+from keras_vae.presets import get_preset
+from keras_vae.training import train
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae")
+    config = merge(get_preset("tiny-vae"), {"train": {"steps_per_epoch": 3, "iwae_samples": 4, "iwae_examples": 16}})
+    train(config, out, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vaegan_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vaegan")
+    train(merge(get_preset("tiny"), {"train": {"steps_per_epoch": 2}}), out, verbose=0)
+    return out
+
+
+def test_end_of_training_evaluation_in_metrics_json_and_tensorboard(vae_run):
+    metrics = json.loads((vae_run / "metrics.json").read_text())
+    evaluation = metrics["evaluation"]
+    assert set(evaluation["sections"]) == {"sample_quality", "reconstruction", "latent"}  # likelihood is in "final"
+    fd = evaluation["sections"]["sample_quality"]["frechet_distance"]
+    assert fd["n"] == 300 and fd["value"] > 0 and "NOT Inception FID" in fd["definition"]
+    recon = evaluation["sections"]["reconstruction"]
+    # PSNR is averaged per image: -10 log10 is convex, so by Jensen it is at least the PSNR of the mean MSE
+    assert recon["psnr"]["value"] >= 10 * np.log10(1 / recon["mse"]["value"]) - 1e-9
+    assert 0 <= recon["mae"]["value"] <= 1 and recon["mae"]["n"] == 500
+    assert any((vae_run / "logs" / "evaluation").glob("events.out.tfevents.*"))
+
+
+def test_evaluate_writes_json_and_markdown_with_definitions_and_sizes(vae_run, capsys):
+    code, out, err = cli(capsys, "evaluate", str(vae_run), "--samples", "40", "--iwae-samples", "4", "--examples", "16")
+    assert code == 0, err
+    result = json.loads((vae_run / "evaluation.json").read_text())
+    sections = result["sections"]
+    assert sections["sample_quality"]["precision"]["n"] == 40 and sections["sample_quality"]["recall"]["n"] == 500
+    likelihood = sections["likelihood"]
+    assert likelihood["nll"]["iwae_k"] == 4 and likelihood["nll"]["n"] == 16
+    assert likelihood["nll"]["value"] > 0 and likelihood["elbo"]["value"] < 0
+    assert sections["latent"]["active_units"]["of"] == 4
+    markdown = (vae_run / "evaluation.md").read_text()
+    for section in sections.values():
+        for name, item in section.items():
+            assert item["definition"] == DEFINITIONS[name] and f"| {name} |" in markdown
+    assert "K = 5000" in markdown  # the standard K is named when another is used
+    assert "sample_quality/frechet_distance" in out
+
+
+def test_sampler_choice_uses_the_runs_stored_candidates(vae_run, capsys):
+    code, _, err = cli(capsys, "evaluate", str(vae_run), "--sampler", "gaussian", "--samples", "10",
+                       "--no-likelihood", "--out", str(vae_run / "gaussian.json"))
+    assert code == 0, err
+    assert json.loads((vae_run / "gaussian.json").read_text())["sampler"] == "gaussian sampler (--sampler gaussian)"
+    (vae_run / "samplers" / "gmm.json").unlink()
+    code, _, err = cli(capsys, "evaluate", str(vae_run), "--sampler", "gmm", "--samples", "10")
+    assert code == 2 and "has no 'gmm' sampler" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "evaluate", str(vae_run), "--samples", "0")
+    assert code == 2 and "--samples must be >= 1" in err
+
+
+def test_vaegan_report_explains_missing_likelihood_and_caches_its_feature_network(vaegan_run, capsys):
+    metrics = json.loads((vaegan_run / "metrics.json").read_text())
+    # 16x16 images: the shipped MNIST network does not fit and training does not train one
+    assert "frechet_distance" not in metrics["evaluation"]["sections"]["sample_quality"]
+    code, _, err = cli(capsys, "evaluate", str(vaegan_run), "--samples", "20")
+    assert code == 0, err
+    result = json.loads((vaegan_run / "evaluation.json").read_text())
+    assert "likelihood" not in result["sections"] and NO_LIKELIHOOD_VAEGAN in result["notes"]
+    assert "frechet_distance" in result["sections"]["sample_quality"]
+    cached = vaegan_run / "features" / "feature_net.weights.h5"
+    info = json.loads((vaegan_run / "features" / "feature_net.json").read_text())
+    assert cached.is_file() and info["task"] == "rotation" and info["image_shape"] == [16, 16, 1]
+    stamp = cached.stat().st_mtime_ns
+    assert cli(capsys, "evaluate", str(vaegan_run), "--samples", "20")[0] == 0
+    assert cached.stat().st_mtime_ns == stamp  # reused, not re-trained
+    epoch = metrics["epochs"][0]["train"]
+    assert 0 <= epoch["reconstruction"] <= 1  # logged on the [0, 1] scale
