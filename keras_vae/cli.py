@@ -18,7 +18,8 @@ from keras_vae import __version__
 from keras_vae.errors import KerasVAEError
 
 # (subcommand module under keras_vae.commands) in the order `--help` lists them
-COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo")
+COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo",
+                   "encode", "reconstruct", "anomaly", "complete")
 
 
 class _Parser(argparse.ArgumentParser):
