@@ -98,42 +98,51 @@ def iterative_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray
     return x
 
 
+def map_objective(model, images: np.ndarray, mask: np.ndarray, z):
+    """Per-image -log p(x_obs | z) + |z|^2 / 2 (module docstring; the VAEGAN's data term is its weighted
+    MAE) for [0, 1] images, missing-pixel mask and latents z [N, D]; a TF tensor [N]."""
+    import tensorflow as tf
+
+    images = np.asarray(images, np.float32)
+    low, high = model.value_range
+    x_model = tf.constant(images * (high - low) + low)
+    observed = tf.constant(np.repeat(~np.asarray(mask, bool), images.shape[-1], axis=-1), tf.float32)
+    output = model.decoder(z, training=False)
+    if hasattr(model, "likelihood"):  # per-pixel log p(x_i | z) of the decoder's distribution
+        log_p = model.likelihood(output).distribution.log_prob(x_model)
+        data = -tf.reduce_sum(log_p * observed, axis=[1, 2, 3])
+    else:
+        weight = float(model.loss_config.reconstruction_weight) / float(np.prod(images.shape[1:]))
+        x_hat = model.decode_output_to_image(output)
+        data = weight * tf.reduce_sum(tf.abs(x_hat - x_model) * observed, axis=[1, 2, 3])
+    return data + 0.5 * tf.reduce_sum(tf.square(z), axis=1)
+
+
 def latent_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, steps: int = 200,
-                learning_rate: float = 0.05) -> np.ndarray:
-    """MAP latent given the observed pixels (module docstring), by Adam on z; [0, 1] in and out."""
+                learning_rate: float = 0.05, return_latents: bool = False):
+    """MAP latent given the observed pixels (``map_objective``), by Adam on z from the encoder's mean
+    of ``init``; [0, 1] in and out (and z* [N, D] with ``return_latents``)."""
     import keras
     import tensorflow as tf
 
     images, mask = _check(images, mask)
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
-    x_model = model.from_unit(images)
-    observed = tf.constant(np.repeat(~mask, images.shape[-1], axis=-1), tf.float32)
     mean, _ = model.encode(model.from_unit(np.where(mask, init, images)))
     z = tf.Variable(mean)
     optimizer = keras.optimizers.Adam(learning_rate)
-    has_likelihood = hasattr(model, "likelihood")
-    pixels = float(np.prod(images.shape[1:]))
-    weight = float(getattr(model.loss_config, "reconstruction_weight", 1.0))
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            output = model.decoder(z, training=False)
-            if has_likelihood:  # per-pixel log p(x_i | z) of the decoder's distribution
-                log_p = model.likelihood(output).distribution.log_prob(x_model)
-                data = -tf.reduce_sum(log_p * observed, axis=[1, 2, 3])
-            else:
-                x_hat = model.decode_output_to_image(output)
-                data = weight * tf.reduce_sum(tf.abs(x_hat - x_model) * observed, axis=[1, 2, 3]) / pixels
-            loss = tf.reduce_sum(data + 0.5 * tf.reduce_sum(z ** 2, axis=1))
+            loss = tf.reduce_sum(map_objective(model, images, mask, z))
         optimizer.apply_gradients([(tape.gradient(loss, z), z)])
         return loss
 
     for _ in range(steps):
         step()
-    filled = np.asarray(model.to_unit(model.decode(z)))
-    return np.where(mask, filled, images)
+    filled = np.where(mask, np.asarray(model.to_unit(model.decode(z))), images)
+    return (filled, z.numpy()) if return_latents else filled
 
 
 class Completion:
