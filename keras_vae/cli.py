@@ -1,4 +1,4 @@
-"""The ``keras-vae`` command: train, evaluate, sample, export, ablate, serve-demo.
+"""The ``keras-vae`` command: train, evaluate, sample, export, ablate, serve-demo, encode, reconstruct, anomaly, complete.
 
 Each subcommand lives in ``keras_vae/commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Command modules import TensorFlow lazily inside ``run`` so that
