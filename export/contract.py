@@ -54,3 +54,30 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # relative to savedmode
 PARITY_TOLERANCE = 1e-4  # max abs difference Keras vs SavedModel vs onnxruntime (float32 outputs)
 PARITY_UINT8_TOLERANCE = 1  # decode_uint8: at most one grey level (rounding at a half step)
 PARITY_BATCH_SIZES = (1, 7, 64)
+
+# The largest batch one call or request may carry: OnnxDecoder's max_batch default and the contract
+# server's limit (a bigger request is refused with 400, never decoded into gigabytes).
+MAX_BATCH = 1024
+# --- the latent sampler travels with the export (issue 8) --------------------------------------
+# EXPORT_DIR/sampler.json    the run's sampler (keras_vae.samplers format; the prior N(0, I) when the
+#                            run has none), also copied into savedmodel/<name>/<version>/assets.extra/
+# EXPORT_DIR/sampler.onnx    inputs "eps" float32 [N, latent_dim] (standard normal noise) and "u"
+#                            float32 [N] (uniform in [0, 1)) -> output "z" float32 [N, latent_dim]:
+#                            k = min(#{cumsum(weights) <= u}, K - 1); z = means[k] + scale_tril[k] @ eps.
+# The noise comes from keras_vae.noise.portable_noise(seed, n, latent_dim) (twins: TF in the
+# SavedModel, serving/node/noise.js in Node and the browser), so one seed gives the same latents in
+# every runtime.
+SAMPLER_JSON = "sampler.json"
+SAMPLER_ONNX = "sampler.onnx"
+SAMPLER_ASSET = "assets.extra/sampler.json"  # relative to savedmodel/<name>/<version>/
+SAMPLER_EPS_INPUT = "eps"
+SAMPLER_U_INPUT = "u"
+LATENT_OUTPUT = "z"
+META_SAMPLER_KIND = "keras_vae.sampler_kind"  # "prior" | "gaussian" | "gmm" (sampler.onnx only)
+META_NOISE = "keras_vae.noise"  # keras_vae.noise.NOISE_ALGORITHM the sampler expects
+# SavedModel signatures "sample" (image float32 [n, H, W, C] in [0, 1], z) and "sample_uint8"
+# (image uint8, z): scalar inputs "n" (int32, >= 1) and "seed" (int64, in [0, 2^32)).
+SAMPLE_SIGNATURES = ("sample", "sample_uint8")
+SAMPLE_N_INPUT = "n"
+SAMPLE_SEED_INPUT = "seed"
+SAMPLER_PARITY_SEEDS = (0, 1)  # seeds the exporter checks: SavedModel and sampler.onnx vs LatentSampler

@@ -2,13 +2,25 @@
 
     EXPORT_DIR/savedmodel/<name>/<version>/   saved_model.pb, variables/, assets.extra/ (warmup)
     EXPORT_DIR/decoder.onnx, encoder.onnx     [+ decoder.float16.onnx, decoder.int8.onnx]
+    EXPORT_DIR/sampler.onnx, sampler.json     the latent sampler (the run's sampler.json, else the prior)
     EXPORT_DIR/export.json                    what was exported, signatures, shapes, parity, sizes
+
+The SavedModel also gets the ``sample`` / ``sample_uint8`` signatures (n, seed -> image, z) and a
+copy of sampler.json in ``assets.extra/``; sampler.onnx and the signatures are checked against
+``LatentSampler.sample`` (portable noise) before anything is placed.
 
 Everything is built in a temporary folder inside EXPORT_DIR and verified there (SavedModel
 reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity); only then is each
-piece moved into place with a rename, export.json last. An existing version is replaced only with
-``force``. A new version may be added beside others: the ONNX files and export.json then
-describe the newest export.
+piece moved into place with a rename: the ONNX files, export.json, and last the whole version
+folder with ONE rename (with ``force``, one atomic exchange with the old folder where Linux offers
+renameat2). A kill before that rename leaves no version folder, so a rerun needs no ``--force``;
+a kill between the ONNX renames leaves files that export.json's SHA-256s expose (OnnxDecoder
+refuses them) until the rerun. An existing version is replaced only with ``force``. A new version
+may be added beside others: the ONNX files and export.json then describe the newest export.
+
+One export per EXPORT_DIR at a time (a lock file with the pid, ``export.locking``); temporary
+folders left by a killed export are removed by the next one. export.json and the ONNX metadata
+name the source run by its folder name only (no absolute path of the exporting machine).
 """
 from __future__ import annotations
 
@@ -24,13 +36,17 @@ from typing import Any
 import numpy as np
 
 from export import contract
+from export.locking import LOCK_FILE, folder_lock
 from keras_vae.errors import ArtifactError, ConfigError
 from keras_vae.runs import MODEL_FILE, file_sha256, load_model, load_run_config, write_json
+from keras_vae.validation import short
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 VARIANT_FILES = (contract.DECODER_FLOAT16_ONNX, contract.DECODER_QUANTIZED_ONNX)
 WARMUP_BATCH_SIZES = (1, 8)
+TMP_PREFIX = ".export-tmp-"
+MAX_VERSION = 2 ** 63 - 1  # TF Serving versions are int64
 
 
 def _check_version(version) -> int:
@@ -42,12 +58,16 @@ def _check_version(version) -> int:
         raise ConfigError(f"--version must be a positive integer, got {version!r}") from None
     if value < 1 or str(value) != str(version).strip():
         raise ConfigError(f"--version must be a positive integer (TF Serving version folder), got {version!r}")
+    if value > MAX_VERSION:
+        raise ConfigError(f"--version must be a positive integer <= {MAX_VERSION} (TF Serving versions are "
+                          f"int64), got {version!r}")
     return value
 
 
 def _check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"--name {name!r} is not a valid model name: use letters, digits, '_', '.' or '-'")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or len(name) > 63:
+        raise ConfigError(f"--name {short(name)} is not a valid model name: use 1-63 letters, digits, '_', '.' "
+                          "or '-', starting with a letter or digit")
     return name
 
 
@@ -60,11 +80,45 @@ def _check_out_dir(out_dir: Path, version_dir: Path, force: bool) -> None:
     if version_dir.exists():
         raise ArtifactError(
             f"{str(version_dir)!r} already exists: pass a new --version, or --force to replace it")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(not _ours(p.name) for p in out_dir.iterdir()):
         if not ((out_dir / contract.EXPORT_JSON).is_file() or (out_dir / contract.SAVEDMODEL_DIR).is_dir()):
             raise ArtifactError(
                 f"export folder {str(out_dir)!r} exists and is not a keras-vae export: choose a new or empty "
                 "folder, or pass --force to write into it")
+
+
+def _ours(name: str) -> bool:
+    """Entries an interrupted export of this package leaves in EXPORT_DIR (temp folders, the lock)."""
+    return name.startswith(TMP_PREFIX) or name == LOCK_FILE
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete temporary folders of killed exports (call only while holding the lock)."""
+    for p in out_dir.glob(TMP_PREFIX + "*"):
+        log.warning("removing %s left by an interrupted export", p)
+        shutil.rmtree(p, ignore_errors=True)
+    base = out_dir / contract.SAVEDMODEL_DIR
+    if base.is_dir():
+        for p in base.glob("*/.*.old-*"):  # _replace_dir's fallback, interrupted
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic renameat2(RENAME_EXCHANGE); False where it is unavailable."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
 
 
 def _file_entries(root: Path, paths) -> dict[str, dict[str, Any]]:
@@ -73,8 +127,13 @@ def _file_entries(root: Path, paths) -> dict[str, dict[str, Any]]:
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    """Move folder ``src`` to ``dst``, replacing an existing ``dst`` (rename aside, rename in, delete)."""
+    """Move folder ``src`` to ``dst`` with one rename; an existing ``dst`` is swapped out atomically
+    (renameat2 exchange, then the old copy, now at ``src``, is deleted) or, where that is not
+    available, renamed aside first."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and _exchange(src, dst):
+        shutil.rmtree(src, ignore_errors=True)
+        return
     old = None
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
@@ -84,10 +143,31 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def load_run_sampler(run_dir: Path, latent_dim: int, kind: str | None = None):
+    """(sampler, source): the run's sampler.json (or, with ``kind``, the prior or the stored candidate
+    ``samplers/KIND.json``) checked against the model; the prior N(0, I) when the run has none."""
+    from keras_vae.posterior_sampling import SAMPLERS_DIR, load_sampler
+    from keras_vae.samplers import prior_sampler
+
+    sampler = load_sampler(run_dir, latent_dim, kind)
+    if sampler is None:
+        return prior_sampler(latent_dim), f"prior N(0, I) (the run folder has no {contract.SAMPLER_JSON})"
+    if kind is None:
+        return sampler, f"run folder {contract.SAMPLER_JSON}"
+    return sampler, "prior N(0, I) (--sampler prior)" if kind == "prior" else f"run folder {SAMPLERS_DIR}/{kind}.json"
+
+
 def build_export(model, work: Path, name: str, version: int, source_run: str, source_sha256: str,
-                 float16: bool = False, quantize: bool = False, functions=None) -> dict[str, Any]:
+                 float16: bool = False, quantize: bool = False, functions=None, sampler=None,
+                 sampler_source: str | None = None) -> dict[str, Any]:
     """Write and verify every artifact under ``work`` (a fresh folder); returns the report without files."""
     import tensorflow as tf
+
+    from export.sampler_check import check_sampler_parity
+    from export.sampler_onnx import sampler_metadata, write_sampler_onnx
+    from export.sampler_tf import make_sample_functions
+    from keras_vae.noise import NOISE_ALGORITHM
+    from keras_vae.samplers import prior_sampler
 
     from export import onnx_export, quantize as quant
     from export.parity import check_parity, random_inputs
@@ -96,10 +176,16 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     from export.warmup import read_warmup_requests, serving_api_available, write_warmup_requests
 
     functions = functions or make_functions(model)
+    if sampler is None:
+        sampler, sampler_source = prior_sampler(model.latent_dim), sampler_source or "prior N(0, I)"
+    sample_functions = make_sample_functions(model, sampler)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     version_dir = work / rel_version
     version_dir.parent.mkdir(parents=True)
-    write_savedmodel(model, version_dir, functions)
+    write_savedmodel(model, version_dir, {**functions, **sample_functions})
+    sampler.save(work / contract.SAMPLER_JSON)
+    (version_dir / contract.SAMPLER_ASSET).parent.mkdir(parents=True, exist_ok=True)
+    sampler.save(version_dir / contract.SAMPLER_ASSET)
 
     # warmup records: each signature at a few batch sizes
     warmup: dict[str, Any]
@@ -110,6 +196,9 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
             inputs = random_inputs(model, batch, seed=1000 + batch)
             for signature, (_, spec) in functions.items():
                 requests.append((signature, {spec.name: inputs[spec.name]}))
+            for signature in sample_functions:
+                requests.append((signature, {contract.SAMPLE_N_INPUT: np.int32(batch),
+                                             contract.SAMPLE_SEED_INPUT: np.int64(batch)}))
         path, count = write_warmup_requests(version_dir, name, requests)
         warmup = {"file": str(rel_version / contract.WARMUP_FILE), "records": count,
                   "batch_sizes": list(WARMUP_BATCH_SIZES)}
@@ -124,18 +213,22 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     encode_fn, encode_spec = functions["encode"]
     onnx_export.convert_function(decode_fn, decode_spec, meta["decoder"], work / contract.DECODER_ONNX)
     onnx_export.convert_function(encode_fn, encode_spec, meta["encoder"], work / contract.ENCODER_ONNX)
-    sessions = {f: onnx_export.load_session(work / f) for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX)}
+    write_sampler_onnx(sampler, sampler_metadata(model, sampler, source_run, source_sha256),
+                       work / contract.SAMPLER_ONNX)
+    sessions = {f: onnx_export.load_session(work / f)
+                for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX, contract.SAMPLER_ONNX)}
 
     # verify: reload the SavedModel, replay the warmup requests, parity against Keras
     loaded = tf.saved_model.load(str(version_dir))
     signatures = describe_signatures(loaded)
-    missing = sorted(set(contract.SIGNATURES) - set(signatures))
+    missing = sorted(set(contract.SIGNATURES + contract.SAMPLE_SIGNATURES) - set(signatures))
     if missing:
         raise ArtifactError(f"the SavedModel lacks signatures {missing}")
     if warmup["file"]:
         for _, signature, inputs in read_warmup_requests(version_dir / contract.WARMUP_FILE):
             call_signature(loaded, signature, inputs)
     parity = check_parity(model, loaded, sessions)
+    parity["sampler"] = check_sampler_parity(model, sampler, loaded, sessions[contract.SAMPLER_ONNX])
 
     variants: dict[str, Any] = {}
     if float16:
@@ -155,10 +248,14 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
             info["bytes_float32"] = (work / contract.DECODER_ONNX).stat().st_size
 
     onnx_files = {contract.DECODER_ONNX: "decoder", contract.ENCODER_ONNX: "encoder",
-                  **{v["file"]: "decoder" for v in variants.values()}}
+                  contract.SAMPLER_ONNX: "sampler", **{v["file"]: "decoder" for v in variants.values()}}
     return {
         "savedmodel": {"path": str(rel_version), "name": name, "version": version,
                        "signatures": signatures, "warmup": warmup},
+        "sampler": {"kind": sampler.kind, "components": sampler.num_components, "source": sampler_source,
+                    "file": contract.SAMPLER_JSON, "onnx": contract.SAMPLER_ONNX,
+                    "savedmodel_asset": str(rel_version / contract.SAMPLER_ASSET),
+                    "signatures": list(contract.SAMPLE_SIGNATURES), "noise": NOISE_ALGORITHM},
         "onnx": {f: {"role": role, **onnx_export.describe_onnx(work / f)} for f, role in onnx_files.items()},
         "variants": variants,
         "parity": parity,
@@ -166,10 +263,9 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
-               float16: bool = False, quantize: bool = False) -> dict[str, Any]:
-    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json."""
-    from keras_vae import __version__
-
+               float16: bool = False, quantize: bool = False, sampler: str | None = None) -> dict[str, Any]:
+    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json.
+    ``sampler`` ('prior' | 'gaussian' | 'gmm') exports that candidate instead of the run's sampler.json."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
@@ -183,15 +279,35 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     if model.model_config.kind != config.model.kind:
         raise ArtifactError(f"{str(model_path)!r} holds a {model.model_config.kind!r} model but config.json "
                             f"says {config.model.kind!r}: the run folder is inconsistent")
-    source_run = str(run_dir.resolve())
+    source_run = run_dir.resolve().name  # the folder's name: an absolute path would leak the user's home
+    latent_sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim), sampler)
 
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".export-tmp-", dir=out_dir))
+    try:
+        with folder_lock(out_dir, "export"):
+            _remove_leftovers(out_dir)
+            _check_out_dir(out_dir, out_dir / rel_version, force)  # again, now that no one else writes
+            report = _export_locked(model, config, out_dir, rel_version, name, version, source_run,
+                                    source_sha256, float16, quantize, latent_sampler, sampler_source)
+    except BaseException:
+        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    return report
+
+
+def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, version: int, source_run: str,
+                   source_sha256: str, float16: bool, quantize: bool, latent_sampler,
+                   sampler_source) -> dict[str, Any]:
+    from keras_vae import __version__
+
+    work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
-                             float16=float16, quantize=quantize)
-        files = _file_entries(work, [work / f for f in built["onnx"]])
+                             float16=float16, quantize=quantize, sampler=latent_sampler,
+                             sampler_source=sampler_source)
+        files = _file_entries(work, [work / f for f in [*built["onnx"], contract.SAMPLER_JSON]])
         files.update(_file_entries(work, (work / rel_version).rglob("*")))
         report = {
             "format": "keras-vae-export",
@@ -206,19 +322,16 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
             **built,
             "files": files,
         }
-        # place: version folder, ONNX files, stale variants removed, export.json last
-        _replace_dir(work / rel_version, out_dir / rel_version)
-        for f in built["onnx"]:
+        # place: ONNX files, sampler.json, stale variants removed, export.json, and last the version
+        # folder in ONE rename (the commit point: before it, no version folder exists and a rerun needs no --force)
+        for f in [*built["onnx"], contract.SAMPLER_JSON]:
             os.replace(work / f, out_dir / f)
         for f in VARIANT_FILES:
             if f not in built["onnx"] and (out_dir / f).exists():
                 (out_dir / f).unlink()
         write_json(out_dir / contract.EXPORT_JSON, report)
         os.chmod(out_dir / contract.EXPORT_JSON, 0o644)  # mkstemp makes 0600; servers read it as others
-    except BaseException:
+        _replace_dir(work / rel_version, out_dir / rel_version)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
-        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    shutil.rmtree(work, ignore_errors=True)
     return report

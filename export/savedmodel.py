@@ -1,4 +1,5 @@
-"""SavedModel for TF Serving: ``keras.export.ExportArchive`` with the four named signatures."""
+"""SavedModel for TF Serving: ``keras.export.ExportArchive`` with the named signatures (``export.signatures``,
+``export.sampler_tf``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,8 @@ def write_savedmodel(model, path: str | Path, functions=None) -> dict[str, Any]:
     functions = functions or make_functions(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, spec) in functions.items():
-        archive.add_endpoint(name, fn, input_signature=[spec])
+    for name, (fn, spec) in functions.items():  # spec: one TensorSpec, or a list (several inputs)
+        archive.add_endpoint(name, fn, input_signature=list(spec) if isinstance(spec, (list, tuple)) else [spec])
     archive.write_out(str(path), verbose=False)
     return describe_signatures(tf.saved_model.load(str(path)))
 

@@ -113,8 +113,10 @@ def write_report(rows: dict[str, dict[str, Any]], out_dir: str | Path, header: d
 
 
 def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int | None = None,
-                 train_fn: Callable | None = None, verbose: int | str = 0) -> dict[str, dict[str, Any]]:
-    """Train the four variants into ``out_dir/<variant>`` and write the report; returns the rows."""
+                 train_fn: Callable | None = None, verbose: int | str = 0,
+                 announce: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Train the four variants into ``out_dir/<variant>`` and write the report; returns the rows.
+    ``announce(line)``, if given, hears which variant starts and how the finished one scored."""
     from keras_vae.data import make_datasets
     from keras_vae.training import train as default_train
 
@@ -123,7 +125,9 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
     configs = variant_configs(config, steps, seed)
     rows: dict[str, dict[str, Any]] = {}
     val_images = None
-    for name, variant in configs.items():
+    for index, (name, variant) in enumerate(configs.items(), start=1):
+        if announce:
+            announce(f"[{index}/{len(configs)}] {name}: {steps} steps -> {out_dir / name.replace('+', 'plus-')}")
         result = train_fn(variant, out_dir / name.replace("+", "plus-"), verbose=verbose, force=True)
         if val_images is None:
             data = make_datasets(variant.data, image_shape=variant.model.image_shape,
@@ -131,6 +135,10 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
                                  seed=variant.train.seed)
             val_images = data.validation_arrays(max_examples=1000)[0]
         rows[name] = summarize(result.model, result.metrics, val_images, seed=variant.train.seed)
+        if announce:
+            row = rows[name]
+            announce(f"[{index}/{len(configs)}] {name}: done in {row.get('train_seconds')} s, recon MAE "
+                     f"{row['reconstruction_mae']:.4f}, active units {row.get('active_units')}/{row.get('latent_dim')}")
         write_report(rows, out_dir, _header(config, steps, variant))
     return rows
 

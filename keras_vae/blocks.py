@@ -3,10 +3,13 @@
 Every convolution is preceded by BatchNorm and ReLU ("pre-activation", He et al. 2016):
 
     identity:   y = x + Conv1x1(BR(Conv3x3(BR(Conv3x3(BR(x))))))                 (same shape)
-    downsample: y = Conv1x1/2(BR(x)) + Conv3x3/2(BR(Conv3x3(BR(Conv3x3(BR(x))))))  (half size)
+    downsample: y = Conv1x1/2(BR(x)) + Conv1x1/2(BR(Conv3x3(BR(Conv3x3(BR(x))))))  (half size)
     upsample:   y = ConvT3x3/2(BR(x)) + ConvT3x3/2(BR(Conv1x1(BR(x))))             (double size)
 
-with BR = ReLU(BatchNorm(.)) and /2 a stride of 2. Each block is a Keras layer with ``get_config``.
+with BR = ReLU(BatchNorm(.)) and /2 a stride of 2, as in the reference code (``reader.py``: the
+downsampling block's last residual conv is 1x1 with stride 2). Convolutions carry no bias unless
+``use_bias=True`` (the reference has biases everywhere; see ``_conv``). Each block is a Keras layer
+with ``get_config``.
 """
 from __future__ import annotations
 
@@ -35,21 +38,28 @@ class _PreActivation(keras.layers.Layer):
         return self.conv.compute_output_shape(input_shape)
 
 
-def _conv(filters: int, kernel: int, strides: int = 1, transpose: bool = False, name: str = "conv"):
-    """A 'same'-padded convolution without bias: every path out of a block reaches a BatchNorm or
-    a 1x1 convolution with bias, so a per-channel bias here would be redundant (its gradient is
-    round-off noise, which Adam would amplify into random updates)."""
+def _conv(filters: int, kernel: int, strides: int = 1, transpose: bool = False, name: str = "conv",
+          use_bias: bool = False):
+    """A 'same'-padded convolution, by default without bias: every path out of a block reaches a
+    BatchNorm or a 1x1 convolution with bias, so a per-channel bias here is redundant (its gradient
+    is round-off noise, which Adam amplifies into random updates of about the learning rate; XLA and
+    mirrored runs then diverge). ``use_bias=True`` gives the reference code's layers exactly."""
     cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
-    return cls(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)
+    return cls(filters, kernel, strides=strides, padding="same", use_bias=use_bias, name=name)
 
 
 class _ResidualBlock(keras.layers.Layer):
-    """Shared plumbing: ``filters`` output channels, ``sync_batch_norm`` for mirrored training."""
+    """Shared plumbing: ``filters`` output channels, ``sync_batch_norm`` for mirrored training,
+    ``use_bias`` for convolutions with biases (as in the reference code)."""
 
-    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
+    def __init__(self, filters: int, sync_batch_norm: bool = False, use_bias: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.sync_batch_norm = bool(sync_batch_norm)
+        self.use_bias = bool(use_bias)
+
+    def _conv(self, kernel: int, strides: int = 1, transpose: bool = False):
+        return _conv(self.filters, kernel, strides, transpose, use_bias=self.use_bias)
 
     def _unit(self, conv, name: str) -> _PreActivation:
         return _PreActivation(conv, self.sync_batch_norm, name=name)
@@ -61,17 +71,18 @@ class _ResidualBlock(keras.layers.Layer):
             shape = unit.compute_output_shape(shape)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "filters": self.filters, "sync_batch_norm": self.sync_batch_norm}
+        return {**super().get_config(), "filters": self.filters, "sync_batch_norm": self.sync_batch_norm,
+                "use_bias": self.use_bias}
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class IdentityBlock(_ResidualBlock):
     """y = x + [BR-Conv3x3, BR-Conv3x3, BR-Conv1x1](x); input channels must equal ``filters``."""
 
-    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
-        super().__init__(filters, sync_batch_norm, **kwargs)
-        self.units = [self._unit(_conv(filters, 3), "unit1"),
-                      self._unit(_conv(filters, 3), "unit2"), self._unit(_conv(filters, 1), "unit3")]
+    def __init__(self, filters: int, sync_batch_norm: bool = False, use_bias: bool = False, **kwargs: Any) -> None:
+        super().__init__(filters, sync_batch_norm, use_bias, **kwargs)
+        self.units = [self._unit(self._conv(3), "unit1"),
+                      self._unit(self._conv(3), "unit2"), self._unit(self._conv(1), "unit3")]
 
     def build(self, input_shape) -> None:
         if input_shape[-1] != self.filters:
@@ -110,22 +121,22 @@ class _ProjectionBlock(_ResidualBlock):
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class DownsamplingBlock(_ProjectionBlock):
-    """y = BR-Conv1x1/2(x) + [BR-Conv3x3, BR-Conv3x3, BR-Conv3x3/2](x): half the size, ``filters`` channels."""
+    """y = BR-Conv1x1/2(x) + [BR-Conv3x3, BR-Conv3x3, BR-Conv1x1/2](x): half the size, ``filters`` channels."""
 
-    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
-        super().__init__(filters, sync_batch_norm, **kwargs)
-        self.units = [self._unit(_conv(filters, 3), "unit1"),
-                      self._unit(_conv(filters, 3), "unit2"),
-                      self._unit(_conv(filters, 3, strides=2), "unit3")]
-        self.shortcut = self._unit(_conv(filters, 1, strides=2), "shortcut")
+    def __init__(self, filters: int, sync_batch_norm: bool = False, use_bias: bool = False, **kwargs: Any) -> None:
+        super().__init__(filters, sync_batch_norm, use_bias, **kwargs)
+        self.units = [self._unit(self._conv(3), "unit1"),
+                      self._unit(self._conv(3), "unit2"),
+                      self._unit(self._conv(1, strides=2), "unit3")]
+        self.shortcut = self._unit(self._conv(1, strides=2), "shortcut")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class UpsamplingBlock(_ProjectionBlock):
     """y = BR-ConvT3x3/2(x) + [BR-Conv1x1, BR-ConvT3x3/2](x): twice the size, ``filters`` channels."""
 
-    def __init__(self, filters: int, sync_batch_norm: bool = False, **kwargs: Any) -> None:
-        super().__init__(filters, sync_batch_norm, **kwargs)
-        self.units = [self._unit(_conv(filters, 1), "unit1"),
-                      self._unit(_conv(filters, 3, strides=2, transpose=True), "unit2")]
-        self.shortcut = self._unit(_conv(filters, 3, strides=2, transpose=True), "shortcut")
+    def __init__(self, filters: int, sync_batch_norm: bool = False, use_bias: bool = False, **kwargs: Any) -> None:
+        super().__init__(filters, sync_batch_norm, use_bias, **kwargs)
+        self.units = [self._unit(self._conv(1), "unit1"),
+                      self._unit(self._conv(3, strides=2, transpose=True), "unit2")]
+        self.shortcut = self._unit(self._conv(3, strides=2, transpose=True), "shortcut")

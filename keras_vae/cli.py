@@ -8,6 +8,7 @@ line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -16,17 +17,40 @@ from typing import Sequence
 
 from keras_vae import __version__
 from keras_vae.errors import KerasVAEError
+from keras_vae.validation import one_line
 
 # (subcommand module under keras_vae.commands) in the order `--help` lists them
-COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo",
+COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo", "tfserving",
                    "encode", "reconstruct", "anomaly", "complete")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: not for required options, flags, None or empty defaults,
+    nor when the help text already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.required or "default" in text.lower() or default is None or default is False
+                or default == [] or default is argparse.SUPPRESS or not action.option_strings):
+            return text
+        return super()._get_help_string(action)
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and its subcommand parsers the HelpFormatter."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _use_formatter(sub)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit status 2."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        self.exit(2, f"keras-vae: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"keras-vae: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="keras-vae",
         description="Train, evaluate, sample and export variational autoencoders (Keras 3).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"keras-vae {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output, TensorFlow's start-up lines included (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -49,11 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         sub = module.add_parser(subparsers)
         sub.set_defaults(handler=module.run)
+    _use_formatter(parser)
     return parser
 
 
 def _quiet_tensorflow(verbose: int) -> None:
-    if verbose < 2:
+    """Before TensorFlow is imported: without -v, hide its C++ INFO/WARNING logs (errors stay)."""
+    if verbose == 0:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(
         level=logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG,
@@ -66,10 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_tensorflow(args.verbose)
+    from keras_vae.quiet import StderrFilter
+
     try:
-        return int(args.handler(args) or 0)
+        with StderrFilter() if args.verbose == 0 else contextlib.nullcontext():
+            return int(args.handler(args) or 0)
     except KerasVAEError as exc:
-        print(f"keras-vae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"keras-vae {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"keras-vae {args.command}: error: out of memory: ask for fewer images or a smaller batch",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system refusal (read-only, full disk, /proc) left unchecked upstream
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(f"keras-vae {args.command}: error: cannot write or read{where}: "
+              f"{one_line(exc.strerror or exc, 300)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("keras-vae: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 from keras_vae.data.config import DataConfig
 from keras_vae.errors import ConfigError, choices
+from keras_vae.validation import check_seed, short
 
 MODEL_KINDS = ("vae", "vaegan")
 ARCHITECTURES = ("mlp", "conv", "resnet")
@@ -21,18 +23,50 @@ LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 KL_KINDS = ("standard", "population")
 POPULATION_VARIANCES = ("means", "mixture", "covariance")
 ADVERSARIAL_LOSSES = ("bce", "hinge")
+LATENT_PROJECTIONS = ("pca", "tsne")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# element-wise Keras activations (keras.activations names; softmax-like and parametrised ones excluded)
+ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
+               "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu", "sigmoid",
+               "silu", "soft_shrink", "softplus", "softsign", "sparse_plus", "sparse_sigmoid", "squareplus",
+               "swish", "tanh", "tanh_shrink")
+# sanity bounds: larger values cannot fit in memory here and would fail deep inside TensorFlow
+MAX_WIDTH = 65536  # units, filters, latent size
+MAX_IMAGE_SIDE = 8192
+MAX_INT = 2 ** 63 - 1  # any integer option (int64)
+MAX_CONFIG_BYTES = 1 << 20
+MAX_LAYERS = 64  # entries of a layer list, identity blocks per stage
+MAX_SAMPLES_PER_EXAMPLE = 10_000  # L and the KL Monte Carlo draws: one [L, batch, latent] tensor each step
+MAX_IWAE_SAMPLES = 1_000_000  # K: 1e6 samples per example already takes hours on a CPU
+BN_MODES = ("batch", "reference")
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:
-    if value not in valid:
-        raise ConfigError(f"unknown {name} {value!r}: choose {choices(valid)}")
+    if not isinstance(value, str) or value not in valid:
+        raise ConfigError(f"unknown {name} {short(value)}: choose {choices(valid)}")
 
 
 def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {short(value)}")
+
+
+def _check_range(name: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
+    """ConfigError unless low <= value <= high (value < high with ``high_open``)."""
+    ok = low <= value < high if high_open else low <= value <= high
+    if not ok:
+        lo, hi = (f"{v:g}" if isinstance(v, float) else str(v) for v in (low, high))
+        raise ConfigError(f"{name} must be in [{lo}, {hi}{')' if high_open else ']'}, got {short(value)}")
+
+
+def _check_widths(name: str, values: tuple, allow_empty: bool = True) -> None:
+    """ConfigError unless every entry of a layer-size tuple is an integer in [1, MAX_WIDTH]."""
+    if not values and not allow_empty:
+        raise ConfigError(f"{name} must list at least one size, got ()")
+    for v in values:
+        if not 1 <= v <= MAX_WIDTH:
+            raise ConfigError(f"{name} {short(tuple(values))} must hold sizes in [1, {MAX_WIDTH}], got {short(v)}")
 
 
 def valid_stage_counts(size: int, max_stages: int = 8) -> list[int]:
@@ -44,15 +78,15 @@ def check_resnet_geometry(config: "ModelConfig") -> None:
     """Raise ConfigError unless the residual encoder/decoder and the PatchGAN fit ``image_shape``."""
     height, width, _ = (int(s) for s in config.image_shape)
     n = config.num_stages
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"num_stages must be an integer >= 1, got {n!r}")
+    if not isinstance(n, int) or not 1 <= n <= 16:
+        raise ConfigError(f"num_stages must be an integer >= 1 and <= 16, got {short(n)}")
     if len(config.filters) not in (1, n) or any(int(f) <= 0 for f in config.filters):
         raise ConfigError(
-            f"filters {tuple(config.filters)!r} must hold 1 value (used by every stage) or num_stages={n} "
+            f"filters {short(tuple(config.filters))} must hold 1 value (used by every stage) or num_stages={n} "
             "positive values (one per stage, from the input resolution down)"
         )
     for name in ("encoder_identity_blocks", "decoder_identity_blocks"):
-        _check_positive(name, getattr(config, name), allow_zero=True)
+        _check_range(name, getattr(config, name), 0, MAX_LAYERS)
     factor = 2 ** n
     for side_name, side in (("height", height), ("width", width)):
         if side % factor:
@@ -71,16 +105,16 @@ def check_resnet_geometry(config: "ModelConfig") -> None:
         raise ConfigError(f"disc_dropout must be in [0, 1), got {config.disc_dropout!r}")
     if not config.disc_filters or int(config.disc_filters[-1]) != 1:
         raise ConfigError(
-            f"disc_filters {tuple(config.disc_filters)!r} must end with 1 (one logit per patch)"
+            f"disc_filters {short(tuple(config.disc_filters))} must end with 1 (one logit per patch)"
         )
     reduction = 1
     for stride in config.disc_strides:
-        if int(stride) < 1:
-            raise ConfigError(f"disc_strides must be >= 1, got {tuple(config.disc_strides)!r}")
+        if not 1 <= int(stride) <= MAX_IMAGE_SIDE:
+            raise ConfigError(f"disc_strides must be in [1, {MAX_IMAGE_SIDE}], got {short(tuple(config.disc_strides))}")
         reduction *= int(stride)
     if min(height, width) < reduction:
         raise ConfigError(
-            f"disc_strides {tuple(config.disc_strides)!r} reduce the image by {reduction}, more than its "
+            f"disc_strides {short(tuple(config.disc_strides))} reduce the image by {reduction}, more than its "
             f"size {min(height, width)}: use fewer stride-2 layers"
         )
 
@@ -105,7 +139,14 @@ class ModelConfig:
     num_stages: int = 6  # downsamplings in the encoder (= upsamplings in the decoder)
     encoder_identity_blocks: int = 2
     decoder_identity_blocks: int = 1
-    input_layer_norm: bool = True
+    input_layer_norm: bool = True  # LayerNorm per channel over (height, width), as in the reference
+    conv_bias: bool = False  # biases on the convolutions that feed a BatchNorm (the reference has them)
+    # the decoder's last upsampling block ends in the image's channels (reference), else in filters[0]
+    decoder_last_block_to_image: bool = True
+    # batch: BatchNorm uses batch statistics in training (moving ones at inference), dropout fires;
+    # reference: what the reference code does under Keras 3 (networks called without training=):
+    # BatchNorm always on its (never updated) moving statistics, a learned affine map; no dropout
+    bn_mode: str = "batch"
     # PatchGAN discriminator
     disc_filters: tuple[int, ...] = (128, 128, 128, 64, 64, 1)
     disc_strides: tuple[int, ...] = (2, 2, 2, 1, 1, 1)
@@ -119,15 +160,28 @@ class ModelConfig:
         _check_choice("model kind", self.kind, MODEL_KINDS)
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_choice("bn_mode", self.bn_mode, BN_MODES)
         if len(self.image_shape) != 3 or any(int(s) <= 0 for s in self.image_shape):
             raise ConfigError(
-                f"image_shape must be (height, width, channels) with positive sizes, got {self.image_shape!r}"
+                f"image_shape must be (height, width, channels) with positive sizes, got {short(self.image_shape)}"
             )
         if self.image_shape[2] not in (1, 3):
             raise ConfigError(
                 f"image_shape has {self.image_shape[2]} channels: choose 1 (greyscale) or 3 (RGB)"
             )
-        _check_positive("latent_dim", self.latent_dim)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        if any(not 1 <= s <= MAX_IMAGE_SIDE for s in self.image_shape[:2]):
+            raise ConfigError(f"image_shape {short(self.image_shape)}: height and width must be in [1, {MAX_IMAGE_SIDE}]")
+        _check_range("latent_dim", self.latent_dim, 1, MAX_WIDTH)
+        for name in ("hidden_units", "conv_filters", "filters", "disc_filters"):
+            _check_widths(name, getattr(self, name))
+            if len(getattr(self, name)) > MAX_LAYERS:
+                raise ConfigError(f"{name} lists {len(getattr(self, name))} layers, more than {MAX_LAYERS}")
+        _check_range("fixed_log_variance", self.fixed_log_variance, -30.0, 30.0)
+        if not 1 <= self.num_stages <= 16:
+            raise ConfigError(f"num_stages must be an integer >= 1 and <= 16, got {short(self.num_stages)}")
+        if self.disc_kernel_size < 1 or self.disc_kernel_size > 64:
+            raise ConfigError(f"disc_kernel_size must be in [1, 64], got {short(self.disc_kernel_size)}")
         if self.kind == "vaegan" and self.architecture != "resnet":
             raise ConfigError("model kind 'vaegan' needs architecture 'resnet'")
         if self.kind == "vae" and self.architecture == "resnet":
@@ -183,10 +237,10 @@ class LossConfig:
         _check_choice("adversarial_loss", self.adversarial_loss, ADVERSARIAL_LOSSES)
         _check_positive("beta", self.beta, allow_zero=True)
         _check_positive("kl_warmup_steps", self.kl_warmup_steps, allow_zero=True)
-        _check_positive("num_samples", self.num_samples)
+        _check_range("num_samples", self.num_samples, 1, MAX_SAMPLES_PER_EXAMPLE)
         _check_positive("n_critic", self.n_critic)
         _check_positive("disc_start_step", self.disc_start_step, allow_zero=True)
-        _check_positive("kl_monte_carlo_samples", self.kl_monte_carlo_samples)
+        _check_range("kl_monte_carlo_samples", self.kl_monte_carlo_samples, 1, MAX_SAMPLES_PER_EXAMPLE)
         for name in ("kl_weight", "variance_weight", "reconstruction_weight", "adversarial_weight"):
             _check_positive(name, getattr(self, name), allow_zero=True)
 
@@ -207,15 +261,26 @@ class TrainConfig:
     precision: str = "float32"
     iwae_samples: int = 1000  # K for the final log-likelihood estimate
     iwae_examples: int = 500  # validation examples the estimate averages over
+    latent_projection: str = "pca"  # latent.png for latent > 2: "pca" or "tsne"
+    summary_every: int = 1  # TensorBoard images and code histograms every N epochs (0: never)
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("latent_projection", self.latent_projection, LATENT_PROJECTIONS)
+        if self.summary_every < 0:
+            raise ConfigError(f"train.summary_every must be >= 0 (0 turns image summaries off), "
+                              f"got {self.summary_every}")
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("learning_rate", self.learning_rate)
         _check_positive("disc_learning_rate", self.disc_learning_rate)
         _check_positive("iwae_samples", self.iwae_samples)
         _check_positive("iwae_examples", self.iwae_examples)
+        _check_range("beta_1", self.beta_1, 0.0, 1.0, high_open=True)
+        _check_range("disc_beta_1", self.disc_beta_1, 0.0, 1.0, high_open=True)
+        _check_range("batch_size", self.batch_size, 1, MAX_WIDTH)
+        _check_range("iwae_samples", self.iwae_samples, 1, MAX_IWAE_SAMPLES)
+        check_seed("seed", self.seed)
         if self.steps_per_epoch is not None:
             _check_positive("steps_per_epoch", self.steps_per_epoch)
 
@@ -260,25 +325,56 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
         if origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]
-            elem = args[0]
-            return tuple(elem(v) for v in value)
-        if hint is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(value)
+            return tuple(_scalar(args[0], v) for v in value)
+        return _scalar(hint, value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name}={short(value)} is not a valid {getattr(hint, '__name__', hint)}"
+                          f"{_TYPE_HINTS.get(hint, '')}") from None
+
+
+_TYPE_HINTS = {int: " (an integer)", float: " (a finite number)", bool: " (true or false)", str: " (a string)"}
+
+
+def _scalar(hint: type, value: Any) -> Any:
+    """One value as ``hint`` (bool, int, float or str); ValueError/TypeError when it is not one.
+
+    Booleans are never numbers (YAML's ``yes`` must not become 1), floats must be finite, integers
+    fit int64 and floats with a fraction are not integers."""
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        if hint is int:
-            if isinstance(value, float) and not value.is_integer():
+        if isinstance(value, str):
+            if value.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.strip().lower() in ("0", "false", "no", "off"):
+                return False
+        raise ValueError(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) and hint in (int, float):
+        raise TypeError(value)
+    if hint is int:
+        if isinstance(value, float):
+            if not value.is_integer():
                 raise ValueError(value)
-            return int(value)
-        if hint is float:
-            return float(value)
+            value = int(value)
+        elif isinstance(value, str):
+            value = int(value.strip())
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise ValueError(value)
+        return int(value)
+    if hint is float:
+        result = float(value)
+        if not math.isfinite(result):
+            raise ValueError(value)
+        return result
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(value)
         return value
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r} is not a valid {hint}") from None
+    return value
 
 
 def merge(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
@@ -290,14 +386,14 @@ def merge(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
         if key == "preset":
             continue
         if key not in _SECTIONS:
-            raise ConfigError(f"unknown configuration section {key!r}: choose {choices(sorted(_SECTIONS))}")
+            raise ConfigError(f"unknown configuration section {short(key)}: choose {choices(sorted(_SECTIONS))}")
         if not isinstance(values, Mapping):
-            raise ConfigError(f"configuration section {key!r} must be a mapping of options")
+            raise ConfigError(f"configuration section {short(key)} must be a mapping of options, got {short(values)}")
         cls = _SECTIONS[key]
         valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - valid)
+        unknown = sorted((k for k in values if k not in valid), key=str)
         if unknown:
-            raise ConfigError(f"unknown {key} option {unknown[0]!r}: choose {choices(sorted(valid))}")
+            raise ConfigError(f"unknown {key} option {short(unknown[0])}: choose {choices(sorted(valid))}")
         current = getattr(config, key)
         changes = {name: _coerce(cls, name, v) for name, v in values.items()}
         try:
@@ -305,17 +401,32 @@ def merge(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
         except ConfigError:
             raise
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid {key} configuration: {exc}") from None
+            raise ConfigError(f"invalid {key} configuration: {short(str(exc), 200)}") from None
     preset = overrides.get("preset", config.preset)
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"preset must be one preset name (a string), got {short(preset)}")
     return dataclasses.replace(config, preset=preset, **sections)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON configuration file into a nested dict."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"configuration file {str(path)!r} does not exist")
-    text = path.read_text()
+    try:
+        if not path.is_file():
+            raise ConfigError(f"configuration file {short(str(path))} is a folder: pass a YAML or JSON file"
+                              if path.is_dir() else
+                              f"configuration file {short(str(path))} is not a regular file: pass a YAML or JSON file"
+                              if path.exists() else f"configuration file {short(str(path))} does not exist")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"configuration file {short(str(path))} is {path.stat().st_size} bytes, more than "
+                              f"{MAX_CONFIG_BYTES}: is it really a configuration?")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {short(str(path))} is not UTF-8 text (byte {exc.start}): "
+                          "save it as UTF-8 YAML or JSON") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read configuration file {short(str(path))}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
         if path.suffix.lower() == ".json":
             values = json.loads(text)
@@ -324,11 +435,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             values = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
-        raise ConfigError(f"cannot parse configuration file {str(path)!r}: {exc}".splitlines()[0]) from None
+        raise ConfigError(f"cannot parse configuration file {short(str(path))}: "
+                          f"{short(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 300)}") from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"configuration file {str(path)!r} must hold a mapping of sections")
+        raise ConfigError(f"configuration file {short(str(path))} must hold a mapping of sections, got "
+                          f"{short(values)}")
     return values
 
 
@@ -337,7 +450,7 @@ def section_from_dict(cls: type, values: Mapping[str, Any]):
     if isinstance(values, cls):
         return values
     valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - valid)
+    unknown = sorted((k for k in values if k not in valid), key=str)
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} option {unknown[0]!r}: choose {choices(sorted(valid))}")
+        raise ConfigError(f"unknown {cls.__name__} option {short(unknown[0])}: choose {choices(sorted(valid))}")
     return cls(**{name: _coerce(cls, name, v) for name, v in values.items()})

@@ -72,13 +72,16 @@ def reconstruction_error(model, images: np.ndarray, batch_size: int = 256) -> fl
 
 
 def likelihood_evaluation(model, images: np.ndarray, num_samples: int = 1000, batch_size: int = 100,
-                          seed: int = 0) -> dict[str, Any]:
-    """ELBO (single-sample average) and IWAE estimate of log p(x) in nats per example, for a VAE."""
+                          seed: int = 0, progress=None) -> dict[str, Any]:
+    """ELBO (single-sample average) and IWAE estimate of log p(x) in nats per example, for a VAE.
+    ``progress(n)``, if given, is called with the number of examples done after each batch."""
     elbos, lls = [], []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
         elbos.append(model.elbo(x, num_samples=1, seed=seed + start))
         lls.append(model.log_likelihood(x, num_samples=num_samples, seed=seed + start))
+        if progress is not None:
+            progress(len(x))
     elbo, ll = np.concatenate(elbos), np.concatenate(lls)
     return {
         "examples": int(len(images)),

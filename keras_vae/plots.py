@@ -64,10 +64,13 @@ def _unit(model, images) -> np.ndarray:
 
 
 def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, temperature: float = 1.0) -> Path:
-    """A grid of n images decoded from z ~ N(0, temperature^2 I)."""
+    """A grid of n images decoded from the model's latent sampler (N(0, I) unless one was fitted)."""
     images = _unit(model, model.sample(n, seed=seed, temperature=temperature))
     cols = int(np.ceil(np.sqrt(n)))
-    title = f"samples from the prior (n={n}, seed={seed}, temperature={temperature:g})"
+    sampler = model.get_latent_sampler()
+    what = {"prior": "the prior N(0, I)", "gaussian": "a Gaussian fitted to the codes"}.get(
+        sampler.kind, f"a {sampler.num_components}-component mixture fitted to the codes")
+    title = f"samples from {what} (n={n}, seed={seed}, temperature={temperature:g})"
     return _save(_grid_figure(image_grid(images, cols), title), path)
 
 
@@ -80,23 +83,45 @@ def plot_reconstructions(model, images: np.ndarray, path: str | Path, n: int = 1
                               ["input", "recon."], rows=2), path)
 
 
-def project_2d(codes: np.ndarray) -> tuple[np.ndarray, str]:
-    """Codes [N, D] -> [N, 2]: the codes themselves when D <= 2, else their first two principal components."""
+PROJECTIONS = ("pca", "tsne")
+
+
+def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, str, tuple[str, str]]:
+    """Codes [N, D] -> (points [N, 2], title, (x label, y label)).
+
+    D <= 2: the codes themselves (z_1, z_2). Otherwise ``"pca"``: the first two principal components
+    (axes labelled with the share of the codes' variance each explains); ``"tsne"``: scikit-learn's
+    t-SNE (perplexity min(30, (N - 1) / 3), PCA initialisation, seeded), whose axes have no units.
+    """
+    if method not in PROJECTIONS:
+        from keras_vae.errors import ConfigError
+
+        raise ConfigError(f"unknown latent projection {method!r}: choose 'pca' or 'tsne'")
+    codes = np.asarray(codes, np.float64)
     if codes.shape[1] == 1:
-        return np.concatenate([codes, np.zeros_like(codes)], axis=1), "z"
+        return np.concatenate([codes, np.zeros_like(codes)], axis=1), "z", ("z_1", "(none)")
     if codes.shape[1] == 2:
-        return codes, "z"
+        return codes, "z", ("z_1", "z_2")
     centred = codes - codes.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T, "PCA of posterior means"
+    if method == "tsne" and len(codes) > 4:
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30.0, (len(codes) - 1) / 3.0))
+        points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(centred)
+        return points, "t-SNE of posterior means", ("t-SNE 1", "t-SNE 2")
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    share = singular**2 / max(float(np.sum(singular**2)), 1e-30)
+    labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
+    return centred @ vt[:2].T, "PCA of posterior means", labels
 
 
-def plot_latent(model, images: np.ndarray, labels: np.ndarray | None, path: str | Path) -> Path:
-    """Posterior means of validation images in 2-D, coloured by label when labels exist."""
+def plot_latent(model, images: np.ndarray, labels: np.ndarray | None, path: str | Path,
+                projection: str = "pca", seed: int = 0) -> Path:
+    """Posterior means of validation images in 2-D (``project_2d``), coloured by label when labels exist."""
     from keras_vae.metrics import encode_all
 
     means, _ = encode_all(model, images)
-    points, how = project_2d(means)
+    points, how, (xlabel, ylabel) = project_2d(means, projection, seed)
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
     if labels is not None:
@@ -105,8 +130,8 @@ def plot_latent(model, images: np.ndarray, labels: np.ndarray | None, path: str 
     else:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
     ax.set_title(f"validation codes ({how}, latent dim {means.shape[1]}, n={len(means)})", fontsize=9)
-    ax.set_xlabel("component 1")
-    ax.set_ylabel("component 2")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     return _save(fig, path)
 
 
@@ -127,7 +152,8 @@ def plot_interpolations(model, images: np.ndarray, path: str | Path, pairs: int 
 
 def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
                     values: np.ndarray | None = None) -> Path:
-    """z + e_k * eps for the ``dims`` latent axes with the largest KL, eps on a grid; one row per axis."""
+    """z + e_k * eps * s_k for the ``dims`` latent axes with the largest KL, eps on a grid, s_k the
+    latent sampler's standard deviation along axis k (1 for the prior); one row per axis."""
     from keras_vae.metrics import encode_all
 
     values = np.linspace(-3.0, 3.0, 9, dtype=np.float32) if values is None else np.asarray(values, np.float32)
@@ -136,11 +162,13 @@ def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
     order = np.argsort(-kl)[: min(dims, means.shape[1])]
     base = means[0]
     z = np.repeat(base[None, None], len(order), 0).repeat(len(values), 1)  # [dims, steps, D]
+    spread = np.sqrt(np.einsum("k,kii->i", model.get_latent_sampler().weights,
+                               model.get_latent_sampler().covariances))  # per-axis std within components
     for row, k in enumerate(order):
-        z[row, :, k] += values
+        z[row, :, k] += values * spread[k]
     decoded = _unit(model, model.decode(z.reshape(-1, means.shape[1]).astype(np.float32)))
     grid = image_grid(decoded, cols=len(values))
     labels = [f"z{k}" for k in order]
-    title = f"latent traversals z + e_k * eps, eps = {values[0]:g}..{values[-1]:g} (axes by KL)"
+    title = f"latent traversals z + e_k * eps * s_k, eps = {values[0]:g}..{values[-1]:g} (axes by KL)"
     return _save(_grid_figure(grid, title, labels, rows=len(order)), path)
 

@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 from keras_vae.config import RunConfig, merge
 from keras_vae.errors import ConfigError, choices
+from keras_vae.validation import short
 
 # Each preset is a nested dict of overrides on RunConfig's defaults.
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -92,8 +93,8 @@ def preset_names() -> list[str]:
 
 def get_preset(name: str) -> RunConfig:
     """The validated RunConfig of preset ``name``."""
-    if name not in _PRESETS:
-        raise ConfigError(f"unknown preset {name!r}: choose {choices(preset_names())}")
+    if not isinstance(name, str) or name not in _PRESETS:
+        raise ConfigError(f"unknown preset {short(name)}: choose {choices(preset_names())} (one name, a string)")
     return merge(RunConfig(preset=name), {**_PRESETS[name], "preset": name})
 
 

@@ -117,7 +117,37 @@ def load_model(path: str | Path):
     return model
 
 
-def load_run(run_dir: str | Path):
-    """(RunConfig, model) of a finished run folder."""
+def load_run(run_dir: str | Path, sampler: str | None = None):
+    """(RunConfig, model) of a finished run folder; the model samples from the run's latent sampler
+    (``sampler.json``, or ``sampler`` = 'prior' | 'gaussian' | 'gmm'; see keras_vae.posterior_sampling)."""
+    from keras_vae.posterior_sampling import load_sampler
+
     config = load_run_config(run_dir)
-    return config, load_model(Path(run_dir) / MODEL_FILE)
+    model = load_model(Path(run_dir) / MODEL_FILE)
+    model.latent_sampler = load_sampler(run_dir, model.latent_dim, sampler)
+    return config, model
+
+
+LATEST_LINK = "latest"
+
+
+def update_latest_link(run_dir: str | Path) -> Path | None:
+    """Point ``<parent>/latest`` at ``run_dir`` when its parent folder is named ``runs`` (atomically, a
+    relative symlink); returns the link, or None when nothing was linked (other parents, a real
+    folder named ``latest``, or a file system without symlinks)."""
+    run_dir = Path(run_dir)
+    parent = run_dir.parent
+    if parent.name != "runs" or run_dir.name == LATEST_LINK:
+        return None
+    link = parent / LATEST_LINK
+    if link.exists() and not link.is_symlink():
+        return None
+    tmp = parent / f".{LATEST_LINK}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return None
+    return link

@@ -63,7 +63,7 @@ CLASSIC = [
            "tightens as K grows, and K = 1 is the ELBO."),
     ("code", "images, labels = data.validation_arrays()\nx = images[:200]\n"
              "for k in ((1, 10) if TINY else (1, 10, 100, 1000)):\n"
-             "    print(f'K = {k:5d}: log p(x) >= {vae.log_likelihood(x, num_samples=k).mean():8.2f} nats')"),
+             "    print(f'K = {k:5d}: log p(x) >= {np.mean(vae.log_likelihood(x, num_samples=k)):8.2f} nats')"),
     ("md", "## Using the model"),
     ("code", "fig, axes = plt.subplots(1, 3, figsize=(12, 4))\n"
              "show(vae.sample(36, seed=1), 6, 'samples from the prior', axes[0])\n"

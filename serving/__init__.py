@@ -6,6 +6,7 @@ from __future__ import annotations
 
 _LAZY = {
     "OnnxDecoder": "serving.onnx_decoder",
+    "OnnxEncoder": "serving.onnx_encoder",
     "sample_grid": "serving.onnx_decoder",
     "TFServingClient": "serving.client",
     "TFServingGrpcClient": "serving.client",

@@ -13,6 +13,10 @@ the documented request/response formats (https://www.tensorflow.org/tfx/serving/
   dict (per row, or per name), as TF Serving does.
 - errors: ``{"error": "..."}`` with 404 (unknown model, version or URL), 400 (bad JSON, unknown
   signature, missing/extra inputs, wrong shapes) and 405, with messages shaped like TF Serving's.
+- limits: a body over ``max_request_bytes`` is answered 413 before it is read; a batch over
+  ``max_batch`` (default ``export.contract.MAX_BATCH``, the exported decoder's max_batch) is 400
+  before it is converted; NaN/Infinity (not JSON) and non-finite float inputs are 400. gRPC has the
+  same batch and finiteness checks and refuses messages over ``max_request_bytes``.
 
 ``GrpcContractServer`` does the same for ``PredictionService.Predict`` and ``GetModelMetadata``.
 
@@ -36,6 +40,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+
+from export.contract import MAX_BATCH
+
+# 64 MiB: a batch of MAX_BATCH 64x64x3 images as JSON floats fits; the 4.4 MB request of 200k
+# latents that pushed the unbounded server past 20 GB is refused by the batch limit instead
+MAX_REQUEST_BYTES = 64 << 20
 
 __all__ = ["ModelRepository", "ContractServer", "GrpcContractServer", "ContractError"]
 
@@ -73,7 +83,7 @@ class _Version:
         self.signature_defs = {k: v for k, v in meta.signature_def.items() if not k.startswith("__")}
         self.functions = dict(self.loaded.signatures)
 
-    def run(self, signature: str, inputs: dict) -> dict:
+    def run(self, signature: str, inputs: dict, max_batch: int | None = None) -> dict:
         import tensorflow as tf
 
         if signature not in self.functions:
@@ -89,15 +99,20 @@ class _Version:
         tensors = {}
         for name, value in inputs.items():
             spec = specs[name]
+            _check_batch(name, value, max_batch)  # before conversion: a huge list must not be materialised
             try:
-                arr = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
-            except (ValueError, TypeError) as e:
-                raise _invalid(f"input '{name}' could not be converted to {spec.dtype.name}: {e}")
+                with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf, refused below
+                    arr = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
+            except (ValueError, TypeError, OverflowError, RecursionError) as e:
+                raise _invalid(f"input '{name}' could not be converted to {spec.dtype.name}: "
+                               f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                raise _invalid(f"input '{name}' contains NaN or Infinity; send finite numbers")
             if not spec.shape.is_compatible_with(arr.shape):
                 raise _invalid(f"input '{name}' has shape {list(arr.shape)}, signature "
                                f"{signature} expects {spec.shape.as_list()}")
             tensors[name] = tf.constant(arr)
-        batches = {t.shape[0] for t in tensors.values()}
+        batches = {t.shape[0] for t in tensors.values() if t.shape.rank}  # scalars (sample's n, seed) have none
         if len(batches) > 1:
             raise _invalid(f"inputs have different batch sizes {sorted(batches)}")
         try:
@@ -105,6 +120,21 @@ class _Version:
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
             raise _invalid(str(e).splitlines()[0])
         return {k: v.numpy() for k, v in out.items()}
+
+
+def _check_batch(name: str, value, max_batch: int | None) -> None:
+    """400 when the input's leading dimension (its batch) exceeds ``max_batch``."""
+    if max_batch is None:
+        return
+    batch = value.shape[0] if isinstance(value, np.ndarray) and value.ndim else \
+        len(value) if isinstance(value, list) else None
+    if batch is not None and batch > max_batch:
+        raise _invalid(f"input '{name}' has batch size {batch}, more than this server's max_batch "
+                       f"{max_batch}: split the request")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON (use finite numbers)")
 
 
 class ModelRepository:
@@ -178,7 +208,7 @@ def _rows_to_columns(instances, input_names):
     return {input_names[0]: instances}
 
 
-def _predict_json(repo: ModelRepository, name, version, body: dict) -> dict:
+def _predict_json(repo: ModelRepository, name, version, body: dict, max_batch: int | None = None) -> dict:
     if not isinstance(body, dict):
         raise _invalid("JSON request body must be an object")
     has_rows, has_cols = "instances" in body, "inputs" in body
@@ -200,7 +230,7 @@ def _predict_json(repo: ModelRepository, name, version, body: dict) -> dict:
             inputs = {input_names[0]: cols}
         else:
             raise _invalid("unnamed 'inputs' need a single-input signature")
-    out = loaded.run(signature, inputs)
+    out = loaded.run(signature, inputs, max_batch=max_batch)
     lists = {k: v.tolist() for k, v in out.items()}
     if has_rows:
         if len(lists) == 1:
@@ -224,6 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -232,7 +264,15 @@ class _Handler(BaseHTTPRequestHandler):
         with owner._lock:
             owner.requests.append((method, self.path))
             over = owner.max_requests is not None and len(owner.requests) > owner.max_requests
-        length = int(self.headers.get("Content-Length") or 0)
+        header = (self.headers.get("Content-Length") or "0").strip()
+        if not header.isdigit():
+            self.close_connection = True  # the body's end is unknown: answer and hang up
+            return self._reply(400, {"error": f"Content-Length {header[:40]!r} is not a byte count"})
+        length = int(header)
+        if length > owner.max_request_bytes:
+            self.close_connection = True  # the body is not read
+            return self._reply(413, {"error": f"request body of {length} bytes exceeds this server's limit of "
+                                              f"{owner.max_request_bytes} bytes: send smaller batches"})
         raw = self.rfile.read(length) if length else b""
         if over:
             return self._reply(503, {"error": f"contract server request limit "
@@ -251,10 +291,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if owner.delay_s:
                     time.sleep(owner.delay_s)
                 try:
-                    body = json.loads(raw or b"null")
-                except ValueError as e:
-                    raise _invalid(f"JSON Parse error: {e}")
-                return self._reply(200, _predict_json(owner.repo, name, version, body))
+                    body = json.loads(raw or b"null", parse_constant=_reject_constant)
+                except (ValueError, RecursionError) as e:
+                    raise _invalid(f"JSON Parse error: {str(e)[:200]}")
+                return self._reply(200, _predict_json(owner.repo, name, version, body, owner.max_batch))
             if method != "GET":
                 raise ContractError(405, f"Method {method} not allowed for {self.path}", "")
             if rest == "/metadata":
@@ -293,14 +333,18 @@ class ContractServer:
     ``models``: ``{name: base_path}`` or a ``ModelRepository``. ``port=0`` picks a free port (see
     ``url``). ``delay_s`` sleeps before each predict (to test client timeouts); ``max_requests``
     answers 503 after that many requests. ``requests`` lists ``(method, path)`` of every request.
+    ``max_request_bytes`` (413 above it) and ``max_batch`` (400 above it) bound one request.
     Use as a context manager, or ``start()``/``stop()``.
     """
 
     def __init__(self, models, host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0,
-                 max_requests: int | None = None):
+                 max_requests: int | None = None, max_batch: int = MAX_BATCH,
+                 max_request_bytes: int = MAX_REQUEST_BYTES):
+        _check_limits(max_batch, max_request_bytes)
         self.repo = models if isinstance(models, ModelRepository) else ModelRepository(models)
         self.delay_s = delay_s
         self.max_requests = max_requests
+        self.max_batch, self.max_request_bytes = int(max_batch), int(max_request_bytes)
         self.requests: list = []
         self._lock = threading.Lock()
         self._httpd = _HTTPServer((host, port), _Handler)
@@ -332,6 +376,12 @@ class ContractServer:
         self.stop()
 
 
+def _check_limits(max_batch, max_request_bytes) -> None:
+    for label, value in (("max_batch", max_batch), ("max_request_bytes", max_request_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+
+
 # --------------------------------------------------------------------------------------------- gRPC
 class GrpcContractServer:
     """TF Serving's ``PredictionService`` (Predict, GetModelMetadata) over the same repository.
@@ -340,7 +390,7 @@ class GrpcContractServer:
     """
 
     def __init__(self, models, host: str = "127.0.0.1", port: int = 0, max_workers: int = 4,
-                 delay_s: float = 0.0):
+                 delay_s: float = 0.0, max_batch: int = MAX_BATCH, max_request_bytes: int = MAX_REQUEST_BYTES):
         from concurrent import futures
 
         import grpc
@@ -348,8 +398,10 @@ class GrpcContractServer:
         from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
                                              prediction_service_pb2_grpc)
 
+        _check_limits(max_batch, max_request_bytes)
         self.repo = models if isinstance(models, ModelRepository) else ModelRepository(models)
         self.delay_s = delay_s
+        self.max_batch, self.max_request_bytes = int(max_batch), int(max_request_bytes)
         self.calls: list = []
         repo, owner = self.repo, self
 
@@ -368,8 +420,15 @@ class GrpcContractServer:
                 signature = request.model_spec.signature_name or "serving_default"
                 try:
                     v, loaded = repo.get(name, version)
-                    inputs = {k: tf.make_ndarray(t) for k, t in request.inputs.items()}
-                    out = loaded.run(signature, inputs)
+                    for k, t in request.inputs.items():  # the batch before the tensor is materialised
+                        if t.tensor_shape.dim and t.tensor_shape.dim[0].size > owner.max_batch:
+                            raise _invalid(f"input '{k}' has batch size {t.tensor_shape.dim[0].size}, more than "
+                                           f"this server's max_batch {owner.max_batch}: split the request")
+                    try:
+                        inputs = {k: tf.make_ndarray(t) for k, t in request.inputs.items()}
+                    except (ValueError, TypeError) as e:
+                        raise _invalid(f"malformed TensorProto: {str(e)[:200]}")
+                    out = loaded.run(signature, inputs, max_batch=owner.max_batch)
                 except ContractError as e:
                     abort(context, e)
                 resp = predict_pb2.PredictResponse()
@@ -399,7 +458,8 @@ class GrpcContractServer:
                 resp.metadata["signature_def"].Pack(sig_map)
                 return resp
 
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                                   options=[("grpc.max_receive_message_length", self.max_request_bytes)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         self.host = host
@@ -426,18 +486,24 @@ def main(argv=None):
     """``python -m serving.contract_server BASE_PATH [--name NAME] [--port 8501] [--grpc-port 8500]``."""
     import argparse
 
+    from keras_vae.validation import port_type
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("base_path", help="EXPORT_DIR/savedmodel/<name> (holds version directories)")
     p.add_argument("--name", help="model name (default: the base path's folder name)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--grpc-port", type=int, default=None)
+    p.add_argument("--port", type=port_type, default=8501)
+    p.add_argument("--grpc-port", type=port_type, default=None)
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH, help="largest batch one request may carry")
+    p.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES, help="largest request body")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     name = args.name or Path(args.base_path).resolve().name
     repo = ModelRepository({name: args.base_path})
-    rest = ContractServer(repo, args.host, args.port).start()
-    grpc_server = GrpcContractServer(repo, args.host, args.grpc_port).start() \
+    rest = ContractServer(repo, args.host, args.port, max_batch=args.max_batch,
+                          max_request_bytes=args.max_request_bytes).start()
+    grpc_server = GrpcContractServer(repo, args.host, args.grpc_port, max_batch=args.max_batch,
+                                     max_request_bytes=args.max_request_bytes).start() \
         if args.grpc_port is not None else None
     print(f"contract server (not TF Serving) for model {name!r}: REST {rest.url}"
           + (f", gRPC {grpc_server.target}" if grpc_server else ""), flush=True)

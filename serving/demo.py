@@ -1,7 +1,9 @@
 """A tiny static HTTP server for the latent explorer page (``serving/web``) and one decoder.onnx.
 
-Serves exactly: the page (``/``, ``/index.html``, ``/explorer.js``), the export's ``/decoder.onnx``
-(and ``/export.json``), and onnxruntime-web's dist files under ``/node_modules/onnxruntime-web/dist/``
+Serves exactly: the page (``/``, ``/index.html``, ``/explorer.js``, ``/noise.js`` -- the portable noise,
+whose one source is ``serving/node/noise.js``), the export's ``/decoder.onnx``, ``/sampler.onnx`` and
+``/sampler.json`` (when present; the page then samples the prior) and ``/export.json``, and onnxruntime-web's
+dist files under ``/node_modules/onnxruntime-web/dist/``
 with correct MIME types (``.mjs`` text/javascript, ``.wasm`` application/wasm). Standard library only;
 used by ``keras-vae serve-demo`` and by the browser tests.
 """
@@ -16,10 +18,12 @@ from urllib.parse import unquote, urlsplit
 
 from export import contract
 from keras_vae.errors import ArtifactError
+from keras_vae.validation import PORT_MAX, check_host, listen_error
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
+NOISE_JS = Path(__file__).resolve().parent / "node" / "noise.js"  # shared with the Node package
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
 ORT_ENTRY = "ort.wasm.bundle.min.mjs"
 PAGE_FILES = ("index.html", "explorer.js", "screenshot.png")
@@ -45,7 +49,9 @@ def check_web_assets(web_root=WEB_DIR) -> Path:
 def _routes(export_dir: Path, web_root: Path) -> dict[str, Path]:
     routes = {"/": web_root / "index.html"}
     routes.update({f"/{name}": web_root / name for name in PAGE_FILES})
-    routes["/" + contract.DECODER_ONNX] = export_dir / contract.DECODER_ONNX
+    routes["/noise.js"] = NOISE_JS
+    for name in (contract.DECODER_ONNX, contract.SAMPLER_ONNX, contract.SAMPLER_JSON):
+        routes["/" + name] = export_dir / name
     routes["/" + contract.EXPORT_JSON] = export_dir / contract.EXPORT_JSON
     return routes
 
@@ -97,7 +103,13 @@ def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=
         def log_message(self, fmt, *args) -> None:
             log.info("%s %s", self.address_string(), fmt % args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    check_host(host)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= PORT_MAX:
+        raise ArtifactError(f"port must be an integer in [0, {PORT_MAX}] (0 picks a free port), got {port!r}")
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:  # in use, no permission, not an address of this machine
+        raise listen_error(host, port, exc) from None
     server.daemon_threads = True
     return server
 

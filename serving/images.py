@@ -14,6 +14,10 @@ import numpy as np
 
 from keras_vae.errors import ArtifactError, DataError
 
+MAX_GRID_BYTES = 1 << 30  # one grid image (uint8) at most 1 GiB
+# by the file name's extension (case-insensitive): Pillow format and mode conversions
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
 
 def to_uint8(images) -> np.ndarray:
     """float images in [0, 1] -> uint8 via floor(clip(x, 0, 1) * 255 + 0.5); uint8 passes through."""
@@ -39,8 +43,14 @@ def make_grid(images, cols: int | None = None, pad: int = 0, pad_value: int = 0)
     cols = int(cols) if cols else math.ceil(math.sqrt(n))
     if cols < 1:
         raise DataError(f"cols must be >= 1, got {cols}")
+    if not 0 <= int(pad) <= max(h, w):
+        raise DataError(f"pad must be in [0, {max(h, w)}] pixels, got {pad}")
     cols = min(cols, n)
     rows = math.ceil(n / cols)
+    grid_bytes = (rows * h + (rows - 1) * pad) * (cols * w + (cols - 1) * pad) * c
+    if grid_bytes > MAX_GRID_BYTES:
+        raise DataError(f"a grid of {n} images of {h}x{w}x{c} needs {grid_bytes / 1e6:.0f} MB, more than "
+                        f"{MAX_GRID_BYTES / 1e6:.0f} MB: write fewer images")
     tiles = to_uint8(images)
     grid = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), pad_value, np.uint8)
     for i in range(n):
@@ -50,21 +60,44 @@ def make_grid(images, cols: int | None = None, pad: int = 0, pad_value: int = 0)
     return grid
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_grid(images, path, cols: int | None = None, pad: int = 0) -> Path:
-    """Write NHWC images as one PNG grid at ``path`` atomically (temp file, then os.replace)."""
+    """Write NHWC images as one grid image at ``path`` atomically (temp file, then os.replace).
+
+    The format follows the extension: ``.png`` (lossless) or ``.jpg``/``.jpeg`` (JPEG, quality 95, 4:4:4,
+    alpha dropped); the file gets the usual mode (0o666 less the umask), not mkstemp's 0600.
+    """
     from PIL import Image
 
-    grid = make_grid(images, cols=cols, pad=pad)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[grid.shape[-1]]
-    array = grid[..., 0] if mode == "L" else grid
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"cannot write {path}: it is a folder, pass a file name such as {path / 'grid.png'}")
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ArtifactError(f"cannot write {path}: unknown image type {path.suffix or '(no extension)'!r}, "
+                            f"use a name ending in {', '.join(sorted(IMAGE_FORMATS))}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ArtifactError(f"cannot write {path}: folder {parent} does not exist")
+    grid = make_grid(images, cols=cols, pad=pad)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[grid.shape[-1]]
+    image = Image.fromarray(np.ascontiguousarray(grid[..., 0] if mode == "L" else grid))
+    options = {}
+    if fmt == "JPEG":
+        options = {"quality": 95, "subsampling": 0}  # 4:4:4: tiles have sharp colour edges
+        if image.mode == "RGBA":
+            image = image.convert("RGB")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(array)).save(fh, format="PNG")
+            image.save(fh, format=fmt, **options)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -7,6 +7,12 @@ Execution providers: by default ``CUDAExecutionProvider`` (then CPU as fallback)
 ``onnxruntime.get_available_providers()`` lists it -- i.e. when ``onnxruntime-gpu`` is installed --
 else ``CPUExecutionProvider``. Pass ``providers=[...]`` to choose explicitly.
 
+Sampling: ``sample``/``sample_latents`` draw from the exported latent sampler, ``sampler.onnx`` beside
+the decoder (``export/contract.py``: eps [N, d], u [N] -> z [N, d]), fed with the portable noise of
+``keras_vae.noise`` -- so a seed gives the latents that the run folder (``LatentSampler.sample``), the
+SavedModel ``sample`` signature, the Node package and the browser explorer give. An export without
+sampler.onnx (made before samplers existed) samples the prior N(0, I) with the same noise.
+
 Threads: one ``OnnxDecoder`` holds one ``onnxruntime.InferenceSession``; onnxruntime documents
 ``InferenceSession.run`` as safe to call concurrently, and ``OnnxDecoder`` keeps no other mutable
 state, so one instance may be shared by any number of threads (e.g. a web server's workers). Each
@@ -23,10 +29,13 @@ import numpy as np
 
 from export import contract
 from keras_vae.errors import ArtifactError, DataError
+from keras_vae.noise import NOISE_ALGORITHM, SEED_LIMIT, check_seed, portable_noise
 from keras_vae.runs import file_sha256
+from keras_vae.validation import short
 from serving.images import save_grid, to_uint8
 
 log = logging.getLogger(__name__)
+MAX_OUTPUT_BYTES = 1 << 30  # sample()/interpolate(): at most 1 GiB of float32 images per call
 
 OUTPUTS = ("float", "uint8")
 REQUIRED_METADATA = (contract.META_LATENT_DIM, contract.META_IMAGE_SHAPE, contract.META_VALUE_RANGE)
@@ -51,10 +60,18 @@ def resolve_decoder_path(path) -> Path:
     return path
 
 
-def verify_export_json(path: Path) -> bool:
-    """Check ``path`` against the sha256/bytes in the export.json beside it; False when there is none."""
+def verify_export_json(path: Path, required: bool = False) -> bool:
+    """Check ``path`` against the sha256/bytes in the export.json beside it.
+
+    Without an export.json: ArtifactError when ``required`` (a deleted manifest must not switch the
+    check off silently), else False."""
     manifest_path = path.parent / contract.EXPORT_JSON
     if not manifest_path.is_file():
+        if required:
+            raise ArtifactError(
+                f"{path} has no {contract.EXPORT_JSON} beside it, so its SHA-256 cannot be checked: keep the "
+                f"export folder together (re-export if it was lost), or pass verify=False (sample and "
+                f"serve-demo: --no-verify) to load an unverified decoder")
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -72,6 +89,14 @@ def verify_export_json(path: Path) -> bool:
     return True
 
 
+def _asarray(value, name: str) -> np.ndarray:
+    """np.asarray with ragged or unconvertible input as a DataError (NumPy raises ValueError/TypeError)."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"{name} is not a rectangular array of numbers ({short(str(exc), 120)})") from None
+
+
 def _is_dynamic(dim) -> bool:
     return dim is None or isinstance(dim, str)
 
@@ -81,17 +106,20 @@ class OnnxDecoder:
 
     ``OnnxDecoder(path)`` accepts the .onnx file or its export folder. ``max_batch`` bounds one
     ``decode`` call (``sample`` splits larger requests). ``verify=True`` checks the file's SHA-256
-    against export.json when that file sits beside it. Thread-safe (one shared session).
+    against the export.json beside it and refuses a decoder without one; ``verify=False`` skips the
+    check. ``sampler`` is the sampler.onnx to draw from (default: the one beside the decoder, if any;
+    ``False``: always the prior N(0, I)). Thread-safe (shared sessions, no other mutable state).
     """
 
-    def __init__(self, path, providers=None, max_batch: int = 1024, verify: bool = True):
+    def __init__(self, path, providers=None, max_batch: int = contract.MAX_BATCH, verify: bool = True,
+                 sampler=None):
         import onnxruntime as ort
 
-        if int(max_batch) < 1:
-            raise DataError(f"max_batch must be >= 1, got {max_batch}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise DataError(f"max_batch must be >= 1 (an integer), got {max_batch!r}")
         self.max_batch = int(max_batch)
         self.path = resolve_decoder_path(path)
-        self.verified = verify_export_json(self.path) if verify else False
+        self.verified = verify_export_json(self.path, required=True) if verify else False
         providers = list(providers) if providers else default_providers()
         try:
             self._session = ort.InferenceSession(str(self.path), providers=providers)
@@ -104,6 +132,11 @@ class OnnxDecoder:
             raise ArtifactError(f"{self.path} has unreadable metadata_props (not UTF-8): the file is corrupt") from exc
         self._latent_dim, self._image_shape, self._value_range = self._read_metadata()
         self._check_graph()
+        self._sampler, self.sampler_path, self.sampler_kind = None, None, "prior"
+        if sampler is not False:
+            path = Path(sampler) if sampler is not None else self.path.parent / contract.SAMPLER_ONNX
+            if sampler is not None or path.is_file():
+                self._load_sampler(path, providers, verify)
 
     # -- loading -------------------------------------------------------------------------------
     def _read_metadata(self):
@@ -145,6 +178,39 @@ class OnnxDecoder:
                 raise ArtifactError(f"{self.path}: graph declares {node.name!r} with shape {shape}, but the "
                                     f"metadata says [N, {', '.join(map(str, want))}] with a dynamic batch N")
 
+    def _load_sampler(self, path: Path, providers, verify: bool) -> None:
+        """Open sampler.onnx and check it against this decoder (role, noise algorithm, latent size)."""
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise ArtifactError(f"sampler file not found: {path} (pass the export's {contract.SAMPLER_ONNX}, "
+                                f"or sampler=False for the prior)")
+        if verify:
+            verify_export_json(path)
+        try:
+            session = ort.InferenceSession(str(path), providers=providers)
+            meta = dict(session.get_modelmeta().custom_metadata_map)
+        except Exception as exc:  # onnxruntime's own error types; bad metadata bytes
+            raise ArtifactError(f"onnxruntime cannot load {path}: {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+        if meta.get(contract.META_ROLE) != "sampler":
+            raise ArtifactError(f"{path} is not a keras-vae sampler ({contract.META_ROLE} is "
+                                f"{meta.get(contract.META_ROLE)!r}); re-export the model")
+        if meta.get(contract.META_NOISE) != NOISE_ALGORITHM:
+            raise ArtifactError(f"{path} expects noise {meta.get(contract.META_NOISE)!r}, this keras-vae draws "
+                                f"{NOISE_ALGORITHM!r}: use the keras-vae version that exported it, or re-export")
+        names_in = sorted(i.name for i in session.get_inputs())
+        names_out = [o.name for o in session.get_outputs()]
+        want_in = sorted([contract.SAMPLER_EPS_INPUT, contract.SAMPLER_U_INPUT])
+        if names_in != want_in or names_out != [contract.LATENT_OUTPUT]:
+            raise ArtifactError(f"{path} must map inputs {want_in} to output [{contract.LATENT_OUTPUT!r}]; "
+                                f"it has {names_in} -> {names_out}")
+        if meta.get(contract.META_LATENT_DIM) != str(self._latent_dim):
+            raise ArtifactError(f"{path} draws latents of size {meta.get(contract.META_LATENT_DIM)} but "
+                                f"{self.path.name} decodes size {self._latent_dim}: they come from different exports")
+        self._sampler, self.sampler_path = session, path
+        self.sampler_kind = meta.get(contract.META_SAMPLER_KIND, "unknown")
+
     # -- properties ----------------------------------------------------------------------------
     @property
     def latent_dim(self) -> int:
@@ -163,12 +229,12 @@ class OnnxDecoder:
 
     def __repr__(self) -> str:
         return (f"OnnxDecoder({str(self.path)!r}, latent_dim={self.latent_dim}, "
-                f"image_shape={self.image_shape}, providers={self.providers})")
+                f"image_shape={self.image_shape}, sampler={self.sampler_kind!r}, providers={self.providers})")
 
     # -- validation ----------------------------------------------------------------------------
     def _as_batch(self, z, name: str = "z") -> np.ndarray:
         """Validate latents -> float32 [N, latent_dim] (a 1-D code of length latent_dim is batch 1)."""
-        arr = np.asarray(z)
+        arr = _asarray(z, name)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)):
             raise DataError(f"{name} must be a float array (float16/32/64), got dtype {arr.dtype}; "
                             f"convert integer codes explicitly, e.g. z.astype('float32')")
@@ -213,18 +279,46 @@ class OnnxDecoder:
                 images = ((images - lo) / (hi - lo)).astype(np.float32)
         return to_uint8(images) if output == "uint8" else images
 
+    def _check_count(self, name: str, value, low: int) -> int:
+        """An integer count in [low, the number of images that fit MAX_OUTPUT_BYTES] (checked before any
+        allocation: a huge count is an error, not a MemoryError)."""
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)) or (
+                isinstance(value, (float, np.floating)) and not float(value).is_integer()):
+            raise DataError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+        limit = max(1, MAX_OUTPUT_BYTES // (4 * math.prod(self.image_shape)))
+        if value < low:
+            raise DataError(f"{name} must be >= {low}{' (both end points)' if name == 'steps' else ''}, got {value}")
+        if value > limit:
+            raise DataError(f"{name} must be in [{low}, {limit}] (at most {MAX_OUTPUT_BYTES >> 20} MiB of "
+                            f"float32 images of {'x'.join(map(str, self.image_shape))}), got {value}")
+        return value
+
+    def noise(self, n: int, seed=None, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(temperature * eps [n, d], u [n]) from ``keras_vae.noise.portable_noise(seed, n, d)``.
+
+        ``seed=None`` draws a fresh seed (not reproducible); otherwise an integer in [0, 2^32).
+        """
+        n = self._check_count("n", n, 1)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(temperature) and temperature >= 0):
+            raise DataError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        seed = int(np.random.default_rng().integers(SEED_LIMIT)) if seed is None else check_seed(seed)
+        eps, u = portable_noise(seed, n, self.latent_dim)
+        return (eps * np.float32(temperature)).astype(np.float32), u
+
     def sample_latents(self, n: int, seed=None, temperature: float = 1.0) -> np.ndarray:
-        """z ~ N(0, temperature^2 I) as float32 [n, latent_dim], from numpy.random.default_rng(seed)."""
-        n = int(n)
-        if n < 1:
-            raise DataError(f"n must be >= 1, got {n}")
-        if not (math.isfinite(temperature) and temperature >= 0):
-            raise DataError(f"temperature must be a finite number >= 0, got {temperature}")
-        rng = np.random.default_rng(seed)
-        return (rng.standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
+        """n latents float32 [n, latent_dim] from the exported sampler (z = m_k + L_k (temperature eps));
+        the prior N(0, temperature^2 I) when there is no sampler.onnx. Same seed, same latents as
+        ``LatentSampler.sample(n, seed)`` of the run (at temperature 1)."""
+        eps, u = self.noise(n, seed, temperature)
+        if self._sampler is None:
+            return eps
+        return self._sampler.run([contract.LATENT_OUTPUT], {contract.SAMPLER_EPS_INPUT: eps,
+                                                            contract.SAMPLER_U_INPUT: u})[0]
 
     def sample(self, n: int, seed=None, temperature: float = 1.0, output: str = "float") -> np.ndarray:
-        """Decode n prior samples z ~ N(0, temperature^2 I) (seeded; split into max_batch chunks)."""
+        """Decode n seeded samples of the exported sampler (see ``sample_latents``; split into max_batch chunks)."""
         z = self.sample_latents(n, seed, temperature)
         parts = [self.decode(z[i:i + self.max_batch], output) for i in range(0, len(z), self.max_batch)]
         return np.concatenate(parts, axis=0)
@@ -232,28 +326,30 @@ class OnnxDecoder:
     def interpolate(self, z0, z1, steps: int, output: str = "float") -> np.ndarray:
         """Decode (1 - a) z0 + a z1 for a in linspace(0, 1, steps) -> [steps, H, W, C]."""
         a0, a1 = self._code(z0, "z0"), self._code(z1, "z1")
-        steps = int(steps)
-        if steps < 2:
-            raise DataError(f"steps must be >= 2 (both end points), got {steps}")
+        steps = self._check_count("steps", steps, 2)
+        if steps > self.max_batch:
+            raise DataError(f"steps {steps} > max_batch={self.max_batch}: ask for fewer steps or raise max_batch")
         alpha = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
         return self.decode((1.0 - alpha) * a0 + alpha * a1, output)
 
     def traverse(self, z, dim: int, values, output: str = "float") -> np.ndarray:
         """Decode z + v e_dim for each v in values (one latent dimension swept) -> [len(values), H, W, C]."""
         code = self._code(z, "z")
-        if not (isinstance(dim, (int, np.integer)) and 0 <= dim < self.latent_dim):
+        if isinstance(dim, bool) or not (isinstance(dim, (int, np.integer)) and 0 <= dim < self.latent_dim):
             raise DataError(f"dim must be an integer in [0, {self.latent_dim}), got {dim!r}")
         vals = self._as_values(values)
+        if len(vals) > self.max_batch:
+            raise DataError(f"{len(vals)} values > max_batch={self.max_batch}: pass fewer values")
         batch = np.repeat(code[None, :], len(vals), axis=0)
         batch[:, dim] += vals
         return self.decode(batch, output)
 
     @staticmethod
     def _as_values(values) -> np.ndarray:
-        vals = np.asarray(values)
+        vals = _asarray(values, "values")
         if vals.ndim != 1 or vals.size == 0 or not (np.issubdtype(vals.dtype, np.floating)
                                                      or np.issubdtype(vals.dtype, np.integer)):
-            raise DataError(f"values must be a non-empty 1-D list of numbers, got {values!r}")
+            raise DataError(f"values must be a non-empty 1-D list of numbers, got {short(values)}")
         vals = vals.astype(np.float32)
         if not np.all(np.isfinite(vals)):
             raise DataError("values contain NaN or Inf")
@@ -261,8 +357,10 @@ class OnnxDecoder:
 
 
 def sample_grid(onnx_path, n: int, seed, out_png, temperature: float = 1.0, cols: int | None = None,
-                providers=None) -> Path:
-    """Decode n seeded prior samples from ``onnx_path`` and write them as one PNG grid (no TensorFlow)."""
-    decoder = OnnxDecoder(onnx_path, providers=providers)
+                providers=None, verify: bool = True) -> Path:
+    """Decode n seeded samples of the export's sampler (``OnnxDecoder.sample``) from ``onnx_path`` (the
+    decoder.onnx or its export folder) and write them as one grid image (PNG, or JPEG for a .jpg/.jpeg
+    name; no TensorFlow). ``verify`` as in ``OnnxDecoder``."""
+    decoder = OnnxDecoder(onnx_path, providers=providers, verify=verify)
     images = decoder.sample(n, seed=seed, temperature=temperature, output="uint8")
     return save_grid(images, out_png, cols=cols)

@@ -5,6 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
+from keras_vae.validation import check_output_dir, seed_type
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -17,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="mnist-28", metavar="NAME", help="a vaegan preset")
     parser.add_argument("--steps", type=int, required=True, metavar="N", help="training steps per variant")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/ablate-<timestamp>)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed shared by all variants (preset's if not given)")
+    parser.add_argument("--seed", type=seed_type, default=None, help="random seed shared by all variants (preset's if not given)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="examples per batch (preset's if not given)")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     return parser
@@ -39,10 +41,14 @@ def run(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=args.batch_size))
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("ablate-%Y%m%d-%H%M%S")
+    out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("ablate-%Y%m%d-%H%M%S"))
     from keras_vae.ablation import markdown_table, run_ablation  # imports TensorFlow
 
-    rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=0 if args.quiet else 2)
+    import sys
+
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # a step bar per variant on a terminal
+    rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=verbose,
+                        announce=lambda line: print(line, flush=True))
     print(markdown_table(rows))
     print(f"table: {out / 'ablation.md'}  data: {out / 'ablation.json'}")
     return 0

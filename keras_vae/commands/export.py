@@ -9,7 +9,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "export", help="export a trained model to SavedModel (TF Serving) and ONNX",
         description="Export RUN_DIR/model.keras to EXPORT_DIR/savedmodel/<name>/<version>/ (signatures "
                     "serving_default, decode_uint8, encode, reconstruct; TF Serving warmup requests), "
-                    "EXPORT_DIR/decoder.onnx and encoder.onnx, and EXPORT_DIR/export.json. Nothing is "
+                    "EXPORT_DIR/decoder.onnx and encoder.onnx, the latent sampler (RUN_DIR/sampler.json, else the prior "
+                    "N(0, I)) as EXPORT_DIR/sampler.json and sampler.onnx plus the SavedModel signatures sample and "
+                    "sample_uint8 (n, seed -> images), and EXPORT_DIR/export.json. Nothing is "
                     "reported as exported until Keras, the reloaded SavedModel and onnxruntime agree "
                     "(max abs difference <= 1e-4 at batch sizes 1, 7 and 64). A new --version goes beside the "
                     "existing ones; decoder.onnx, encoder.onnx and export.json then describe the newest export.",
@@ -21,6 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None,
                         help="TF Serving model name (default: the model kind, 'vae' or 'vaegan')")
     parser.add_argument("--force", action="store_true", help="replace an existing version of the same name")
+    parser.add_argument("--sampler", choices=("prior", "gaussian", "gmm"), default=None,
+                        help="latent sampler to export (default: the run's sampler.json, else the prior)")
     parser.add_argument("--float16", action="store_true",
                         help="also write decoder.float16.onnx (float16 weights, float32 inputs/outputs)")
     parser.add_argument("--quantize", action="store_true",
@@ -34,9 +38,11 @@ def _fmt_bytes(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from export import export_run  # imports TensorFlow when called
+    from keras_vae.validation import check_output_dir
 
+    check_output_dir(args.out)  # a file, /proc or a read-only place: one line before any work
     report = export_run(args.run_dir, args.out, version=args.version, name=args.name, force=args.force,
-                        float16=args.float16, quantize=args.quantize)
+                        float16=args.float16, quantize=args.quantize, sampler=args.sampler)
     sm = report["savedmodel"]
     files = report["files"]
     sm_bytes = sum(v["bytes"] for k, v in files.items() if k.startswith(sm["path"]))
@@ -53,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
         unit = " grey levels" if entry["units"] == "grey levels" else ""
         print(f"  {signature:16s} SavedModel {entry['savedmodel_max_abs_diff']:.2g}{unit}{onnx}"
               f"  (tolerance {entry['tolerance']:g})")
+    sampler, check = report["sampler"], parity["sampler"]
+    print(f"  sampler {sampler['kind']} ({sampler['components']} component(s), from {sampler['source']}): "
+          f"SavedModel sample and {sampler['onnx']} vs the run's sampler, max abs diff of z "
+          f"{max(check['max_abs_diff']['savedmodel_z'], check['max_abs_diff']['onnx_z']):.2g} "
+          f"(seeds {', '.join(map(str, check['seeds']))})")
     for kind, info in report["variants"].items():
         print(f"  {info['file']}: {_fmt_bytes(info['bytes'])} ({info['bytes'] / info['bytes_float32']:.0%} of "
               f"float32), max abs error vs float32 {info['max_abs_error']:.2g}")

@@ -7,6 +7,7 @@ from typing import Any
 from keras_vae.config import RunConfig, load_config_file, merge
 from keras_vae.errors import ConfigError
 from keras_vae.presets import DEFAULT_PRESET, get_preset, preset_names
+from keras_vae.validation import positive_float, seed_type, short
 
 # flag -> (section, field): the common overrides; any other field via --set section.field=value
 FLAG_FIELDS = {
@@ -41,9 +42,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",
                        help="batches per epoch (default: one pass over the training split)")
     group.add_argument("--batch-size", type=int, default=None, metavar="N", help="examples per batch")
-    group.add_argument("--learning-rate", type=float, default=None, metavar="LR", help="VAE optimizer learning rate")
+    group.add_argument("--learning-rate", type=positive_float, default=None, metavar="LR", help="VAE optimizer learning rate")
     group.add_argument("--latent-dim", type=int, default=None, metavar="N", help="latent size")
-    group.add_argument("--seed", type=int, default=None, help="random seed (data order, init, noise)")
+    group.add_argument("--seed", type=seed_type, default=None, help="random seed (data order, init, noise), 0 .. 2^32-1")
     group.add_argument("--precision", default=None, choices=["float32", "mixed_bfloat16", "mixed_float16"],
                        help="Keras dtype policy")
     group.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
@@ -60,7 +61,7 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
-            raise ConfigError(f"--set {item!r} must look like SECTION.FIELD=VALUE, e.g. loss.beta=0.5")
+            raise ConfigError(f"--set {short(item)} must look like SECTION.FIELD=VALUE, e.g. loss.beta=0.5")
         overrides.setdefault(section, {})[name] = value
     return overrides
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from keras_vae.validation import port_type
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``serve-demo`` and return its parser."""
@@ -19,9 +21,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("export_dir", metavar="EXPORT_DIR", help="export folder with decoder.onnx (or the file)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
+    parser.add_argument("--port", type=port_type, default=8000, help="TCP port, 0 .. 65535 (0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; keep 127.0.0.1 unless you mean it")
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="serve a decoder.onnx that has no export.json beside it (its SHA-256 is not checked)")
     return parser
 
 
@@ -32,7 +36,7 @@ def run(args) -> int:
     from serving.demo import make_server, server_url
     from serving.onnx_decoder import OnnxDecoder
 
-    decoder = OnnxDecoder(args.export_dir)  # fails early on a missing, changed or foreign file
+    decoder = OnnxDecoder(args.export_dir, verify=not args.no_verify)  # fails early on a missing, changed or foreign file
     server = make_server(decoder.path.parent, host=args.host, port=args.port)
     url = server_url(server)
     print(f"latent explorer for {decoder.path} (latent {decoder.latent_dim}, image "

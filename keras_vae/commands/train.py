@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from keras_vae.commands.options import add_config_options, resolve_config
+from keras_vae.validation import check_output_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -13,28 +15,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train", help="train a model and write a run folder",
         description="Train a VAE (default: the classic VAE on the embedded MNIST digits, offline) and write "
                     "model.keras, config.json, metrics.json, figures and TensorBoard logs to the run folder. "
+                    "A run under runs/ also points the link runs/latest at its folder. "
                     "Re-running with the same --out resumes an interrupted run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<timestamp>)")
     parser.add_argument("--force", action="store_true", help="replace a finished run already in --out")
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (the summary lines stay)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    from keras_vae.progress import Reporter
+    from keras_vae.runs import update_latest_link
     from keras_vae.training import train  # imports TensorFlow
 
-    result = train(config, out, verbose=0 if args.quiet else 2, force=args.force)
-    final = result.metrics.get("final", {})
-    print(f"run folder: {result.out_dir}")
-    print(f"data: {result.metrics.get('data')}")
+    interactive = sys.stdout.isatty()
+    verbose = 0 if args.quiet else (1 if interactive else 2)  # per-step bar on a terminal, a line per epoch in logs
+    result = train(config, out, verbose=verbose, force=args.force, report=Reporter(bars=not args.quiet))
+    link = update_latest_link(result.out_dir)
+    metrics = result.metrics
+    final = metrics.get("final", {})
+    print(f"run folder: {result.out_dir}" + (f"  (also {link})" if link else ""))
+    print(f"data: {metrics.get('data')}")
     if "validation" in final:
         v = final["validation"]
         print(f"validation ELBO: {v['elbo']:.2f} nats   IWAE log p(x) (K={v['iwae_k']}): "
               f"{v['log_likelihood']:.2f} nats   (NLL {v['nll']:.2f})")
     print(f"validation reconstruction MAE: {final.get('reconstruction_mae', float('nan')):.4f}")
-    print(f"time: {result.metrics.get('train_seconds')} s")
+    resumed = "  (total of the interrupted and the resumed part)" if metrics.get("resumed") else ""
+    print(f"time: {metrics.get('train_seconds')} s{resumed}")
     return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keras_vae.data.config import SOURCE_HELP, SOURCE_KINDS, DataConfig
-from keras_vae.errors import ConfigError
 
 if TYPE_CHECKING:
     from keras_vae.data.pipeline import Datasets, Source
@@ -32,19 +31,12 @@ def __getattr__(name: str):
 
 
 def parse_source(spec: str) -> tuple[str, str | None]:
-    """Split a source string: 'embedded' -> ('embedded', None), 'tfds:mnist' -> ('tfds', 'mnist'), 'folder:P' -> ('folder', 'P'), 'npy:F' -> ('npy', 'F')."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"data source must be {SOURCE_HELP}")
-    kind, sep, arg = spec.strip().partition(":")
-    if kind not in SOURCE_KINDS:
-        raise ConfigError(f"unknown data source {spec!r}: use {SOURCE_HELP}")
-    if kind == "embedded":
-        if sep:
-            raise ConfigError(f"data source {spec!r}: 'embedded' takes no argument, use just 'embedded'")
-        return kind, None
-    if not arg:
-        raise ConfigError(f"data source {spec!r} needs a name or path after ':', e.g. 'tfds:mnist' or 'folder:images/'")
-    return kind, arg
+    """Split a source string: 'embedded' -> ('embedded', None), 'tfds:mnist' -> ('tfds', 'mnist'), 'folder:P' -> ('folder', 'P'), 'npy:F' -> ('npy', 'F').
+
+    Validation is DataConfig's (one rule for both): ConfigError naming the spec and the valid forms."""
+    DataConfig(source=spec)
+    kind, _, arg = spec.strip().partition(":")
+    return kind, (None if kind == "embedded" else arg)
 
 
 def load_source(config: DataConfig) -> Source:

@@ -103,17 +103,36 @@ def make_datasets_from_arrays(
     images,
     labels=None,
     *,
-    image_shape: tuple[int, int, int],
-    value_range: tuple[float, float],
-    batch_size: int,
-    seed: int,
+    model=None,
+    image_shape: tuple[int, int, int] | None = None,
+    value_range: tuple[float, float] | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
     validation_fraction: float = 0.1,
     binarize: bool = False,
     flip: bool = False,
 ) -> Datasets:
-    """Datasets from NumPy images (uint8 0..255 or float in [0, 1], (N, H, W[, C])) and optional integer labels."""
+    """Datasets from NumPy images (uint8 0..255 or float in [0, 1], (N, H, W[, C])) and optional integer labels.
+
+    ``image_shape`` and ``value_range`` default to ``model``'s when a model is given, else to the
+    array's own (H, W, C) (C = 1 for (N, H, W)) and (0, 1); ``batch_size`` 100, ``seed`` 0.
+    """
+    if image_shape is None:
+        image_shape = getattr(model, "image_shape", None) or _array_image_shape(images)
+    if value_range is None:
+        value_range = getattr(model, "value_range", None) or (0.0, 1.0)
     DataConfig(validation_fraction=validation_fraction)  # the same validation as for a configured source
     check_request(image_shape, value_range, batch_size, binarize)
     source = array_source(images, labels, validation_fraction=validation_fraction, image_shape=image_shape)
     return build(source, image_shape=image_shape, value_range=value_range, batch_size=batch_size, seed=seed,
                  binarize=binarize, flip=flip)
+
+
+def _array_image_shape(images) -> tuple[int, int, int]:
+    """(H, W, C) of an image array (N, H, W) or (N, H, W, C); RGBA counts as RGB (the pipeline drops alpha)."""
+    shape = np.shape(images)
+    if len(shape) == 3:
+        return (int(shape[1]), int(shape[2]), 1)
+    if len(shape) == 4:
+        return (int(shape[1]), int(shape[2]), 3 if shape[3] == 4 else int(shape[3]))
+    raise DataError(f"images have shape {tuple(shape)}: expected (N, H, W) or (N, H, W, C) with C in 1, 3 or 4")

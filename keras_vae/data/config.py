@@ -1,9 +1,26 @@
 """Configuration of the data source and the tf.data pipeline."""
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 from keras_vae.errors import ConfigError
+from keras_vae.validation import short
+
+# tensorflow-datasets names: 'mnist', 'celeb_a', 'cifar10:3.0.2', 'imagenet2012_subset/1pct:5.*.*';
+# anything else (paths such as '../../etc', spaces, control characters) is refused before tfds sees it
+TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)?(:[0-9*]+(\.[0-9*]+){0,2})?$")
+MAX_SPEC_CHARS = 4096
+
+
+def check_tfds_name(name: str) -> str:
+    """ConfigError unless ``name`` looks like a tensorflow-datasets name (NAME[/CONFIG][:VERSION])."""
+    if not isinstance(name, str) or not TFDS_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"data source {short('tfds:' + str(name))}: {short(name)} is not a tensorflow-datasets "
+                          "name (lower-case letters, digits and '_', optionally /CONFIG and :VERSION, e.g. "
+                          "'tfds:mnist' or 'tfds:cifar10:3.0.2'); for image files use 'folder:PATH'")
+    return name
 
 SOURCE_KINDS = ("embedded", "tfds", "folder", "npy")
 SOURCE_HELP = "'embedded', 'tfds:NAME', 'folder:PATH' or 'npy:PATH'"
@@ -32,23 +49,34 @@ class DataConfig:
     exclude_labels: tuple[int, ...] = ()  # classes left out of both splits (labelled sources only)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise ConfigError(f"data source must be {SOURCE_HELP}")
-        kind = self.source.split(":", 1)[0]
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ConfigError(f"data source must be {SOURCE_HELP}, got {short(self.source)}")
+        if len(self.source) > MAX_SPEC_CHARS or "\x00" in self.source:
+            raise ConfigError(f"data source {short(self.source)} is not a valid source string (too long or "
+                              "holds a NUL character)")
+        kind, sep, arg = self.source.strip().partition(":")
         if kind not in SOURCE_KINDS:
-            raise ConfigError(f"unknown data source {self.source!r}: use {SOURCE_HELP}")
-        if kind != "embedded" and not self.source.split(":", 1)[-1] or (
-            kind != "embedded" and ":" not in self.source
-        ):
-            raise ConfigError(f"data source {self.source!r} needs a name or path after ':', e.g. 'tfds:mnist'")
+            raise ConfigError(
+                f"unknown data source {short(self.source)}: use {SOURCE_HELP}"
+            )
+        if kind == "embedded" and sep:
+            raise ConfigError(f"data source {short(self.source)}: 'embedded' takes no argument, use just 'embedded'")
+        if kind != "embedded" and not arg:
+            raise ConfigError(f"data source {short(self.source)} needs a name or path after ':', e.g. 'tfds:mnist'")
+        if kind == "tfds":
+            check_tfds_name(arg)
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or "\x00" in self.data_dir):
+            raise ConfigError(f"data_dir must be a folder path, got {short(self.data_dir)}")
+        if not isinstance(self.validation_fraction, (int, float)) or not math.isfinite(self.validation_fraction):
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {short(self.validation_fraction)}")
         labels = self.exclude_labels
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels):
             raise ConfigError(f"exclude_labels must be non-negative integers (class labels), got {list(labels)!r}")
         if len(set(labels)) != len(labels):
             raise ConfigError(f"exclude_labels has repeated labels: {list(labels)!r}")
         if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {short(self.validation_fraction)}")
         if self.shuffle_buffer < 1:
-            raise ConfigError(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer!r}")
+            raise ConfigError(f"shuffle_buffer must be >= 1, got {short(self.shuffle_buffer)}")
         if self.max_examples is not None and self.max_examples < 1:
-            raise ConfigError(f"max_examples must be >= 1, got {self.max_examples!r}")
+            raise ConfigError(f"max_examples must be >= 1, got {short(self.max_examples)}")

@@ -17,9 +17,14 @@ import tensorflow as tf
 from keras_vae.config import LossConfig, ModelConfig, section_from_dict
 from keras_vae.distributions import diagonal_gaussian, reparameterize
 
+VALIDATION_SEED_OFFSET = 1_000_003
+
 
 class LatentVariableModel(keras.Model):
     """Base of ``VAE`` and ``VAEGAN``: configs, serialization and the encode/decode API."""
+
+    # values train_step reports that are settings, not measurements (keras_vae.schedules): not validated
+    SCHEDULE_METRICS: tuple[str, ...] = ("beta", "adversarial_weight")
 
     def __init__(self, model_config: ModelConfig | dict | None = None,
                  loss_config: LossConfig | dict | None = None, seed: int = 0, **kwargs: Any) -> None:
@@ -28,6 +33,9 @@ class LatentVariableModel(keras.Model):
         self.loss_config = section_from_dict(LossConfig, loss_config or {})
         self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        # validation noise has its own stream, so evaluating never changes what training draws
+        self.validation_seed_generator = keras.random.SeedGenerator(self.seed + VALIDATION_SEED_OFFSET)
+        self.latent_sampler = None  # a keras_vae.samplers.LatentSampler; None: the prior N(0, I)
 
     # --- serialization -------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -95,19 +103,66 @@ class LatentVariableModel(keras.Model):
         mean, _ = self.encode(images)
         return self.decode(mean)
 
+    def get_latent_sampler(self, kind: str | None = None):
+        """The sampler ``sample`` uses: ``latent_sampler`` (fitted after training, see
+        keras_vae.posterior_sampling) or the prior N(0, I); ``kind='prior'`` forces the prior."""
+        from keras_vae.samplers import prior_sampler
+
+        if kind == "prior" or self.latent_sampler is None:
+            return prior_sampler(self.latent_dim)
+        if kind is not None and kind != self.latent_sampler.kind:
+            from keras_vae.errors import ConfigError
+
+            raise ConfigError(f"this model's sampler is {self.latent_sampler.kind!r}, not {kind!r}: "
+                              "load the run with that sampler (keras_vae.posterior_sampling.load_sampler)")
+        return self.latent_sampler
+
     def sample_latents(self, n: int, seed: int = 0, temperature: float = 1.0):
-        """n latents z ~ N(0, temperature^2 I), reproducible for a given seed."""
-        return temperature * tf.random.stateless_normal([n, self.latent_dim], seed=[int(seed), 0])
+        """n latents [n, D] from the model's sampler (the drawing rule of keras_vae.samplers with
+        ``draw_noise(seed, n, D)``; temperature scales the noise around each component's mean)."""
+        from keras_vae.samplers import draw_noise
+
+        eps, u = draw_noise(int(seed), int(n), self.latent_dim)
+        return tf.constant(self.get_latent_sampler().latents(float(temperature) * eps, u))
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0):
-        """n images decoded from prior samples (model range)."""
+        """n images decoded from the model's sampler (model range)."""
         return self.decode(self.sample_latents(n, seed, temperature))
 
-    def sample_posterior(self, mean, log_var, num_samples: int | None = None):
-        """Reparameterized z = mean + sigma * eps with the model's SeedGenerator; [B, D] or [L, B, D]."""
+    def sample_posterior(self, mean, log_var, num_samples: int | None = None, training: bool = True):
+        """Reparameterized z = mean + sigma * eps; [B, D] or [L, B, D]. Noise from the model's
+        SeedGenerator, or from the validation stream when ``training`` is False."""
         shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
-        eps = keras.random.normal(shape, seed=self.seed_generator, dtype=mean.dtype)
+        generator = self.seed_generator if training else self.validation_seed_generator
+        eps = keras.random.normal(shape, seed=generator, dtype=mean.dtype)
         return reparameterize(mean, log_var, eps)
+
+    def batch_norm_networks(self) -> tuple:
+        """Networks whose BatchNorm statistics ``recompute_batch_norm`` refreshes."""
+        return (self.encoder, self.decoder)
+
+    def recompute_batch_norm(self, batches, seed: int = 0) -> int:
+        """Replace the BatchNorm moving statistics by the average batch statistics of ``batches``
+        (images in the model's range) passed through the model as in training; returns the number of
+        batches (0 when the model has no BatchNorm or does not train on batch statistics)."""
+        from keras_vae.models.batchnorm import recompute_statistics
+
+        if getattr(self.model_config, "bn_mode", "batch") != "batch":
+            return 0
+        counter = [0]
+
+        def forward(x):
+            x = tf.convert_to_tensor(x, tf.float32)
+            mean, log_var = self.encoder(x, training=True)
+            counter[0] += 1
+            eps = tf.random.stateless_normal(tf.shape(mean), seed=[int(seed), counter[0]], dtype=mean.dtype)
+            output = self.decoder(reparameterize(mean, log_var, eps), training=True)
+            self._recompute_extra(x, output)
+
+        return recompute_statistics(self.batch_norm_networks(), forward, batches)
+
+    def _recompute_extra(self, images, decoder_output) -> None:
+        """Hook for networks beyond encoder/decoder (the VAEGAN's discriminator)."""
 
     def call(self, images, training: bool = False):
         """Reconstruction through the posterior mean (so ``predict`` gives reconstructions)."""

@@ -1,11 +1,16 @@
 """Residual encoder and decoder of the paper's model (PAPER.md section 2), as functional Keras models.
 
-Encoder: image -> LayerNorm -> Conv3x3 -> per stage [identity blocks, downsampling block]
-         -> Conv1x1 to max(1, latent/8) channels -> flatten -> Dense heads (mean, log_var).
+Encoder: image -> LayerNorm per channel (over height and width) -> Conv3x3 -> per stage
+         [identity blocks, downsampling block] -> Conv1x1 to max(1, latent/8) channels -> flatten
+         -> Dense heads (mean, log_var).
 Decoder: z -> Dense to the encoder's last feature shape -> Conv3x3 -> per stage [identity blocks,
-         upsampling block] -> Conv1x1 to C channels, linear output (images in [-1, 1]).
+         upsampling block] -> Conv1x1 from C to C channels, linear output (images in [-1, 1]); the
+         last upsampling block already ends in the image's C channels, as in the reference.
 
 Stage ``i`` works at resolution size / 2^i with ``filters[i]`` channels; the decoder mirrors it.
+At the paper's configuration with ``conv_bias=True`` the encoder (without its two Dense heads, which
+the reference keeps in a separate ``Sampler`` layer) has the reference's 5,867,584 trainable
+parameters and the decoder its 4,040,556 (tests/keras_vae/test_resnet.py).
 """
 from __future__ import annotations
 
@@ -35,13 +40,14 @@ def build_resnet_encoder(config: ModelConfig) -> keras.Model:
     images = keras.Input(shape=tuple(config.image_shape), name="images")
     x = images
     if config.input_layer_norm:
-        x = keras.layers.LayerNormalization(axis=(1, 2, 3), name="input_norm")(x)
-    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem")(x)  # BN follows
+        x = keras.layers.LayerNormalization(axis=(1, 2), name="input_norm")(x)
+    bias = config.conv_bias
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=bias, name="stem")(x)  # BN follows
     for stage in range(config.num_stages):
         for block in range(config.encoder_identity_blocks):
-            x = IdentityBlock(filters[stage], sync, name=f"stage{stage}_identity{block}")(x)
+            x = IdentityBlock(filters[stage], sync, bias, name=f"stage{stage}_identity{block}")(x)
         out_filters = filters[min(stage + 1, config.num_stages - 1)]
-        x = DownsamplingBlock(out_filters, sync, name=f"stage{stage}_down")(x)
+        x = DownsamplingBlock(out_filters, sync, bias, name=f"stage{stage}_down")(x)
     x = keras.layers.Conv2D(bottleneck_channels(config.latent_dim), 1, name="to_bottleneck")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     mean = keras.layers.Dense(config.latent_dim, dtype="float32", name="mean")(x)
@@ -58,11 +64,14 @@ def build_resnet_decoder(config: ModelConfig) -> keras.Model:
     z = keras.Input(shape=(config.latent_dim,), name="z")
     x = keras.layers.Dense(shape[0] * shape[1] * shape[2], name="from_latent")(z)
     x = keras.layers.Reshape(shape, name="unflatten")(x)
-    x = keras.layers.Conv2D(filters[-1], 3, padding="same", use_bias=False, name="stem")(x)  # BN follows
+    bias = config.conv_bias
+    x = keras.layers.Conv2D(filters[-1], 3, padding="same", use_bias=bias, name="stem")(x)  # BN follows
     for stage in reversed(range(config.num_stages)):
         channels = filters[min(stage + 1, config.num_stages - 1)]
         for block in range(config.decoder_identity_blocks):
-            x = IdentityBlock(channels, sync, name=f"stage{stage}_identity{block}")(x)
-        x = UpsamplingBlock(filters[stage], sync, name=f"stage{stage}_up")(x)
+            x = IdentityBlock(channels, sync, bias, name=f"stage{stage}_identity{block}")(x)
+        to_image = stage == 0 and config.decoder_last_block_to_image
+        out_channels = config.image_shape[2] if to_image else filters[stage]
+        x = UpsamplingBlock(out_channels, sync, bias, name=f"stage{stage}_up")(x)
     output = keras.layers.Conv2D(config.image_shape[2], 1, dtype="float32", name="to_image")(x)
     return keras.Model(z, output, name="decoder")

@@ -9,7 +9,6 @@ import math
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_vae.config import TrainConfig
@@ -67,7 +66,7 @@ class VAE(LatentVariableModel):
         """Per-example (log p(x|z) averaged over L samples, KL), each [B], in nats."""
         mean, log_var = self.encode(x, training=training)
         num_samples = self.loss_config.num_samples
-        z = self.sample_posterior(mean, log_var, num_samples)  # [L, B, D]
+        z = self.sample_posterior(mean, log_var, num_samples, training=training)  # [L, B, D]
         flat_z = tf.reshape(z, [-1, self.latent_dim])
         output = self.decoder(flat_z, training=training)
         x_rep = tf.tile(tf.cast(x, tf.float32), [num_samples, 1, 1, 1])
@@ -96,7 +95,8 @@ class VAE(LatentVariableModel):
         return self._step(data, training=True)
 
     def test_step(self, data):
-        return self._step(data, training=False)
+        logs = self._step(data, training=False)
+        return {k: v for k, v in logs.items() if k not in self.SCHEDULE_METRICS}  # no val_beta
 
     # --- evaluation ----------------------------------------------------------------------
     @tf.function(reduce_retracing=True)
@@ -112,8 +112,8 @@ class VAE(LatentVariableModel):
         log_qz = diagonal_gaussian(mean, log_var).log_prob(z)
         return log_px + log_pz - log_qz
 
-    def log_likelihood(self, x, num_samples: int = 1000, chunk_size: int = 100, seed: int = 0) -> np.ndarray:
-        """Importance-sampled log p(x) per example (the IWAE bound with K = num_samples), [B] nats:
+    def log_likelihood(self, x, num_samples: int = 1000, chunk_size: int = 100, seed: int = 0) -> tf.Tensor:
+        """Importance-sampled log p(x) per example (the IWAE bound with K = num_samples), a [B] tensor in nats:
 
             log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K,  z_k ~ q(z|x).
 
@@ -127,10 +127,10 @@ class VAE(LatentVariableModel):
             eps = tf.random.stateless_normal([k, batch, self.latent_dim], seed=[int(seed), start])
             chunk = tf.reduce_logsumexp(self._log_weights(x, eps), axis=0)
             running = chunk if running is None else tf.reduce_logsumexp(tf.stack([running, chunk]), axis=0)
-        return (running - math.log(num_samples)).numpy()
+        return running - math.log(num_samples)
 
-    def elbo(self, x, num_samples: int = 1, seed: int = 0) -> np.ndarray:
-        """Per-example ELBO estimate, the mean of log w over ``num_samples`` draws, [B] nats."""
+    def elbo(self, x, num_samples: int = 1, seed: int = 0) -> tf.Tensor:
+        """Per-example ELBO estimate, the mean of log w over ``num_samples`` draws, a [B] tensor in nats."""
         x = tf.convert_to_tensor(x, tf.float32)
         eps = tf.random.stateless_normal([num_samples, int(x.shape[0]), self.latent_dim], seed=[int(seed), 0])
-        return tf.reduce_mean(self._log_weights(x, eps), axis=0).numpy()
+        return tf.reduce_mean(self._log_weights(x, eps), axis=0)

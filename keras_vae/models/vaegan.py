@@ -8,9 +8,26 @@ Per batch x (images in [-1, 1]), with q(z|x) = N(mu, diag sigma^2) and x_hat = D
 
 KL is the population KL of the batch mixture's moments (``kl='population'``) or the per-example
 KL (``'standard'``); f = 1 once the VAE optimizer passed ``disc_start_step`` (else 0); lambda = 1
-or VQGAN's adaptive weight. The discriminator step runs first on the reconstructions of this
-step's forward pass (no gradient to the VAE); the VAE step then uses the updated discriminator.
-Each part has its own Adam optimizer (``g_optimizer``, ``d_optimizer``).
+or VQGAN's adaptive weight ||grad_W L_rec|| / ||grad_W L_adv|| with W the kernel of the decoder's
+last layer (``to_image``; its bias is left out, as in taming-transformers). The adversarial term's
+total weight is then w_adv * lambda: with the reference's w_adv = 100 that is 100 x the gradient
+balance, where VQGAN/latent-diffusion use w_adv of about 0.5-1 with the adaptive weight, so set
+``adversarial_weight`` near 1 when ``adaptive_adversarial_weight`` is on. The discriminator step
+runs first on the reconstructions of this step's forward pass (no gradient to the VAE); the VAE step
+then uses the updated discriminator. Each part has its own Adam optimizer (``g_optimizer``,
+``d_optimizer``).
+
+The population KL is logged in two parts: ``population_kl_mean`` = 1/2 |m|^2 (how far the codes'
+mean sits from 0) and ``population_kl_spread`` = the rest (how far their (co)variance is from I).
+
+BatchNorm and dropout (``model.bn_mode``): ``batch`` (default) runs both networks in training mode
+in their training sub-steps (batch statistics, dropout on), and each sub-step moves only its own
+network's moving statistics: the VAE's forward pass inside a discriminator-only step and the
+discriminator's pass inside the VAE's loss use batch statistics without updating the moving ones
+(``batchnorm.frozen_statistics``), so D's statistics move once per step. ``reference`` is what the
+reference code does under Keras 3 (networks called without ``training=``): BatchNorm always on its
+moving statistics, which are never updated (a learned affine map), and no dropout. Validation
+(``test_step``) draws its noise from its own seed stream, so running it leaves training unchanged.
 """
 from __future__ import annotations
 
@@ -26,10 +43,12 @@ from keras_vae.distributions import (covariance_kl, kl_to_standard_normal, mixtu
                                      moment_matched_kl, population_kl, variance_regularizer)
 from keras_vae.errors import ConfigError
 from keras_vae.models.base import LatentVariableModel
+from keras_vae.models.batchnorm import frozen_statistics
 from keras_vae.models.patchgan import build_patchgan
 from keras_vae.models.resnet import build_resnet_decoder, build_resnet_encoder
 
-GENERATOR_METRICS = ("loss", "reconstruction", "kl", "population_kl", "standard_kl", "variance_reg",
+GENERATOR_METRICS = ("loss", "reconstruction", "kl", "population_kl", "population_kl_mean",
+                     "population_kl_spread", "standard_kl", "variance_reg",
                      "adversarial", "adversarial_weight", "mixture_kl_mc")
 DISCRIMINATOR_METRICS = ("disc_loss", "disc_accuracy_real", "disc_accuracy_fake")
 
@@ -119,10 +138,15 @@ class VAEGAN(LatentVariableModel):
                      jit_compile=config.get("jit_compile", False))
 
     # --- pieces of the step --------------------------------------------------------------
-    def _step_seeds(self):
+    def _networks_training(self, training: bool) -> bool:
+        """The ``training`` flag the networks get: False throughout in ``bn_mode='reference'``."""
+        return bool(training) and self.model_config.bn_mode == "batch"
+
+    def _step_seeds(self, training: bool = True):
         """Three stateless int32 seeds (posterior noise, prior samples, Monte Carlo KL), distinct
-        per replica under a distribution strategy."""
-        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        per replica under a distribution strategy; validation has its own stream."""
+        generator = self.seed_generator if training else self.validation_seed_generator
+        seed = tf.cast(generator.next(), tf.int32)
         ctx = tf.distribute.get_replica_context()
         replica = ctx.replica_id_in_sync_group if ctx is not None else 0
         seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int32))
@@ -153,12 +177,12 @@ class VAEGAN(LatentVariableModel):
         return mean, log_var, output, prior_output
 
     def _population_kl(self, mean, log_var):
-        """Population KL of the batch moments; the batch is the global one under a strategy
-        (moments all-reduced across replicas, so the value does not depend on the replica count)."""
+        """(population KL of the batch moments, their mean m [D]); the batch is the global one under
+        a strategy (moments all-reduced across replicas, so the value does not depend on the replica count)."""
         variance = self.loss_config.population_variance
         ctx, replicas = _replica_context_and_count()
         if replicas == 1 or ctx is None:
-            return population_kl(mean, log_var, variance)
+            return population_kl(mean, log_var, variance), tf.reduce_mean(tf.cast(mean, tf.float32), axis=0)
         total = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
         n = total(tf.cast(tf.shape(mean)[0], tf.float32))
         m = total(tf.reduce_sum(mean, axis=0)) / n
@@ -166,11 +190,11 @@ class VAEGAN(LatentVariableModel):
             centred = mean - m
             covariance = total(tf.matmul(centred, centred, transpose_a=True)) / n
             covariance += tf.linalg.diag(total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n)
-            return covariance_kl(m, covariance)
+            return covariance_kl(m, covariance), m
         s2 = total(tf.reduce_sum(tf.square(mean - m), axis=0)) / n
         if variance == "mixture":
             s2 = s2 + total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n
-        return moment_matched_kl(m, s2)
+        return moment_matched_kl(m, s2), m
 
     def _disc_logits(self, reals, fakes, training: bool):
         """D on real and fake images in one batch, so BatchNorm (also after the last conv, as in the
@@ -178,13 +202,16 @@ class VAEGAN(LatentVariableModel):
         logits = self.discriminator(tf.concat([reals, fakes], axis=0), training=training)
         return logits[:tf.shape(reals)[0]], logits[tf.shape(reals)[0]:]
 
-    def _discriminator_update(self, x, fakes, factor, training: bool = True):
-        """One discriminator step on real x against ``fakes`` (no gradient reaches the VAE)."""
+    def _discriminator_update(self, x, fakes, factor, training: bool = True,
+                              networks_training: bool | None = None):
+        """One discriminator step on real x against ``fakes`` (no gradient reaches the VAE);
+        ``networks_training`` is the mode D runs in (``training`` unless bn_mode='reference')."""
         kind = self.loss_config.adversarial_loss
         weight = self.loss_config.adversarial_weight * factor
         d_vars = self.discriminator.trainable_variables
+        nets = training if networks_training is None else networks_training
         with tf.GradientTape() as tape:
-            real_logits, fake_logits = self._disc_logits(x, tf.stop_gradient(fakes), training)
+            real_logits, fake_logits = self._disc_logits(x, tf.stop_gradient(fakes), nets)
             per_example = losses.discriminator_loss(kind, real_logits, fake_logits)
             loss = tf.nn.compute_average_loss(weight * per_example)
             scaled = self.d_optimizer.scale_loss(loss) if training else loss
@@ -193,12 +220,19 @@ class VAEGAN(LatentVariableModel):
         acc_real, acc_fake = losses.discriminator_accuracy(real_logits, fake_logits)
         return {"disc_loss": per_example, "disc_accuracy_real": acc_real, "disc_accuracy_fake": acc_fake}
 
+    def _generator_disc_logits(self, reals, fakes, training: bool):
+        """D's logits inside the VAE's loss: batch statistics as in D's own step, but D's moving
+        statistics stay where D's own update left them."""
+        with frozen_statistics(self.discriminator):
+            return self._disc_logits(reals, fakes, training)
+
     def _generator_terms(self, x, mean, log_var, output, prior_output, factor, training, tape=None):
         """Per-example VAE loss [B] (scalar terms spread over the batch) and the terms to log."""
         lc = self.loss_config
         reconstruction = losses.mean_absolute_error(x, output)
         standard_kl = kl_to_standard_normal(mean, log_var)
-        population_kl = self._population_kl(mean, log_var)
+        population_kl, batch_mean = self._population_kl(mean, log_var)
+        kl_mean_part = 0.5 * tf.reduce_sum(tf.square(batch_mean))
         ones = tf.ones_like(reconstruction)
         kl = population_kl * ones if lc.kl == "population" else standard_kl
         variance_reg = variance_regularizer(log_var) if lc.use_variance_regularizer else 0.0 * ones
@@ -209,43 +243,52 @@ class VAEGAN(LatentVariableModel):
         if lc.use_discriminator:
             # D sees the same real/fake batch composition as in its own update (shared BN statistics)
             if prior_output is None:
-                _, fake_logits = self._disc_logits(x, output, training)
+                _, fake_logits = self._generator_disc_logits(x, output, training)
                 adversarial = losses.generator_loss(lc.adversarial_loss, fake_logits)
             else:
-                _, fake_logits = self._disc_logits(tf.concat([x, x], 0), tf.concat([output, prior_output], 0),
-                                                   training)
+                _, fake_logits = self._generator_disc_logits(tf.concat([x, x], 0),
+                                                             tf.concat([output, prior_output], 0), training)
                 recon_logits, prior_logits = tf.split(fake_logits, 2, axis=0)
                 adversarial = 0.5 * (losses.generator_loss(lc.adversarial_loss, recon_logits)
                                      + losses.generator_loss(lc.adversarial_loss, prior_logits))
             if lc.adaptive_adversarial_weight and tape is not None:
-                last = self.decoder.get_layer("to_image").trainable_variables
+                last = [self.decoder.get_layer("to_image").kernel]
+                # the averages must be recorded by the tape, or their gradients are None (weight 0)
+                rec_loss = tf.nn.compute_average_loss(weighted_rec)
+                adv_loss = tf.nn.compute_average_loss(adversarial)
                 with tape.stop_recording():
-                    rec_grads = tape.gradient(tf.nn.compute_average_loss(weighted_rec), last)
-                    adv_grads = tape.gradient(tf.nn.compute_average_loss(adversarial), last)
+                    rec_grads = tape.gradient(rec_loss, last)
+                    adv_grads = tape.gradient(adv_loss, last)
                     adaptive = losses.adaptive_adversarial_weight(rec_grads, adv_grads)
             per_example = per_example + lc.adversarial_weight * factor * adaptive * adversarial
         terms = {"loss": per_example, "reconstruction": reconstruction, "kl": kl,
-                 "population_kl": population_kl, "standard_kl": standard_kl, "variance_reg": variance_reg,
+                 "population_kl": population_kl, "population_kl_mean": kl_mean_part,
+                 "population_kl_spread": population_kl - kl_mean_part, "standard_kl": standard_kl,
+                 "variance_reg": variance_reg,
                  "adversarial": adversarial, "adversarial_weight": lc.adversarial_weight * factor * adaptive}
         return per_example, terms
 
     def _step(self, x, update_discriminator: bool, update_vae: bool, training: bool):
         x = tf.cast(x, tf.float32)
-        seeds = self._step_seeds()
+        seeds = self._step_seeds(training)
         factor = self._disc_factor()
         lc = self.loss_config
+        nets = self._networks_training(training)
         persistent = lc.adaptive_adversarial_weight and lc.use_discriminator and update_vae
         logs: dict[str, Any] = {}
         with tf.GradientTape(persistent=persistent) as tape:
-            mean, log_var, output, prior_output = self._forward(x, seeds, training=training)
+            # a discriminator-only step uses the VAE in training mode but leaves its statistics
+            with frozen_statistics(*(() if update_vae else (self.encoder, self.decoder))):
+                mean, log_var, output, prior_output = self._forward(x, seeds, training=nets)
             if lc.use_discriminator and (update_discriminator or not training):
                 with tape.stop_recording():  # the discriminator's turn: fakes carry no gradient
                     fakes = output if prior_output is None else tf.concat([output, prior_output], 0)
                     reals = x if prior_output is None else tf.concat([x, x], 0)
                     for _ in range(lc.n_critic if training else 1):
-                        logs.update(self._discriminator_update(reals, fakes, factor, training=training))
+                        logs.update(self._discriminator_update(reals, fakes, factor, training=training,
+                                                               networks_training=nets))
             per_example, terms = self._generator_terms(x, mean, log_var, output, prior_output, factor,
-                                                       training, tape if persistent else None)
+                                                       nets, tape if persistent else None)
             loss = tf.nn.compute_average_loss(per_example)
             scaled = self.g_optimizer.scale_loss(loss) if (training and update_vae) else loss
         if training and update_vae:
@@ -265,7 +308,8 @@ class VAEGAN(LatentVariableModel):
 
     def test_step(self, data):
         """The same terms on validation data, inference mode, no updates."""
-        return self._step(_images(data), update_discriminator=False, update_vae=False, training=False)
+        logs = self._step(_images(data), update_discriminator=False, update_vae=False, training=False)
+        return {k: v for k, v in logs.items() if k not in self.SCHEDULE_METRICS}  # no val_adversarial_weight
 
     def discriminator_step(self, images):
         """Only the discriminator update(s) of ``train_step`` (the VAE is left unchanged)."""
@@ -276,6 +320,15 @@ class VAEGAN(LatentVariableModel):
         """Only the VAE update of ``train_step`` (the discriminator's weights are left unchanged)."""
         return self._step(tf.convert_to_tensor(images), update_discriminator=False, update_vae=True,
                           training=True)
+
+    # --- BatchNorm statistics -----------------------------------------------------------------
+    def batch_norm_networks(self) -> tuple:
+        return (self.encoder, self.decoder, self.discriminator)
+
+    def _recompute_extra(self, images, decoder_output) -> None:
+        if self.loss_config.use_discriminator:  # D trains on real and reconstructed images in one batch
+            fakes = self.decode_output_to_image(decoder_output)
+            self.discriminator(tf.concat([images, tf.cast(fakes, images.dtype)], 0), training=True)
 
     # --- diagnostics ------------------------------------------------------------------------
     def extra_diagnostics(self, images: np.ndarray, batch_size: int = 256) -> dict[str, float]:

@@ -3,6 +3,12 @@
 // keras-vae-decode: decode latents from a file with decoder.onnx and write one PNG per image.
 //
 //   node decode.js --model decoder.onnx --latents z.json|z.bin --out-dir DIR [--float-out images.bin|images.json]
+//   node decode.js --model decoder.onnx --sample N --seed S --out-dir DIR [--sampler sampler.onnx|prior]
+//                  [--temperature T] [--latents-out z.json] [--float-out ...]
+//
+// --sample draws N latents from the exported sampler (default: sampler.onnx beside the model, else the
+// prior N(0, I)) with the portable noise of noise.js: the latents `keras-vae sample` and OnnxDecoder.sample
+// give for the same seed. --latents-out writes them as JSON [[z_0 ... z_{D-1}], ...].
 //
 // Latent files:
 //   z.json  a JSON array of arrays [[z_0 ... z_{D-1}], ...] (one flat array = one code).
@@ -13,22 +19,33 @@
 //   ({"shape": [...], "data": [flat values]}). A JSON summary goes to stdout; errors to stderr (exit 2).
 const fs = require('fs');
 const path = require('path');
-const { loadDecoder, pngBuffer, DecoderError } = require('./decoder.js');
+const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, DecoderError } = require('./decoder.js');
 
-const USAGE = 'usage: node decode.js --model decoder.onnx --latents z.json|z.bin --out-dir DIR [--float-out FILE.bin|FILE.json]';
+const USAGE = 'usage: node decode.js --model decoder.onnx (--latents z.json|z.bin | --sample N --seed S ' +
+  '[--sampler sampler.onnx|prior] [--temperature T] [--latents-out z.json]) --out-dir DIR [--float-out FILE.bin|FILE.json]';
+const OPTIONS = ['--model', '--latents', '--out-dir', '--float-out', '--sample', '--seed', '--sampler', '--temperature',
+  '--latents-out'];
 
 function parseArgs(argv) {
   const args = {};
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i];
     if (key === '-h' || key === '--help') { console.log(USAGE); process.exit(0); }
-    if (!['--model', '--latents', '--out-dir', '--float-out'].includes(key) || i + 1 >= argv.length) {
+    if (!OPTIONS.includes(key) || i + 1 >= argv.length) {
       throw new DecoderError(`unknown or incomplete option ${key}\n${USAGE}`);
     }
     args[key.slice(2).replace('-', '_')] = argv[++i];
   }
-  for (const k of ['model', 'latents', 'out_dir']) {
-    if (!args[k]) throw new DecoderError(`missing --${k.replace('_', '-')}\n${USAGE}`);
+  if (!args.model) throw new DecoderError(`missing --model\n${USAGE}`);
+  if (!args.latents && !args.sample) throw new DecoderError(`missing --latents (or --sample N --seed S)\n${USAGE}`);
+  if (args.latents && args.sample) throw new DecoderError(`pass either --latents or --sample, not both\n${USAGE}`);
+  if (!args.out_dir) throw new DecoderError(`missing --out-dir\n${USAGE}`);
+  if (args.sample) {
+    for (const [k, min] of [['sample', 1], ['seed', 0]]) {
+      if (args[k] === undefined || !/^\d+$/.test(args[k]) || Number(args[k]) < min) {
+        throw new DecoderError(`--${k} must be an integer >= ${min}, got ${args[k]}`);
+      }
+    }
   }
   return args;
 }
@@ -79,7 +96,20 @@ async function main() {
   const t0 = process.hrtime.bigint();
   const decoder = await loadDecoder(args.model);
   const t1 = process.hrtime.bigint();
-  const latents = readLatents(args.latents, decoder.latentDim);
+  let latents;
+  let sampler = null;
+  if (args.sample) {
+    const samplerPath = args.sampler === 'prior' ? null : (args.sampler || defaultSamplerPath(args.model));
+    sampler = await loadSampler(samplerPath, decoder.latentDim);
+    latents = await sampler.latents(Number(args.sample), Number(args.seed), Number(args.temperature || 1));
+    if (args.latents_out) {
+      const rows = Array.from({ length: latents.shape[0] }, (_, i) =>
+        Array.from(latents.data.subarray(i * latents.shape[1], (i + 1) * latents.shape[1])));
+      fs.writeFileSync(args.latents_out, JSON.stringify(rows));
+    }
+  } else {
+    latents = readLatents(args.latents, decoder.latentDim);
+  }
   const t2 = process.hrtime.bigint();
   const result = await decoder.decode(latents);
   const t3 = process.hrtime.bigint();
@@ -93,6 +123,7 @@ async function main() {
   if (args.float_out) writeFloat(args.float_out, result);
   const ms = (a, b) => Number(b - a) / 1e6;
   console.log(JSON.stringify({ model: args.model, shape: result.dims, pngs, float_out: args.float_out || null,
+    sampler: sampler ? (sampler.path || 'prior') : null, seed: args.sample ? Number(args.seed) : null,
     load_ms: ms(t0, t1), decode_ms: ms(t2, t3) }));
 }
 

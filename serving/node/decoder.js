@@ -1,9 +1,14 @@
 'use strict';
 // Decode keras-vae latents with decoder.onnx in Node.js (onnxruntime-node, CPU).
 // Contract (export/contract.py): input "z" float32 [N, D] -> output "image" float32 [N, H, W, C] in [0, 1].
+// The latent sampler (export/contract.py): sampler.onnx maps noise "eps" float32 [N, D] and "u" float32 [N]
+// to "z" float32 [N, D]; the noise comes from noise.js (portable: the numbers keras_vae.noise draws in Python),
+// so sample(n, seed) gives the latents of the run folder, the SavedModel and OnnxDecoder for that seed.
 const fs = require('fs');
+const path = require('path');
 const ort = require('onnxruntime-node');
 const { PNG } = require('pngjs');
+const { portableNoise, NOISE_ALGORITHM } = require('./noise.js');
 
 class DecoderError extends Error {}
 
@@ -33,6 +38,58 @@ async function loadDecoder(modelPath) {
       return { dims: out.image.dims.slice(), data: out.image.data };
     },
   };
+}
+
+/**
+ * Load the latent sampler: sampler.onnx (checked against the decoder's latent size and the noise algorithm),
+ * or, when samplerPath is null, the prior N(0, I). Returns {kind, latentDim, latents(n, seed, temperature)}
+ * with latents -> {data: Float32Array, shape: [n, D]}.
+ */
+async function loadSampler(samplerPath, latentDim) {
+  if (samplerPath === null) {
+    return { kind: 'prior', latentDim, path: null,
+      async latents(n, seed, temperature = 1) { return { data: scaled(portableNoise(seed, n, latentDim).eps, temperature), shape: [n, latentDim] }; } };
+  }
+  if (!fs.existsSync(samplerPath)) throw new DecoderError(`sampler file not found: ${samplerPath}`);
+  let session;
+  try {
+    session = await ort.InferenceSession.create(samplerPath, { executionProviders: ['cpu'] });
+  } catch (err) {
+    throw new DecoderError(`onnxruntime-node cannot load ${samplerPath}: ${err.message}`);
+  }
+  const names = [...session.inputNames].sort().join(',');
+  if (names !== 'eps,u' || session.outputNames.join(',') !== 'z') {
+    throw new DecoderError(`${samplerPath} must map inputs eps, u to output z (has ${session.inputNames} -> ${session.outputNames})`);
+  }
+  const eps = session.inputMetadata.find((m) => m.name === 'eps');
+  if (Number(eps.shape[1]) !== latentDim) {
+    throw new DecoderError(`${samplerPath} draws latents of size ${eps.shape[1]}, the decoder expects ${latentDim}`);
+  }
+  return {
+    kind: 'sampler', latentDim, path: samplerPath,
+    async latents(n, seed, temperature = 1) {
+      let noise;
+      try {
+        noise = portableNoise(seed, n, latentDim);
+      } catch (err) {
+        throw new DecoderError(err.message);
+      }
+      const out = await session.run({ eps: new ort.Tensor('float32', scaled(noise.eps, temperature), [n, latentDim]),
+        u: new ort.Tensor('float32', noise.u, [n]) });
+      return { data: out.z.data, shape: [n, latentDim] };
+    },
+  };
+}
+
+function scaled(eps, temperature) {
+  if (!(Number.isFinite(temperature) && temperature >= 0)) throw new DecoderError(`temperature must be a finite number >= 0, got ${temperature}`);
+  return temperature === 1 ? eps : eps.map((v) => v * temperature);
+}
+
+/** The sampler beside a decoder: <folder of modelPath>/sampler.onnx when it exists, else null (the prior). */
+function defaultSamplerPath(modelPath) {
+  const p = path.join(path.dirname(modelPath), 'sampler.onnx');
+  return fs.existsSync(p) ? p : null;
 }
 
 /** Validate latents -> {data: Float32Array, shape: [N, D]} (finite numbers, rows of length D). */
@@ -94,4 +151,4 @@ function pngBuffer(result, i) {
   return PNG.sync.write(png, { colorType, inputColorType: 6, inputHasAlpha: true });
 }
 
-module.exports = { loadDecoder, decode, toBatch, toByte, pngBuffer, DecoderError };
+module.exports = { loadDecoder, loadSampler, defaultSamplerPath, decode, toBatch, toByte, pngBuffer, DecoderError, NOISE_ALGORITHM };

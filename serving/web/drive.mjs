@@ -4,7 +4,8 @@
 //   node serving/web/drive.mjs --url URL [--screenshot out.png] [--bench-repeats 20] [--timeout-ms 30000] [--interact]
 //
 // Waits until <body data-state> is "ready" or "error", then reports {state, status, result (parsed
-// <pre id="result">), load_ms, console (errors/warnings), bench?: {batch1_ms: [...], batch64_ms: [...]}}.
+// <pre id="result">), load_ms, sampler ("sampler.onnx" | "prior"), last_sample ({seed, z} of the grid), console
+// (errors/warnings), bench?: {batch1_ms: [...], batch64_ms: [...]}, interact?: {..., last_sample after "New sample"}}.
 // CHROMIUM=/path overrides /usr/bin/chromium.
 import { chromium } from 'playwright-core';
 
@@ -44,6 +45,8 @@ try {
   report.result = text ? JSON.parse(text) : null;
   if (report.state === 'ready') {
     report.load_ms = await page.evaluate(() => window.__kerasVaeTest.loadMs);
+    report.sampler = await page.evaluate(() => window.__kerasVaeTest.samplerKind);
+    report.last_sample = await page.evaluate(() => window.__kerasVaeTest.lastSample()); // {seed, z} of the grid
     if (repeats > 0) {
       report.bench = {
         batch1_ms: await page.evaluate((r) => window.__kerasVaeTest.bench(1, r), repeats),
@@ -65,7 +68,8 @@ try {
     const cur1 = await pixels('#current');
     await page.click('#new-sample');
     await page.waitForFunction((g) => document.querySelector('#grid canvas').toDataURL() !== g, grid0, { timeout: 5000 }).catch(() => {});
-    report.interact = { slider_changed_current: cur1 !== cur0, new_sample_changed_grid: (await pixels('#grid canvas')) !== grid0 };
+    report.interact = { slider_changed_current: cur1 !== cur0, new_sample_changed_grid: (await pixels('#grid canvas')) !== grid0,
+      last_sample: await page.evaluate(() => window.__kerasVaeTest.lastSample()) };
   }
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
 } finally {

@@ -2,48 +2,56 @@
 //
 // Query string (all optional):
 //   model=URL   the decoder (default ./decoder.onnx)
+//   sampler=URL the latent sampler; default: sampler.onnx beside the model when the export.json there lists it,
+//               else the prior N(0, I) (also with sampler=prior)
 //   ort=URL     folder with onnxruntime-web's dist files (default ./node_modules/onnxruntime-web/dist/)
 //   seed=INT    seed of the sample grid and the interpolation end points (default: time based)
 //   n=INT       number of samples in the grid (default 16)
 //   z=JSON      latents [[...], ...] to decode once; the result goes to <pre id="result"> as JSON
 //               {"dims": [N, H, W, C], "data": [flat float32 values], "load_ms": t, "decode_ms": t}
-// Tests and benchmarks may also call window.__kerasVaeTest.decode(rows) / .bench(batch, repeats).
-// Contract (export/contract.py): input "z" float32 [N, D], output "image" float32 [N, H, W, C] in [0, 1].
+// Tests and benchmarks may also call window.__kerasVaeTest.decode(rows) / .sample(n, seed) / .bench(batch, repeats)
+// and read .lastSample() = {seed, z: [[...], ...]} (the codes of the grid on screen).
+// Contract (export/contract.py): input "z" float32 [N, D], output "image" float32 [N, H, W, C] in [0, 1];
+// sampler.onnx: "eps" float32 [N, D], "u" float32 [N] -> "z" float32 [N, D]. The noise comes from noise.js
+// (window.kerasVaeNoise, the portable noise of keras_vae/noise.py), so grid seed S shows the latents that
+// `keras-vae sample --seed S` and OnnxDecoder.sample(n, S) decode.
 
 const params = new URLSearchParams(location.search);
 const MODEL_URL = params.get('model') || './decoder.onnx';
+const SAMPLER_PARAM = params.get('sampler');
 const ORT_BASE = new URL(params.get('ort') || './node_modules/onnxruntime-web/dist/', location.href).href;
 const N_GRID = Math.max(1, Math.min(256, parseInt(params.get('n') || '16', 10)));
 const N_SLIDERS = 8;
 const STRIP_STEPS = 10;
 
 const $ = (id) => document.getElementById(id);
-const state = { ort: null, session: null, latentDim: 0, imageShape: null, seed: 0, current: null, queue: Promise.resolve() };
+const state = { ort: null, session: null, sampler: null, samplerKind: 'prior', latentDim: 0, imageShape: null, seed: 0,
+  current: null, codes: null, queue: Promise.resolve() };
 
 function setStatus(text, s) {
   $('status').textContent = text;
   if (s) document.body.dataset.state = s;
 }
 
-// Seeded N(0, 1) samples: mulberry32 uniforms + Box-Muller (not numpy's stream; reproducible per seed).
-function gaussian(seed) {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => {
-    const u = 1 - uniform();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
-  };
+// One session.run at a time (decoder and sampler share the WASM runtime).
+function enqueue(run) {
+  const p = state.queue.then(run, run);
+  state.queue = p.catch(() => {});
+  return p;
 }
 
-function randomCodes(n, seed) {
-  const g = gaussian(seed);
-  return Array.from({ length: n }, () => Float32Array.from({ length: state.latentDim }, g));
+// n codes (Float32Array rows of length D) of the exported sampler for a seed in [0, 2^32): portable noise
+// (noise.js) -> sampler.onnx, or the noise itself (the prior N(0, I)) when there is no sampler.
+function sampleCodes(n, seed) {
+  const D = state.latentDim;
+  const { eps, u } = window.kerasVaeNoise.portableNoise(seed >>> 0, n, D);
+  const rows = (flat) => Array.from({ length: n }, (_, i) => Float32Array.from(flat.subarray(i * D, (i + 1) * D)));
+  if (!state.sampler) return Promise.resolve(rows(eps));
+  return enqueue(async () => {
+    const out = await state.sampler.run({ eps: new state.ort.Tensor('float32', eps, [n, D]),
+      u: new state.ort.Tensor('float32', u, [n]) });
+    return rows(out.z.data);
+  });
 }
 
 // Decode rows (arrays of length D) -> {dims, data}; runs are queued (one session.run at a time).
@@ -59,9 +67,7 @@ function decode(rows) {
     const out = await state.session.run(feeds);
     return { dims: out.image.dims.slice(), data: out.image.data };
   };
-  const p = state.queue.then(run, run);
-  state.queue = p.catch(() => {});
-  return p;
+  return enqueue(run);
 }
 
 // float in [0, 1] -> uint8 with the same rule as serving/images.py: floor(clip(x, 0, 1) * 255 + 0.5)
@@ -121,7 +127,9 @@ function syncSliders() {
 
 async function newSample() {
   state.seed = (state.seed + 1) >>> 0;
-  const codes = randomCodes(N_GRID, state.seed);
+  const seed = state.seed;
+  const codes = await sampleCodes(N_GRID, seed);
+  state.codes = { seed, z: codes.map((r) => Array.from(r)) };
   const grid = await decode(codes);
   canvases($('grid'), N_GRID).forEach((c, i) => {
     draw(c, grid, i);
@@ -138,7 +146,7 @@ async function newSample() {
   state.current = Float32Array.from(codes[0]);
   syncSliders();
   await drawCurrent();
-  const [z0, z1] = randomCodes(2, state.seed ^ 0x9E3779B9);
+  const [z0, z1] = await sampleCodes(2, (seed ^ 0x9E3779B9) >>> 0);
   const rows = Array.from({ length: STRIP_STEPS }, (_, k) => {
     const a = k / (STRIP_STEPS - 1);
     return z0.map((v, j) => (1 - a) * v + a * z1[j]);
@@ -148,7 +156,7 @@ async function newSample() {
 }
 
 async function bench(batch, repeats) {
-  const rows = randomCodes(batch, 12345);
+  const rows = await sampleCodes(batch, 12345);
   await decode(rows); // warm-up
   const times = [];
   for (let i = 0; i < repeats; i++) {
@@ -157,6 +165,30 @@ async function bench(batch, repeats) {
     times.push(performance.now() - t0);
   }
   return times;
+}
+
+// The sampler to use: ?sampler=URL, else sampler.onnx beside the model when its export.json lists it, else null.
+async function samplerUrl() {
+  if (SAMPLER_PARAM) return SAMPLER_PARAM === 'prior' ? null : SAMPLER_PARAM;
+  const manifest = new URL('export.json', new URL(MODEL_URL, location.href));
+  const resp = await fetch(manifest).catch(() => null);
+  if (!resp || !resp.ok) return null;
+  const files = ((await resp.json().catch(() => ({}))).files) || {};
+  return 'sampler.onnx' in files ? new URL('sampler.onnx', manifest).href : null;
+}
+
+// Load the sampler (a listed sampler that fails to load is an error, not a silent fallback to the prior).
+async function loadSampler() {
+  const url = await samplerUrl();
+  if (url) {
+    state.sampler = await state.ort.InferenceSession.create(url, { executionProviders: ['wasm'] });
+    const names = [...state.sampler.inputNames].sort().join(',');
+    if (names !== 'eps,u' || state.sampler.outputNames.join(',') !== 'z') {
+      throw new Error(`${url} must map inputs eps, u to output z (has ${state.sampler.inputNames} -> ${state.sampler.outputNames})`);
+    }
+    state.samplerKind = 'sampler.onnx';
+  }
+  $('sampler-kind').textContent = state.sampler ? 'the exported sampler (sampler.onnx)' : 'the prior z ~ N(0, I)';
 }
 
 async function main() {
@@ -173,7 +205,9 @@ async function main() {
   if (!state.session.inputNames.includes('z') || !state.session.outputNames.includes('image')) {
     throw new Error(`${MODEL_URL} must have input "z" and output "image" (has ${state.session.inputNames} -> ${state.session.outputNames})`);
   }
-  window.__kerasVaeTest = { decode, bench, loadMs, latentDim: state.latentDim };
+  await loadSampler();
+  window.__kerasVaeTest = { decode, bench, loadMs, latentDim: state.latentDim, samplerKind: state.samplerKind,
+    sample: async (n, seed) => (await sampleCodes(n, seed)).map((r) => Array.from(r)), lastSample: () => state.codes };
 
   if (params.has('z')) {
     const rows = JSON.parse(params.get('z'));
@@ -189,7 +223,8 @@ async function main() {
   await newSample();
   const [, H, W, C] = (await decode([state.current])).dims;
   state.imageShape = [H, W, C];
-  $('info').textContent = `latent ${state.latentDim}, image ${H}x${W}x${C}, model loaded in ${loadMs.toFixed(0)} ms`;
+  $('info').textContent = `latent ${state.latentDim}, image ${H}x${W}x${C}, model loaded in ${loadMs.toFixed(0)} ms, ` +
+    `samples from ${state.sampler ? 'sampler.onnx' : 'the prior N(0, I)'}`;
   $('new-sample').disabled = false;
   $('new-sample').addEventListener('click', () => newSample().catch(fail));
   setStatus(`${MODEL_URL} (onnxruntime-web ${state.ort.env.versions.web}, wasm, 1 thread)`, 'ready');

@@ -182,7 +182,7 @@ def test_onnx_metadata_names_and_batch_axis(exports, role, filename):
     assert json.loads(meta[contract.META_VALUE_RANGE]) == [0, 1]
     assert meta[contract.META_MODEL_KIND] == "vae"
     assert meta[contract.META_PACKAGE_VERSION] == keras_vae.__version__
-    assert meta[contract.META_SOURCE_RUN] == str(run.resolve())
+    assert meta[contract.META_SOURCE_RUN] == run.resolve().name  # the folder's name, never a home path
     assert meta[contract.META_SOURCE_SHA256] == hashlib.sha256((run / "model.keras").read_bytes()).hexdigest()
     assert meta[contract.META_ROLE] == role
     assert meta[contract.META_PRECISION] == "float32"
@@ -200,10 +200,14 @@ def test_warmup_records_cover_every_signature(exports):
 
     _, export_dir, report = exports["mlp"]
     records = read_warmup_requests(export_dir / "savedmodel" / "vae" / "1" / contract.WARMUP_FILE)
-    assert len(records) == report["savedmodel"]["warmup"]["records"] == 8
+    assert len(records) == report["savedmodel"]["warmup"]["records"] == 12
     assert {name for name, _, _ in records} == {"vae"}
-    assert sorted({sig for _, sig, _ in records}) == sorted(contract.SIGNATURES)
+    assert sorted({sig for _, sig, _ in records}) == sorted(contract.SIGNATURES + contract.SAMPLE_SIGNATURES)
     for _, sig, inputs in records:
+        if sig in contract.SAMPLE_SIGNATURES:  # scalar n and seed
+            assert inputs["n"].dtype == np.int32 and inputs["seed"].dtype == np.int64
+            assert inputs["n"].shape == () and int(inputs["n"]) in (1, 8)
+            continue
         (key, value), = inputs.items()
         assert value.dtype == np.float32
         assert key == ("z" if sig in ("serving_default", "decode_uint8") else "image")
@@ -271,3 +275,19 @@ def test_vaegan_roundtrip(vaegan_run, tmp_path):
         meta = {p.key: p.value for p in onnx.load(str(out / filename)).metadata_props}
         assert meta[contract.META_MODEL_KIND] == "vaegan" and json.loads(meta[contract.META_VALUE_RANGE]) == [0, 1]
         assert json.loads(meta[contract.META_IMAGE_SHAPE]) == [16, 16, 1] and meta[contract.META_LATENT_DIM] == "8"
+
+
+def test_a_run_without_sampler_exports_the_prior(exports):
+    """No sampler.json in the run: sampler.json is N(0, I) and sampler.onnx returns the noise unchanged."""
+    from keras_vae.noise import portable_noise
+    from keras_vae.samplers import LatentSampler
+
+    run, export_dir, report = exports["mlp"]
+    assert not (run / "sampler.json").exists()
+    sampler = LatentSampler.load(export_dir / contract.SAMPLER_JSON, latent_dim=4)
+    assert sampler.kind == "prior" and report["sampler"]["kind"] == "prior"
+    assert report["sampler"]["source"].startswith("prior N(0, I)")
+    session = ort.InferenceSession(str(export_dir / contract.SAMPLER_ONNX), providers=["CPUExecutionProvider"])
+    eps, u = portable_noise(0, 64, 4)
+    np.testing.assert_array_equal(session.run(["z"], {"eps": eps, "u": u})[0], eps)  # 0 + I eps, exact in float32
+    assert report["parity"]["sampler"]["passed"]

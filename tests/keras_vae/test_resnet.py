@@ -63,7 +63,9 @@ def test_channel_progressive_filters_per_stage():
     assert encoder.get_layer("stage0_down").output.shape[-1] == 4
     assert encoder.get_layer("stage1_down").output.shape[-1] == 4
     assert decoder.get_layer("stage1_up").output.shape[-1] == 4
-    assert decoder.get_layer("stage0_up").output.shape[-1] == 2
+    assert decoder.get_layer("stage0_up").output.shape[-1] == 1  # the last block ends in the image channels
+    wide = build_resnet_decoder(_config(filters=(2, 4), num_stages=2, decoder_last_block_to_image=False))
+    assert wide.get_layer("stage0_up").output.shape[-1] == 2 and wide.output.shape[-1] == 1
 
 
 def test_progressive_preset_needs_at_least_2x_fewer_flops_than_celeba_64():
@@ -117,3 +119,39 @@ def test_every_preset_builds_a_valid_configuration():
         (5000.0, 0.1, 100.0)
     assert paper.loss.kl == "population" and paper.loss.population_variance == "means"
     assert (paper.train.learning_rate, paper.train.beta_1) == (1e-4, 0.5)
+
+
+def _trainable(model, skip=()):
+    return sum(int(np.prod(w.shape)) for layer in model.layers if layer.name not in skip
+               for w in layer.trainable_weights)
+
+
+def test_parameter_counts_match_the_reference_at_the_paper_configuration():
+    """marianorivera/How2TrainUrVAE reader.py at 256x256x3, latent 512, 128 filters, 6 stages: encoder
+    5,867,584 trainable parameters (its Dense mean/log-variance heads live in a separate Sampler layer),
+    decoder 4,040,556. With conv_bias=True ours must match exactly; this checks the 1x1 stride-2 conv of
+    the downsampling blocks, the per-channel LayerNorm (gamma/beta of shape 256x256) and the last
+    upsampling block ending in 3 channels (each changes the count)."""
+    paper = dataclasses.replace(get_preset("paper-celeba-hq-256").model, conv_bias=True)
+    encoder, decoder = build_resnet_encoder(paper), build_resnet_decoder(paper)
+    assert _trainable(encoder, skip=("mean", "log_var")) == 5_867_584
+    assert _trainable(decoder) == 4_040_556
+    assert encoder.get_layer("input_norm").gamma.shape == (256, 256)
+    down = encoder.get_layer("stage0_down").units[-1].conv
+    assert down.kernel_size == (1, 1) and down.strides == (2, 2)
+    # Our default drops the biases of the convolutions that feed a BatchNorm (blocks._conv says why):
+    # encoder: stem 128 + 6 stages x (2 identity blocks x 3 convs + 4 downsampling convs) x 128 = 7,808;
+    # decoder: stem 128 + 6 identity blocks x 3 x 128 + 5 upsampling blocks x 3 x 128 + last block 3 x 3
+    #          = 4,361.
+    default = get_preset("paper-celeba-hq-256").model
+    assert _trainable(build_resnet_encoder(default), skip=("mean", "log_var")) == 5_867_584 - 7_808
+    assert _trainable(build_resnet_decoder(default)) == 4_040_556 - 4_361
+
+
+def test_conv_bias_round_trips_through_block_configs():
+    from keras_vae.blocks import DownsamplingBlock
+
+    block = DownsamplingBlock(4, use_bias=True)
+    clone = DownsamplingBlock.from_config(block.get_config())
+    assert clone.use_bias and all(u.conv.use_bias for u in clone.units + [clone.shortcut])
+    assert not any(u.conv.use_bias for u in DownsamplingBlock(4).units)

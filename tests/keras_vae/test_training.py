@@ -14,8 +14,8 @@ from keras_vae.models import build_model
 from keras_vae.presets import get_preset
 from keras_vae.training import train
 
-RUN_FILES = ("model.keras", "config.json", "metrics.json", "samples.png", "reconstructions.png", "latent.png",
-             "interpolations.png", "traversals.png")
+RUN_FILES = ("model.keras", "config.json", "metrics.json", "sampler.json", "samples.png", "reconstructions.png",
+             "latent.png", "interpolations.png", "traversals.png")
 
 
 def cli(capsys, *argv):

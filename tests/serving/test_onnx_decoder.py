@@ -63,10 +63,14 @@ def test_one_dimensional_code_is_batch_of_one_and_float64_is_cast(dec):
 
 
 def test_sample_is_seeded_and_follows_the_prior(dec):
+    """Without a sampler.onnx beside the decoder: z = portable noise eps (the prior N(0, I))."""
+    from keras_vae.noise import portable_noise
+
+    assert dec.sampler_kind == "prior" and dec.sampler_path is None
     a, b = dec.sample(6, seed=3), dec.sample(6, seed=3)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, dec.sample(6, seed=4))
-    z = np.random.default_rng(3).standard_normal((6, D)).astype(np.float32)
+    z = portable_noise(3, 6, D)[0]
     np.testing.assert_array_equal(a, dec.decode(z))
     np.testing.assert_allclose(dec.sample_latents(6, seed=3, temperature=0.5), 0.5 * z, rtol=1e-6)
     # temperature 0 decodes the prior mean for every sample
@@ -130,6 +134,10 @@ def test_bad_arguments(dec):
         dec.sample(0, seed=0)
     with pytest.raises(DataError, match="temperature must be"):
         dec.sample(2, seed=0, temperature=float("nan"))
+    with pytest.raises(DataError, match=r"seed must be an integer in \[0, 2\^32\)"):
+        dec.sample(2, seed=-1)
+    with pytest.raises(ArtifactError, match="sampler file not found: .*sampler=False for the prior"):
+        OnnxDecoder(dec.path, sampler=dec.path.parent / "nope.onnx")
     with pytest.raises(DataError, match="max_batch must be >= 1"):
         OnnxDecoder(dec.path, max_batch=0)
     assert isinstance(DataError("x"), ValueError)
@@ -160,7 +168,7 @@ def test_corrupt_file_names_the_file(export_copy):
     path.write_bytes(b"this is not a protobuf" * 10)
     (export_copy / contract.EXPORT_JSON).unlink()
     with pytest.raises(ArtifactError, match=r"onnxruntime cannot load .*decoder\.onnx"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 def test_export_json_without_entry(export_copy):
@@ -185,7 +193,7 @@ def test_missing_metadata_key_is_named(export_copy):
         model.metadata_props.extend(keep)
     _rewrite(path, drop)
     with pytest.raises(ArtifactError, match=r"no metadata key 'keras_vae.image_shape'"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 def test_metadata_that_contradicts_the_graph(export_copy):
@@ -197,7 +205,7 @@ def test_metadata_that_contradicts_the_graph(export_copy):
                 p.value = "[32, 32, 1]"
     _rewrite(path, lie)
     with pytest.raises(ArtifactError, match=r"graph declares 'image' with shape \[.*, 28, 28, 1\].*\[N, 32, 32, 1\]"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 def test_encoder_file_is_refused(export_copy):
@@ -209,7 +217,7 @@ def test_encoder_file_is_refused(export_copy):
                 p.value = "encoder"
     _rewrite(path, role)
     with pytest.raises(ArtifactError, match="is a keras-vae 'encoder', not a decoder"):
-        OnnxDecoder(path)
+        OnnxDecoder(path, verify=False)
 
 
 # -- threads -----------------------------------------------------------------------------------

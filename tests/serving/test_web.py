@@ -17,6 +17,7 @@ from PIL import Image
 from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, WEB_DIR, require_tool
 from export import contract
 from keras_vae.errors import ArtifactError
+from keras_vae.noise import float32_ulp, portable_noise
 from serving.demo import make_server, serve_in_thread, server_url
 from serving.onnx_decoder import OnnxDecoder
 
@@ -49,6 +50,9 @@ def test_server_routes_and_mime_types(server, decoder_path):
     assert status == 200 and ctype.startswith("text/html") and b"latent explorer" in body
     assert _get(base + "decoder.onnx")[2] == decoder_path.read_bytes()
     assert _get(base + "explorer.js")[1].startswith("text/javascript")
+    assert _get(base + "noise.js")[2] == (REPO_ROOT / "serving" / "node" / "noise.js").read_bytes()  # one source
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        _get(base + "sampler.onnx")  # this export has none: the page samples the prior
     assert _get(base + "node_modules/onnxruntime-web/dist/ort.wasm.bundle.min.mjs")[1].startswith("text/javascript")
     wasm = sorted(p.name for p in ORT_DIST.glob("*.wasm"))[0]
     status, ctype, body = _get(base + "node_modules/onnxruntime-web/dist/" + wasm)
@@ -109,7 +113,14 @@ def test_browser_decodes_like_python(server, decoder_path, tmp_path):
     diff = float(np.abs(browser - OnnxDecoder(decoder_path).decode(z)).max())
     print(f"browser (onnxruntime-web wasm) vs python onnxruntime max abs diff: {diff:.3g}")
     assert diff <= 1e-4
+    after = report["interact"].pop("last_sample")
     assert report["interact"] == {"slider_changed_current": True, "new_sample_changed_grid": True}
+    # no sampler.onnx in this export: the grid shows the prior, z = the portable noise of its seed
+    assert report["sampler"] == "prior"
+    for sample, seed in ((report["last_sample"], 5), (after, 6)):  # "New sample" advances the seed
+        eps = portable_noise(seed, 16, TEST_LATENT_DIM)[0]
+        assert sample["seed"] == seed
+        assert np.all(np.abs(np.asarray(sample["z"], np.float32) - eps) <= float32_ulp(eps))
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.shape[1] == 900 and img.shape[0] >= 600
     assert np.asarray(Image.open(shot).convert("L"))[150:300, 16:800].std() > 20  # the grid is drawn, not blank

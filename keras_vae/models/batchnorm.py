@@ -1,0 +1,73 @@
+"""BatchNorm statistics: keep a network's moving statistics still, or recompute them after training.
+
+Keras updates ``moving = momentum * moving + (1 - momentum) * batch`` on every call with
+``training=True``. Two tools on top of that rule:
+
+- ``frozen_statistics(*networks)``: while active (also while a ``tf.function`` is traced), calls in
+  training mode use batch statistics but leave the moving ones as they are (momentum 1: the update
+  writes back moving * 1 + batch * 0). The VAEGAN uses it so that each network's statistics move
+  only in its own sub-step.
+- ``recompute_statistics(networks, forward, batches)``: reset the moving statistics and replace
+  them with the plain average over ``batches`` of the batch statistics (momentum 1 - 1/t at batch
+  t), so that inference mode describes the model that training optimised (as torch's
+  ``update_bn`` does for SWA).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Iterator
+
+import keras
+
+
+def batch_norm_layers(*networks) -> list:
+    """Every BatchNormalization layer inside ``networks`` (nested layers included), each once."""
+    found, seen = [], set()
+    for network in networks:
+        if network is None:
+            continue
+        for layer in network._flatten_layers(include_self=True, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization) and id(layer) not in seen:
+                seen.add(id(layer))
+                found.append(layer)
+    return found
+
+
+@contextlib.contextmanager
+def frozen_statistics(*networks) -> Iterator[None]:
+    """Within the block, training-mode calls of ``networks`` do not change their moving statistics."""
+    layers = batch_norm_layers(*networks)
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 1.0
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+
+
+def recompute_statistics(networks: Iterable, forward: Callable[..., None], batches: Iterable) -> int:
+    """Set the moving mean/variance of every BatchNorm in ``networks`` to the average over
+    ``batches`` of its batch statistics; ``forward(batch)`` must call the networks in training mode
+    (eagerly). Returns the number of batches used (0: statistics left unchanged)."""
+    layers = batch_norm_layers(*networks)
+    if not layers:
+        return 0
+    saved = [(layer.momentum, layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    count = 0
+    try:
+        for batch in batches:
+            count += 1
+            for layer in layers:
+                layer.momentum = 1.0 - 1.0 / count  # 0 at the first batch: moving := batch statistics
+            forward(batch)
+    except BaseException:
+        for layer, (_, mean, variance) in zip(layers, saved):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        raise
+    finally:
+        for layer, (momentum, _, _) in zip(layers, saved):
+            layer.momentum = momentum
+    return count

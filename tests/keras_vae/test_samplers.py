@@ -1,0 +1,188 @@
+"""Latent samplers: fits vs NumPy, the drawing rule vs a loop reference, K selection, the JSON file."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from keras_vae.errors import ArtifactError, ConfigError, DataError
+from keras_vae.samplers import (LatentSampler, choose_sampler, draw_noise, fit_gaussian, fit_gmm, fit_samplers,
+                                prior_sampler)
+
+
+def _codes(n=400, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d))
+    mu = rng.normal(size=(n, d)) @ a.T + rng.normal(size=d)
+    var = rng.uniform(0.05, 0.5, size=(n, d))
+    return mu, var
+
+
+def _mixture(seed=0, n=3000):
+    """Three well-separated 2-D Gaussians with weights 0.2/0.3/0.5."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[-6.0, 0.0], [0.0, 6.0], [6.0, -2.0]])
+    weights = np.array([0.2, 0.3, 0.5])
+    labels = rng.choice(3, size=n, p=weights)
+    return centres[labels] + rng.normal(scale=0.7, size=(n, 2)), centres, weights
+
+
+def test_fit_gaussian_matches_numpy_mean_and_total_covariance():
+    mu, var = _codes()
+    s = fit_gaussian(mu, var)
+    expected_cov = np.cov(mu.T, bias=True) + np.diag(var.mean(axis=0))
+    assert s.kind == "gaussian" and s.num_components == 1 and s.fitted_on["examples"] == len(mu)
+    np.testing.assert_allclose(s.means[0], mu.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(s.covariances[0], expected_cov, rtol=1e-10, atol=1e-12)
+    assert np.all(np.triu(s.scale_tril[0], 1) == 0)
+
+
+def test_drawing_rule_matches_a_loop_reference():
+    rng = np.random.default_rng(1)
+    k, d, n = 4, 3, 200
+    weights = rng.dirichlet(np.ones(k))
+    means = rng.normal(size=(k, d))
+    tril = np.tril(rng.normal(size=(k, d, d)))
+    idx = np.arange(d)
+    tril[:, idx, idx] = np.abs(tril[:, idx, idx]) + 0.1
+    s = LatentSampler("gmm", weights, means, tril)
+    eps = rng.standard_normal((n, d)).astype(np.float32)
+    u = rng.random(n).astype(np.float32)
+    u[:3] = [0.0, np.float32(np.cumsum(weights)[0]), np.nextafter(np.float32(1), np.float32(0))]
+    cumulative = np.cumsum(weights.astype(np.float32))
+    expected = np.empty((n, d), np.float64)
+    for i in range(n):
+        comp = min(int(np.sum(cumulative <= u[i])), k - 1)
+        expected[i] = means[comp] + tril[comp] @ eps[i].astype(np.float64)
+    z = s.latents(eps, u)
+    assert z.dtype == np.float32 and z.shape == (n, d)
+    # float32 arithmetic over d terms of magnitude |L||eps|: a few ulps of the largest term.
+    tol = 8 * np.finfo(np.float32).eps * (np.abs(means).max() + d * np.abs(tril).max() * np.abs(eps).max())
+    np.testing.assert_allclose(z, expected, atol=tol, rtol=0)
+    assert s.components(np.array([0.0], np.float32))[0] == (1 if cumulative[0] <= 0 else 0)
+
+
+def test_prior_sampler_draws_the_noise_itself_and_seeds_reproduce():
+    s = prior_sampler(5)
+    eps, _ = draw_noise(3, 7, 5)
+    np.testing.assert_array_equal(s.sample(7, seed=3), eps)
+    np.testing.assert_array_equal(s.sample(7, seed=3), s.sample(7, seed=3))
+    assert not np.array_equal(s.sample(7, seed=3), s.sample(7, seed=4))
+
+
+def test_gaussian_samples_have_the_fitted_moments():
+    mu, var = _codes(d=2)
+    s = fit_gaussian(mu, var)
+    n = 40000
+    z = s.sample(n, seed=0).astype(np.float64)
+    cov = s.covariances[0]
+    se_mean = np.sqrt(np.diag(cov) / n)
+    assert np.all(np.abs(z.mean(axis=0) - s.means[0]) < 5 * se_mean)
+    # standard error of a sample covariance entry: sqrt((C_ii C_jj + C_ij^2) / n)
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov ** 2) / n)
+    assert np.all(np.abs(np.cov(z.T) - cov) < 5 * se_cov)
+
+
+def test_log_prob_matches_scipy_mixture_density():
+    x, _, _ = _mixture(n=300)
+    s = fit_gmm(x[:200], None, x[200:], components=(3,))
+    expected = np.log(sum(w * stats.multivariate_normal(m, c).pdf(x[200:])
+                          for w, m, c in zip(s.weights, s.means, s.covariances)))
+    np.testing.assert_allclose(s.log_prob(x[200:]), expected, rtol=1e-10)
+
+
+def test_gmm_selection_recovers_three_clusters():
+    x, centres, weights = _mixture()
+    train, val = x[:2000], x[2000:]
+    s = fit_gmm(train, np.zeros_like(train), val, components=(1, 2, 3))
+    scores = s.selection["components"]
+    assert s.kind == "gmm" and s.num_components == 3 and s.selection["chosen_components"] == 3
+    assert scores["3"] > scores["2"] > scores["1"]
+    order = [int(np.argmin(np.linalg.norm(s.means - c, axis=1))) for c in centres]
+    assert sorted(order) == [0, 1, 2]
+    # each centre within 5 standard errors of its component mean (0.7 / sqrt(n_k))
+    for c, w, k in zip(centres, weights, order):
+        assert np.all(np.abs(s.means[k] - c) < 5 * 0.7 / np.sqrt(w * len(train)))
+        assert abs(s.weights[k] - w) < 5 * np.sqrt(w * (1 - w) / len(train))
+    # with more candidates than clusters, fewer than 3 components never wins
+    wide = fit_gmm(train, None, val, components=(1, 2, 3, 4, 6))
+    assert wide.num_components >= 3
+    assert wide.selection["components"]["3"] > wide.selection["components"]["2"]
+
+
+def test_gmm_adds_the_mean_posterior_variance_to_every_component():
+    x, _, _ = _mixture(n=600)
+    var = np.full_like(x, 0.25)
+    plain = fit_gmm(x, None, x[:50], components=(3,))
+    noisy = fit_gmm(x, var, x[:50], components=(3,))
+    np.testing.assert_allclose(noisy.covariances - plain.covariances,
+                               np.broadcast_to(0.25 * np.eye(2), (3, 2, 2)), atol=1e-8)
+
+
+def test_choose_sampler_picks_the_highest_validation_likelihood():
+    x, _, _ = _mixture()
+    candidates = fit_samplers(x[:2000], np.full_like(x[:2000], 0.01), x[2000:], components=(1, 3))
+    chosen = choose_sampler(candidates, x[2000:])
+    scores = chosen.selection["candidates"]
+    assert set(scores) == {"prior", "gaussian", "gmm"}
+    assert chosen.kind == "gmm" and scores["gmm"] > scores["gaussian"] > scores["prior"]
+    for name, sampler in candidates.items():
+        assert scores[name] == pytest.approx(np.mean(sampler.log_prob(x[2000:])), rel=1e-12)
+    assert chosen.selection["gmm_components"] == candidates["gmm"].selection["components"]
+
+
+def test_json_round_trip_is_exact(tmp_path):
+    x, _, _ = _mixture(n=500)
+    s = fit_gmm(x[:400], np.full_like(x[:400], 0.1), x[400:], components=(2, 3))
+    path = s.save(tmp_path / "sampler.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "keras-vae-latent-sampler" and data["version"] == 1
+    assert data["kind"] == "gmm" and data["latent_dim"] == 2 and data["fitted_on"]["mode"] == "inference"
+    back = LatentSampler.load(path, latent_dim=2)
+    for name in ("weights", "means", "scale_tril"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(s, name))
+    np.testing.assert_array_equal(back.sample(20, seed=5), s.sample(20, seed=5))
+    assert back.selection == json.loads(json.dumps(s.to_dict()["selection"]))
+    assert not list(tmp_path.glob(".sampler.json*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(format="other"), "not a keras-vae latent sampler"),
+    (lambda d: d.update(version=99), "sampler version 99"),
+    (lambda d: d.pop("means"), "field 'means' is missing"),
+    (lambda d: d.update(weights=[0.5, 0.2]), "sum to 1"),
+    (lambda d: d.update(kind="flow"), "kind 'flow'"),
+    (lambda d: d["scale_tril"][0][0].__setitem__(1, 1.0), "not lower-triangular"),
+    (lambda d: d["scale_tril"][0][0].__setitem__(0, -1.0), "positive diagonal"),
+    (lambda d: d.update(latent_dim=3), "latent_dim 3"),
+    (lambda d: d.update(means=[[0.0, "x"], [1.0, 1.0]]), "corrupt"),
+])
+def test_corrupt_sampler_file_gives_a_clear_error(tmp_path, edit, message):
+    s = LatentSampler("gmm", np.array([0.5, 0.5]), np.zeros((2, 2)), np.stack([np.eye(2)] * 2))
+    data = s.to_dict()
+    edit(data)
+    path = tmp_path / "sampler.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=message) as info:
+        LatentSampler.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_missing_and_mismatched_files(tmp_path):
+    path = prior_sampler(4).save(tmp_path / "sampler.json")
+    with pytest.raises(ArtifactError, match="latent dimension 4 but the model has 8"):
+        LatentSampler.load(path, latent_dim=8)
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        LatentSampler.load(path)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        LatentSampler.load(tmp_path / "missing.json")
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ConfigError, match="one component"):
+        LatentSampler("gaussian", np.array([0.5, 0.5]), np.zeros((2, 2)), np.stack([np.eye(2)] * 2))
+    with pytest.raises(DataError, match="NaN"):
+        fit_gaussian(np.array([[0.0, np.nan], [1.0, 1.0]]))
+    with pytest.raises(DataError, match="eps"):
+        prior_sampler(3).latents(np.zeros((2, 4)), np.zeros(2))
