@@ -70,7 +70,9 @@ def completion(run: Path, tmp: Path, masks: list[str]) -> dict:
     for mask in masks:
         out = tmp / f"complete-{mask.replace(':', '_')}"
         assert main(["complete", str(run), "--split", "validation", "--mask", mask, "--out", str(out)]) == 0
-        results[mask] = json.loads((out / "report.json").read_text())
+        report = json.loads((out / "report.json").read_text())
+        report.pop("run_dir", None)  # a temporary folder: no machine paths in stored results
+        results[mask] = report
     return results
 
 
