@@ -1,4 +1,4 @@
-"""The ``keras-vae`` command: train, evaluate, sample, export, ablate, serve-demo.
+"""The ``keras-vae`` command: train, evaluate, sample, export, ablate, serve-demo, encode, reconstruct, anomaly, complete.
 
 Each subcommand lives in ``keras_vae/commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Command modules import TensorFlow lazily inside ``run`` so that
@@ -20,7 +20,8 @@ from keras_vae.errors import KerasVAEError
 from keras_vae.validation import one_line
 
 # (subcommand module under keras_vae.commands) in the order `--help` lists them
-COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo", "tfserving")
+COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo", "tfserving",
+                   "encode", "reconstruct", "anomaly", "complete")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -1,19 +1,18 @@
 """Figures of a run: samples, reconstructions, latent space, interpolations and traversals.
 
 Each ``plot_*`` takes a model (``LatentVariableModel``) and NumPy images in the model's range,
-writes one PNG atomically and returns its path. Matplotlib runs with the Agg backend (no display).
+writes one PNG atomically and returns its path. Figures are plain ``matplotlib.figure.Figure``
+objects (no pyplot state, no backend switch), so importing this module leaves a notebook's inline
+backend alone and works without a display.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_vae.runs import atomic_path  # noqa: E402
+from keras_vae.runs import atomic_path
 
 
 def image_grid(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
@@ -40,14 +39,14 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
     return path
 
 
 def _grid_figure(grid: np.ndarray, title: str, row_labels: list[str] | None = None, rows: int = 1):
     height = max(2.0, min(12.0, grid.shape[0] / 40))
     width = max(2.0, min(12.0, grid.shape[1] / 40))
-    fig, ax = plt.subplots(figsize=(width, height + 0.4))
+    fig = Figure(figsize=(width, height + 0.4))
+    ax = fig.subplots()
     _show(ax, grid)
     ax.set_title(title, fontsize=9)
     if row_labels:
@@ -123,7 +122,8 @@ def plot_latent(model, images: np.ndarray, labels: np.ndarray | None, path: str 
 
     means, _ = encode_all(model, images)
     points, how, (xlabel, ylabel) = project_2d(means, projection, seed)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     if labels is not None:
         scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
         fig.colorbar(scatter, ax=ax, label="label")

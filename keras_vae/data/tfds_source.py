@@ -72,6 +72,14 @@ def _load(builder, split: str, image_key: str, label_key: str | None, max_exampl
     return ds, count
 
 
+def _exclude(ds: tf.data.Dataset, labels) -> tuple[tf.data.Dataset, int]:
+    """Drop examples whose label is in ``labels``; returns the filtered dataset and its size (counted once)."""
+    excluded = tf.constant(list(labels), tf.int64)
+    ds = ds.filter(lambda x, y: tf.logical_not(tf.reduce_any(tf.equal(y, excluded))))
+    count = int(ds.map(lambda x, y: y).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    return ds, count
+
+
 def tfds_source(name: str, config: DataConfig) -> Source:
     """Source over a prepared tensorflow-datasets dataset; DataError (never a download) when it is not prepared."""
     tfds = _import_tfds()
@@ -101,6 +109,12 @@ def tfds_source(name: str, config: DataConfig) -> Source:
     image_key, label_key = _image_key(features, name), _label_key(features)
     train, num_train = _load(builder, "train", image_key, label_key, config.max_examples)
     validation, num_val = _load(builder, val_split, image_key, label_key, config.max_examples)
+    if config.exclude_labels:
+        if label_key is None:
+            raise DataError(f"exclude_labels {list(config.exclude_labels)} needs labels, but tensorflow-datasets "
+                            f"{name!r} has no 'label' feature: drop data.exclude_labels")
+        train, num_train = _exclude(train, config.exclude_labels)
+        validation, num_val = _exclude(validation, config.exclude_labels)
     logger.info("tfds %s: train %d, %s %d examples (image key %r)", name, num_train, val_split, num_val, image_key)
     return Source(
         train=train,

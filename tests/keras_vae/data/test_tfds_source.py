@@ -91,3 +91,16 @@ def test_dataset_without_validation_or_test_split(tmp_path, prepared):
     prepared(["train"])
     with pytest.raises(DataError, match=r"no 'validation' or 'test' split"):
         _make("tfds:mnist", tmp_path, (28, 28, 1))
+
+
+def test_mnist_mock_exclude_labels_filters_and_recounts(tmp_path, prepared):
+    prepared(["train", "test"])
+    with tfds.testing.mock_data(num_examples=30):
+        full = _make("tfds:mnist", tmp_path, (28, 28, 1))
+        _, labels = full.validation_arrays()
+        drop = int(labels[0])
+        held = _make("tfds:mnist", tmp_path, (28, 28, 1), exclude_labels=(drop,))
+        _, kept = held.validation_arrays()
+        assert drop not in set(kept.tolist())
+        assert held.num_validation == len(kept) == int((labels != drop).sum())
+        assert held.num_train == sum(len(b) for b in held.train)  # the recount matches what is served
