@@ -89,7 +89,8 @@ def project_2d(codes: np.ndarray) -> tuple[np.ndarray, str]:
         return codes, "z"
     centred = codes - codes.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T, "PCA of posterior means"
+    points = centred @ vt[:2].T  # fewer than 2 columns when N < 2: pad with zeros
+    return np.pad(points, ((0, 0), (0, 2 - points.shape[1]))), "PCA of posterior means"
 
 
 def plot_latent(model, images: np.ndarray, labels: np.ndarray | None, path: str | Path) -> Path:
@@ -115,7 +116,7 @@ def plot_interpolations(model, images: np.ndarray, path: str | Path, pairs: int 
     """Convex combinations z = (1 - a) z1 + a z2 of posterior means between pairs of images, a in [0, 1]."""
     rng = np.random.default_rng(seed)
     pairs = max(1, min(pairs, len(images) // 2))
-    index = rng.permutation(len(images))[: 2 * pairs]
+    index = np.resize(rng.permutation(len(images)), 2 * pairs)  # one image: interpolate it with itself
     mean, _ = model.encode(images[index])
     mean = np.asarray(mean)
     alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]

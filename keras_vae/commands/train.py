@@ -13,11 +13,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train", help="train a model and write a run folder",
         description="Train a VAE (default: the classic VAE on the embedded MNIST digits, offline) and write "
                     "model.keras, config.json, metrics.json, figures and TensorBoard logs to the run folder. "
-                    "Re-running with the same --out resumes an interrupted run.",
+                    "Re-running with the same --out resumes an interrupted run (--restart starts it over); --force replaces a finished run once the new one has finished.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<timestamp>)")
     parser.add_argument("--force", action="store_true", help="replace a finished run already in --out")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the checkpoint of an interrupted run in --out (e.g. a corrupt one) and start over")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     return parser
 
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     from keras_vae.training import train  # imports TensorFlow
 
-    result = train(config, out, verbose=0 if args.quiet else 2, force=args.force)
+    result = train(config, out, verbose=0 if args.quiet else 2, force=args.force,
+                   restart=args.restart)
     final = result.metrics.get("final", {})
     print(f"run folder: {result.out_dir}")
     print(f"data: {result.metrics.get('data')}")

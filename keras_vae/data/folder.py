@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 
 import numpy as np
@@ -38,7 +39,12 @@ def find_images(path: str) -> list[str]:
 
 
 def verify_image(path: str) -> None:
-    """Raise DataError naming ``path`` unless PIL can read it as JPEG/PNG/BMP/GIF (cheap: headers, CRCs, JPEG end)."""
+    """Raise DataError naming ``path`` unless it is a JPEG/PNG/BMP/GIF that decodes completely.
+
+    PIL checks the format and headers; then the file is decoded by the decoder training uses
+    (``tf.io.decode_image``), so data corrupt inside a JPEG's scan (which passes PIL's verify() and
+    may keep a valid end marker) is found here, not as a traceback mid-epoch.
+    """
     from PIL import Image
 
     try:
@@ -48,14 +54,18 @@ def verify_image(path: str) -> None:
                 raise DataError(f"image file {path} is {fmt}, not JPEG/PNG/BMP/GIF: convert or remove it")
             im.verify()
         if fmt in ("JPEG", "MPO"):
-            with open(path, "rb") as f:  # a truncated JPEG passes verify(): check its end marker
+            with open(path, "rb") as f:  # a truncated JPEG passes verify() and TF's decoder: check its end
                 f.seek(max(0, os.path.getsize(path) - 64))
                 tail = f.read().rstrip(b"\x00\r\n ")
             if not tail.endswith(b"\xff\xd9"):
                 with Image.open(path) as im:
                     im.load()
+        _decode(tf.constant(path))
     except DataError:
         raise
+    except tf.errors.OpError as err:
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", (err.message.strip().splitlines() or [""])[0]).strip()
+        raise DataError(f"cannot read image file {path} (decoder: {reason}): fix or remove it") from None
     except Exception as err:  # PIL raises many types for bad files
         raise DataError(f"cannot read image file {path} ({type(err).__name__}: {err}): fix or remove it") from None
 
