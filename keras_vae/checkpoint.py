@@ -78,6 +78,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         state = self.state()
         if state is None:
             return None
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:  # else its slots are not loaded (as BackupAndRestore)
+            optimizer.build(self.model.trainable_variables)
         try:
             self.model.load_weights(state["weights"])
         except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many types
