@@ -57,7 +57,8 @@ def claim(out_dir: Path) -> Iterator[bool]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ArtifactError(f"cannot create the run folder {str(out_dir)!r} ({exc.strerror}): choose another --out") from None
+        raise ArtifactError(
+            f"cannot create the run folder {str(out_dir)!r} ({exc.strerror}): choose another --out") from None
     lock = out_dir / LOCK_FILE
     for _ in range(3):
         try:

@@ -13,13 +13,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train", help="train a model and write a run folder",
         description="Train a VAE (default: the classic VAE on the embedded MNIST digits, offline) and write "
                     "model.keras, config.json, metrics.json, figures and TensorBoard logs to the run folder. "
-                    "Re-running with the same --out resumes an interrupted run (--restart starts it over); --force replaces a finished run once the new one has finished.",
+                    "Re-running with the same --out resumes an interrupted run (--restart starts it over); "
+                    "--force replaces a finished run once the new one has finished.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<timestamp>)")
     parser.add_argument("--force", action="store_true", help="replace a finished run already in --out")
     parser.add_argument("--restart", action="store_true",
-                        help="discard the checkpoint of an interrupted run in --out (e.g. a corrupt one) and start over")
+                        help="discard the checkpoint of an interrupted run in --out (e.g. a corrupt one) "
+                             "and start over")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     return parser
 
