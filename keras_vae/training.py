@@ -157,6 +157,8 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         write_json(out_dir / METRICS_FILE, metrics)
         lifecycle.write_status(out_dir, "finished")  # last: only now does the run count as finished
         shutil.rmtree(backup, ignore_errors=True)
+    except TrainingDiverged:
+        raise  # its folder holds metrics.json with the divergence (and the last good model, if any)
     except BaseException:
         if not has_checkpoint(backup) and not (out_dir / MODEL_FILE).exists():
             lifecycle.discard_failed_start(out_dir, created)  # nothing to resume: leave no half folder
