@@ -38,7 +38,7 @@ def find_images(path: str) -> list[str]:
     return sorted(found)
 
 
-def verify_image(path: str) -> None:
+def verify_image(path: str, decode: bool = True) -> None:
     """Raise DataError naming ``path`` unless it is a JPEG/PNG/BMP/GIF that decodes completely.
 
     PIL checks the format and headers; then the file is decoded by the decoder training uses
@@ -60,7 +60,8 @@ def verify_image(path: str) -> None:
             if not tail.endswith(b"\xff\xd9"):
                 with Image.open(path) as im:
                     im.load()
-        _decode(tf.constant(path))
+        if decode:
+            _decode(tf.constant(path))
     except DataError:
         raise
     except tf.errors.OpError as err:
@@ -68,6 +69,19 @@ def verify_image(path: str) -> None:
         raise DataError(f"cannot read image file {path} (decoder: {reason}): fix or remove it") from None
     except Exception as err:  # PIL raises many types for bad files
         raise DataError(f"cannot read image file {path} ({type(err).__name__}: {err}): fix or remove it") from None
+
+
+def check_decodable(paths: list[str]) -> None:
+    """Decode every file once with the training decoder, in parallel (tf.data); DataError names the first
+    that fails. About as costly as one epoch's decoding; per-file eager calls were ~10x slower."""
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    ds = ds.map(lambda i, p: (i, tf.shape(_decode(p))[0]), num_parallel_calls=tf.data.AUTOTUNE)
+    ok = np.zeros(len(paths), bool)
+    for index, _ in ds.ignore_errors().batch(4096).as_numpy_iterator():
+        ok[index] = True
+    for i in np.flatnonzero(~ok)[:1]:
+        verify_image(paths[i], decode=True)  # raises the one-line error with the decoder's reason
+        raise DataError(f"cannot read image file {paths[i]} (the decoder failed): fix or remove it")
 
 
 def _decode(path: tf.Tensor) -> tf.Tensor:
@@ -90,8 +104,10 @@ def folder_source(path: str, config: DataConfig) -> Source:
     train = [paths[i] for i in train_idx]
     validation = [paths[i] for i in val_idx]
     start = time.perf_counter()
-    for p in np.array(paths)[np.sort(np.concatenate([train_idx, val_idx]))]:
-        verify_image(str(p))
+    used = [str(p) for p in np.array(paths)[np.sort(np.concatenate([train_idx, val_idx]))]]
+    for p in used:
+        verify_image(p, decode=False)
+    check_decodable(used)
     logger.info("verified %d images under %s in %.1f s", len(train) + len(validation), path, time.perf_counter() - start)
     return Source(
         train=_dataset(train),
