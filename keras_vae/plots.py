@@ -110,9 +110,12 @@ def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[n
         points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(centred)
         return points, "t-SNE of posterior means", ("t-SNE 1", "t-SNE 2")
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    share = singular**2 / max(float(np.sum(singular**2)), 1e-30)
+    points = centred @ vt[:2].T  # fewer than 2 columns when N < 2: pad with zeros
+    points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+    share = np.zeros(2)
+    share[:min(2, len(singular))] = singular[:2] ** 2 / max(float(np.sum(singular**2)), 1e-30)
     labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
-    return centred @ vt[:2].T, "PCA of posterior means", labels
+    return points, "PCA of posterior means", labels
 
 
 def plot_latent(model, images: np.ndarray, labels: np.ndarray | None, path: str | Path,
@@ -140,7 +143,7 @@ def plot_interpolations(model, images: np.ndarray, path: str | Path, pairs: int 
     """Convex combinations z = (1 - a) z1 + a z2 of posterior means between pairs of images, a in [0, 1]."""
     rng = np.random.default_rng(seed)
     pairs = max(1, min(pairs, len(images) // 2))
-    index = rng.permutation(len(images))[: 2 * pairs]
+    index = np.resize(rng.permutation(len(images)), 2 * pairs)  # one image: interpolate it with itself
     mean, _ = model.encode(images[index])
     mean = np.asarray(mean)
     alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]

@@ -2,7 +2,8 @@
 
 ``train(config, out_dir)`` is what ``keras-vae train`` calls; Python users may call it too, or
 build the pieces themselves (``make_datasets``, ``build_model``, ``model.fit``).
-An interrupted run resumes when started again with the same ``out_dir`` (BackupAndRestore).
+An interrupted run resumes when started again with the same ``out_dir`` (keras_vae.checkpoint);
+keras_vae.run_lifecycle keeps the folder consistent (lock, status, replacement with --force).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import keras
 import numpy as np
 
 from keras_vae import __version__
+from keras_vae import run_lifecycle as lifecycle
+from keras_vae.checkpoint import RunCheckpoint, has_checkpoint
 from keras_vae.config import RunConfig
 from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
@@ -27,13 +30,12 @@ from keras_vae.precision import resolve_precision
 from keras_vae.recipe import recipe_callbacks
 from keras_vae.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
-from keras_vae.posterior_sampling import finish_training, remove_samplers
+from keras_vae.posterior_sampling import finish_training
 from keras_vae.progress import Reporter, RunClock, start_summary
 from keras_vae.summaries import visual_summaries, write_final_summaries
 from keras_vae.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
-BACKUP_DIR = "backup"
 DIAGNOSTIC_EXAMPLES = 500
 
 
@@ -48,50 +50,77 @@ class RunResult:
 
 class EpochRecorder(keras.callbacks.Callback):
     """Per epoch: Keras' train/validation logs plus posterior diagnostics on validation images,
-    appended to ``metrics["epochs"]`` and written to metrics.json (so partial runs keep their numbers)."""
+    appended to ``metrics["epochs"]`` and written to metrics.json (so partial runs keep their numbers).
+    A diverged epoch is recorded without diagnostics (its weights are not finite)."""
 
-    def __init__(self, metrics: dict[str, Any], images: np.ndarray, path: Path) -> None:
+    def __init__(self, metrics: dict[str, Any], images: np.ndarray, path: Path,
+                 checkpoint: RunCheckpoint | None = None) -> None:
         super().__init__()
-        self.record, self.images, self.path = metrics, images, path
+        self.record, self.images, self.path, self.checkpoint = metrics, images, path, checkpoint
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from keras_vae.schedules import split_logs
 
+        diverged = self.checkpoint is not None and self.checkpoint.divergence is not None
         entry = {
             "epoch": epoch + 1,
             **split_logs(logs, self.model),  # train, validation, schedules (beta, learning rates, ...)
-            "diagnostics": model_diagnostics(self.model, self.images),
+            "diagnostics": None if diverged else model_diagnostics(self.model, self.images),
         }
         epochs = [e for e in self.record["epochs"] if e["epoch"] < entry["epoch"]]
         self.record["epochs"] = epochs + [entry]
         write_json(self.path, self.record)
 
 
-def _prepare_out_dir(out_dir: Path, force: bool) -> bool:
-    """Create ``out_dir``; returns True when an interrupted run there will be resumed."""
-    resuming = (out_dir / BACKUP_DIR).is_dir()
-    if (out_dir / MODEL_FILE).exists() and not resuming:
-        if not force:
-            raise ArtifactError(
-                f"{str(out_dir)!r} already holds a finished run: choose another --out or pass --force to replace it"
-            )
-        for name in (MODEL_FILE, METRICS_FILE):
-            (out_dir / name).unlink(missing_ok=True)
-        remove_samplers(out_dir)
-        shutil.rmtree(out_dir / "logs", ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return resuming
+class TrainingDiverged(ArtifactError):
+    """A non-finite loss stopped training; the last good checkpoint (if any) is the run's model.keras."""
 
 
 def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto", force: bool = False,
-          callbacks: Sequence[keras.callbacks.Callback] = (), report: Reporter | None = None) -> RunResult:
+          restart: bool = False, callbacks: Sequence[keras.callbacks.Callback] = (),
+          report: Reporter | None = None) -> RunResult:
     """Train the model ``config`` describes and write the run folder ``out_dir``; returns a RunResult.
 
-    ``report`` prints the start-of-run summary and each phase after the epochs (default: on stdout
-    unless ``verbose`` is 0)."""
+    An unfinished run in ``out_dir`` resumes from its checkpoint (same configuration required;
+    ``restart=True`` discards it). A finished run is replaced only with ``force=True``, and only
+    once the new run has finished (it trains in ``out_dir/.keras-vae-replacement`` meanwhile).
+    See keras_vae.run_lifecycle for the folder's states and lock. ``report`` prints the
+    start-of-run summary and each phase after the epochs (default: on stdout unless ``verbose`` is 0).
+    """
     out_dir = Path(out_dir)
+    with lifecycle.claim(out_dir) as created:
+        state = lifecycle.inspect(out_dir)
+        if state == "replacing":
+            lifecycle.finish_interrupted_replacement(out_dir)
+            state = "finished"
+        if state not in ("finished", "diverged"):
+            return _train_into(config, out_dir, created, verbose=verbose, restart=restart, callbacks=callbacks,
+                               report=report)
+        if not force:
+            raise ArtifactError(f"{str(out_dir)!r} already holds a {state} run: choose another --out or pass "
+                                "--force to replace it")
+        replacement = out_dir / lifecycle.REPLACEMENT_DIR
+        if (lifecycle.read_status(replacement) or {}).get("status") in ("finished", "diverged"):
+            shutil.rmtree(replacement)  # a replacement that diverged (or never got moved): start it over
+        result = _train_into(config, replacement, not replacement.exists(), verbose=verbose, restart=restart,
+                             callbacks=callbacks, report=report)
+        lifecycle.replace_run(out_dir, replacement)
+        result.out_dir = out_dir
+        return result
+
+
+def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, restart: bool,
+                callbacks: Sequence[keras.callbacks.Callback], report: Reporter | None) -> RunResult:
+    """One run in a claimed folder: resume or start, fit, then model, metrics, figures, status."""
+    backup = out_dir / lifecycle.BACKUP_DIR
+    if restart:
+        lifecycle.clear_run(out_dir)
+    resuming = has_checkpoint(backup)
+    if resuming:
+        lifecycle.check_same_config(out_dir, config.to_dict())
+    else:
+        lifecycle.clear_run(out_dir)  # an unfinished start with nothing to resume: begin afresh
     report = report if report is not None else Reporter(enabled=verbose not in (0, "0"))
-    resuming = _prepare_out_dir(out_dir, force)
     started = time.time()
     keras.utils.set_random_seed(config.train.seed)
     previous_policy = keras.mixed_precision.global_policy()
@@ -99,14 +128,17 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
     log.info("precision: %s (%s)", policy, reason)
     keras.mixed_precision.set_global_policy(policy)
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         data = make_datasets(config.data, image_shape=config.model.image_shape,
                              value_range=config.model.value_range, batch_size=config.train.batch_size,
                              seed=config.train.seed)
         val_images, val_labels = data.validation_arrays()
         model = build_model(config)
         model.compile_for_training(config.train)
-        write_json(out_dir / CONFIG_FILE, config.to_dict())
-        metrics: dict[str, Any] = {"package_version": __version__, "data": data.description,
+        if not resuming:
+            write_json(out_dir / CONFIG_FILE, config.to_dict())
+        lifecycle.write_status(out_dir, "training")
+        metrics: dict[str, Any] = {"package_version": __version__, "status": "training", "data": data.description,
                                    "num_train": data.num_train, "num_validation": data.num_validation,
                                    "precision": {"requested": config.train.precision, "policy": policy, "reason": reason},
                                    "epochs": _previous_epochs(out_dir) if resuming else []}
@@ -117,6 +149,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
                         f"{config.train.epochs} ({done_epochs} done, {clock.previous_seconds:.0f} s spent before)")
         for line in start_summary(config, out_dir, data, model, first_epoch=done_epochs):
             report.line(line)
+        checkpoint = RunCheckpoint(backup)
         train_ds = data.train.repeat() if config.train.steps_per_epoch else data.train
         model.fit(
             train_ds,
@@ -126,22 +159,17 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
             shuffle=False,  # the tf.data pipeline shuffles (seeded)
             verbose=verbose,
             callbacks=[
-                keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR)),
+                checkpoint,
                 keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False),
-                keras.callbacks.TerminateOnNaN(),
                 clock,
-                EpochRecorder(metrics, val_images[:DIAGNOSTIC_EXAMPLES], out_dir / METRICS_FILE),
+                EpochRecorder(metrics, val_images[:DIAGNOSTIC_EXAMPLES], out_dir / METRICS_FILE, checkpoint),
                 *recipe_callbacks(config, metrics),
                 *visual_summaries(config, out_dir / "logs", val_images, metrics),
                 *callbacks,
             ],
         )
-        if model.stop_training and metrics["epochs"] and not np.isfinite(
-                metrics["epochs"][-1]["train"].get("loss", np.nan)):
-            raise ArtifactError(
-                "training diverged (loss became NaN); lower --learning-rate or check the data. "
-                f"Metrics so far are in {str(out_dir / METRICS_FILE)!r}"
-            )
+        if checkpoint.divergence is not None:
+            _keep_last_good(model, checkpoint, metrics, out_dir)
         with report.phase("BatchNorm statistics and latent samplers (training set)", 1) as bar:
             # BatchNorm statistics recomputed, latent samplers fitted and stored (keras_vae.posterior_sampling)
             posterior = finish_training(model, data.train, val_images, out_dir, seed=config.train.seed)
@@ -158,13 +186,50 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
         metrics["resumed"] = resuming
         metrics["train_seconds"] = round(clock.elapsed(), 2)  # both parts of a resumed run
         metrics["elapsed_seconds"] = metrics["train_seconds"]
-        write_json(out_dir / METRICS_FILE, metrics)
+        write_json(out_dir / METRICS_FILE, metrics)  # the numbers so far, before the figures
         _write_figures(model, config, val_images, val_labels, out_dir, report)
         write_final_summaries(out_dir / "logs", metrics, config.train.epochs)
+        metrics["status"] = "finished"
+        write_json(out_dir / METRICS_FILE, metrics)
+        lifecycle.write_status(out_dir, "finished")  # last: only now does the run count as finished
+        shutil.rmtree(backup, ignore_errors=True)
+    except TrainingDiverged:
+        raise  # its folder holds metrics.json with the divergence (and the last good model, if any)
+    except BaseException:
+        if not has_checkpoint(backup) and not (out_dir / MODEL_FILE).exists():
+            lifecycle.discard_failed_start(out_dir, created)  # nothing to resume: leave no half folder
+        raise
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     log.info("run written to %s in %.1f s", out_dir, time.time() - started)
     return RunResult(out_dir=out_dir, model=model, metrics=metrics)
+
+
+def _keep_last_good(model, checkpoint: RunCheckpoint, metrics: dict[str, Any], out_dir: Path) -> None:
+    """After a divergence: model.keras = the last good checkpoint, status 'diverged'; raises TrainingDiverged."""
+    d = checkpoint.divergence
+    where = (f"step {d['step']} of epoch {d['epoch']}" if isinstance(d["step"], int)
+             else f"the {d['step']} of epoch {d['epoch']}")
+    what = "the weights became non-finite" if d["term"] == "weights" else f"loss term {d['term']!r} became {d['value']}"
+    metrics["status"] = "diverged"
+    metrics["divergence"] = d
+    epoch = checkpoint.restore()
+    if epoch is None:
+        write_json(out_dir / METRICS_FILE, metrics)
+        lifecycle.write_status(out_dir, "diverged", divergence=d)
+        shutil.rmtree(out_dir / lifecycle.BACKUP_DIR, ignore_errors=True)
+        raise TrainingDiverged(
+            f"training diverged: {what} at {where}, before any epoch finished, so no model was saved: "
+            "lower --learning-rate or check the data")
+    with atomic_path(out_dir / MODEL_FILE) as tmp:
+        model.save(tmp)
+    metrics["kept_epoch"] = epoch
+    write_json(out_dir / METRICS_FILE, metrics)
+    lifecycle.write_status(out_dir, "diverged", divergence=d, kept_epoch=epoch)
+    shutil.rmtree(out_dir / lifecycle.BACKUP_DIR, ignore_errors=True)
+    raise TrainingDiverged(
+        f"training diverged: {what} at {where}; the last good checkpoint (after epoch {epoch}) is saved as "
+        f"{str(out_dir / MODEL_FILE)!r}. Lower --learning-rate or check the data, then train again with --force")
 
 
 def _previous_epochs(out_dir: Path) -> list[dict[str, Any]]:

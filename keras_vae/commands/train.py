@@ -16,11 +16,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train a VAE (default: the classic VAE on the embedded MNIST digits, offline) and write "
                     "model.keras, config.json, metrics.json, figures and TensorBoard logs to the run folder. "
                     "A run under runs/ also points the link runs/latest at its folder. "
-                    "Re-running with the same --out resumes an interrupted run.",
+                    "Re-running with the same --out resumes an interrupted run (--restart starts it over); "
+                    "--force replaces a finished run once the new one has finished.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<timestamp>)")
     parser.add_argument("--force", action="store_true", help="replace a finished run already in --out")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the checkpoint of an interrupted run in --out (e.g. a corrupt one) "
+                             "and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (the summary lines stay)")
     return parser
 
@@ -34,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     interactive = sys.stdout.isatty()
     verbose = 0 if args.quiet else (1 if interactive else 2)  # per-step bar on a terminal, a line per epoch in logs
-    result = train(config, out, verbose=verbose, force=args.force, report=Reporter(bars=not args.quiet))
+    result = train(config, out, verbose=verbose, force=args.force, restart=args.restart,
+                   report=Reporter(bars=not args.quiet))
     link = update_latest_link(result.out_dir)
     metrics = result.metrics
     final = metrics.get("final", {})

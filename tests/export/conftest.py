@@ -19,6 +19,9 @@ def make_test_run(run_dir, preset: str, **model_overrides) -> Path:
     cfg = get_preset(preset)
     if model_overrides:
         cfg = merge(cfg, {"model": model_overrides})
+    import keras
+
+    keras.utils.set_random_seed(cfg.train.seed)  # the same weights on every run of the suite
     model = build_model(cfg)
     model.compile_for_training(cfg.train)
     rng = np.random.default_rng(0)

@@ -12,6 +12,7 @@ from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
 from keras_vae.models import build_model
 from keras_vae.presets import get_preset
+from keras_vae.run_lifecycle import BACKUP_DIR
 from keras_vae.training import train
 
 RUN_FILES = ("model.keras", "config.json", "metrics.json", "sampler.json", "samples.png", "reconstructions.png",
@@ -93,12 +94,12 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     config = merge(get_preset("tiny-vae"), {"train": {"epochs": 3}})
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, tmp_path, verbose=0, callbacks=[_Interrupt()])
-    assert (tmp_path / "backup").is_dir() and not (tmp_path / "model.keras").exists()
+    assert (tmp_path / BACKUP_DIR).is_dir() and not (tmp_path / "model.keras").exists()
     result = train(config, tmp_path, verbose=0)
     assert result.metrics["resumed"] is True
     assert [e["epoch"] for e in result.metrics["epochs"]] == [1, 2, 3]
     assert int(result.model.optimizer.iterations) == 15  # 3 epochs x 5 steps, not 4 epochs
-    assert not (tmp_path / "backup").exists()
+    assert not (tmp_path / BACKUP_DIR).exists()
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -112,3 +113,4 @@ def test_data_errors_from_the_cli(tmp_path, capsys, spec, message):
                        "--data", spec.format(tmp=tmp_path), "--data-dir", str(tmp_path / "tfds"))
     assert code == 2, err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # a failed start leaves no run folder behind

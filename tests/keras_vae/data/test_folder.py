@@ -126,3 +126,16 @@ def test_wrong_format_named(tree):
     _photo(10, 10).save(tree / "sneaky.png", format="TIFF")
     with pytest.raises(DataError, match=r"sneaky\.png is TIFF, not JPEG/PNG/BMP/GIF"):
         _make(tree)
+
+
+def test_jpeg_corrupt_inside_its_scan_is_named(tree):
+    """Valid end marker, PIL's verify() passes, but the scan holds a second SOF marker: TF's decoder
+    (the one training uses) fails. Found before training, with the file's name."""
+    data = (tree / "b.JPG").read_bytes()
+    scan = data.find(b"\xff\xda")
+    (tree / "b.JPG").write_bytes(data[:scan + 60] + b"\xff\xc0" + data[scan + 62:])
+    with Image.open(tree / "b.JPG") as im:
+        im.verify()  # the old pre-check's test
+    assert (tree / "b.JPG").read_bytes().endswith(b"\xff\xd9")
+    with pytest.raises(DataError, match=r"cannot read image file .*b\.JPG \(decoder: jpeg::Uncompress failed\. Invalid JPEG data.*\): fix or"):
+        _make(tree)
