@@ -34,7 +34,7 @@ def _writer(log_dir: str | Path):
 def _scalars(prefix: str, values: dict[str, Any], step: int) -> None:
     import tensorflow as tf
 
-    for name, value in values.items():
+    for name, value in (values or {}).items():  # None: a diverged epoch has no diagnostics
         if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
             tf.summary.scalar(f"{prefix}/{name}", float(value), step=step)
 
@@ -67,7 +67,8 @@ class ModelSummaries(keras.callbacks.Callback):
         with self._writer.as_default():
             _scalars("diagnostics", entry.get("diagnostics", {}), epoch)
             _scalars("schedules", entry.get("schedules", {}), epoch)
-            if self._due(epoch):
+            diverged = bool(entry) and entry.get("diagnostics", {}) is None  # non-finite weights: nothing to draw
+            if self._due(epoch) and not diverged:
                 for name, grid in model_images(self.model, self.images, self.seed, self.n_samples,
                                                self.n_images).items():
                     tf.summary.image(f"images/{name}", grid[None], step=epoch)
