@@ -24,7 +24,10 @@ import threading
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 _CPP_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [\w.\-]+:\d+\] (.*)$")
 _GPU_ABSENT = re.compile(r"cuInit|Could not find cuda drivers|Unable to register cu(DNN|FFT|BLAS) factory|"
-                         r"computation placer already registered|TF-TRT Warning|cuda_dnn|cuda_fft|cuda_blas")
+                         r"computation placer already registered|TF-TRT Warning|cuda_dnn|cuda_fft|cuda_blas|"
+                         # oneDNN's notice that int32 ops use Eigen on CPUs without AVX-512: logged as an
+                         # ERROR, harmless (seen on every VAEGAN training on AVX2/AMX-less kernels)
+                         r"oneDNN supports DT_INT32 only on platforms with AVX-512")
 
 
 def is_startup_noise(line: str) -> bool:

@@ -45,6 +45,8 @@ def test_help_shows_each_default_once_and_none_for_required_or_unset_options():
     ("I0000 00:00:1795843882.439441   13589 port.cc:153] oneDNN custom operations are on.", True),
     ("I0000 00:00:1795843882.439985   13589 cudart_stub.cc:31] Could not find cuda drivers on your machine.", True),
     ("E0000 00:00:1795843913.116068   13589 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error", True),
+    ("E0000 00:00:1795849774.622311   15061 util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512. "
+     "Falling back to the default Eigen-based implementation if present.", True),
     ("E0000 00:00:1795843913.116068   13589 op_kernel.cc:1840] OP_REQUIRES failed at conv_ops.cc: OOM", False),
     ("F0000 00:00:1795843913.116068   13589 check.cc:10] Check failed: x", False),
     ("keras-vae sample: error: run folder 'x' does not exist", False),
