@@ -18,22 +18,10 @@ from pathlib import Path
 from typing import Iterator
 
 from keras_vae.errors import ArtifactError
+from keras_vae.run_lifecycle import pid_alive
 
 LOCK_FILE = ".keras-vae.lock"
 EMPTY_LOCK_GRACE_S = 10.0  # an unreadable lock younger than this may be being written
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process ``pid`` exists on this machine (signal 0 probes without sending)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def read_lock(path: Path) -> tuple[int, str] | None:
@@ -53,7 +41,7 @@ def _is_stale(path: Path) -> bool:
         except FileNotFoundError:
             return True
     pid, host = owner
-    return host == socket.gethostname() and not _pid_alive(pid)
+    return host == socket.gethostname() and not pid_alive(pid)
 
 
 @contextlib.contextmanager

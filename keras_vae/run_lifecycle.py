@@ -37,6 +37,8 @@ _OWN = {LOCK_FILE, STATUS_FILE, BACKUP_DIR, REPLACEMENT_DIR}
 
 def pid_alive(pid: int) -> bool:
     """True when a process with this pid exists (signal 0 probes without sending anything)."""
+    if pid <= 0:  # 0 and negatives address process groups, not one process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
