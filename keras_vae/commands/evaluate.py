@@ -8,8 +8,6 @@ from pathlib import Path
 from keras_vae.config import MAX_IWAE_SAMPLES
 from keras_vae.validation import bounded_int, check_output_file, seed_type
 
-STAGES = ("features", "samples", "sample quality", "reconstruction", "likelihood", "latent")
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -50,24 +48,22 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     out = check_output_file(Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json")
     config, model = load_run(args.run_dir)
-    import keras
-
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluate_model, evaluation_data, scalars, to_markdown
     from keras_vae.evaluation.sampling import resolve_sampler
     from keras_vae.runs import atomic_path
 
     latent_sampler, description = resolve_sampler(args.run_dir, args.sampler, config.model.latent_dim)
-    progress = keras.utils.Progbar(len(STAGES), unit_name="stage")
-    feature = feature_net_for_run(config, args.run_dir, train_if_missing=True, retrain=args.retrain_features)
-    progress.update(1)
-    done = iter(range(2, len(STAGES) + 1))
+    from keras_vae.progress import Reporter
+
+    report = Reporter()
+    with report.phase("feature network", 1):
+        feature = feature_net_for_run(config, args.run_dir, train_if_missing=True, retrain=args.retrain_features)
     result = evaluate_model(
         model, config, evaluation_data(config), num_samples=args.samples, seed=args.seed,
         latent_sampler=latent_sampler, sampler_description=description, feature=feature,
         iwae_samples=None if args.no_likelihood else (args.iwae_samples or config.train.iwae_samples),
-        likelihood_examples=args.examples or config.train.iwae_examples,
-        progress=lambda stage: progress.update(next(done)))
+        likelihood_examples=args.examples or config.train.iwae_examples, report=report)
     result = {"run_dir": str(args.run_dir), **result}
     write_json(out, result)
     with atomic_path(out.with_suffix(".md")) as tmp:

@@ -96,11 +96,11 @@ def reconstruction_section(model, images: np.ndarray, real_unit: np.ndarray) -> 
     return section
 
 
-def likelihood_section(model, images: np.ndarray, num_samples: int, seed: int = 0) -> dict:
-    """ELBO and IWAE NLL (classic VAE) on images in the model's input form."""
+def likelihood_section(model, images: np.ndarray, num_samples: int, seed: int = 0, progress=None) -> dict:
+    """ELBO and IWAE NLL (classic VAE) on images in the model's input form; ``progress(n)`` after each batch."""
     from keras_vae.metrics import likelihood_evaluation
 
-    result = likelihood_evaluation(model, images, num_samples=num_samples, seed=seed)
+    result = likelihood_evaluation(model, images, num_samples=num_samples, seed=seed, progress=progress)
     n = result["examples"]
     section = {"elbo": entry("elbo", result["elbo"], n), "nll": entry("nll", result["nll"], n),
                "nll_stderr": entry("nll_stderr", result["log_likelihood_stderr"], n)}
@@ -151,16 +151,21 @@ def evaluation_data(config, max_examples: int | None = None) -> EvaluationData:
 def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, seed: int = 0,
                    latent_sampler=None, sampler_description: str = "prior N(0, I)", feature=None,
                    iwae_samples: int | None = None, likelihood_examples: int | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[str], None] | None = None, report=None) -> dict[str, Any]:
     """Every metric of this module for one model. ``feature`` is (model, FeatureNetInfo) or (None, reason);
-    ``iwae_samples=None`` skips the likelihood. ``progress(stage)`` is called after each stage."""
+    ``iwae_samples=None`` skips the likelihood. ``progress(stage)`` is called after each stage;
+    ``report`` (a keras_vae.progress.Reporter) announces each stage, the IWAE estimate with a bar."""
     from keras_vae.evaluation.sampling import draw_samples
+    from keras_vae.progress import Reporter
 
+    report = report if report is not None else Reporter(enabled=False)
     step = progress or (lambda stage: None)
     notes, sections = [], {}
     feature_model, feature_info = feature if feature is not None else (None, "no feature network")
-    samples = draw_samples(model, num_samples, seed=seed, latent_sampler=latent_sampler)
+    with report.phase(f"{num_samples} samples ({sampler_description})", 1):
+        samples = draw_samples(model, num_samples, seed=seed, latent_sampler=latent_sampler)
     step("samples")
+    report.line("sample quality (FD, KID, precision/recall, sharpness) and reconstruction metrics ...")
     if feature_model is not None:
         sections["sample_quality"] = sample_quality(feature_model, data.real_unit, samples, seed=seed)
         notes.append(f"sample quality: {num_samples} samples ({sampler_description}) against "
@@ -184,7 +189,9 @@ def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, see
         notes.append(NO_LIKELIHOOD_VAEGAN)
     elif iwae_samples:
         images = data.model_images[:likelihood_examples] if likelihood_examples else data.model_images
-        sections["likelihood"] = likelihood_section(model, images, iwae_samples, seed=seed)
+        with report.phase(f"IWAE estimate of log p(x) (K={iwae_samples}, {len(images)} examples)",
+                          len(images)) as bar:
+            sections["likelihood"] = likelihood_section(model, images, iwae_samples, seed=seed, progress=bar.update)
         if iwae_samples != STANDARD_IWAE_K:
             notes.append(f"IWAE NLL with K = {iwae_samples}; the literature's standard is K = {STANDARD_IWAE_K} "
                          "(larger K gives a tighter, lower estimate)")

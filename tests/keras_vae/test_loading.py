@@ -184,4 +184,5 @@ def test_evaluate_announces_its_phases(run_dir, tmp_path, capsys):
                            "--out", str(tmp_path / "e.json"))
     assert code == 0, err
     assert "IWAE estimate of log p(x) (K=3, 20 examples) ..." in out
-    assert out.index("IWAE estimate") < out.index('"validation"')
+    assert "IWAE estimate of log p(x) (K=3, 20 examples): done in" in out
+    assert out.index("IWAE estimate") < out.index('"likelihood/nll"')  # announced before the results
