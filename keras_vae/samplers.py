@@ -46,18 +46,10 @@ _WEIGHT_SUM_TOL = 1e-6
 
 
 def draw_noise(seed: int, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """(eps [n, d] float32 standard normal, u [n] float32 uniform in [0, 1)) for ``seed``.
+    """(eps [n, d] float32 standard normal, u [n] float32 uniform in [0, 1)) for ``seed``: the portable
+    counter-based noise of ``keras_vae.noise`` (the same numbers in NumPy, TF graphs and JavaScript)."""
+    from keras_vae.noise import portable_noise
 
-    Uses the portable counter-based noise of ``keras_vae.noise`` when it is present (the same
-    numbers in NumPy, TF graphs and JavaScript), else NumPy's PCG64 generator.
-    """
-    try:
-        from keras_vae.noise import portable_noise
-    except ImportError:
-        rng = np.random.default_rng(int(seed))
-        eps = rng.standard_normal((int(n), int(d)), dtype=np.float32)
-        u = rng.random(int(n), dtype=np.float32)
-        return eps, u
     eps, u = portable_noise(int(seed), int(n), int(d))
     return np.asarray(eps, np.float32), np.asarray(u, np.float32)
 

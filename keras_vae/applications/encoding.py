@@ -50,6 +50,17 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 
+def _keep_provenance(batch, index: list, labels: list, names: list) -> tuple[bool, bool]:
+    """Append a batch's source positions, labels and file names; returns (has labels, has names)."""
+    index.append(batch.index)
+    has_labels, has_names = batch.labels is not None, batch.names is not None
+    if has_labels:
+        labels.append(batch.labels)
+    if has_names:
+        names.extend(batch.names)
+    return has_labels, has_names
+
+
 def encode_examples(model, batches: Iterable) -> Codes:
     """Posterior means and log-variances of every image in ``batches`` (images in the model's range)."""
     means, log_vars, index, labels, names = [], [], [], [], []
@@ -58,12 +69,7 @@ def encode_examples(model, batches: Iterable) -> Codes:
         mean, log_var = model.encode(batch.images)
         means.append(np.asarray(mean))
         log_vars.append(np.asarray(log_var))
-        index.append(batch.index)
-        has_labels, has_names = batch.labels is not None, batch.names is not None
-        if has_labels:
-            labels.append(batch.labels)
-        if has_names:
-            names.extend(batch.names)
+        has_labels, has_names = _keep_provenance(batch, index, labels, names)
     d = model.latent_dim
     return Codes(
         mean=np.concatenate(means) if means else np.zeros((0, d), np.float32),
@@ -96,12 +102,7 @@ def reconstruct_examples(model, batches: Iterable) -> dict[str, np.ndarray | lis
         recon = np.asarray(model.to_unit(model.reconstruct(batch.images)))
         images.append(np.floor(np.clip(recon, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
         mse.append(((recon.astype(np.float64) - x) ** 2).reshape(len(x), -1).mean(axis=1))
-        index.append(batch.index)
-        has_labels, has_names = batch.labels is not None, batch.names is not None
-        if has_labels:
-            labels.append(batch.labels)
-        if has_names:
-            names.extend(batch.names)
+        has_labels, has_names = _keep_provenance(batch, index, labels, names)
     mse_all = _join(mse)
     return {
         "images": np.concatenate(images) if images else np.zeros((0, *model.image_shape), np.uint8),

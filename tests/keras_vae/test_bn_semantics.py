@@ -10,16 +10,7 @@ from keras_vae.models.batchnorm import batch_norm_layers, frozen_statistics, rec
 from keras_vae.models.vae import VAE
 from keras_vae.models.vaegan import VAEGAN
 
-MODEL = dict(kind="vaegan", architecture="resnet", image_shape=(16, 16, 1), latent_dim=8, filters=(4,),
-             num_stages=2, encoder_identity_blocks=1, disc_filters=(4, 1), disc_strides=(2, 1))
-LOSS = dict(kl="population", reconstruction_weight=50.0, adversarial_weight=1.0)
-TRAIN = TrainConfig(learning_rate=1e-3, beta_1=0.5, disc_learning_rate=1e-3)
-
-
-def images(n=16, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.choice([-1.0, 1.0], size=(n, 8, 8, 1)).astype(np.float32)
-    return np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+from tests.keras_vae.test_vaegan import LOSS, MODEL, TRAIN, images  # the same tiny VAEGAN and blobs
 
 
 def make(model=None, loss=None, seed=0):
