@@ -81,3 +81,8 @@ SAMPLE_SIGNATURES = ("sample", "sample_uint8")
 SAMPLE_N_INPUT = "n"
 SAMPLE_SEED_INPUT = "seed"
 SAMPLER_PARITY_SEEDS = (0, 1)  # seeds the exporter checks: SavedModel and sampler.onnx vs LatentSampler
+# --- attribute vectors from labels travel with the export (issue 9) ----------------------------
+# EXPORT_DIR/attributes.json  per-class mean codes of the run's training data (keras_vae.applications.attributes
+#                             format), written when the run's data source has labels; the explorer and the
+#                             Node CLI edit z + alpha * (mean[a] - mean[b]) with it. Listed and hashed in export.json.
+ATTRIBUTES_JSON = "attributes.json"

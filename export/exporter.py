@@ -3,6 +3,7 @@
     EXPORT_DIR/savedmodel/<name>/<version>/   saved_model.pb, variables/, assets.extra/ (warmup)
     EXPORT_DIR/decoder.onnx, encoder.onnx     [+ decoder.float16.onnx, decoder.int8.onnx]
     EXPORT_DIR/sampler.onnx, sampler.json     the latent sampler (the run's sampler.json, else the prior)
+    EXPORT_DIR/attributes.json                per-class mean codes, when the run's data has labels (export.attributes)
     EXPORT_DIR/export.json                    what was exported, signatures, shapes, parity, sizes
 
 The SavedModel also gets the ``sample`` / ``sample_uint8`` signatures (n, seed -> image, z) and a
@@ -265,9 +266,11 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
-               float16: bool = False, quantize: bool = False, sampler: str | None = None) -> dict[str, Any]:
+               float16: bool = False, quantize: bool = False, sampler: str | None = None,
+               attributes: bool = True) -> dict[str, Any]:
     """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json.
-    ``sampler`` ('prior' | 'gaussian' | 'gmm') exports that candidate instead of the run's sampler.json."""
+    ``sampler`` ('prior' | 'gaussian' | 'gmm') exports that candidate instead of the run's sampler.json;
+    ``attributes`` writes attributes.json (per-class mean codes) when the run's data has labels."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
@@ -283,6 +286,9 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
                             f"says {config.model.kind!r}: the run folder is inconsistent")
     source_run = run_dir.resolve().name  # the folder's name: an absolute path would leak the user's home
     latent_sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim), sampler)
+    from export.attributes import run_attributes
+
+    attribute_table, attribute_info = run_attributes(model, config, attributes)
 
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -291,7 +297,8 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
             _remove_leftovers(out_dir)
             _check_out_dir(out_dir, out_dir / rel_version, force)  # again, now that no one else writes
             report = _export_locked(model, config, out_dir, rel_version, name, version, source_run,
-                                    source_sha256, float16, quantize, latent_sampler, sampler_source)
+                                    source_sha256, float16, quantize, latent_sampler, sampler_source,
+                                    (attribute_table, attribute_info))
     except BaseException:
         if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
@@ -301,7 +308,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
 
 def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, version: int, source_run: str,
                    source_sha256: str, float16: bool, quantize: bool, latent_sampler,
-                   sampler_source) -> dict[str, Any]:
+                   sampler_source, attributes=(None, None)) -> dict[str, Any]:
     from keras_vae import __version__
 
     work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
@@ -309,7 +316,12 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
         built = build_export(model, work, name, version, source_run, source_sha256,
                              float16=float16, quantize=quantize, sampler=latent_sampler,
                              sampler_source=sampler_source)
-        files = _file_entries(work, [work / f for f in [*built["onnx"], contract.SAMPLER_JSON]])
+        attribute_table, attribute_info = attributes
+        top_files = [*built["onnx"], contract.SAMPLER_JSON]
+        if attribute_table is not None:
+            attribute_table.save(work / contract.ATTRIBUTES_JSON)
+            top_files.append(contract.ATTRIBUTES_JSON)
+        files = _file_entries(work, [work / f for f in top_files])
         files.update(_file_entries(work, (work / rel_version).rglob("*")))
         report = {
             "format": "keras-vae-export",
@@ -322,14 +334,15 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
                       "image_shape": [int(s) for s in model.image_shape],
                       "value_range": [0, 1], "internal_value_range": list(model.value_range)},
             **built,
+            **({"attributes": attribute_info} if attribute_info is not None else {}),
             "files": files,
         }
         # place: ONNX files, sampler.json, stale variants removed, export.json, and last the version
         # folder in ONE rename (the commit point: before it, no version folder exists and a rerun needs no --force)
-        for f in [*built["onnx"], contract.SAMPLER_JSON]:
+        for f in top_files:
             os.replace(work / f, out_dir / f)
-        for f in VARIANT_FILES:
-            if f not in built["onnx"] and (out_dir / f).exists():
+        for f in (*VARIANT_FILES, contract.ATTRIBUTES_JSON):
+            if f not in top_files and (out_dir / f).exists():
                 (out_dir / f).unlink()
         write_json(out_dir / contract.EXPORT_JSON, report)
         os.chmod(out_dir / contract.EXPORT_JSON, 0o644)  # mkstemp makes 0600; servers read it as others

@@ -1,8 +1,10 @@
 """A tiny static HTTP server for the latent explorer page (``serving/web``) and one decoder.onnx.
 
 Serves exactly: the page (``/``, ``/index.html``, ``/explorer.js``, ``/noise.js`` -- the portable noise,
-whose one source is ``serving/node/noise.js``), the export's ``/decoder.onnx``, ``/sampler.onnx`` and
-``/sampler.json`` (when present; the page then samples the prior) and ``/export.json``, and onnxruntime-web's
+whose one source is ``serving/node/noise.js``, and ``/attributes.js``, the attribute edit of
+``serving/node/attributes.js``), the export's ``/decoder.onnx``, ``/sampler.onnx`` and
+``/sampler.json`` (when present; the page then samples the prior), ``/attributes.json`` (when present;
+the page then shows the attribute-vector controls) and ``/export.json``, and onnxruntime-web's
 dist files under ``/node_modules/onnxruntime-web/dist/``
 with correct MIME types (``.mjs`` text/javascript, ``.wasm`` application/wasm). Standard library only;
 used by ``keras-vae serve-demo`` and by the browser tests.
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 NOISE_JS = Path(__file__).resolve().parent / "node" / "noise.js"  # shared with the Node package
+ATTRIBUTES_JS = Path(__file__).resolve().parent / "node" / "attributes.js"  # shared with the Node package
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
 ORT_ENTRY = "ort.wasm.bundle.min.mjs"
 PAGE_FILES = ("index.html", "explorer.js", "screenshot.png")
@@ -50,7 +53,8 @@ def _routes(export_dir: Path, web_root: Path) -> dict[str, Path]:
     routes = {"/": web_root / "index.html"}
     routes.update({f"/{name}": web_root / name for name in PAGE_FILES})
     routes["/noise.js"] = NOISE_JS
-    for name in (contract.DECODER_ONNX, contract.SAMPLER_ONNX, contract.SAMPLER_JSON):
+    routes["/attributes.js"] = ATTRIBUTES_JS
+    for name in (contract.DECODER_ONNX, contract.SAMPLER_ONNX, contract.SAMPLER_JSON, contract.ATTRIBUTES_JSON):
         routes["/" + name] = export_dir / name
     routes["/" + contract.EXPORT_JSON] = export_dir / contract.EXPORT_JSON
     return routes

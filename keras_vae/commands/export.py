@@ -25,6 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace an existing version of the same name")
     parser.add_argument("--sampler", choices=("prior", "gaussian", "gmm"), default=None,
                         help="latent sampler to export (default: the run's sampler.json, else the prior)")
+    parser.add_argument("--no-attributes", dest="attributes", action="store_false",
+                        help="do not write attributes.json (per-class mean codes of the run's labelled training data, "
+                             "for attribute vectors in the explorer and the Node CLI)")
     parser.add_argument("--float16", action="store_true",
                         help="also write decoder.float16.onnx (float16 weights, float32 inputs/outputs)")
     parser.add_argument("--quantize", action="store_true",
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out)  # a file, /proc or a read-only place: one line before any work
     report = export_run(args.run_dir, args.out, version=args.version, name=args.name, force=args.force,
-                        float16=args.float16, quantize=args.quantize, sampler=args.sampler)
+                        float16=args.float16, quantize=args.quantize, sampler=args.sampler,
+                        attributes=args.attributes)
     sm = report["savedmodel"]
     files = report["files"]
     sm_bytes = sum(v["bytes"] for k, v in files.items() if k.startswith(sm["path"]))
@@ -64,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
           f"SavedModel sample and {sampler['onnx']} vs the run's sampler, max abs diff of z "
           f"{max(check['max_abs_diff']['savedmodel_z'], check['max_abs_diff']['onnx_z']):.2g} "
           f"(seeds {', '.join(map(str, check['seeds']))})")
+    attributes = report.get("attributes") or {}
+    if attributes.get("file"):
+        print(f"  {args.out}/{attributes['file']}  mean codes of classes {', '.join(map(str, attributes['classes']))} "
+              f"({attributes['fitted_on']['examples']} training images)")
+    elif attributes:
+        print(f"  no attributes.json: {attributes['reason']}")
     for kind, info in report["variants"].items():
         print(f"  {info['file']}: {_fmt_bytes(info['bytes'])} ({info['bytes'] / info['bytes_float32']:.0%} of "
               f"float32), max abs error vs float32 {info['max_abs_error']:.2g}")

@@ -5,10 +5,15 @@
 //   node decode.js --model decoder.onnx --latents z.json|z.bin --out-dir DIR [--float-out images.bin|images.json]
 //   node decode.js --model decoder.onnx --sample N --seed S --out-dir DIR [--sampler sampler.onnx|prior]
 //                  [--temperature T] [--latents-out z.json] [--float-out ...]
+//   either form also takes  --attribute A-B:ALPHA [--attributes attributes.json]
 //
 // --sample draws N latents from the exported sampler (default: sampler.onnx beside the model, else the
 // prior N(0, I)) with the portable noise of noise.js: the latents `keras-vae sample` and OnnxDecoder.sample
 // give for the same seed. --latents-out writes them as JSON [[z_0 ... z_{D-1}], ...].
+//
+// --attribute A-B:ALPHA adds ALPHA * (mean[A] - mean[B]) to every latent before decoding (class labels A and B;
+// attributes.js), with the per-class mean codes of attributes.json (default: beside the model, written by
+// `keras-vae export` for runs with labels); --latents-out then holds the edited latents.
 //
 // Latent files:
 //   z.json  a JSON array of arrays [[z_0 ... z_{D-1}], ...] (one flat array = one code).
@@ -19,12 +24,14 @@
 //   ({"shape": [...], "data": [flat values]}). A JSON summary goes to stdout; errors to stderr (exit 2).
 const fs = require('fs');
 const path = require('path');
-const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, DecoderError } = require('./decoder.js');
+const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, toBatch, DecoderError } = require('./decoder.js');
+const attributes = require('./attributes.js');
 
 const USAGE = 'usage: node decode.js --model decoder.onnx (--latents z.json|z.bin | --sample N --seed S ' +
-  '[--sampler sampler.onnx|prior] [--temperature T] [--latents-out z.json]) --out-dir DIR [--float-out FILE.bin|FILE.json]';
+  '[--sampler sampler.onnx|prior] [--temperature T]) [--attribute A-B:ALPHA [--attributes attributes.json]] ' +
+  '[--latents-out z.json] --out-dir DIR [--float-out FILE.bin|FILE.json]';
 const OPTIONS = ['--model', '--latents', '--out-dir', '--float-out', '--sample', '--seed', '--sampler', '--temperature',
-  '--latents-out'];
+  '--latents-out', '--attribute', '--attributes'];
 
 function parseArgs(argv) {
   const args = {};
@@ -47,7 +54,28 @@ function parseArgs(argv) {
       }
     }
   }
+  if (args.attributes && !args.attribute) throw new DecoderError(`--attributes needs --attribute A-B:ALPHA\n${USAGE}`);
+  if (args.attribute) {
+    try {
+      args.edit = attributes.parseSpec(args.attribute);
+    } catch (err) {
+      throw new DecoderError(err.message);
+    }
+  }
   return args;
+}
+
+/** The checked attribute table: --attributes FILE, else attributes.json beside the model. */
+function loadAttributes(file, modelPath, latentDim) {
+  const p = file || path.join(path.dirname(modelPath), 'attributes.json');
+  if (!fs.existsSync(p)) {
+    throw new DecoderError(`attribute file not found: ${p} (exports of runs with labels have one; pass --attributes FILE)`);
+  }
+  try {
+    return { path: p, table: attributes.checkTable(JSON.parse(fs.readFileSync(p, 'utf8')), latentDim, p) };
+  } catch (err) {
+    throw new DecoderError(err instanceof SyntaxError ? `${p} is not valid JSON: ${err.message}` : err.message);
+  }
 }
 
 /** Read a .json or .bin latent file -> array of arrays or {data, shape}. */
@@ -96,19 +124,30 @@ async function main() {
   const t0 = process.hrtime.bigint();
   const decoder = await loadDecoder(args.model);
   const t1 = process.hrtime.bigint();
+  const attr = args.edit ? loadAttributes(args.attributes, args.model, decoder.latentDim) : null;
   let latents;
   let sampler = null;
   if (args.sample) {
     const samplerPath = args.sampler === 'prior' ? null : (args.sampler || defaultSamplerPath(args.model));
     sampler = await loadSampler(samplerPath, decoder.latentDim);
     latents = await sampler.latents(Number(args.sample), Number(args.seed), Number(args.temperature || 1));
-    if (args.latents_out) {
-      const rows = Array.from({ length: latents.shape[0] }, (_, i) =>
-        Array.from(latents.data.subarray(i * latents.shape[1], (i + 1) * latents.shape[1])));
-      fs.writeFileSync(args.latents_out, JSON.stringify(rows));
-    }
   } else {
     latents = readLatents(args.latents, decoder.latentDim);
+  }
+  if (attr) {
+    const batch = toBatch(latents, decoder.latentDim);
+    try {
+      latents = { data: attributes.editBatch(attr.table, batch.data, decoder.latentDim, args.edit.a, args.edit.b, args.edit.alpha),
+        shape: batch.shape };
+    } catch (err) {
+      throw new DecoderError(err.message);
+    }
+  }
+  if (args.latents_out) {
+    const batch = toBatch(latents, decoder.latentDim);
+    const rows = Array.from({ length: batch.shape[0] }, (_, i) =>
+      Array.from(batch.data.subarray(i * batch.shape[1], (i + 1) * batch.shape[1])));
+    fs.writeFileSync(args.latents_out, JSON.stringify(rows));
   }
   const t2 = process.hrtime.bigint();
   const result = await decoder.decode(latents);
@@ -124,6 +163,7 @@ async function main() {
   const ms = (a, b) => Number(b - a) / 1e6;
   console.log(JSON.stringify({ model: args.model, shape: result.dims, pngs, float_out: args.float_out || null,
     sampler: sampler ? (sampler.path || 'prior') : null, seed: args.sample ? Number(args.seed) : null,
+    attribute: attr ? { ...args.edit, file: attr.path } : null,
     load_ms: ms(t0, t1), decode_ms: ms(t2, t3) }));
 }
 

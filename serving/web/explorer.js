@@ -4,13 +4,20 @@
 //   model=URL   the decoder (default ./decoder.onnx)
 //   sampler=URL the latent sampler; default: sampler.onnx beside the model when the export.json there lists it,
 //               else the prior N(0, I) (also with sampler=prior)
+//   attributes=URL  per-class mean codes (default: attributes.json beside the model when its export.json lists it;
+//               attributes=none hides the attribute controls)
 //   ort=URL     folder with onnxruntime-web's dist files (default ./node_modules/onnxruntime-web/dist/)
 //   seed=INT    seed of the sample grid and the interpolation end points (default: time based)
 //   n=INT       number of samples in the grid (default 16)
 //   z=JSON      latents [[...], ...] to decode once; the result goes to <pre id="result"> as JSON
 //               {"dims": [N, H, W, C], "data": [flat float32 values], "load_ms": t, "decode_ms": t}
 // Tests and benchmarks may also call window.__kerasVaeTest.decode(rows) / .sample(n, seed) / .bench(batch, repeats)
-// and read .lastSample() = {seed, z: [[...], ...]} (the codes of the grid on screen).
+// and read .lastSample() = {seed, z: [[...], ...]} (the codes of the grid on screen), .current() = {z, image} (the
+// selected code as drawn, after any attribute edit, and its decoded image {dims, data}) and .attributes() (the labels
+// of attributes.json, or null).
+// Attribute vectors (attributes.js, window.kerasVaeAttributes): the selected grid code is the base b0; the panel shows
+// edit(b0; a, b, alpha) = b0 + alpha (mean[a] - mean[b]) as Python's AttributeTable.edit computes it. "Go to class
+// mean a" makes mean[a] the base; moving a z[d] slider first keeps the edited code as the new base (alpha back to 0).
 // Contract (export/contract.py): input "z" float32 [N, D], output "image" float32 [N, H, W, C] in [0, 1];
 // sampler.onnx: "eps" float32 [N, D], "u" float32 [N] -> "z" float32 [N, D]. The noise comes from noise.js
 // (window.kerasVaeNoise, the portable noise of keras_vae/noise.py), so grid seed S shows the latents that
@@ -19,6 +26,7 @@
 const params = new URLSearchParams(location.search);
 const MODEL_URL = params.get('model') || './decoder.onnx';
 const SAMPLER_PARAM = params.get('sampler');
+const ATTRIBUTES_PARAM = params.get('attributes');
 const ORT_BASE = new URL(params.get('ort') || './node_modules/onnxruntime-web/dist/', location.href).href;
 const N_GRID = Math.max(1, Math.min(256, parseInt(params.get('n') || '16', 10)));
 const N_SLIDERS = 8;
@@ -26,7 +34,7 @@ const STRIP_STEPS = 10;
 
 const $ = (id) => document.getElementById(id);
 const state = { ort: null, session: null, sampler: null, samplerKind: 'prior', latentDim: 0, imageShape: null, seed: 0,
-  current: null, codes: null, queue: Promise.resolve() };
+  current: null, base: null, attributes: null, codes: null, queue: Promise.resolve() };
 
 function setStatus(text, s) {
   $('status').textContent = text;
@@ -100,6 +108,61 @@ async function drawCurrent() {
   draw($('current'), await decode([state.current]), 0);
 }
 
+// The attribute controls' (a, b, alpha).
+function attributeChoice() {
+  return { a: Number($('attr-a').value), b: Number($('attr-b').value), alpha: Number($('attr-alpha').value) };
+}
+
+// current = base + alpha (mean[a] - mean[b]) (the base itself without a table or at alpha 0).
+function applyAttribute() {
+  const { a, b, alpha } = attributeChoice();
+  state.current = state.attributes && alpha !== 0
+    ? window.kerasVaeAttributes.editCode(state.attributes, state.base, a, b, alpha) : Float32Array.from(state.base);
+  $('attr-alpha-value').textContent = alpha.toFixed(2);
+}
+
+function setAlpha(alpha) {
+  $('attr-alpha').value = alpha;
+  $('attr-alpha-value').textContent = Number(alpha).toFixed(2);
+}
+
+// Make `code` the base (alpha back to 0) and draw it.
+function selectCode(code) {
+  state.base = Float32Array.from(code);
+  setAlpha(0);
+  applyAttribute();
+  syncSliders();
+  return drawCurrent();
+}
+
+function redrawEdit() {
+  applyAttribute();
+  syncSliders();
+  return drawCurrent();
+}
+
+function buildAttributes() {
+  const table = state.attributes;
+  $('attributes').hidden = !table;
+  if (!table) return;
+  for (const [id, pick] of [['attr-a', 0], ['attr-b', 1]]) {
+    const select = $(id);
+    select.replaceChildren(...table.labels.map((label, i) => {
+      const option = document.createElement('option');
+      option.value = label;
+      option.textContent = `${label} (${table.counts[i]} codes)`;
+      return option;
+    }));
+    select.value = table.labels[Math.min(pick, table.labels.length - 1)];
+    select.addEventListener('change', () => redrawEdit().catch(fail));
+  }
+  $('attr-alpha').addEventListener('input', () => redrawEdit().catch(fail));
+  $('class-mean').addEventListener('click', () =>
+    selectCode(window.kerasVaeAttributes.classMean(table, attributeChoice().a)).catch(fail));
+  const fitted = table.fittedOn;
+  $('attr-info').textContent = `class means of ${fitted.examples || '?'} ${fitted.split || ''} codes of ${fitted.source || 'the run\'s data'}`;
+}
+
 function buildSliders() {
   const box = $('sliders');
   box.replaceChildren();
@@ -109,7 +172,12 @@ function buildSliders() {
     const input = label.querySelector('input');
     input.dataset.dim = d;
     input.addEventListener('input', () => {
-      state.current[d] = parseFloat(input.value);
+      if (Number($('attr-alpha').value) !== 0) { // keep the edited code as the new base
+        state.base = Float32Array.from(state.current);
+        setAlpha(0);
+      }
+      state.base[d] = parseFloat(input.value);
+      state.current = Float32Array.from(state.base);
       label.querySelector('output').textContent = Number(input.value).toFixed(2);
       drawCurrent();
     });
@@ -137,15 +205,11 @@ async function newSample() {
     c.addEventListener('click', () => {
       $('grid').querySelectorAll('canvas').forEach((o) => o.classList.remove('selected'));
       c.classList.add('selected');
-      state.current = Float32Array.from(codes[i]);
-      syncSliders();
-      drawCurrent();
+      selectCode(codes[i]).catch(fail);
     });
   });
   $('grid').firstChild.classList.add('selected');
-  state.current = Float32Array.from(codes[0]);
-  syncSliders();
-  await drawCurrent();
+  await selectCode(codes[0]);
   const [z0, z1] = await sampleCodes(2, (seed ^ 0x9E3779B9) >>> 0);
   const rows = Array.from({ length: STRIP_STEPS }, (_, k) => {
     const a = k / (STRIP_STEPS - 1);
@@ -177,6 +241,25 @@ async function samplerUrl() {
   return 'sampler.onnx' in files ? new URL('sampler.onnx', manifest).href : null;
 }
 
+// A file beside the model when its export.json lists it, else null.
+async function listedBeside(name) {
+  const manifest = new URL('export.json', new URL(MODEL_URL, location.href));
+  const resp = await fetch(manifest).catch(() => null);
+  if (!resp || !resp.ok) return null;
+  const files = ((await resp.json().catch(() => ({}))).files) || {};
+  return name in files ? new URL(name, manifest).href : null;
+}
+
+// The per-class mean codes: ?attributes=URL, else attributes.json when export.json lists it (none: no controls).
+// A listed table that cannot be read is an error, as for the sampler.
+async function loadAttributes() {
+  const url = ATTRIBUTES_PARAM ? (ATTRIBUTES_PARAM === 'none' ? null : ATTRIBUTES_PARAM) : await listedBeside('attributes.json');
+  if (!url) return;
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+  state.attributes = window.kerasVaeAttributes.checkTable(await resp.json(), state.latentDim, url);
+}
+
 // Load the sampler (a listed sampler that fails to load is an error, not a silent fallback to the prior).
 async function loadSampler() {
   const url = await samplerUrl();
@@ -206,8 +289,15 @@ async function main() {
     throw new Error(`${MODEL_URL} must have input "z" and output "image" (has ${state.session.inputNames} -> ${state.session.outputNames})`);
   }
   await loadSampler();
+  await loadAttributes();
   window.__kerasVaeTest = { decode, bench, loadMs, latentDim: state.latentDim, samplerKind: state.samplerKind,
-    sample: async (n, seed) => (await sampleCodes(n, seed)).map((r) => Array.from(r)), lastSample: () => state.codes };
+    sample: async (n, seed) => (await sampleCodes(n, seed)).map((r) => Array.from(r)), lastSample: () => state.codes,
+    attributes: () => (state.attributes ? state.attributes.labels : null),
+    current: async () => {
+      const z = Array.from(state.current);
+      const r = await decode([state.current]);
+      return { z, image: { dims: r.dims, data: Array.from(r.data) } };
+    } };
 
   if (params.has('z')) {
     const rows = JSON.parse(params.get('z'));
@@ -220,6 +310,7 @@ async function main() {
   state.seed = params.has('seed') ? parseInt(params.get('seed'), 10) >>> 0 : Date.now() >>> 0;
   state.seed = (state.seed - 1) >>> 0; // newSample() advances it first
   buildSliders();
+  buildAttributes();
   await newSample();
   const [, H, W, C] = (await decode([state.current])).dims;
   state.imageShape = [H, W, C];

@@ -100,8 +100,8 @@ def test_a_stale_lock_and_kill9_leftovers_do_not_block_the_rerun(vae_run, tmp_pa
     (out / LOCK_FILE).write_text(f"{_dead_pid()} {os.uname().nodename}\n")
     report = export_run(vae_run, out)  # no --force needed: nothing of a finished export was there
     assert report["savedmodel"]["version"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "export.json", "sampler.json",
-                                                     "sampler.onnx", "savedmodel"]
+    assert sorted(p.name for p in out.iterdir()) == ["attributes.json", "decoder.onnx", "encoder.onnx", "export.json",
+                                                     "sampler.json", "sampler.onnx", "savedmodel"]
 
 
 def test_a_kill_before_the_commit_rename_leaves_no_version_and_the_rerun_needs_no_force(
