@@ -109,14 +109,18 @@ class AttributeTable:
         classes = data.get("classes")
         if not isinstance(classes, list) or len(classes) < 2:
             raise bad("'classes' must list at least two classes")
+        latent_dim = data.get("latent_dim")
         try:
             labels = tuple(int(c["label"]) for c in classes)
             counts = tuple(int(c["count"]) for c in classes)
-            means = np.asarray([c["mean"] for c in classes], np.float64)
+            rows = [np.asarray(c["mean"], np.float64) for c in classes]
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"every class needs 'label', 'count' and 'mean' ({type(exc).__name__}: {exc})") from None
-        if means.ndim != 2 or means.shape[1] != data.get("latent_dim") or not np.all(np.isfinite(means)):
-            raise bad(f"means must be finite [K, latent_dim={data.get('latent_dim')!r}], got shape {means.shape}")
+        for label, row in zip(labels, rows):
+            if row.shape != (latent_dim,) or not np.all(np.isfinite(row)):
+                raise bad(f"means must be finite vectors of latent_dim={latent_dim!r} numbers; class {label} has "
+                          f"shape {row.shape}")
+        means = np.stack(rows)
         if list(labels) != sorted(set(labels)) or min(counts) < 1:
             raise bad("labels must be distinct and ascending, counts >= 1")
         return cls(labels, counts, means.astype(np.float32), dict(data.get("fitted_on") or {}))

@@ -2,10 +2,13 @@
 // `npx playwright install`). Prints one JSON object on stdout.
 //
 //   node serving/web/drive.mjs --url URL [--screenshot out.png] [--bench-repeats 20] [--timeout-ms 30000] [--interact]
+//                              [--attribute A-B:ALPHA]
 //
 // Waits until <body data-state> is "ready" or "error", then reports {state, status, result (parsed
 // <pre id="result">), load_ms, sampler ("sampler.onnx" | "prior"), last_sample ({seed, z} of the grid), console
-// (errors/warnings), bench?: {batch1_ms: [...], batch64_ms: [...]}, interact?: {..., last_sample after "New sample"}}.
+// (errors/warnings), bench?: {batch1_ms: [...], batch64_ms: [...]}, interact?: {..., last_sample after "New sample"},
+// attribute?: {labels, edited: {z, image} of the first grid code after choosing a, b and moving the strength slider to
+// ALPHA in the page's controls, class_mean: {z} after pressing "Go to class mean a"}}.
 // CHROMIUM=/path overrides /usr/bin/chromium.
 import { chromium } from 'playwright-core';
 
@@ -70,6 +73,30 @@ try {
     await page.waitForFunction((g) => document.querySelector('#grid canvas').toDataURL() !== g, grid0, { timeout: 5000 }).catch(() => {});
     report.interact = { slider_changed_current: cur1 !== cur0, new_sample_changed_grid: (await pixels('#grid canvas')) !== grid0,
       last_sample: await page.evaluate(() => window.__kerasVaeTest.lastSample()) };
+  }
+  const attribute = arg('attribute');
+  if (report.state === 'ready' && attribute) {
+    const m = /^(\d+)-(\d+):(.+)$/.exec(attribute);
+    if (!m) throw new Error(`--attribute must be A-B:ALPHA, got ${attribute}`);
+    const labels = await page.evaluate(() => window.__kerasVaeTest.attributes());
+    const visible = await page.evaluate(() => !document.querySelector('#attributes').hidden);
+    report.attribute = { labels, controls_visible: visible };
+    if (labels) {
+      await page.selectOption('#attr-a', m[1]);
+      await page.selectOption('#attr-b', m[2]);
+      const cur0 = await page.evaluate(() => document.querySelector('#current').toDataURL());
+      await page.evaluate((alpha) => {
+        const input = document.querySelector('#attr-alpha');
+        input.value = alpha;
+        input.dispatchEvent(new Event('input'));
+      }, m[3]);
+      await page.waitForFunction((c) => document.querySelector('#current').toDataURL() !== c, cur0, { timeout: 5000 }).catch(() => {});
+      report.attribute.alpha = await page.evaluate(() => Number(document.querySelector('#attr-alpha').value));
+      report.attribute.edited = await page.evaluate(() => window.__kerasVaeTest.current());
+      await page.click('#class-mean');
+      await page.waitForFunction(() => Number(document.querySelector('#attr-alpha').value) === 0, null, { timeout: 5000 }).catch(() => {});
+      report.attribute.class_mean = { z: (await page.evaluate(() => window.__kerasVaeTest.current())).z };
+    }
   }
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
 } finally {
