@@ -11,6 +11,7 @@ TensorFlow lazily so that ``serving`` can read ``export.contract`` without it.
     export/sampler_tf.py   the latent sampler in the graph: portable noise + drawing rule (sample signatures)
     export/sampler_onnx.py sampler.onnx (the drawing rule in plain ONNX ops) and the latent tolerance
     export/sampler_check.py SavedModel sample + sampler.onnx vs LatentSampler.sample
+    export/attributes.py   attributes.json: per-class mean codes of a labelled run (attribute vectors)
     export/quantize.py     optional float16 and dynamically quantized decoders, with measured error
     export/parity.py       Keras vs SavedModel vs onnxruntime at several batch sizes
     export/exporter.py     the pipeline: checks, temp folder, verify, atomic placement, export.json
@@ -23,12 +24,13 @@ from export.errors import ParityError
 
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
-               float16: bool = False, quantize: bool = False, sampler: str | None = None) -> dict[str, Any]:
+               float16: bool = False, quantize: bool = False, sampler: str | None = None,
+               attributes: bool = True) -> dict[str, Any]:
     """Export the model of ``run_dir`` into ``out_dir``; returns the export report (export.json)."""
     from export.exporter import export_run as _export_run  # imports TensorFlow
 
     return _export_run(run_dir, out_dir, version=version, name=name, force=force,
-                       float16=float16, quantize=quantize, sampler=sampler)
+                       float16=float16, quantize=quantize, sampler=sampler, attributes=attributes)
 
 
 __all__ = ["export_run", "ParityError"]

@@ -9,7 +9,10 @@ Both clients read the model's signature metadata once (``GET .../metadata`` or
 ``GetModelMetadata``) and check every request against it before sending: the signature exists,
 the input names, ranks and non-batch dimensions match (latent size, image H, W, C), values are
 finite. Responses come back as NumPy arrays with the signature's dtypes (float32 images in [0, 1],
-uint8 images, float32 ``mean``/``log_variance``). Every failure raises a ``TFServingError``
+uint8 images, float32 ``mean``/``log_variance``). ``sample(n, seed)`` calls the ``sample`` /
+``sample_uint8`` signatures, whose inputs are scalars (``n`` int32, ``seed`` int64): REST sends them
+in the columnar format (``{"inputs": {"n": 16, "seed": 7}}``; the row format cannot carry scalars),
+gRPC as 0-d tensors. Every failure raises a ``TFServingError``
 (a ``keras_vae.errors.KerasVAEError``) that says what went wrong and where.
 """
 from __future__ import annotations
@@ -103,7 +106,11 @@ _CONTRACT_OUTPUTS = {
     "decode_uint8": {contract.IMAGE_OUTPUT: "DT_UINT8"},
     "encode": {contract.MEAN_OUTPUT: "DT_FLOAT", contract.LOG_VARIANCE_OUTPUT: "DT_FLOAT"},
     "reconstruct": {contract.IMAGE_OUTPUT: "DT_FLOAT"},
+    "sample": {contract.IMAGE_OUTPUT: "DT_FLOAT", contract.LATENT_OUTPUT: "DT_FLOAT"},
+    "sample_uint8": {contract.IMAGE_OUTPUT: "DT_UINT8", contract.LATENT_OUTPUT: "DT_FLOAT"},
 }
+_SAMPLE_INPUTS = {contract.SAMPLE_N_INPUT: np.int32, contract.SAMPLE_SEED_INPUT: np.int64}
+SEED_LIMIT = 2 ** 32  # the portable noise takes seeds in [0, 2^32)
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,34 @@ class _BaseClient:
     def reconstruct(self, images, format: str = "columnar") -> np.ndarray:
         """Images [batch, H, W, C] in [0, 1] -> their reconstructions, float32 in [0, 1]."""
         return self.predict("reconstruct", {contract.IMAGE_INPUT: images}, format)[contract.IMAGE_OUTPUT]
+
+    def sample(self, n: int, seed: int = 0, uint8: bool = False) -> tuple:
+        """``(images, z)``: ``n`` draws of the exported latent sampler with ``seed`` and their decodings.
+
+        Calls ``sample`` (float32 images in [0, 1]) or, with ``uint8``, ``sample_uint8``; ``z`` is float32
+        [n, latent]. One seed gives the latents ``OnnxDecoder.sample(n, seed)`` and ``keras-vae sample
+        --seed`` give (the portable noise). ``n`` in [1, MAX_BATCH], ``seed`` in [0, 2^32).
+        """
+        signature = "sample_uint8" if uint8 else "sample"
+        n = _integer("n", n, 1, contract.MAX_BATCH, "split larger draws into several requests")
+        seed = _integer("seed", seed, 0, SEED_LIMIT - 1, "the portable noise takes seeds in [0, 2^32)")
+        info = self._signature(signature)
+        if info is not None:
+            got = {name: t.shape for name, t in info.inputs.items()}
+            if set(got) != set(_SAMPLE_INPUTS) or any(shape not in ((), None) for shape in got.values()):
+                shapes = ", ".join(f"{k} {list(v) if v is not None else '?'}" for k, v in sorted(got.items()))
+                raise InputShapeError(f"signature {signature!r} takes inputs {shapes}; sample() needs scalar "
+                                      "inputs 'n' and 'seed' (the signatures 'keras-vae export' writes)")
+        arrays = {name: np.asarray(value, dtype) for (name, dtype), value in zip(_SAMPLE_INPUTS.items(), (n, seed))}
+        outputs = self._finish(signature, self._send(signature, arrays, "columnar"), info, n)
+        return outputs[contract.IMAGE_OUTPUT], outputs[contract.LATENT_OUTPUT]
+
+
+def _integer(name: str, value, low: int, high: int, hint: str) -> int:
+    """``value`` as an int in [low, high]; InputShapeError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= int(value) <= high:
+        raise InputShapeError(f"{name} must be an integer in [{low}, {high}], got {value!r} ({hint})")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------- REST

@@ -133,3 +133,33 @@ def require_tool(condition: bool, reason: str) -> None:
     if not condition:
         print(f"\nSKIP: {reason}", file=sys.stderr)
         pytest.skip(reason)
+
+
+def hand_made_gmm_sampler():
+    """A 3-component GMM over latent 4 with full Cholesky factors (every runtime must get the component
+    choice, the means and the factors right)."""
+    import numpy as np
+
+    from keras_vae.samplers import LatentSampler
+
+    d = 4
+    rng = np.random.default_rng(4)
+    means = np.array([[2.0, 0.0, -1.0, 0.5], [-2.0, 1.0, 0.0, 0.0], [0.0, -2.5, 1.5, -1.0]])
+    tril = np.tril(rng.normal(size=(3, d, d)) * 0.3, -1) + np.eye(d)[None] * np.array([0.5, 1.0, 0.8])[:, None, None]
+    return LatentSampler("gmm", np.array([0.25, 0.45, 0.3]), means, tril,
+                         fitted_on={"examples": 0, "mode": "test"}, selection={"note": "hand-made for tests"})
+
+
+@pytest.fixture(scope="session")
+def gmm_export(tmp_path_factory):
+    """(run_dir, export_dir, sampler, report): the tiny MLP VAE of tests/export (latent 4, trained on 600
+    embedded MNIST digits, which have labels) with ``hand_made_gmm_sampler`` as its sampler.json, exported
+    once per session (read-only: copy it before changing it)."""
+    from export.exporter import export_run
+    from tests.export.conftest import make_test_run
+
+    run = make_test_run(tmp_path_factory.mktemp("run-gmm"), "tiny-vae")
+    sampler = hand_made_gmm_sampler()
+    sampler.save(run / contract.SAMPLER_JSON)
+    out = tmp_path_factory.mktemp("export-gmm") / "exp"
+    return run, out, sampler, export_run(run, out)

@@ -3,11 +3,11 @@ labelled training data, and the same edit z + alpha (mean_a - mean_b) gives the 
 (``AttributeTable.edit``), Node (``decode.js --attribute A-B:ALPHA``) and the browser explorer (its class
 and strength controls), hence the same images.
 
-The run is the tiny MLP VAE of tests/export (latent 4) on 600 embedded MNIST digits, which have labels.
-Latents are compared exactly where the base code is the same float32 vector (the edit is one float64
-expression on the same JSON numbers, rounded once); the browser's base code is its own first grid code
-(the portable noise, equal to NumPy's to one float32 ulp), so there the bound is that ulp plus one
-rounding of the result. Images from different onnxruntime builds are compared with the export's
+The export is the session's ``gmm_export`` (tests/serving/conftest.py): the tiny MLP VAE of tests/export
+(latent 4) on 600 embedded MNIST digits, which have labels, with a hand-made GMM sampler. Latents are
+compared exactly where the base code is the same float32 vector (the edit is one float64 expression on
+the same JSON numbers, rounded once); a runtime's own sampled base code meets the run folder's within
+``export.sampler_onnx.latent_tolerance``, and the edit moves that bound by one rounding of the result. Images from different onnxruntime builds are compared with the export's
 parity tolerance (``contract.PARITY_TOLERANCE``).
 """
 from __future__ import annotations
@@ -33,14 +33,20 @@ A, B, ALPHA = 7, 1, 1.5  # "seven minus one", one and a half times
 
 
 @pytest.fixture(scope="module")
-def labelled_export(tmp_path_factory):
-    """(run_dir, export_dir, report): the tiny VAE trained on embedded MNIST (labels), exported."""
-    from export.exporter import export_run
-    from tests.export.conftest import make_test_run
+def labelled_export(gmm_export):
+    """(run_dir, export_dir, report) of the session's labelled export."""
+    run, out, _, report = gmm_export
+    return run, out, report
 
-    run = make_test_run(tmp_path_factory.mktemp("run-labels"), "tiny-vae")
-    out = tmp_path_factory.mktemp("export-labels") / "exp"
-    return run, out, export_run(run, out)
+
+def _sampled(out, n=4, seed=SEED):
+    """(the run folder's latents for ``seed``, their bound) with the export's sampler."""
+    from export.sampler_onnx import latent_tolerance
+    from keras_vae.samplers import LatentSampler
+
+    sampler = LatentSampler.load(out / contract.SAMPLER_JSON, latent_dim=D)
+    eps, u = portable_noise(seed, n, D)
+    return sampler.sample(n, seed).astype(np.float32), latent_tolerance(sampler, eps, u)
 
 
 # ------------------------------------------------------------------------------------ the library
@@ -138,12 +144,13 @@ def test_python_edit_decodes_like_keras(labelled_export):
 
     run, out, _ = labelled_export
     table = AttributeTable.load(out / contract.ATTRIBUTES_JSON, latent_dim=D)
-    z = table.edit(portable_noise(SEED, 4, D)[0], A, B, ALPHA)
+    base = _sampled(out)[0]
+    z = table.edit(base, A, B, ALPHA)
     model = load_model(run / "model.keras")
     keras_images = model.to_unit(model.decode(tf.constant(z))).numpy()
     np.testing.assert_allclose(_python_images(out, z), keras_images, atol=contract.PARITY_TOLERANCE, rtol=0)
     # the edit is visible: seven-minus-one changes the picture
-    assert np.abs(_python_images(out, z) - _python_images(out, portable_noise(SEED, 4, D)[0])).max() > 0.01
+    assert np.abs(_python_images(out, z) - _python_images(out, base)).max() > 0.01
 
 
 def test_node_attribute_option_matches_python(labelled_export, tmp_path):
@@ -152,7 +159,7 @@ def test_node_attribute_option_matches_python(labelled_export, tmp_path):
                  f"{NODE_DIR}/node_modules is missing: run serving/install_test_deps.sh")
     _, out, _ = labelled_export
     table = AttributeTable.load(out / contract.ATTRIBUTES_JSON, latent_dim=D)
-    base = portable_noise(SEED, 4, D)[0]
+    base, tolerance = _sampled(out)
     (tmp_path / "z.json").write_text(json.dumps(base.tolist()))  # float32 values, written exactly
     cmd = ["node", str(NODE_DIR / "decode.js"), "--model", str(out / contract.DECODER_ONNX), "--latents",
            str(tmp_path / "z.json"), "--attribute", f"{A}-{B}:{ALPHA}", "--out-dir", str(tmp_path / "png"),
@@ -171,7 +178,7 @@ def test_node_attribute_option_matches_python(labelled_export, tmp_path):
                           timeout=90)
     assert proc.returncode == 0, proc.stderr
     sampled = np.asarray(json.loads((tmp_path / "edited.json").read_text()), np.float32)
-    assert np.all(np.abs(sampled - expected[:2]) <= np.spacing(np.abs(base[:2])) + np.spacing(np.abs(expected[:2])))
+    assert np.all(np.abs(sampled - expected[:2]) <= tolerance[:2] + np.spacing(np.abs(expected[:2])))
     # bad specifications: one line, exit 2
     for spec, message in (("7-1", "must look like A-B:ALPHA"), ("7-1:inf", "must look like A-B:ALPHA"),
                           ("42-1:1", "no class 42 in the attribute table (classes: 0, 1, 2")):
@@ -207,14 +214,14 @@ def test_browser_attribute_controls_match_python(labelled_export, tmp_path):
     attribute = report["attribute"]
     assert attribute["labels"] == list(range(10)) and attribute["controls_visible"] and attribute["alpha"] == ALPHA
     page_base = np.asarray(report["last_sample"]["z"][0], np.float32)  # the selected grid code
-    base = portable_noise(SEED, 4, D)[0][0]
-    assert np.all(np.abs(page_base - base) <= np.spacing(np.abs(base)))
+    reference, tolerance = _sampled(out)
+    assert np.all(np.abs(page_base - reference[0]) <= tolerance[0])
     edited = np.asarray(attribute["edited"]["z"], np.float32)
     np.testing.assert_array_equal(edited, table.edit(page_base, A, B, ALPHA))  # the library's edit, exactly
-    expected = table.edit(base, A, B, ALPHA)
-    assert np.all(np.abs(edited - expected) <= np.spacing(np.abs(base)) + np.spacing(np.abs(expected)))
+    expected = table.edit(reference[0], A, B, ALPHA)
+    assert np.all(np.abs(edited - expected) <= tolerance[0] + np.spacing(np.abs(expected)))
     image = np.asarray(attribute["edited"]["image"]["data"], np.float32).reshape(1, 28, 28, 1)
-    assert np.abs(image - _python_images(out, expected[None])).max() <= contract.PARITY_TOLERANCE
+    assert np.abs(image - _python_images(out, edited[None])).max() <= contract.PARITY_TOLERANCE
     np.testing.assert_array_equal(np.asarray(attribute["class_mean"]["z"], np.float32), table.mean(A))
 
 

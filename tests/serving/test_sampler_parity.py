@@ -33,25 +33,7 @@ D = 4
 PLAIN_OPS = {"Unsqueeze", "LessOrEqual", "Cast", "ReduceSum", "Min", "Gather", "MatMul", "Squeeze", "Add"}
 
 
-def _gmm_sampler() -> LatentSampler:
-    rng = np.random.default_rng(4)
-    means = np.array([[2.0, 0.0, -1.0, 0.5], [-2.0, 1.0, 0.0, 0.0], [0.0, -2.5, 1.5, -1.0]])
-    tril = np.tril(rng.normal(size=(3, D, D)) * 0.3, -1) + np.eye(D)[None] * np.array([0.5, 1.0, 0.8])[:, None, None]
-    return LatentSampler("gmm", np.array([0.25, 0.45, 0.3]), means, tril,
-                         fitted_on={"examples": 0, "mode": "test"}, selection={"note": "hand-made for tests"})
-
-
-@pytest.fixture(scope="module")
-def gmm_export(tmp_path_factory):
-    """(run_dir, export_dir, sampler, report): the tiny VAE with a GMM sampler.json, exported."""
-    from export.exporter import export_run
-    from tests.export.conftest import make_test_run
-
-    run = make_test_run(tmp_path_factory.mktemp("run-gmm"), "tiny-vae")
-    sampler = _gmm_sampler()
-    sampler.save(run / contract.SAMPLER_JSON)
-    out = tmp_path_factory.mktemp("export-gmm") / "exp"
-    return run, out, sampler, export_run(run, out)
+# ``gmm_export`` (tests/serving/conftest.py): the tiny VAE with a hand-made 3-component GMM sampler.json, exported
 
 
 def _reference(sampler, n=N, seed=SEED):
