@@ -480,13 +480,14 @@ class TFServingClient(_BaseClient):
 # --------------------------------------------------------------------------------------------- gRPC
 def ndarray_to_tensor_proto(arr: np.ndarray, tensor_pb2, shape_pb2):
     """A NumPy array -> ``tensorflow.TensorProto`` (dtype, shape, little-endian ``tensor_content``)."""
+    shape = np.shape(arr)  # np.ascontiguousarray turns a 0-d array (sample's n, seed) into shape (1,)
     arr = np.ascontiguousarray(arr)
     names = {np.dtype(v): k for k, v in _DTYPES.items()}
     if arr.dtype not in names:
         raise InputShapeError(f"dtype {arr.dtype} cannot be sent over gRPC by this client")
     proto = tensor_pb2.TensorProto(dtype=_DTYPE_ENUM[names[arr.dtype]])
     proto.tensor_shape.CopyFrom(shape_pb2.TensorShapeProto(
-        dim=[shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape]))
+        dim=[shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape]))
     proto.tensor_content = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     return proto
 
