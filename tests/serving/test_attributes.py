@@ -225,8 +225,8 @@ def test_browser_attribute_controls_match_python(labelled_export, tmp_path):
     np.testing.assert_array_equal(np.asarray(attribute["class_mean"]["z"], np.float32), table.mean(A))
 
 
-def test_export_without_labels_or_with_no_attributes_has_no_file(labelled_export, tmp_path):
-    """--no-attributes (as a run without labels): no attributes.json, and a re-export removes a stale one."""
+def test_no_attributes_export_has_no_file_and_removes_a_stale_one(labelled_export, tmp_path):
+    """--no-attributes (the path of a run without labels): no attributes.json, a re-export removes a stale one."""
     from export.exporter import export_run
 
     run, out, _ = labelled_export
