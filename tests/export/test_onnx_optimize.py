@@ -192,7 +192,8 @@ def tiny_resnet_decoder(tmp_path_factory):
     from keras_vae.models import build_model
     from keras_vae.presets import get_preset
 
-    cfg = merge(get_preset("tiny"), {"model": {"decoder_identity_blocks": 1}})
+    # 16 filters: the inner up-sampling block gets the sub-pixel rewrite, the last (to 1 channel) keeps ConvTranspose
+    cfg = merge(get_preset("tiny"), {"model": {"decoder_identity_blocks": 1, "filters": (16,)}})
     model = build_model(cfg)
     rng = np.random.default_rng(5)
     for layer in model.decoder._flatten_layers(include_self=False, recursive=True):
@@ -215,8 +216,9 @@ def test_tiny_resnet_decoder_keeps_parity_with_keras(tiny_resnet_decoder, tmp_pa
     optimized.write_bytes(path.read_bytes())
     report = optimize_file(optimized)
     ops = report["ops_after"]
-    assert report["ops_before"].get("ConvTranspose", 0) > 0 and "ConvTranspose" not in ops
-    assert report["rewrites"]["merged_conv_pairs"] > 0  # each up-sampling block's two transposed convs
+    assert report["ops_before"].get("ConvTranspose", 0) == 4  # two per up-sampling block
+    assert report["rewrites"]["merged_conv_pairs"] == 2  # each up-sampling block's two transposed convs
+    assert report["rewrites"]["conv_transpose_to_subpixel"] == 1 and ops["ConvTranspose"] == 1  # 16 vs 1 output channels
     assert ops.get("Transpose", 0) <= 2  # NCHW inside: transposes only at the edges
     proto = onnx.load(str(optimized))
     assert {p.key: p.value for p in proto.metadata_props} == {p.key: p.value for p in onnx.load(str(path)).metadata_props}
@@ -226,3 +228,20 @@ def test_tiny_resnet_decoder_keeps_parity_with_keras(tiny_resnet_decoder, tmp_pa
         want = model.to_unit(model.decode(tf.constant(z), training=False)).numpy()
         got = session.run(None, {contract.LATENT_INPUT: z})[0]
         assert np.max(np.abs(got - want)) <= contract.PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("cout", [3, 16])
+def test_subpixel_rewrite_skips_few_output_channels(cout):
+    """optimize_decoder keeps ConvTranspose below SUBPIXEL_MIN_OUT_CHANNELS outputs (faster in MLAS), rewrites above."""
+    from export.onnx_optimize import SUBPIXEL_MIN_OUT_CHANNELS
+
+    rng = np.random.default_rng(cout)
+    cin, h = 4, 5
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], kernel_shape=[3, 3], pads=[0, 0, 1, 1])
+    before = _model([node], [("x", [1, cin, h, h])], [1, cout, 2 * h, 2 * h], {"w": rng.standard_normal((cin, cout, 3, 3))})
+    after, report = optimize_decoder(before, passes=("subpixel",))
+    rewritten = cout >= SUBPIXEL_MIN_OUT_CHANNELS
+    assert report["conv_transpose_to_subpixel"] == int(rewritten)
+    assert ("ConvTranspose" in graph_summary(after)) != rewritten
+    x = rng.standard_normal((1, cin, h, h)).astype(np.float32)
+    _assert_same_function(before, after, {"x": x}, n_terms=cin * 9 + 1)
