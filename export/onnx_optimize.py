@@ -370,7 +370,67 @@ def fold_affine_into_conv(proto: onnx.ModelProto) -> int:
     return folded
 
 
-DEFAULT_PASSES = ("fold", "merge", "subpixel")
+def affine_to_batchnorm(proto: onnx.ModelProto) -> int:
+    """``Add(Mul(x, scale), shift)`` with per-channel constants -> ``BatchNormalization(x, scale, shift,
+    mean=0, var=1, epsilon=0)``; returns how many.
+
+    The same function (``(x - 0) / sqrt(1 + 0) * scale + shift``; at most one rounding less where
+    onnxruntime computes it as one fused multiply-add). tf2onnx writes an inference BatchNorm as this
+    Mul/Add pair; the ones left after ``fold_affine_into_conv`` normalise a residual sum (the
+    pre-activation blocks' ``BN(x + f(x))``). onnxruntime's NCHWc layout pass (graph optimisation level
+    ALL, the default) turns a ``BatchNormalization`` whose input is already blocked into a blocked
+    depthwise convolution with the following ReLU fused, and lets the producing convolution fuse the
+    residual Add; two elementwise passes over NCHW tensors plus the layout reorders around them go
+    away. A Mul/Add pair stays as it is: the NCHWc pass does not handle it.
+    """
+    g = _Graph(proto)
+    channels_of = _channel_counts(proto)
+    replaced, drop = {}, set()
+    for node in g.graph.node:
+        if node.op_type != "Mul" or len(node.input) != 2 or node.input[0] == node.input[1]:
+            continue
+        x, const = (node.input[0], node.input[1]) if g.const(node.input[1]) is not None else (node.input[1], node.input[0])
+        raw = g.const(const)
+        channels = channels_of.get(x)  # x must be [N, C, H, W] with the constants' C (no broadcasting)
+        if raw is None or raw.dtype != np.float32 or raw.shape != (1, channels, 1, 1):
+            continue
+        scale, add = _per_channel(raw, channels), g.only_consumer(node.output[0])
+        if scale is None or add is None or add.op_type != "Add" or len(add.input) != 2 or id(add) in drop:
+            continue
+        other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+        shift = g.const(other) if other != node.output[0] else None
+        if shift is None or shift.dtype != np.float32 or shift.shape != (1, channels, 1, 1):
+            continue
+        shift = shift.reshape(channels)
+        zeros, ones = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+        inputs = [x] + [g.add_init(f"{const}_bn_{part}", value.astype(np.float32))
+                        for part, value in (("scale", scale), ("shift", shift), ("mean", zeros), ("var", ones))]
+        replaced[id(node)] = helper.make_node("BatchNormalization", inputs, [add.output[0]],
+                                              name=g.fresh((node.name or "affine") + "_bn"), epsilon=0.0)
+        drop.add(id(add))
+    nodes = [replaced.get(id(n), n) for n in g.graph.node if id(n) not in drop]
+    del g.graph.node[:]
+    g.graph.node.extend(nodes)
+    g.drop_unused_initializers()
+    return len(replaced)
+
+
+def _channel_counts(proto: onnx.ModelProto) -> dict[str, int]:
+    """{tensor name: C} for every rank-4 float tensor whose axis 1 onnx shape inference knows."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - no shapes: the pass then changes nothing
+        return {}
+    out = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and len(dims) == 4 and dims[1].HasField("dim_value"):
+            out[value.name] = int(dims[1].dim_value)
+    return out
+
+
+ALL_PASSES = ("fold", "merge", "subpixel", "bn")
+DEFAULT_PASSES = ("fold", "merge", "subpixel", "bn")
 
 
 def optimize_decoder(proto: onnx.ModelProto, passes=DEFAULT_PASSES,
@@ -381,11 +441,12 @@ def optimize_decoder(proto: onnx.ModelProto, passes=DEFAULT_PASSES,
     (two convolutions summed -> one over concatenated inputs), "subpixel" (ConvTranspose -> Conv +
     DepthToSpace, for nodes with at least ``SUBPIXEL_MIN_OUT_CHANNELS`` outputs; ``split_phases`` gives
     each phase its own exact-size Conv, else one Conv whose kernel covers every phase, padded with
-    zero taps).
+    zero taps), "bn" (the remaining per-channel Mul/Add pairs -> BatchNormalization, which
+    onnxruntime's NCHWc pass runs blocked with its ReLU fused). They run in that order.
     """
-    unknown = set(passes) - set(DEFAULT_PASSES)
+    unknown = set(passes) - set(ALL_PASSES)
     if unknown:
-        raise ValueError(f"unknown graph passes {sorted(unknown)}: choose from {list(DEFAULT_PASSES)}")
+        raise ValueError(f"unknown graph passes {sorted(unknown)}: choose from {list(ALL_PASSES)}")
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     report = {}
@@ -395,6 +456,8 @@ def optimize_decoder(proto: onnx.ModelProto, passes=DEFAULT_PASSES,
         report["merged_conv_pairs"] = merge_parallel_convs(out)
     if "subpixel" in passes:
         report["conv_transpose_to_subpixel"] = rewrite_conv_transpose(out, split_phases, SUBPIXEL_MIN_OUT_CHANNELS)
+    if "bn" in passes:
+        report["affine_to_batchnorm"] = affine_to_batchnorm(out)
     return out, report
 
 

@@ -219,6 +219,8 @@ def test_tiny_resnet_decoder_keeps_parity_with_keras(tiny_resnet_decoder, tmp_pa
     assert report["ops_before"].get("ConvTranspose", 0) == 4  # two per up-sampling block
     assert report["rewrites"]["merged_conv_pairs"] == 2  # each up-sampling block's two transposed convs
     assert report["rewrites"]["conv_transpose_to_subpixel"] == 1 and ops["ConvTranspose"] == 1  # 16 vs 1 output channels
+    assert report["rewrites"]["affine_to_batchnorm"] == ops["BatchNormalization"] > 0  # BN of residual sums
+    assert ops["Mul"] == report["ops_before"]["Mul"] - ops["BatchNormalization"]
     assert ops.get("Transpose", 0) <= 2  # NCHW inside: transposes only at the edges
     proto = onnx.load(str(optimized))
     assert {p.key: p.value for p in proto.metadata_props} == {p.key: p.value for p in onnx.load(str(path)).metadata_props}
@@ -245,3 +247,31 @@ def test_subpixel_rewrite_skips_few_output_channels(cout):
     assert ("ConvTranspose" in graph_summary(after)) != rewritten
     x = rng.standard_normal((1, cin, h, h)).astype(np.float32)
     _assert_same_function(before, after, {"x": x}, n_terms=cin * 9 + 1)
+
+
+@pytest.mark.parametrize("case", ["pair", "scalar", "shared", "broadcast"])
+def test_per_channel_mul_add_becomes_batchnorm(case):
+    """Mul/Add by [1, C, 1, 1] constants -> BatchNormalization(mean 0, var 1, eps 0); other patterns untouched."""
+    from export.onnx_optimize import affine_to_batchnorm
+
+    rng = np.random.default_rng(7)
+    c, h = 6, 4
+    xc = 1 if case == "broadcast" else c  # x with one channel broadcast against C constants: not a BatchNorm
+    scale_shape = (1, 1, 1, 1) if case == "scalar" else (1, c, 1, 1)
+    out_c = c if case != "scalar" else xc
+    inits = {"s": rng.uniform(-2, 2, scale_shape), "b": rng.standard_normal(scale_shape)}
+    nodes = [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"] if case == "shared" else ["y"])]
+    if case == "shared":  # the Mul's output also feeds the result: the pair cannot become one node
+        nodes.append(helper.make_node("Add", ["r", "m"], ["y"]))
+    before = _model(nodes, [("x", [2, xc, h, h])], [2, out_c, h, h], inits)
+    after = onnx.ModelProto()
+    after.CopyFrom(before)
+    count = affine_to_batchnorm(after)
+    onnx.checker.check_model(after, full_check=True)
+    if case == "pair":
+        assert count == 1 and graph_summary(after) == {"BatchNormalization": 1, "Relu": 1}
+    else:
+        assert count == 0 and graph_summary(after) == graph_summary(before)
+    x = rng.standard_normal((2, xc, h, h)).astype(np.float32)
+    _assert_same_function(before, after, {"x": x}, n_terms=2)
