@@ -10,7 +10,7 @@ timed in interleaved rounds; each round measures, one after the other:
 - TensorFlow: the tf.function the SavedModel serves, in this process (TF's default threads);
 - Python onnxruntime: ``OnnxDecoder`` (automatic threads), and a plain 1-thread session (the
   browser's thread count), in this process;
-- Node: ``serving/node/bench.js`` (onnxruntime-node, the package's default session), a fresh process;
+- Node: ``serving/node/bench.js`` (onnxruntime-node, the session serving/node/decoder.js makes), a fresh process;
 - Chromium: ``serving/web/drive.mjs`` on the latent explorer page (headless Debian chromium,
   onnxruntime-web WASM, 1 thread, ``?n=1``), a fresh browser.
 
@@ -36,7 +36,7 @@ PRESETS = ("mnist-28", "celeba-64")
 TF_PATH = "TensorFlow tf.function (SavedModel serving_default)"
 PY_AUTO = "Python onnxruntime, OnnxDecoder (automatic threads)"
 PY_ONE = "Python onnxruntime, 1 thread"
-NODE = "Node onnxruntime-node 1.30 (default session)"
+NODE = "Node onnxruntime-node 1.30 (serving/node session: spinning off)"
 BROWSER = "Chromium onnxruntime-web 1.30 WASM, 1 thread"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
