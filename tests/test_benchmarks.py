@@ -68,7 +68,9 @@ def test_js_suite_rows_and_markdown(tmp_path):
     rows = summary_rows(result)
     assert rows[0] == ["decoder celeba-64", "batch-1 p50 ms: Node onnxruntime-node vs TF tf.function",
                        "6.00", "8.00", "0.75x"]
-    assert rows[1][2] == "skipped (chromium missing)" and rows[1][4] == ""
+    assert rows[1] == ["decoder celeba-64", "batch-1 CPU ms per call: Node onnxruntime-node vs TF tf.function",
+                       "6.00", "8.00", "0.75x"]
+    assert rows[2][2] == "skipped (chromium missing)" and rows[2][4] == "" and len(rows) == 3
     md = to_markdown(result)
     assert "| Python onnxruntime, 1 thread | 1 | 4.000 | 4.000 | 0.50x | 50 |" in md
     assert "skipped: chromium missing" in md
