@@ -25,6 +25,7 @@ SUITES = {
     "decoder": ("benchmarks.decoder_speed", "decoder_speed"),
     "precision": ("benchmarks.precision_speed", "precision_speed"),
     "pipeline": ("benchmarks.pipeline_speed", "pipeline_speed"),
+    "js": ("benchmarks.js_speed", "js_speed"),
 }
 README_BEGIN, README_END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 

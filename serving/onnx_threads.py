@@ -27,8 +27,9 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def macs_per_image(path) -> float:
-    """Multiply-adds of one image through the graph at ``path`` (Conv, ConvTranspose, MatMul, Gemm)."""
+def batch1_shapes(path):
+    """(graph proto, {tensor name: shape}) after onnx shape inference with the batch axis set to 1
+    (0 marks a dimension inference could not fix; initializers included)."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -42,6 +43,12 @@ def macs_per_image(path) -> float:
     for value in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
         shapes[value.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
     shapes.update({t.name: list(t.dims) for t in proto.graph.initializer})
+    return proto, shapes
+
+
+def macs_per_image(path) -> float:
+    """Multiply-adds of one image through the graph at ``path`` (Conv, ConvTranspose, MatMul, Gemm)."""
+    proto, shapes = batch1_shapes(path)
     total = 0.0
     for node in proto.graph.node:
         out = shapes.get(node.output[0], [])

@@ -1,12 +1,13 @@
 // Drive the latent explorer in headless Chromium (playwright-core + the system chromium; never
 // `npx playwright install`). Prints one JSON object on stdout.
 //
-//   node serving/web/drive.mjs --url URL [--screenshot out.png] [--bench-repeats 20] [--timeout-ms 30000] [--interact]
-//                              [--attribute A-B:ALPHA]
+//   node serving/web/drive.mjs --url URL [--screenshot out.png] [--bench-repeats 20] [--bench-batches 1,64]
+//                              [--timeout-ms 30000] [--interact] [--attribute A-B:ALPHA]
 //
 // Waits until <body data-state> is "ready" or "error", then reports {state, status, result (parsed
 // <pre id="result">), load_ms, sampler ("sampler.onnx" | "prior"), last_sample ({seed, z} of the grid), console
-// (errors/warnings), bench?: {batch1_ms: [...], batch64_ms: [...]}, interact?: {..., last_sample after "New sample"},
+// (errors/warnings), bench?: {batch<B>_ms: [...] for each B of --bench-batches (default 1,64)},
+// interact?: {..., last_sample after "New sample"},
 // attribute?: {labels, edited: {z, image} of the first grid code after choosing a, b and moving the strength slider to
 // ALPHA in the page's controls, class_mean: {z} after pressing "Go to class mean a"}}.
 // CHROMIUM=/path overrides /usr/bin/chromium.
@@ -25,6 +26,7 @@ if (!url) {
 const timeout = Number(arg('timeout-ms', '30000'));
 const repeats = Number(arg('bench-repeats', '0'));
 const screenshot = arg('screenshot');
+const benchBatches = arg('bench-batches', '1,64').split(',').map(Number);
 
 const t0 = Date.now();
 const browser = await chromium.launch({
@@ -51,10 +53,10 @@ try {
     report.sampler = await page.evaluate(() => window.__kerasVaeTest.samplerKind);
     report.last_sample = await page.evaluate(() => window.__kerasVaeTest.lastSample()); // {seed, z} of the grid
     if (repeats > 0) {
-      report.bench = {
-        batch1_ms: await page.evaluate((r) => window.__kerasVaeTest.bench(1, r), repeats),
-        batch64_ms: await page.evaluate((r) => window.__kerasVaeTest.bench(64, r), repeats),
-      };
+      report.bench = {};
+      for (const b of benchBatches) {
+        report.bench[`batch${b}_ms`] = await page.evaluate(([n, r]) => window.__kerasVaeTest.bench(n, r), [b, repeats]);
+      }
     }
   }
   if (report.state === 'ready' && process.argv.includes('--interact')) {

@@ -192,7 +192,8 @@ def tiny_resnet_decoder(tmp_path_factory):
     from keras_vae.models import build_model
     from keras_vae.presets import get_preset
 
-    cfg = merge(get_preset("tiny"), {"model": {"decoder_identity_blocks": 1}})
+    # 16 filters: the inner up-sampling block gets the sub-pixel rewrite, the last (to 1 channel) keeps ConvTranspose
+    cfg = merge(get_preset("tiny"), {"model": {"decoder_identity_blocks": 1, "filters": (16,)}})
     model = build_model(cfg)
     rng = np.random.default_rng(5)
     for layer in model.decoder._flatten_layers(include_self=False, recursive=True):
@@ -215,8 +216,11 @@ def test_tiny_resnet_decoder_keeps_parity_with_keras(tiny_resnet_decoder, tmp_pa
     optimized.write_bytes(path.read_bytes())
     report = optimize_file(optimized)
     ops = report["ops_after"]
-    assert report["ops_before"].get("ConvTranspose", 0) > 0 and "ConvTranspose" not in ops
-    assert report["rewrites"]["merged_conv_pairs"] > 0  # each up-sampling block's two transposed convs
+    assert report["ops_before"].get("ConvTranspose", 0) == 4  # two per up-sampling block
+    assert report["rewrites"]["merged_conv_pairs"] == 2  # each up-sampling block's two transposed convs
+    assert report["rewrites"]["conv_transpose_to_subpixel"] == 1 and ops["ConvTranspose"] == 1  # 16 vs 1 output channels
+    assert report["rewrites"]["affine_to_batchnorm"] == ops["BatchNormalization"] > 0  # BN of residual sums
+    assert ops["Mul"] == report["ops_before"]["Mul"] - ops["BatchNormalization"]
     assert ops.get("Transpose", 0) <= 2  # NCHW inside: transposes only at the edges
     proto = onnx.load(str(optimized))
     assert {p.key: p.value for p in proto.metadata_props} == {p.key: p.value for p in onnx.load(str(path)).metadata_props}
@@ -226,3 +230,48 @@ def test_tiny_resnet_decoder_keeps_parity_with_keras(tiny_resnet_decoder, tmp_pa
         want = model.to_unit(model.decode(tf.constant(z), training=False)).numpy()
         got = session.run(None, {contract.LATENT_INPUT: z})[0]
         assert np.max(np.abs(got - want)) <= contract.PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("cout", [3, 16])
+def test_subpixel_rewrite_skips_few_output_channels(cout):
+    """optimize_decoder keeps ConvTranspose below SUBPIXEL_MIN_OUT_CHANNELS outputs (faster in MLAS), rewrites above."""
+    from export.onnx_optimize import SUBPIXEL_MIN_OUT_CHANNELS
+
+    rng = np.random.default_rng(cout)
+    cin, h = 4, 5
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], kernel_shape=[3, 3], pads=[0, 0, 1, 1])
+    before = _model([node], [("x", [1, cin, h, h])], [1, cout, 2 * h, 2 * h], {"w": rng.standard_normal((cin, cout, 3, 3))})
+    after, report = optimize_decoder(before, passes=("subpixel",))
+    rewritten = cout >= SUBPIXEL_MIN_OUT_CHANNELS
+    assert report["conv_transpose_to_subpixel"] == int(rewritten)
+    assert ("ConvTranspose" in graph_summary(after)) != rewritten
+    x = rng.standard_normal((1, cin, h, h)).astype(np.float32)
+    _assert_same_function(before, after, {"x": x}, n_terms=cin * 9 + 1)
+
+
+@pytest.mark.parametrize("case", ["pair", "scalar", "shared", "broadcast"])
+def test_per_channel_mul_add_becomes_batchnorm(case):
+    """Mul/Add by [1, C, 1, 1] constants -> BatchNormalization(mean 0, var 1, eps 0); other patterns untouched."""
+    from export.onnx_optimize import affine_to_batchnorm
+
+    rng = np.random.default_rng(7)
+    c, h = 6, 4
+    xc = 1 if case == "broadcast" else c  # x with one channel broadcast against C constants: not a BatchNorm
+    scale_shape = (1, 1, 1, 1) if case == "scalar" else (1, c, 1, 1)
+    out_c = c if case != "scalar" else xc
+    inits = {"s": rng.uniform(-2, 2, scale_shape), "b": rng.standard_normal(scale_shape)}
+    nodes = [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"] if case == "shared" else ["y"])]
+    if case == "shared":  # the Mul's output also feeds the result: the pair cannot become one node
+        nodes.append(helper.make_node("Add", ["r", "m"], ["y"]))
+    before = _model(nodes, [("x", [2, xc, h, h])], [2, out_c, h, h], inits)
+    after = onnx.ModelProto()
+    after.CopyFrom(before)
+    count = affine_to_batchnorm(after)
+    onnx.checker.check_model(after, full_check=True)
+    if case == "pair":
+        assert count == 1 and graph_summary(after) == {"BatchNormalization": 1, "Relu": 1}
+    else:
+        assert count == 0 and graph_summary(after) == graph_summary(before)
+    x = rng.standard_normal((2, xc, h, h)).astype(np.float32)
+    _assert_same_function(before, after, {"x": x}, n_terms=2)

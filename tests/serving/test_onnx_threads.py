@@ -47,7 +47,7 @@ def test_threads_for(batch, macs, cores, want):
 
 def test_decoder_uses_one_thread_for_small_calls_and_all_cores_for_large(decoder_path, monkeypatch):
     monkeypatch.setattr("serving.onnx_decoder.usable_cores", lambda: 4)
-    dec = OnnxDecoder(decoder_path)
+    dec = OnnxDecoder(decoder_path, chunk=1024)  # one call per decode: the thread count follows the batch
     macs = onnx_threads.macs_per_image(decoder_path)
     assert macs > 0
     small, large = 1, int(np.ceil(onnx_threads.SMALL_CALL_MACS / macs)) + 1
@@ -66,3 +66,12 @@ def test_decoder_uses_one_thread_for_small_calls_and_all_cores_for_large(decoder
 def test_bad_thread_count_is_refused(decoder_path, bad):
     with pytest.raises(DataError, match="threads must be an integer >= 1"):
         OnnxDecoder(decoder_path, threads=bad)
+
+
+def test_thread_count_follows_the_chunk_not_the_batch(decoder_path, monkeypatch):
+    """A decode of many latents runs as chunks: each onnxruntime call's work decides its threads."""
+    monkeypatch.setattr("serving.onnx_decoder.usable_cores", lambda: 4)
+    macs = onnx_threads.macs_per_image(decoder_path)
+    per_call = int(np.ceil(onnx_threads.SMALL_CALL_MACS / macs))  # the smallest call that gets all cores
+    assert OnnxDecoder(decoder_path, chunk=per_call - 1).threads_for(10 * per_call) == 1
+    assert OnnxDecoder(decoder_path, chunk=per_call).threads_for(10 * per_call) == 4
