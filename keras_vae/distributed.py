@@ -17,7 +17,9 @@ its BatchNorm statistics.
 Keras 3.15's ``fit`` under MultiWorkerMirroredStrategy reduces every scalar log with
 ``strategy.reduce("MEAN", v, axis=0)``, which fails for rank-0 values (keras-team/keras#20585).
 ``install_fit_fix`` reduces those scalars with ``axis=None`` (an all-reduce: the mean over the
-replicas) and leaves every other value, and every other strategy, to Keras.
+replicas) and leaves every other value, and every other strategy, to Keras. Under any strategy, Keras'
+``fit`` also draws one batch to build the model and, with ``steps_per_epoch``, loses it
+(``install_build_fix`` skips that when everything is built, as ``fit`` does without a strategy).
 
 Only the chief (task ``chief``:0, or ``worker``:0 when the cluster has no chief) writes the run
 folder; the other workers train identically into a temporary folder that is deleted at the end (as
@@ -239,6 +241,7 @@ def make_distribution(name: str, batch_size: int | None = None,
 def _create(name: str, cluster: Cluster | None) -> Distribution:
     import tensorflow as tf
 
+    install_build_fix()
     if name == "mirrored":
         return Distribution("mirrored", tf.distribute.MirroredStrategy())
     if len(_CACHE):
@@ -286,6 +289,33 @@ def install_fit_fix() -> None:
 
     reduce_per_replica._keras_vae_fix = True
     trainer.reduce_per_replica = reduce_per_replica
+
+
+def install_build_fix() -> None:
+    """Stop Keras' ``fit`` under a strategy from drawing a batch it then drops (idempotent).
+
+    A model created in ``strategy.scope()`` makes ``fit`` call ``_maybe_symbolic_build``, which takes
+    one batch from the epoch iterator to build what is unbuilt; with ``steps_per_epoch`` Keras keeps
+    that iterator for the epochs, so the batch is lost and training sees batches 2, 3, ... where one
+    process sees 1, 2, ... (measured: a different first step). When nothing needs building (the
+    keras-vae models build their networks and optimizers at construction and ``compile``), skip it,
+    as ``fit`` does without a strategy."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    original = TensorFlowTrainer._maybe_symbolic_build
+    if getattr(original, "_keras_vae_fix", False):
+        return
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        unbuilt = (not all(layer.built for layer in self._flatten_layers())
+                   or any(part is not None and not part.built
+                          for part in (self._compile_metrics, self._compile_loss, self.optimizer)))
+        if unbuilt:
+            return original(self, iterator=iterator, data_batch=data_batch)
+        return None
+
+    _maybe_symbolic_build._keras_vae_fix = True
+    TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
 
 
 @contextlib.contextmanager

@@ -208,9 +208,11 @@ def _load(path, n):
     return [data[f"before_{i}"] for i in range(n)], [data[f"after_{i}"] for i in range(n)]
 
 
+@pytest.mark.slow
 def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
     # the VAEGAN's custom train_step (two optimizers), population KL and BatchNorm statistics all-reduced
-    # (sync_batch_norm); deterministic forward pass (posterior mean, no dropout) so only round-off differs
+    # (sync_batch_norm); deterministic forward pass (posterior mean, no dropout) so only round-off differs.
+    # The real pipeline with steps_per_epoch: without install_build_fix the workers trained on the 2nd batch.
     overrides = json.dumps({"model": {"sync_batch_norm": True, "disc_dropout": 0.0},
                             "loss": {"sample_posterior": False}})
     lr = "1e-4"
@@ -243,7 +245,8 @@ def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
         moved = max(moved, float(np.abs(update_one).max()))
         tolerance = n_terms * F32_EPS * scale
         assert float(np.abs(update_mw - update_one).max()) <= tolerance, (name, tolerance)
-    assert moved > 1e3 * n_terms * F32_EPS * 1e-4  # the step did move the weights, far beyond the tolerance
+    # the step did move the weights (lr 1e-4 times the gradients of the 5000-weighted reconstruction term)
+    assert moved > 1e-3
     assert results[0]["loss"] == pytest.approx(results[2]["loss"], rel=n_terms * F32_EPS)
 
 
