@@ -50,8 +50,10 @@ class Workers:
         self.tmp_path, self.procs, self.logs = tmp_path, [], []
 
     def start(self, argv, env_extra, name):
+        tmp = self.tmp_path / "tmp"  # a killed worker cannot delete its temporary folder: keep it in here
+        tmp.mkdir(exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-               **env_extra}
+               "TMPDIR": str(tmp), **env_extra}
         env.pop("TF_CONFIG", None) if "TF_CONFIG" not in env_extra else None
         log = self.tmp_path / f"{name}.log"
         proc = subprocess.Popen(["timeout", "-s", "KILL", str(WORKER_LIMIT_S), PYTHON, *argv], env=env, cwd=ROOT,
