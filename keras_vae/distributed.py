@@ -40,13 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from keras_vae.errors import ConfigError, choices
+from keras_vae.errors import ConfigError, KerasVAEError, choices
 from keras_vae.validation import short
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 JOBS = ("chief", "worker")  # the job types MultiWorkerMirroredStrategy trains with
+HEARTBEAT_TIMEOUT_S = 30  # a task silent this long counts as lost (TensorFlow's default: 10 s)
 TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}')
 
@@ -247,6 +248,7 @@ def _create(name: str, cluster: Cluster | None) -> Distribution:
     if len(_CACHE):
         raise DistributedError("this process already uses another strategy: MultiWorkerMirroredStrategy must be "
                                "the first one a process creates (start a new process)")
+    _configure_coordination(cluster)
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as exc:
@@ -258,6 +260,29 @@ def _create(name: str, cluster: Cluster | None) -> Distribution:
     log.info("multiworker: task %s of %d, %d replicas", cluster.name, cluster.num_workers,
              strategy.num_replicas_in_sync)
     return Distribution("multiworker", strategy, cluster)
+
+
+def _configure_coordination(cluster: Cluster) -> None:
+    """Start TensorFlow's coordination service as MultiWorkerMirroredStrategy would, but with a heartbeat
+    timeout of HEARTBEAT_TIMEOUT_S instead of TensorFlow's 10 s: on 2 loaded cores a starved worker
+    missed 10 s of heartbeats while starting and the cluster aborted (measured). A lost worker is then
+    reported after about this long. Uses TensorFlow internals; if they move, TensorFlow's default stays."""
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+        from tensorflow.python.training import server_lib
+
+        if context.context().coordination_service is not None:
+            return
+        spec = server_lib.ClusterSpec({job: list(addresses) for job, addresses in cluster.jobs.items()})
+        jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster.jobs[job]))
+                for job in JOBS if job in cluster.jobs]
+        context.context().configure_coordination_service(
+            service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+            coordinated_jobs=jobs, heartbeat_timeout_in_ms=int(HEARTBEAT_TIMEOUT_S * 1000))
+    except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - another TensorFlow
+        log.warning("cannot set the coordination heartbeat timeout (%s): TensorFlow's default applies", exc)
 
 
 def install_fit_fix() -> None:
@@ -316,6 +341,53 @@ def install_build_fix() -> None:
 
     _maybe_symbolic_build._keras_vae_fix = True
     TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+
+
+class WorkerLost(KerasVAEError):
+    """A task of the multi-worker cluster stopped: the collectives of the others fail."""
+
+
+def _lost_task(message: str) -> str:
+    """'worker:1' from TensorFlow's '/job:worker/replica:0/task:1' in an error message ('a task' if none)."""
+    import re
+
+    unhealthy = message.split("unhealthy", 1)[1] if "unhealthy" in message else ""
+    found = (re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", unhealthy)
+             or re.findall(r"reported from /job:(\w+)/task:(\d+)", message))
+    return ", ".join(sorted({f"{job}:{task}" for job, task in found})) or "a task"
+
+
+def _checkpoint_epoch(out_dir: Path) -> int | None:
+    try:
+        return int(json.loads((out_dir / ".keras-vae-backup" / "checkpoint.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def worker_loss_reported(dist: Distribution, out_dir: Path) -> Iterator[None]:
+    """Inside: TensorFlow's collective failures after a lost task (UnavailableError from the coordination
+    service's heartbeat check, or an aborted/timed-out collective) become one WorkerLost line saying
+    how to resume. Without a cluster it does nothing."""
+    if dist.cluster is None:
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+        import re
+
+        text = re.sub(r"\{\{.*?\}\}\s*", "", str(exc.message)).strip()  # TensorFlow's {{function_node ...}}
+        first = (text.splitlines() or [type(exc).__name__])[0]
+        lost = _lost_task(str(exc.message))
+        epoch = _checkpoint_epoch(Path(out_dir))
+        resume = (f"they resume from the chief's checkpoint after epoch {epoch}" if epoch is not None
+                  else "no epoch had finished, so training starts over")
+        raise WorkerLost(
+            f"the multi-worker cluster lost {lost} ({type(exc).__name__}: {short(first, 160)}): start every "
+            f"worker again with the same command; {resume}") from None
 
 
 @contextlib.contextmanager

@@ -267,8 +267,8 @@ def _checkpoint_epoch(out):
 
 
 @pytest.mark.slow
-def test_killed_worker_then_restart_resumes_from_the_chiefs_checkpoint(workers, tmp_path):
-    out, epochs = tmp_path / "run", 6
+def test_killed_worker_stops_the_chief_and_a_restart_resumes_from_its_checkpoint(workers, tmp_path):
+    out, epochs = tmp_path / "run", 12  # enough epochs that the chief is still training when the worker dies
     ports = free_ports(2)
     first = [workers.start(_train_argv(out, epochs), {"TF_CONFIG": tf_config(ports, i)}, f"first{i}")
              for i in range(2)]
@@ -276,9 +276,12 @@ def test_killed_worker_then_restart_resumes_from_the_chiefs_checkpoint(workers, 
     while _checkpoint_epoch(out) < 1 and time.monotonic() < deadline and first[0].poll() is None:
         time.sleep(0.2)
     assert _checkpoint_epoch(out) >= 1, workers.output()
-    workers.kill(first[1])  # a worker is lost mid-run ...
-    workers.kill(first[0])  # ... and the chief, stuck in its next collective, is stopped too (a Job restarts both)
+    workers.kill(first[1])  # a worker is lost mid-run: the chief's next collective fails (missed heartbeats)
+    assert workers.wait([first[0]]) == [2], workers.output()
     kept = _checkpoint_epoch(out)
+    lines = [line for line in workers.logs[0].read_text().splitlines() if line.startswith("keras-vae train: error:")]
+    assert len(lines) == 1 and "the multi-worker cluster lost worker:1" in lines[0], workers.output()
+    assert f"they resume from the chief's checkpoint after epoch {kept}" in lines[0]
     assert 1 <= kept < epochs, "the run finished before the worker was killed: raise epochs"
     assert not (out / "model.keras").exists()
     ports = free_ports(2)
@@ -349,3 +352,53 @@ def test_kubernetes_manifest_builds_a_valid_tf_config_per_pod():
     config = resolve_config(build_parser().parse_args(args[1:]))
     assert config.train.strategy == "multiworker" and config.model.sync_batch_norm
     check_global_batch(config.train.batch_size, clusters[0].num_workers)
+
+
+# --- posterior noise per replica --------------------------------------------------------------------
+NOISE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np
+    from keras_vae.models import build_model
+    from keras_vae.presets import get_preset
+    config = get_preset("tiny-vae")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build_model(config)
+    zeros = tf.zeros([3, config.model.latent_dim])
+    per_replica = strategy.run(tf.function(lambda: model.sample_posterior(zeros, zeros)))
+    draws = [np.asarray(v).tolist() for v in strategy.experimental_local_results(per_replica)]
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "draws": draws}))
+""")
+
+
+def test_the_classic_vae_draws_distinct_posterior_noise_on_each_replica(workers, tmp_path):
+    proc = workers.start(["-c", NOISE_SCRIPT, str(ROOT)], {}, "noise")
+    assert workers.wait([proc]) == [0], workers.output()
+    result = json.loads(workers.logs[0].read_text().strip().splitlines()[-1])
+    first, second = (np.array(d) for d in result["draws"])
+    assert result["replicas"] == 2 and first.shape == second.shape == (3, 4)
+    assert np.abs(first).max() > 0 and not np.allclose(first, second)  # was identical before the fold-in
+
+
+def test_a_run_may_resume_under_another_strategy(tmp_path):
+    from keras_vae import run_lifecycle as lifecycle
+    from keras_vae.errors import ConfigError
+    from keras_vae.presets import get_preset
+    from keras_vae.runs import write_json
+
+    config = get_preset("tiny-vae")
+    write_json(tmp_path / "config.json", config.to_dict())
+    other = config.to_dict()
+    other["train"]["strategy"] = "multiworker"
+    lifecycle.check_same_config(tmp_path, other)  # allowed: the checkpoint does not depend on it
+    older = config.to_dict()
+    del older["train"]["strategy"]  # config.json of a run from before the field existed
+    write_json(tmp_path / "config.json", older)
+    lifecycle.check_same_config(tmp_path, config.to_dict())
+    other["train"]["batch_size"] = 64  # what the run computes still has to match
+    with pytest.raises(ConfigError, match="train.batch_size: 32 -> 64"):
+        lifecycle.check_same_config(tmp_path, other)

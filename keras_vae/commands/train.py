@@ -53,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     interactive = sys.stdout.isatty()
     verbose = 0 if args.quiet else (1 if interactive else 2)  # per-step bar on a terminal, a line per epoch in logs
-    result = train(config, out, verbose=verbose, force=args.force, restart=args.restart,
-                   report=Reporter(bars=not args.quiet))
+    from keras_vae.distributed import worker_loss_reported
+
+    with worker_loss_reported(distribution, out):  # a lost worker: one line saying how to resume
+        result = train(config, out, verbose=verbose, force=args.force, restart=args.restart,
+                       report=Reporter(bars=not args.quiet))
     if not result.is_chief:
         print(f"worker {distribution.cluster.name} finished; the chief writes the run folder {result.out_dir}")
         return 0
