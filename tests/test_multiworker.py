@@ -256,7 +256,7 @@ def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
 def _train_argv(out, epochs):
     return ["-m", "keras_vae", "train", "--preset", "tiny-vae", "--strategy", "multiworker", "--out", str(out),
             "--epochs", str(epochs), "--steps-per-epoch", "2", "--quiet", "--iwae-samples", "2",
-            "--set", "train.iwae_examples=8", "--set", "train.summary_every=0"]
+            "--set", "train.iwae_examples=8", "--set", "train.summary_every=0", "--set", "data.max_examples=64"]
 
 
 def _checkpoint_epoch(out):
@@ -268,7 +268,7 @@ def _checkpoint_epoch(out):
 
 @pytest.mark.slow
 def test_killed_worker_stops_the_chief_and_a_restart_resumes_from_its_checkpoint(workers, tmp_path):
-    out, epochs = tmp_path / "run", 12  # enough epochs that the chief is still training when the worker dies
+    out, epochs = tmp_path / "run", 8  # enough epochs that the chief is still training when the worker dies
     ports = free_ports(2)
     first = [workers.start(_train_argv(out, epochs), {"TF_CONFIG": tf_config(ports, i)}, f"first{i}")
              for i in range(2)]
