@@ -18,8 +18,9 @@ Keras 3.15's ``fit`` under MultiWorkerMirroredStrategy reduces every scalar log 
 ``strategy.reduce("MEAN", v, axis=0)``, which fails for rank-0 values (keras-team/keras#20585).
 ``install_fit_fix`` reduces those scalars with ``axis=None`` (an all-reduce: the mean over the
 replicas) and leaves every other value, and every other strategy, to Keras. Under any strategy, Keras'
-``fit`` also draws one batch to build the model and, with ``steps_per_epoch``, loses it
-(``install_build_fix`` skips that when everything is built, as ``fit`` does without a strategy).
+``fit`` also iterates the dataset once to build the model, so training starts on the dataset's
+second iteration, another shuffle order than one process's (``install_build_fix`` skips that when
+everything is built, as ``fit`` does without a strategy).
 
 Only the chief (task ``chief``:0, or ``worker``:0 when the cluster has no chief) writes the run
 folder; the other workers train identically into a temporary folder that is deleted at the end (as
@@ -317,14 +318,15 @@ def install_fit_fix() -> None:
 
 
 def install_build_fix() -> None:
-    """Stop Keras' ``fit`` under a strategy from drawing a batch it then drops (idempotent).
+    """Make Keras' ``fit`` under a strategy read the data in the order one process reads it (idempotent).
 
-    A model created in ``strategy.scope()`` makes ``fit`` call ``_maybe_symbolic_build``, which takes
-    one batch from the epoch iterator to build what is unbuilt; with ``steps_per_epoch`` Keras keeps
-    that iterator for the epochs, so the batch is lost and training sees batches 2, 3, ... where one
-    process sees 1, 2, ... (measured: a different first step). When nothing needs building (the
-    keras-vae models build their networks and optimizers at construction and ``compile``), skip it,
-    as ``fit`` does without a strategy."""
+    A model created in ``strategy.scope()`` makes ``fit`` call ``_maybe_symbolic_build``, which opens an
+    iterator over the dataset to take one batch, then resets it: ``fit``'s own iterator is the
+    dataset's second iteration, so a pipeline that reshuffles every iteration (seeded shuffle and
+    augmentation noise, as keras_vae.data's) comes in another order than in one process with the same
+    seed (measured: the one-SGD-step comparison differed in the second digit). When nothing needs
+    building (the keras-vae models build their networks at construction and their optimizers in
+    ``compile``), skip it, as ``fit`` does without a strategy."""
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
     original = TensorFlowTrainer._maybe_symbolic_build

@@ -214,7 +214,7 @@ def _load(path, n):
 def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
     # the VAEGAN's custom train_step (two optimizers), population KL and BatchNorm statistics all-reduced
     # (sync_batch_norm); deterministic forward pass (posterior mean, no dropout) so only round-off differs.
-    # The real pipeline with steps_per_epoch: without install_build_fix the workers trained on the 2nd batch.
+    # The real pipeline: without install_build_fix the workers started on its second (reshuffled) iteration.
     overrides = json.dumps({"model": {"sync_batch_norm": True, "disc_dropout": 0.0},
                             "loss": {"sample_posterior": False}})
     lr = "1e-4"
@@ -402,3 +402,41 @@ def test_a_run_may_resume_under_another_strategy(tmp_path):
     other["train"]["batch_size"] = 64  # what the run computes still has to match
     with pytest.raises(ConfigError, match="train.batch_size: 32 -> 64"):
         lifecycle.check_same_config(tmp_path, other)
+
+
+def test_fit_under_a_strategy_sees_the_data_order_of_one_process():
+    # Keras' fit under a strategy opens an iterator to build the model, then resets it: its own iterator
+    # was the dataset's second iteration, so a pipeline that reshuffles every iteration (seeded, as
+    # keras_vae.data's) came in another order than in one process. install_build_fix skips that draw.
+    import keras
+    import tensorflow as tf
+
+    dist = make_distribution("mirrored", 2)
+
+    class Probe(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.w = self.add_weight(shape=(), initializer="zeros")
+            self.seen = keras.metrics.Mean(name="seen")
+            self.built = True
+
+        def train_step(self, data):
+            self.seen.update_state(tf.reduce_mean(data))
+            return {"seen": self.seen.result()}
+
+    def pipeline():  # a new dataset object each time: iterations of one object advance its shuffle seed
+        return (tf.data.Dataset.range(100).shuffle(100, seed=1, reshuffle_each_iteration=True).batch(2)
+                .map(lambda b: tf.cast(b[:, None], tf.float32)).repeat())
+
+    reference = pipeline()
+    first_pass = iter(reference)
+    expected = [float(np.mean(next(first_pass))) for _ in range(2)]  # what one process trains on first
+    second_pass = iter(reference)
+    assert [float(np.mean(next(second_pass))) for _ in range(2)] != expected  # the next iteration differs
+    batches = pipeline()
+    with dist.scope():
+        probe = Probe()
+        probe.compile(optimizer=keras.optimizers.SGD(0.1))
+        probe.optimizer.build(probe.trainable_variables)
+    history = probe.fit(dist.prepare(batches), epochs=2, steps_per_epoch=1, verbose=0)
+    assert history.history["seen"] == expected
