@@ -216,7 +216,8 @@ _CACHE: dict[str, Distribution] = {}  # a process creates its multi-worker strat
 def make_distribution(name: str, batch_size: int | None = None,
                       environ: Mapping[str, str] | None = None) -> Distribution:
     """The Distribution for strategy ``name`` (created once per process and reused), after checking
-    TF_CONFIG (multiworker) and that ``batch_size`` splits over the replicas."""
+    TF_CONFIG (multiworker) and that ``batch_size`` splits over the replicas. ``environ`` is what the
+    checks read (default os.environ); TensorFlow itself always reads os.environ["TF_CONFIG"]."""
     if name not in STRATEGIES:
         raise DistributedError(f"unknown strategy {short(name)}: choose {choices(STRATEGIES)}")
     environ = os.environ if environ is None else environ
