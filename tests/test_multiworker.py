@@ -234,10 +234,14 @@ def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
         np.testing.assert_array_equal(x, z)
     for x, y in zip(a0, a1):  # the workers hold one model: identical after the step
         np.testing.assert_array_equal(x, y)
-    # vs one process: the same sums in another order. The longest sum in the step runs over the global
-    # batch and every pixel (n = batch * height * width terms); float32 summation error is at most
-    # (n - 1) * eps relative to the sum of magnitudes, which the update's own size stands in for.
+    # vs one process: the same sums in another order (per worker, then across workers). A float32 sum of
+    # n terms is off by at most (n - 1) * eps relative to the sum of magnitudes (the update's own size
+    # stands in for it); the longest sums run over the global batch and every pixel (n = batch * height
+    # * width), and the errors of successive layers add up along the forward and backward pass, so
+    # the bound is (layers with a kernel) * n * eps. A real difference (another batch, unsynchronised
+    # BatchNorm) changes the updates by tens of percent.
     n_terms = 8 * 16 * 16
+    depth = sum(name.endswith("/kernel") for name in results[0]["names"])
     moved = 0.0
     for name, before, mw, one in zip(results[0]["names"], bs, a0, as_):
         if not np.issubdtype(before.dtype, np.floating):
@@ -245,7 +249,7 @@ def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
         update_mw, update_one = mw - before, one - before
         scale = max(float(np.abs(update_one).max()), float(np.abs(one).max()) * F32_EPS)
         moved = max(moved, float(np.abs(update_one).max()))
-        tolerance = n_terms * F32_EPS * scale
+        tolerance = depth * n_terms * F32_EPS * scale
         assert float(np.abs(update_mw - update_one).max()) <= tolerance, (name, tolerance)
     # the step did move the weights (lr 1e-4 times the gradients of the 5000-weighted reconstruction term)
     assert moved > 1e-3
