@@ -43,9 +43,12 @@ class RunCheckpoint(keras.callbacks.Callback):
     (step: batch within the epoch, 1-based; "validation" or "weights" when found at epoch end).
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, source: str | Path | None = None) -> None:
         super().__init__()
         self.directory = Path(directory)
+        # where restore() reads: ``directory``, or another run's checkpoint (a multi-worker run's
+        # non-chief workers resume from the chief's; they write only to their own ``directory``)
+        self.source = Path(source) if source is not None else self.directory
         self.divergence: dict[str, Any] | None = None
         self.last_good_epoch: int | None = None
         self._epoch = 0
@@ -53,17 +56,17 @@ class RunCheckpoint(keras.callbacks.Callback):
     # --- reading ------------------------------------------------------------------------
     def _corrupt(self, why: str) -> ArtifactError:
         return ArtifactError(
-            f"the training checkpoint in {str(self.directory)!r} is corrupt ({why}): "
+            f"the training checkpoint in {str(self.source)!r} is corrupt ({why}): "
             "pass --restart to discard it and train from the start")
 
     def state(self) -> dict[str, Any] | None:
         """The checkpoint record, verified: its weights file exists and matches its SHA-256."""
-        path = self.directory / STATE_FILE
+        path = self.source / STATE_FILE
         if not path.is_file():
             return None
         try:
             state = json.loads(path.read_text())
-            weights = self.directory / state["weights"]
+            weights = self.source / state["weights"]
             epoch, digest = int(state["epoch"]), state["sha256"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise self._corrupt(f"unreadable {STATE_FILE}: {type(exc).__name__}") from None

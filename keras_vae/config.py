@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from keras_vae.data.config import DataConfig
+from keras_vae.distributed import STRATEGIES
 from keras_vae.errors import ConfigError, choices
 from keras_vae.validation import check_seed, short
 
@@ -270,11 +271,13 @@ class TrainConfig:
     keep_best: bool = False  # classic VAE: keep the weights of the epoch with the best validation ELBO
     latent_projection: str = "pca"  # latent.png for latent > 2: "pca" or "tsne"
     summary_every: int = 1  # TensorBoard images and code histograms every N epochs (0: never)
+    strategy: str = "auto"  # auto | none | mirrored | multiworker (TF_CONFIG): keras_vae.distributed
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("latent_projection", self.latent_projection, LATENT_PROJECTIONS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("strategy", self.strategy, STRATEGIES)
         if self.summary_every < 0:
             raise ConfigError(f"train.summary_every must be >= 0 (0 turns image summaries off), "
                               f"got {self.summary_every}")

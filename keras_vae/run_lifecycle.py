@@ -33,6 +33,9 @@ FIGURES = ("samples.png", "reconstructions.png", "latent.png", "interpolations.p
 RUN_OUTPUTS = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, "evaluation.json", "evaluation.md", "sampler.json", "samplers",
                "features", "logs", *FIGURES)
 _OWN = {LOCK_FILE, STATUS_FILE, BACKUP_DIR, REPLACEMENT_DIR}
+# fields a resumed run may change: how it is distributed (not what it computes; the checkpoint is the
+# same weights file), e.g. an interrupted multi-worker run finished on one machine
+RESUMABLE_CHANGES = ("train.strategy:",)
 
 
 def pid_alive(pid: int) -> bool:
@@ -148,7 +151,7 @@ def check_same_config(run_dir: Path, config: dict[str, Any]) -> None:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return
-    diffs = config_differences(read_json(path), config)
+    diffs = [d for d in config_differences(read_json(path), config) if not d.startswith(RESUMABLE_CHANGES)]
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise ConfigError(

@@ -22,6 +22,7 @@ from keras_vae import run_lifecycle as lifecycle
 from keras_vae.checkpoint import RunCheckpoint, has_checkpoint
 from keras_vae.config import RunConfig
 from keras_vae.data import make_datasets
+from keras_vae.distributed import Distribution, make_distribution, worker_folder
 from keras_vae.errors import ArtifactError
 from keras_vae.evaluation.report import end_of_training
 from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
@@ -46,6 +47,7 @@ class RunResult:
     out_dir: Path
     model: Any
     metrics: dict[str, Any] = field(default_factory=dict)
+    is_chief: bool = True  # False on a multi-worker run's other workers (they write no run folder)
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -86,8 +88,14 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
     once the new run has finished (it trains in ``out_dir/.keras-vae-replacement`` meanwhile).
     See keras_vae.run_lifecycle for the folder's states and lock. ``report`` prints the
     start-of-run summary and each phase after the epochs (default: on stdout unless ``verbose`` is 0).
+    ``config.train.strategy`` picks the tf.distribute strategy (keras_vae.distributed); under
+    ``multiworker`` only the chief writes ``out_dir``, the other workers train into a temporary folder.
     """
     out_dir = Path(out_dir)
+    dist = make_distribution(config.train.strategy, config.train.batch_size)
+    if not dist.is_chief:
+        return _train_worker(config, out_dir, dist, verbose=verbose, force=force, restart=restart,
+                             callbacks=callbacks, report=report)
     with lifecycle.claim(out_dir) as created:
         state = lifecycle.inspect(out_dir)
         if state == "replacing":
@@ -95,7 +103,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
             state = "finished"
         if state not in ("finished", "diverged"):
             return _train_into(config, out_dir, created, verbose=verbose, restart=restart, callbacks=callbacks,
-                               report=report)
+                               report=report, dist=dist)
         if not force:
             raise ArtifactError(f"{str(out_dir)!r} already holds a {state} run: choose another --out or pass "
                                 "--force to replace it")
@@ -103,20 +111,37 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
         if (lifecycle.read_status(replacement) or {}).get("status") in ("finished", "diverged"):
             shutil.rmtree(replacement)  # a replacement that diverged (or never got moved): start it over
         result = _train_into(config, replacement, not replacement.exists(), verbose=verbose, restart=restart,
-                             callbacks=callbacks, report=report)
+                             callbacks=callbacks, report=report, dist=dist)
         lifecycle.replace_run(out_dir, replacement)
         result.out_dir = out_dir
         return result
 
 
+def _train_worker(config: RunConfig, out_dir: Path, dist: Distribution, *, verbose, force: bool, restart: bool,
+                  callbacks: Sequence[keras.callbacks.Callback], report: Reporter | None) -> RunResult:
+    """A non-chief worker: the chief's training step for step, in a temporary folder (deleted at the
+    end), resuming from the checkpoint the chief keeps in ``out_dir`` (shared storage)."""
+    replacement = out_dir / lifecycle.REPLACEMENT_DIR
+    chief_run = replacement if force and replacement.is_dir() else out_dir
+    with worker_folder(dist) as folder:
+        result = _train_into(config, folder, True, verbose=verbose, restart=restart, callbacks=callbacks,
+                             report=report, dist=dist,
+                             restore_from=None if restart else chief_run / lifecycle.BACKUP_DIR)
+    return RunResult(out_dir=out_dir, model=result.model, metrics=result.metrics, is_chief=False)
+
+
 def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, restart: bool,
-                callbacks: Sequence[keras.callbacks.Callback], report: Reporter | None) -> RunResult:
-    """One run in a claimed folder: resume or start, fit, then model, metrics, figures, status."""
+                callbacks: Sequence[keras.callbacks.Callback], report: Reporter | None,
+                dist: Distribution | None = None, restore_from: Path | None = None) -> RunResult:
+    """One run in a claimed folder: resume or start, fit, then model, metrics, figures, status.
+    ``restore_from``: the checkpoint folder to resume from when it is not this run's own (a worker's)."""
+    dist = dist or Distribution("none")
     backup = out_dir / lifecycle.BACKUP_DIR
+    source = restore_from or backup  # where the checkpoint to resume from lives
     if restart:
         lifecycle.clear_run(out_dir)
-    resuming = has_checkpoint(backup)
-    if resuming:
+    resuming = has_checkpoint(source)
+    if resuming and restore_from is None:
         lifecycle.check_same_config(out_dir, config.to_dict())
     else:
         lifecycle.clear_run(out_dir)  # an unfinished start with nothing to resume: begin afresh
@@ -133,27 +158,32 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
                              value_range=config.model.value_range, batch_size=config.train.batch_size,
                              seed=config.train.seed)
         val_images, val_labels = data.validation_arrays()
-        model = build_model(config)
-        model.compile_for_training(config.train)
+        with dist.scope():  # distributed variables and optimizers (keras_vae.distributed)
+            model = build_model(config)
+            model.compile_for_training(config.train)
         if not resuming:
             write_json(out_dir / CONFIG_FILE, config.to_dict())
         lifecycle.write_status(out_dir, "training")
         metrics: dict[str, Any] = {"package_version": __version__, "status": "training", "data": data.description,
                                    "num_train": data.num_train, "num_validation": data.num_validation,
                                    "precision": {"requested": config.train.precision, "policy": policy, "reason": reason},
-                                   "epochs": _previous_epochs(out_dir) if resuming else []}
+                                   "strategy": {"name": dist.name, "replicas": dist.replicas,
+                                                "workers": dist.cluster.num_workers if dist.cluster else 1},
+                                   "epochs": _previous_epochs(source.parent) if resuming else []}
         done_epochs = len(metrics["epochs"])
-        clock = RunClock(metrics, _previous_seconds(out_dir) if resuming else 0.0, started=started)
+        clock = RunClock(metrics, _previous_seconds(source.parent) if resuming else 0.0, started=started)
         if resuming:
             report.line(f"resuming the interrupted run in {out_dir} from epoch {done_epochs + 1} of "
                         f"{config.train.epochs} ({done_epochs} done, {clock.previous_seconds:.0f} s spent before)")
         for line in start_summary(config, out_dir, data, model, first_epoch=done_epochs):
             report.line(line)
-        checkpoint = RunCheckpoint(backup)
+        if dist.strategy is not None:
+            report.line(f"strategy: {dist.describe()}")
+        checkpoint = RunCheckpoint(backup, source=restore_from)
         train_ds = data.train.repeat() if config.train.steps_per_epoch else data.train
         model.fit(
-            train_ds,
-            validation_data=data.validation,
+            dist.prepare(train_ds),
+            validation_data=dist.prepare(data.validation),
             epochs=config.train.epochs,
             steps_per_epoch=config.train.steps_per_epoch,
             shuffle=False,  # the tf.data pipeline shuffles (seeded)

@@ -22,6 +22,7 @@ FLAG_FIELDS = {
     "precision": ("train", "precision"),
     "jit_compile": ("train", "jit_compile"),
     "iwae_samples": ("train", "iwae_samples"),
+    "strategy": ("train", "strategy"),  # the flag itself: keras_vae.commands.train
 }
 
 

@@ -26,20 +26,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="discard the checkpoint of an interrupted run in --out (e.g. a corrupt one) "
                              "and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (the summary lines stay)")
+    parser.add_argument("--strategy", default=None, choices=["auto", "none", "mirrored", "multiworker"],
+                        help="tf.distribute strategy (train.strategy): auto (the default) and none train in this "
+                             "process; mirrored uses this machine's GPUs; multiworker joins the cluster that "
+                             "the TF_CONFIG environment variable describes (only the chief writes --out; "
+                             "see README 'Multi-worker training')")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
+    if config.train.strategy == "multiworker" and not args.out:
+        from keras_vae.errors import ConfigError
+
+        raise ConfigError("--strategy multiworker needs --out: pass the same folder to every worker (the chief "
+                          "writes the run there, the others resume from its checkpoint)")
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    from keras_vae.distributed import make_distribution
+
+    # before the rest of TensorFlow: checks TF_CONFIG and the batch, and starts a multi-worker strategy
+    # while the process is still fresh (TensorFlow refuses to configure collectives later)
+    distribution = make_distribution(config.train.strategy, config.train.batch_size)
     from keras_vae.progress import Reporter
     from keras_vae.runs import update_latest_link
     from keras_vae.training import train  # imports TensorFlow
 
     interactive = sys.stdout.isatty()
     verbose = 0 if args.quiet else (1 if interactive else 2)  # per-step bar on a terminal, a line per epoch in logs
-    result = train(config, out, verbose=verbose, force=args.force, restart=args.restart,
-                   report=Reporter(bars=not args.quiet))
+    from keras_vae.distributed import worker_loss_reported
+
+    with worker_loss_reported(distribution, out):  # a lost worker: one line saying how to resume
+        result = train(config, out, verbose=verbose, force=args.force, restart=args.restart,
+                       report=Reporter(bars=not args.quiet))
+    if not result.is_chief:
+        print(f"worker {distribution.cluster.name} finished; the chief writes the run folder {result.out_dir}")
+        return 0
     link = update_latest_link(result.out_dir)
     metrics = result.metrics
     final = metrics.get("final", {})

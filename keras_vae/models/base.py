@@ -131,10 +131,17 @@ class LatentVariableModel(keras.Model):
 
     def sample_posterior(self, mean, log_var, num_samples: int | None = None, training: bool = True):
         """Reparameterized z = mean + sigma * eps; [B, D] or [L, B, D]. Noise from the model's
-        SeedGenerator, or from the validation stream when ``training`` is False."""
+        SeedGenerator, or from the validation stream when ``training`` is False. Under a strategy with
+        several replicas the seed is folded with the replica id (distinct noise on every replica)."""
         shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
         generator = self.seed_generator if training else self.validation_seed_generator
-        eps = keras.random.normal(shape, seed=generator, dtype=mean.dtype)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(tf.cast(generator.next(), tf.int32),
+                                                            tf.cast(ctx.replica_id_in_sync_group, tf.int32))
+            eps = tf.random.stateless_normal(shape, seed=seed, dtype=mean.dtype)
+        else:
+            eps = keras.random.normal(shape, seed=generator, dtype=mean.dtype)
         return reparameterize(mean, log_var, eps)
 
     def batch_norm_networks(self) -> tuple:

@@ -1,0 +1,446 @@
+"""Multi-worker training (keras_vae.distributed): TF_CONFIG checks, two workers on 127.0.0.1 against one
+process, a killed worker resuming from the chief's checkpoint, and the Kubernetes example's TF_CONFIG.
+
+The two-process tests start every worker under ``timeout -s KILL`` in its own session and kill the
+session by PID in teardown: a worker whose peer never starts waits forever and ignores SIGTERM.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_vae.distributed import (DistributedError, check_global_batch, check_port_free, make_distribution,
+                                   parse_tf_config)
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+WORKER_LIMIT_S = 240  # per worker process; a healthy one needs a fraction of this even on 2 loaded cores
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def tf_config(ports, index, job="worker"):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": job, "index": index}})
+
+
+def free_ports(n):
+    """n distinct ports that were free a moment ago (bound to port 0, then released)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Workers:
+    """Processes started by a test, each under ``timeout`` in its own session; ``kill_all`` ends them by PID."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path, self.procs, self.logs = tmp_path, [], []
+
+    def start(self, argv, env_extra, name):
+        tmp = self.tmp_path / "tmp"  # a killed worker cannot delete its temporary folder: keep it in here
+        tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
+               "TMPDIR": str(tmp), **env_extra}
+        env.pop("TF_CONFIG", None) if "TF_CONFIG" not in env_extra else None
+        log = self.tmp_path / f"{name}.log"
+        proc = subprocess.Popen(["timeout", "-s", "KILL", str(WORKER_LIMIT_S), PYTHON, *argv], env=env, cwd=ROOT,
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def wait(self, procs=None):
+        codes = []
+        for proc in procs or self.procs:
+            try:
+                codes.append(proc.wait(timeout=WORKER_LIMIT_S + 30))
+            except subprocess.TimeoutExpired:
+                codes.append(None)
+        return codes
+
+    def output(self):
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs)
+
+    def kill(self, proc):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session this test started: timeout and its python
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def kill_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.kill(proc)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    w = Workers(tmp_path)
+    yield w
+    w.kill_all()
+
+
+# --- TF_CONFIG, batch and port checks (no TensorFlow) ---------------------------------------------
+def test_tf_config_parses_the_documented_form():
+    cluster = parse_tf_config(tf_config([1111, 2222], 1))
+    assert (cluster.task_type, cluster.task_index, cluster.num_workers) == ("worker", 1, 2)
+    assert not cluster.is_chief and parse_tf_config(tf_config([1111, 2222], 0)).is_chief
+    assert cluster.address == "127.0.0.1:2222"
+    with_chief = json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                             "task": {"type": "worker", "index": 0}})
+    parsed = parse_tf_config(with_chief)
+    assert parsed.num_workers == 3 and not parsed.is_chief  # with a chief job, worker 0 is not the chief
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "needs the TF_CONFIG environment variable"),
+    ("", "needs the TF_CONFIG environment variable"),
+    ("{cluster", "is not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"task": {"type": "worker", "index": 0}}', "has no 'cluster' object"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, "task": {"type": "worker", "index": 0}}', "lists job 'ps'"),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "must be a non-empty list"),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', "not a 'host:port' string"),
+    ('{"cluster": {"worker": ["a:99999"]}, "task": {"type": "worker", "index": 0}}', "port in 1..65535"),
+    ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}', "twice"),
+    ('{"cluster": {"worker": ["a:1"]}}', "has no 'task' object"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "not a job of the cluster"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "0"}}', "is not an integer"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}',
+     "task index 2 is out of range: cluster 'worker' has 2 address(es), so the index must be in 0..1"),
+    ('{"cluster": {"chief": ["a:1", "b:1"], "worker": ["c:1"]}, "task": {"type": "worker", "index": 0}}',
+     "there is one chief"),
+])
+def test_tf_config_errors_name_the_problem(text, message):
+    with pytest.raises(DistributedError) as info:
+        parse_tf_config(text)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_global_batch_must_split_over_the_replicas():
+    check_global_batch(32, 2)
+    check_global_batch(7, 1)
+    with pytest.raises(DistributedError, match=r"batch_size 33 .* 2 replicas: choose a multiple of 2 \(e.g. 32 or 34\)"):
+        check_global_batch(33, 2)
+    # multiworker checks it against the cluster size before TensorFlow starts
+    with pytest.raises(DistributedError, match="batch_size 9 .* 2 replicas"):
+        make_distribution("multiworker", 9, environ={"TF_CONFIG": tf_config([1111, 2222], 0)})
+
+
+def test_a_taken_port_means_a_duplicated_task_index():
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = parse_tf_config(tf_config([port, port + 1 if port < 65535 else port - 1], 0))
+        with pytest.raises(DistributedError, match=f"port {port} is in use .* same task index"):
+            check_port_free(cluster)
+
+
+def test_cli_reports_tf_config_problems_in_one_line(tmp_path, monkeypatch, capsys):
+    from keras_vae.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny-vae", "--strategy", "multiworker", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-vae train: error: --strategy multiworker needs the TF_CONFIG environment variable")
+    assert "\n" not in err and not out.exists()
+    monkeypatch.setenv("TF_CONFIG", tf_config([1111, 2222], 5))
+    assert main(["train", "--preset", "tiny-vae", "--strategy", "multiworker", "--out", str(out)]) == 2
+    assert "task index 5 is out of range" in capsys.readouterr().err
+    monkeypatch.setenv("TF_CONFIG", tf_config([1111, 2222], 0))
+    assert main(["train", "--preset", "tiny-vae", "--strategy", "multiworker", "--batch-size", "33",
+                 "--out", str(out)]) == 2
+    assert "batch_size 33 is the global batch" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny-vae", "--strategy", "multiworker"]) == 2
+    assert "--strategy multiworker needs --out" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny-vae", "--set", "train.strategy=ring", "--out", str(out)]) == 2
+    assert "unknown strategy 'ring'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# --- two workers vs one process -------------------------------------------------------------------
+STEP_SCRIPT = textwrap.dedent("""
+    import json, sys
+    root, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    sys.path.insert(0, root)
+    from keras_vae.config import merge
+    from keras_vae.distributed import make_distribution
+    from keras_vae.presets import get_preset
+    config = merge(get_preset("tiny"), json.loads(sys.argv[4]))
+    dist = make_distribution("multiworker" if mode == "worker" else "none", config.train.batch_size)
+    import keras, numpy as np
+    from keras_vae.data import make_datasets
+    from keras_vae.models import build_model
+    keras.utils.set_random_seed(0)
+    data = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
+                         batch_size=config.train.batch_size, seed=0)
+    with dist.scope():
+        model = build_model(config)
+        lr = float(sys.argv[5])
+        model.compile(g_optimizer=keras.optimizers.SGD(lr), d_optimizer=keras.optimizers.SGD(lr))
+    names = [v.path for v in model.weights]
+    before = [np.array(v) for v in model.weights]
+    history = model.fit(dist.prepare(data.train.repeat()), epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
+    after = [np.array(v) for v in model.weights]
+    np.savez(out, **{f"before_{i}": b for i, b in enumerate(before)}, **{f"after_{i}": a for i, a in enumerate(after)})
+    print(json.dumps({"names": names, "replicas": dist.replicas, "loss": history.history["loss"][-1],
+                      "g_iterations": int(model.g_optimizer.iterations.numpy()),
+                      "d_iterations": int(model.d_optimizer.iterations.numpy())}))
+""")
+
+
+def _load(path, n):
+    data = np.load(path)
+    return [data[f"before_{i}"] for i in range(n)], [data[f"after_{i}"] for i in range(n)]
+
+
+@pytest.mark.slow
+def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
+    # the VAEGAN's custom train_step (two optimizers), population KL and BatchNorm statistics all-reduced
+    # (sync_batch_norm); deterministic forward pass (posterior mean, no dropout) so only round-off differs.
+    # The real pipeline: without install_build_fix the workers started on its second (reshuffled) iteration.
+    overrides = json.dumps({"model": {"sync_batch_norm": True, "disc_dropout": 0.0},
+                            "loss": {"sample_posterior": False}})
+    lr = "1e-4"
+    ports = free_ports(2)
+    procs = [workers.start(["-c", STEP_SCRIPT, str(ROOT), "worker", str(tmp_path / f"w{i}.npz"), overrides, lr],
+                           {"TF_CONFIG": tf_config(ports, i)}, f"worker{i}") for i in range(2)]
+    single = workers.start(["-c", STEP_SCRIPT, str(ROOT), "single", str(tmp_path / "single.npz"), overrides, lr],
+                           {}, "single")
+    assert workers.wait([*procs, single]) == [0, 0, 0], workers.output()
+    results = [json.loads(log.read_text().strip().splitlines()[-1]) for log in workers.logs]
+    assert [r["replicas"] for r in results] == [2, 2, 1]
+    assert all(r["g_iterations"] == 1 and r["d_iterations"] == 1 for r in results)
+    n = len(results[0]["names"])
+    (b0, a0), (b1, a1), (bs, as_) = (_load(tmp_path / f"{name}.npz", n) for name in ("w0", "w1", "single"))
+    for x, y, z in zip(b0, b1, bs):  # the same start everywhere (seeded init; MWMS broadcasts worker 0's)
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    for x, y in zip(a0, a1):  # the workers hold one model: identical after the step
+        np.testing.assert_array_equal(x, y)
+    # vs one process: the same sums in another order (per worker, then across workers). A float32 sum of
+    # n terms is off by at most (n - 1) * eps relative to the sum of magnitudes (the update's own size
+    # stands in for it); the longest sums run over the global batch and every pixel (n = batch * height
+    # * width), and the errors of successive layers add up along the forward and backward pass, so
+    # the bound is (layers with a kernel) * n * eps. A real difference (another batch, unsynchronised
+    # BatchNorm) changes the updates by tens of percent.
+    n_terms = 8 * 16 * 16
+    depth = sum(name.endswith("/kernel") for name in results[0]["names"])
+    moved = 0.0
+    for name, before, mw, one in zip(results[0]["names"], bs, a0, as_):
+        if not np.issubdtype(before.dtype, np.floating):
+            continue
+        update_mw, update_one = mw - before, one - before
+        scale = max(float(np.abs(update_one).max()), float(np.abs(one).max()) * F32_EPS)
+        moved = max(moved, float(np.abs(update_one).max()))
+        tolerance = depth * n_terms * F32_EPS * scale
+        assert float(np.abs(update_mw - update_one).max()) <= tolerance, (name, tolerance)
+    # the step did move the weights (lr 1e-4 times the gradients of the 5000-weighted reconstruction term)
+    assert moved > 1e-3
+    assert results[0]["loss"] == pytest.approx(results[2]["loss"], rel=n_terms * F32_EPS)
+
+
+# --- a killed worker, then both restarted ----------------------------------------------------------
+def _train_argv(out, epochs):
+    return ["-m", "keras_vae", "train", "--preset", "tiny-vae", "--strategy", "multiworker", "--out", str(out),
+            "--epochs", str(epochs), "--steps-per-epoch", "2", "--quiet", "--iwae-samples", "2",
+            "--set", "train.iwae_examples=8", "--set", "train.summary_every=0", "--set", "data.max_examples=64"]
+
+
+def _checkpoint_epoch(out):
+    try:
+        return json.loads((out / ".keras-vae-backup" / "checkpoint.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_worker_stops_the_chief_and_a_restart_resumes_from_its_checkpoint(workers, tmp_path):
+    out, epochs = tmp_path / "run", 8  # enough epochs that the chief is still training when the worker dies
+    ports = free_ports(2)
+    first = [workers.start(_train_argv(out, epochs), {"TF_CONFIG": tf_config(ports, i)}, f"first{i}")
+             for i in range(2)]
+    deadline = time.monotonic() + WORKER_LIMIT_S
+    while _checkpoint_epoch(out) < 1 and time.monotonic() < deadline and first[0].poll() is None:
+        time.sleep(0.2)
+    assert _checkpoint_epoch(out) >= 1, workers.output()
+    workers.kill(first[1])  # a worker is lost mid-run: the chief's next collective fails (missed heartbeats)
+    assert workers.wait([first[0]]) == [2], workers.output()
+    kept = _checkpoint_epoch(out)
+    lines = [line for line in workers.logs[0].read_text().splitlines() if line.startswith("keras-vae train: error:")]
+    assert len(lines) == 1 and "the multi-worker cluster lost worker:1" in lines[0], workers.output()
+    assert f"they resume from the chief's checkpoint after epoch {kept}" in lines[0]
+    assert 1 <= kept < epochs, "the run finished before the worker was killed: raise epochs"
+    assert not (out / "model.keras").exists()
+    ports = free_ports(2)
+    second = [workers.start(_train_argv(out, epochs), {"TF_CONFIG": tf_config(ports, i)}, f"second{i}")
+              for i in range(2)]
+    assert workers.wait(second) == [0, 0], workers.output()
+    chief_log = workers.logs[-2].read_text()
+    assert f"resuming the interrupted run in {out} from epoch {kept + 1} of {epochs}" in chief_log
+    worker_log = workers.logs[-1].read_text()
+    assert f"from epoch {kept + 1} of {epochs}" in worker_log  # the worker resumed from the chief's checkpoint
+    assert "worker worker:1 finished; the chief writes the run folder" in worker_log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["resumed"] is True
+    assert metrics["strategy"] == {"name": "multiworker", "replicas": 2, "workers": 2}
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, epochs + 1))
+    import keras
+
+    import keras_vae.models  # noqa: F401 - registers the classes
+    model = keras.saving.load_model(out / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 2 * epochs  # the step counter continued over the restart
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".keras-vae-backup")]
+    assert leftovers == []
+
+
+# --- the Kubernetes example ------------------------------------------------------------------------
+def _expand(value, env):
+    """Kubernetes' dependent environment variables: $(NAME) -> the value of an earlier variable."""
+    for name, replacement in env.items():
+        value = value.replace(f"$({name})", replacement)
+    return value
+
+
+def test_kubernetes_manifest_builds_a_valid_tf_config_per_pod():
+    import yaml
+
+    path = ROOT / "serving" / "tfserving" / "kubernetes-train-multiworker.yaml"
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    by_kind = {d["kind"]: d for d in documents}
+    service, job = by_kind["Service"], by_kind["Job"]
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] == spec["completions"]
+    assert service["spec"]["clusterIP"] == "None" and pod["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    container = pod["containers"][0]
+    env = container["env"]
+    assert env[0]["name"] == "WORKER_INDEX" and "job-completion-index" in env[0]["valueFrom"]["fieldRef"]["fieldPath"]
+    template = next(e["value"] for e in env if e["name"] == "TF_CONFIG")
+    clusters = [parse_tf_config(_expand(template, {"WORKER_INDEX": str(i)})) for i in range(spec["completions"])]
+    assert [c.task_index for c in clusters] == list(range(spec["completions"]))
+    assert [c.is_chief for c in clusters] == [True] + [False] * (spec["completions"] - 1)
+    assert all(c.jobs == clusters[0].jobs for c in clusters) and clusters[0].num_workers == spec["completions"]
+    # pod i of an Indexed Job is <job>-<i>, reachable as <job>-<i>.<subdomain> on the Service's port
+    port = service["spec"]["ports"][0]["port"]
+    assert clusters[0].jobs["worker"] == tuple(f"{job['metadata']['name']}-{i}.{pod['subdomain']}:{port}"
+                                               for i in range(spec["completions"]))
+    assert {"containerPort": port} in container["ports"]
+    args = container["command"] + container["args"]
+    assert args[:2] == ["keras-vae", "train"]
+    assert args[args.index("--strategy") + 1] == "multiworker"
+    out = args[args.index("--out") + 1]
+    assert any(out.startswith(m["mountPath"]) for m in container["volumeMounts"])  # on the shared volume
+    claim = by_kind["PersistentVolumeClaim"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    # the CLI accepts the arguments (parsed as the container would run them, without training)
+    from keras_vae.cli import build_parser
+    from keras_vae.commands.options import resolve_config
+
+    config = resolve_config(build_parser().parse_args(args[1:]))
+    assert config.train.strategy == "multiworker" and config.model.sync_batch_norm
+    check_global_batch(config.train.batch_size, clusters[0].num_workers)
+
+
+# --- posterior noise per replica --------------------------------------------------------------------
+NOISE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np
+    from keras_vae.models import build_model
+    from keras_vae.presets import get_preset
+    config = get_preset("tiny-vae")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build_model(config)
+    zeros = tf.zeros([3, config.model.latent_dim])
+    per_replica = strategy.run(tf.function(lambda: model.sample_posterior(zeros, zeros)))
+    draws = [np.asarray(v).tolist() for v in strategy.experimental_local_results(per_replica)]
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "draws": draws}))
+""")
+
+
+def test_the_classic_vae_draws_distinct_posterior_noise_on_each_replica(workers, tmp_path):
+    proc = workers.start(["-c", NOISE_SCRIPT, str(ROOT)], {}, "noise")
+    assert workers.wait([proc]) == [0], workers.output()
+    result = json.loads(workers.logs[0].read_text().strip().splitlines()[-1])
+    first, second = (np.array(d) for d in result["draws"])
+    assert result["replicas"] == 2 and first.shape == second.shape == (3, 4)
+    assert np.abs(first).max() > 0 and not np.allclose(first, second)  # was identical before the fold-in
+
+
+def test_a_run_may_resume_under_another_strategy(tmp_path):
+    from keras_vae import run_lifecycle as lifecycle
+    from keras_vae.errors import ConfigError
+    from keras_vae.presets import get_preset
+    from keras_vae.runs import write_json
+
+    config = get_preset("tiny-vae")
+    write_json(tmp_path / "config.json", config.to_dict())
+    other = config.to_dict()
+    other["train"]["strategy"] = "multiworker"
+    lifecycle.check_same_config(tmp_path, other)  # allowed: the checkpoint does not depend on it
+    older = config.to_dict()
+    del older["train"]["strategy"]  # config.json of a run from before the field existed
+    write_json(tmp_path / "config.json", older)
+    lifecycle.check_same_config(tmp_path, config.to_dict())
+    other["train"]["batch_size"] = 64  # what the run computes still has to match
+    with pytest.raises(ConfigError, match="train.batch_size: 32 -> 64"):
+        lifecycle.check_same_config(tmp_path, other)
+
+
+def test_fit_under_a_strategy_sees_the_data_order_of_one_process():
+    # Keras' fit under a strategy opens an iterator to build the model, then resets it: its own iterator
+    # was the dataset's second iteration, so a pipeline that reshuffles every iteration (seeded, as
+    # keras_vae.data's) came in another order than in one process. install_build_fix skips that draw.
+    import keras
+    import tensorflow as tf
+
+    dist = make_distribution("mirrored", 2)
+
+    class Probe(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.w = self.add_weight(shape=(), initializer="zeros")
+            self.seen = keras.metrics.Mean(name="seen")
+            self.built = True
+
+        def train_step(self, data):
+            self.seen.update_state(tf.reduce_mean(data))
+            return {"seen": self.seen.result()}
+
+    def pipeline():  # a new dataset object each time: iterations of one object advance its shuffle seed
+        return (tf.data.Dataset.range(100).shuffle(100, seed=1, reshuffle_each_iteration=True).batch(2)
+                .map(lambda b: tf.cast(b[:, None], tf.float32)).repeat())
+
+    reference = pipeline()
+    first_pass = iter(reference)
+    expected = [float(np.mean(next(first_pass))) for _ in range(2)]  # what one process trains on first
+    second_pass = iter(reference)
+    assert [float(np.mean(next(second_pass))) for _ in range(2)] != expected  # the next iteration differs
+    batches = pipeline()
+    with dist.scope():
+        probe = Probe()
+        probe.compile(optimizer=keras.optimizers.SGD(0.1))
+        probe.optimizer.build(probe.trainable_variables)
+    history = probe.fit(dist.prepare(batches), epochs=2, steps_per_epoch=1, verbose=0)
+    assert history.history["seen"] == expected
