@@ -75,3 +75,18 @@ def test_bad_output_bias_is_a_config_error(overrides, words):
 def test_empty_training_set_is_a_config_error():
     with pytest.raises(ConfigError, match="empty"):
         initialize_output_bias(small_vae(output_bias="data_mean"), [])
+
+
+def test_train_starts_the_logits_at_the_data_mean(tmp_path):
+    """Wiring: ``train`` sets the bias before the first step. A corner pixel is never on in the embedded digits,
+    so its bias is logit(1 / (N + 2)) exactly; one step at lr 1e-9 moves it by about 1e-9."""
+    from keras_vae.training import train
+
+    config = merge(get_preset("tiny-vae"), {"model": {"output_bias": "data_mean"},
+                                            "train": {"epochs": 1, "steps_per_epoch": 1, "learning_rate": 1e-9,
+                                                      "iwae_samples": 2, "iwae_examples": 8}})
+    result = train(config, tmp_path / "run", verbose=0)
+    bias = result.model.decoder.get_layer("params").bias.numpy().reshape(config.model.image_shape)
+    corner = np.float32(logit(1.0 / (result.metrics["num_train"] + 2)))
+    np.testing.assert_allclose(bias[0, 0, 0], corner, rtol=0, atol=4 * np.spacing(abs(corner)) + 1e-8)
+    assert expit(bias[14, 14, 0]) > 0.1  # the centre is often on: far above the corners' 1 / (N + 2)
