@@ -202,9 +202,9 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
             f"{_fmt(value(row, 'prior_samples', 'frechet_distance'))}, recon PSNR "
             f"{_fmt(value(row, 'reconstruction', 'psnr'))} dB, active units {value(row, 'latent', 'active_units')}")
         write_report(rows, out_dir, header)
-    plot_ablation({name: {k: v[:FIGURE_SAMPLES] for k, v in g.items()} for name, g in grids.items()},
-                  out_dir / FIGURE_FILE, [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")],
-                  f"{header['preset']}, {steps} steps, seed {header['seed']}: samples (seed {header['seed']})")
+        plot_ablation({name: {k: v[:FIGURE_SAMPLES] for k, v in g.items()} for name, g in grids.items()},
+                      out_dir / FIGURE_FILE, [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")],
+                      f"{header['preset']}, {steps} steps per variant, seed {header['seed']}")
     return rows
 
 
