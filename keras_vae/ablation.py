@@ -17,7 +17,9 @@ on the in-house feature network, against the validation images; reconstruction M
 active units, posterior variance and the aggregate posterior's moments. Outputs in ``out_dir``:
 ablation.json (every number with its sample size and definition), ablation.md (the table),
 ablation.png (every variant's grids), and per variant a run folder with samples-aggregate.png,
-samples-prior.png and ablation_samples.npz (the samples the numbers come from).
+samples-prior.png, ablation_samples.npz (the samples the numbers come from) and ablation_row.json.
+The report covers every finished variant in the folder made with the same preset, budget, seed and
+sample size, so ``--variants`` runs (one process each, say) into one folder add up to one table.
 """
 from __future__ import annotations
 
@@ -165,14 +167,57 @@ def write_report(rows: dict[str, dict[str, Any]], out_dir: str | Path, header: d
     return json_path, md_path
 
 
+ROW_FILE = "ablation_row.json"
+SAME_RUN_KEYS = ("preset", "steps", "batch_size", "seed", "samples", "validation_images", "data")
+
+
+def save_row(run_dir: str | Path, header: dict[str, Any], row: dict[str, Any]) -> Path:
+    """A variant's row beside its run (``run_dir/ablation_row.json``, atomically), with the ablation's header."""
+    path = Path(run_dir) / ROW_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"header": header, "row": row}, indent=2) + "\n")
+    return path
+
+
+def collect_rows(out_dir: str | Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every finished variant in ``out_dir`` whose row was made with the same preset, budget, seed, samples
+    and data as ``header``, in table order. So variants run separately (``--variants``, e.g. in parallel
+    processes) into one folder make one table."""
+    header = json.loads(json.dumps(header))  # as stored (tuples become lists)
+    rows = {}
+    for name in VARIANTS:
+        path = Path(out_dir) / folder_name(name) / ROW_FILE
+        if not path.is_file():
+            continue
+        stored = json.loads(path.read_text())
+        if all(stored["header"].get(key) == header.get(key) for key in SAME_RUN_KEYS):
+            rows[name] = stored["row"]
+    return rows
+
+
+def plot_rows(out_dir: str | Path, rows: dict[str, dict[str, Any]], header: dict[str, Any]) -> Path:
+    """ablation.png from the grids saved in each variant's ablation_samples.npz."""
+    import numpy as np
+
+    from keras_vae.ablation_eval import SAMPLES_FILE
+    from keras_vae.ablation_plots import plot_ablation
+
+    grids = {}
+    for name in rows:
+        with np.load(Path(out_dir) / folder_name(name) / SAMPLES_FILE) as saved:
+            grids[name] = {key: saved[f"grid_{key}"][:FIGURE_SAMPLES] for key in ("aggregate", "prior")}
+    return plot_ablation(grids, Path(out_dir) / FIGURE_FILE, [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")],
+                         f"{header['preset']}, {header['steps']} steps per variant, seed {header['seed']}")
+
+
 def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int | None = None,
                  train_fn: Callable | None = None, verbose: int | str = 0,
                  announce: Callable[[str], None] | None = None, variants: Sequence[str] | None = None,
                  num_samples: int = DEFAULT_SAMPLES) -> dict[str, dict[str, Any]]:
-    """Train the variants into ``out_dir/<folder>``, evaluate each, write the report and figure; returns the rows.
+    """Train the variants into ``out_dir/<folder>``, evaluate each, write the report and figure (after each
+    variant, over every matching variant in ``out_dir``: see ``collect_rows``); returns the report's rows.
     ``announce(line)``, if given, hears which variant starts and how the finished one scored."""
     from keras_vae.ablation_eval import evaluate_variant
-    from keras_vae.ablation_plots import plot_ablation
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluation_data
     from keras_vae.training import train as default_train
@@ -187,24 +232,22 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
     feature = feature_net_for_run(first, out_dir, train_if_missing=True)  # cached in out_dir/features if trained
     header = _header(config, steps, first, num_samples, len(data.real_unit), feature[1])
     rows: dict[str, dict[str, Any]] = {}
-    grids: dict[str, dict[str, Any]] = {}
     for index, (name, variant) in enumerate(configs.items(), start=1):
         run_dir = out_dir / folder_name(name)
         say(f"[{index}/{len(configs)}] {name}: {steps} steps -> {run_dir}")
         result = train_fn(variant, run_dir, verbose=verbose, force=True)
         say(f"[{index}/{len(configs)}] {name}: {num_samples} samples from its sampler and from the prior, metrics ...")
-        row, grids[name] = evaluate_variant(result.model, variant, run_dir, data, feature, num_samples=num_samples,
-                                            seed=variant.train.seed, grid=GRID_SAMPLES)
+        row, _ = evaluate_variant(result.model, variant, run_dir, data, feature, num_samples=num_samples,
+                                  seed=variant.train.seed, grid=GRID_SAMPLES)
         row["training"] = training_summary(result.metrics)
-        rows[name] = row
+        save_row(run_dir, header, row)
         say(f"[{index}/{len(configs)}] {name}: done in {row['training']['train_seconds']} s, FD sampler "
             f"{_fmt(value(row, 'aggregate_samples', 'frechet_distance'))} / prior "
             f"{_fmt(value(row, 'prior_samples', 'frechet_distance'))}, recon PSNR "
             f"{_fmt(value(row, 'reconstruction', 'psnr'))} dB, active units {value(row, 'latent', 'active_units')}")
+        rows = collect_rows(out_dir, header)
         write_report(rows, out_dir, header)
-        plot_ablation({name: {k: v[:FIGURE_SAMPLES] for k, v in g.items()} for name, g in grids.items()},
-                      out_dir / FIGURE_FILE, [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")],
-                      f"{header['preset']}, {steps} steps per variant, seed {header['seed']}")
+        plot_rows(out_dir, rows, header)
     return rows
 
 

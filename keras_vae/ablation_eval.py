@@ -12,9 +12,10 @@ training chose by held-out likelihood, see ``keras_vae.posterior_sampling``):
     latent      active units, posterior variance, KL, aggregate moments (``evaluation.report.latent_section``)
 
 Both sample sets are drawn with the portable noise of ``seed`` (``evaluation.sampling.draw_samples``),
-saved to ``run_dir/ablation_samples.npz`` (float32, [0, 1]) so every number can be recomputed, and
-``grid`` of them (what ``keras-vae sample RUN --sampler KIND --n GRID --seed SEED`` gives) are
-drawn as ``samples-aggregate.png`` and ``samples-prior.png``.
+saved to ``run_dir/ablation_samples.npz`` (float32, [0, 1]; keys ``aggregate``, ``prior``) so every
+number can be recomputed; ``grid`` samples (what ``keras-vae sample RUN --sampler KIND --n GRID --seed
+SEED`` gives) are drawn as ``samples-aggregate.png`` and ``samples-prior.png`` and saved in the same
+file (``grid_aggregate``, ``grid_prior``).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def evaluate_variant(model, config, run_dir: str | Path, data, feature, *, num_s
         what = ("the prior N(0, I)" if sampler.kind == "prior" else
                 f"the aggregate-posterior sampler ({sampler.kind}, K={sampler.num_components})")
         plot_sample_grid(images, run_dir / GRID_FILES[name], f"{run_dir.name}: {what}, n={grid}, seed={seed}")
-    save_samples(run_dir / SAMPLES_FILE, **sets)
+    save_samples(run_dir / SAMPLES_FILE, **sets, **{f"grid_{name}": images for name, images in grids.items()})
     row["reconstruction"] = reconstruction_section(model, data.model_images, data.real_unit)
     row["latent"] = latent_section(model, data.model_images)
     return row, grids
