@@ -145,6 +145,8 @@ def definitions_text(header: dict[str, Any]) -> str:
         f"{DEFINITIONS['mae']}.",
         f"- active units: {DEFINITIONS['active_units']}. mean post. var: {DEFINITIONS['mean_posterior_variance']}.",
         f"- aggr. mean rms: {DEFINITIONS['aggregate_mean_rms']}. aggr. var: {DEFINITIONS['aggregate_variance_mean']}.",
+        "- train s: wall seconds of the variant's run (training and its end-of-run phases) from its metrics.json; "
+        "on a shared machine it measures the load as well.",
         "- KID, sharpness, MSE, KL and discriminator accuracies are in ablation.json.",
     ]
     return "\n".join(lines) + "\n"
