@@ -86,6 +86,34 @@ def test_table_and_report_show_the_rows_values(tmp_path):
     assert "plus-patchgan-bn-reference/samples-aggregate.png" in text
 
 
+def test_rows_of_separate_runs_are_collected_only_when_made_alike(tmp_path):
+    from keras_vae.ablation import collect_rows, save_row
+
+    header = {"preset": "tiny", "steps": 2, "batch_size": 8, "seed": 0, "samples": 50, "validation_images": 40,
+              "data": {"source": "embedded", "exclude_labels": (1, 2)}}  # tuples come back from JSON as lists
+    save_row(tmp_path / folder_name("+patchgan"), header, _row(1.0, 2.0))
+    save_row(tmp_path / folder_name("standard-kl"), header, _row(3.0, 4.0))
+    save_row(tmp_path / folder_name("mixture-kl"), {**header, "steps": 3}, _row(5.0, 6.0))  # another budget
+    rows = collect_rows(tmp_path, header)
+    assert list(rows) == ["standard-kl", "+patchgan"]  # table order, the 3-step row left out
+    assert value(rows["+patchgan"], "aggregate_samples", "frechet_distance") == 1.0
+    assert list(collect_rows(tmp_path, {**header, "steps": 3})) == ["mixture-kl"]
+
+
+def test_ablation_figure_has_a_row_of_grids_per_variant(tmp_path):
+    from PIL import Image
+
+    from keras_vae.ablation_plots import plot_ablation
+
+    images = np.random.default_rng(0).uniform(size=(9, 8, 8, 1))
+    columns = [("aggregate", "fitted"), ("prior", "prior")]
+    one = plot_ablation({"a": {"aggregate": images, "prior": images}}, tmp_path / "one.png", columns, "t")
+    two = plot_ablation({"a": {"aggregate": images, "prior": images}, "b": {"aggregate": images, "prior": images}},
+                        tmp_path / "two.png", columns, "t")
+    h1, h2 = Image.open(one).size[1], Image.open(two).size[1]
+    assert 1.6 * h1 < h2 < 2.4 * h1  # one more row of the same height (title and margins aside)
+
+
 def test_ablate_rejects_bad_input(capsys):
     assert main(["ablate", "--preset", "mnist-mlp", "--steps", "2"]) == 2
     assert "ablate needs a 'vaegan' preset" in capsys.readouterr().err
