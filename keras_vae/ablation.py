@@ -113,7 +113,8 @@ COLUMNS: list[tuple[str, Callable[[str, dict[str, Any]], str]]] = [
     ("recon PSNR dB", lambda name, row: _fmt(value(row, "reconstruction", "psnr"))),
     ("recon SSIM", lambda name, row: _fmt(value(row, "reconstruction", "ssim"))),
     ("recon MAE", lambda name, row: _fmt(value(row, "reconstruction", "mae"))),
-    ("active units", lambda name, row: f"{value(row, 'latent', 'active_units')}/{row['latent']['active_units'].get('of')}"),
+    ("active units", lambda name, row: f"{value(row, 'latent', 'active_units')}/"
+                                       f"{row['latent']['active_units'].get('of')}"),
     ("mean post. var", lambda name, row: _fmt(value(row, "latent", "mean_posterior_variance"))),
     ("aggr. mean rms (prior 0)", lambda name, row: _fmt(value(row, "latent", "aggregate_mean_rms"))),
     ("aggr. var (prior 1)", lambda name, row: _fmt(value(row, "latent", "aggregate_variance_mean"))),
@@ -208,7 +209,8 @@ def plot_rows(out_dir: str | Path, rows: dict[str, dict[str, Any]], header: dict
     for name in rows:
         with np.load(Path(out_dir) / folder_name(name) / SAMPLES_FILE) as saved:
             grids[name] = {key: saved[f"grid_{key}"][:FIGURE_SAMPLES] for key in ("aggregate", "prior")}
-    return plot_ablation(grids, Path(out_dir) / FIGURE_FILE, [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")],
+    columns = [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")]
+    return plot_ablation(grids, Path(out_dir) / FIGURE_FILE, columns,
                          f"{header['preset']}, {header['steps']} steps per variant, seed {header['seed']}")
 
 

@@ -58,7 +58,8 @@ def _row(fd, psnr):
     quality = {"frechet_distance": entry("frechet_distance", fd, 50), "precision": entry("precision", 0.5, 50),
                "recall": entry("recall", 0.25, 40)}
     return {"sampler": {"kind": "gmm", "components": 4},
-            "aggregate_samples": quality, "prior_samples": {**quality, "frechet_distance": entry("frechet_distance", 2 * fd, 50)},
+            "aggregate_samples": quality,
+            "prior_samples": {**quality, "frechet_distance": entry("frechet_distance", 2 * fd, 50)},
             "reconstruction": {"psnr": entry("psnr", psnr, 40), "ssim": entry("ssim", 0.75, 40),
                                "mae": entry("mae", 0.0625, 40)},
             "latent": {"active_units": {**entry("active_units", 3, 40), "of": 8},
