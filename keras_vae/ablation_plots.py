@@ -23,7 +23,7 @@ def plot_ablation(grids: Mapping[str, Mapping[str, np.ndarray]], path: str | Pat
     """One figure: a row per variant (``grids[variant][column] = images``), a column per
     ``(key, heading)`` of ``columns``; each cell is that variant's sample grid."""
     rows = list(grids)
-    fig = Figure(figsize=(3.2 * len(columns), 3.3 * len(rows) + 0.5))
+    fig = Figure(figsize=(3.2 * len(columns), 3.3 * len(rows) + 0.5), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), len(columns), squeeze=False))
     for r, variant in enumerate(rows):
         for c, (key, heading) in enumerate(columns):
