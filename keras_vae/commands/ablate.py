@@ -9,18 +9,26 @@ from keras_vae.validation import check_output_dir, seed_type
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from keras_vae.ablation import DEFAULT_SAMPLES, VARIANTS  # no TensorFlow
+
     parser = subparsers.add_parser(
         "ablate", help="train the ablation variants of the paper's model and write a table",
-        description="Train four variants of a vaegan preset with identical steps, batch size, data and seed "
-                    "(standard KL; mixture KL; mixture KL + variance regularizer; + PatchGAN) and write "
-                    "ablation.md and ablation.json (reconstruction error, active units, posterior variance, "
-                    "mixture moments, sample sharpness) plus one run folder per variant.",
+        description="Train the variants of a vaegan preset with identical steps, batch size, data and seed "
+                    "(standard KL; mixture KL; mixture KL + variance regularizer; + PatchGAN; + PatchGAN with "
+                    "bn_mode=reference) and write ablation.md and ablation.json (sample Frechet distance and "
+                    "precision/recall of each variant's fitted aggregate-posterior sampler and of the prior, "
+                    "reconstruction PSNR/SSIM/MAE, active units, posterior variance, aggregate moments), "
+                    "ablation.png (every variant's samples) and one run folder per variant.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", default="mnist-28", metavar="NAME", help="a vaegan preset")
     parser.add_argument("--steps", type=int, required=True, metavar="N", help="training steps per variant")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/ablate-<timestamp>)")
     parser.add_argument("--seed", type=seed_type, default=None, help="random seed shared by all variants (preset's if not given)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="examples per batch (preset's if not given)")
+    parser.add_argument("--variants", default=None, metavar="A,B",
+                        help="comma-separated subset of the variants (all if not given): " + ", ".join(VARIANTS))
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+                        help="samples per variant and sampler for FD and precision/recall")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     return parser
 
@@ -41,14 +49,20 @@ def run(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=args.batch_size))
+    if args.samples < 4:
+        raise ConfigError(f"--samples must be >= 4 (precision/recall use 3 nearest neighbours), got {args.samples}")
+    names = [name.strip() for name in args.variants.split(",") if name.strip()] if args.variants else None
+    from keras_vae.ablation import select_variants
+
+    select_variants(names)  # unknown names: one line before anything is created
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("ablate-%Y%m%d-%H%M%S"))
     from keras_vae.ablation import markdown_table, run_ablation  # imports TensorFlow
 
     import sys
 
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # a step bar per variant on a terminal
-    rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=verbose,
-                        announce=lambda line: print(line, flush=True))
+    rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=verbose, variants=names,
+                        num_samples=args.samples, announce=lambda line: print(line, flush=True))
     print(markdown_table(rows))
-    print(f"table: {out / 'ablation.md'}  data: {out / 'ablation.json'}")
+    print(f"table: {out / 'ablation.md'}  data: {out / 'ablation.json'}  samples: {out / 'ablation.png'}")
     return 0

@@ -1,28 +1,44 @@
-"""Ablation: variant configs, sharpness figure, table, and the CLI end to end (tiny preset)."""
+"""Ablation: variant configs, table and report, and the CLI end to end (tiny preset), whose numbers are
+recomputed from the samples and model it saved."""
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from keras_vae.ablation import (VARIANTS, high_frequency_energy, markdown_table, summarize, variant_configs,
-                                write_report)
+from keras_vae.ablation import (VARIANTS, folder_name, high_frequency_energy, markdown_table, select_variants,
+                                value, variant_configs, write_report)
 from keras_vae.cli import main
+from keras_vae.errors import ConfigError
+from keras_vae.evaluation.report import entry
 from keras_vae.presets import get_preset
 
 
-def test_variants_share_budget_and_seed_and_differ_only_in_loss_switches():
+def test_variants_share_budget_and_seed_and_differ_only_in_loss_switches_and_bn_mode():
     config = get_preset("mnist-28")
     variants = variant_configs(config, steps=7, seed=3)
-    assert list(variants) == ["standard-kl", "mixture-kl", "mixture-kl+varreg", "+patchgan"]
+    assert list(variants) == ["standard-kl", "mixture-kl", "mixture-kl+varreg", "+patchgan", "+patchgan-bn-reference"]
     for name, variant in variants.items():
-        assert variant.model == config.model and variant.data == config.data
+        assert variant.data == config.data
+        assert variant.model == dataclasses.replace(config.model, bn_mode=variant.model.bn_mode)
         assert (variant.train.epochs, variant.train.steps_per_epoch, variant.train.seed) == (1, 7, 3)
         assert variant.train.batch_size == config.train.batch_size
         for field in ("reconstruction_weight", "variance_weight", "adversarial_weight", "population_variance"):
             assert getattr(variant.loss, field) == getattr(config.loss, field)
-    switches = [(v.loss.kl, v.loss.use_variance_regularizer, v.loss.use_discriminator) for v in variants.values()]
-    assert switches == [("standard", False, False), ("population", False, False), ("population", True, False),
-                        ("population", True, True)]
+    switches = [(v.loss.kl, v.loss.use_variance_regularizer, v.loss.use_discriminator, v.model.bn_mode)
+                for v in variants.values()]
+    assert switches == [("standard", False, False, "batch"), ("population", False, False, "batch"),
+                        ("population", True, False, "batch"), ("population", True, True, "batch"),
+                        ("population", True, True, "reference")]
+
+
+def test_select_variants_keeps_table_order_and_rejects_unknown_names():
+    assert select_variants(None) == list(VARIANTS)
+    assert select_variants(["+patchgan", "standard-kl"]) == ["standard-kl", "+patchgan"]
+    assert list(variant_configs(get_preset("tiny"), 2, names=["+patchgan-bn-reference"])) == ["+patchgan-bn-reference"]
+    with pytest.raises(ConfigError, match="unknown ablation variant 'patchgan'"):
+        select_variants(["patchgan"])
+    assert folder_name("+patchgan-bn-reference") == "plus-patchgan-bn-reference"
 
 
 def test_high_frequency_energy():
@@ -38,41 +54,65 @@ def test_high_frequency_energy():
     assert high_frequency_energy(blurred) < 0.5 * high_frequency_energy(sharp)
 
 
-class _Model:
-    """Stands in for a trained model: reconstructions are the images blurred, samples are flat."""
+def _row(fd, psnr):
+    quality = {"frechet_distance": entry("frechet_distance", fd, 50), "precision": entry("precision", 0.5, 50),
+               "recall": entry("recall", 0.25, 40)}
+    return {"sampler": {"kind": "gmm", "components": 4},
+            "aggregate_samples": quality,
+            "prior_samples": {**quality, "frechet_distance": entry("frechet_distance", 2 * fd, 50)},
+            "reconstruction": {"psnr": entry("psnr", psnr, 40), "ssim": entry("ssim", 0.75, 40),
+                               "mae": entry("mae", 0.0625, 40)},
+            "latent": {"active_units": {**entry("active_units", 3, 40), "of": 8},
+                       "mean_posterior_variance": entry("mean_posterior_variance", 0.125, 40),
+                       "aggregate_mean_rms": entry("aggregate_mean_rms", 0.5, 40),
+                       "aggregate_variance_mean": entry("aggregate_variance_mean", 1.5, 40)},
+            "training": {"train_seconds": 1.5}}
 
-    def to_unit(self, x):
-        return (np.asarray(x) + 1) / 2
 
-    def sample(self, n, seed=0):
-        return np.zeros((n, 8, 8, 1), np.float32)
-
-    def reconstruct(self, x):
-        return np.asarray(x) * 0.5
-
-    def predict_in_batches(self, fn, array):
-        return fn(array)
-
-
-def test_summarize_and_report(tmp_path):
-    images = np.random.default_rng(1).uniform(-1, 1, (10, 8, 8, 1)).astype(np.float32)
-    metrics = {"epochs": [{"diagnostics": {"active_units": 3, "latent_dim": 8, "mean_posterior_variance": 0.5,
-                                           "mixture_mean_rms": 0.1, "mixture_variance_mean": 0.9}}],
-               "train_seconds": 1.5}
-    row = summarize(_Model(), metrics, images)
-    expected_mae = np.abs((images * 0.5 + 1) / 2 - (images + 1) / 2).mean()
-    assert row["reconstruction_mae"] == pytest.approx(expected_mae, rel=1e-5)
-    assert row["sample_sharpness"] == 0.0
-    assert row["reconstruction_sharpness"] == pytest.approx(0.25, rel=1e-5)  # half the contrast, a quarter the energy
-    assert row["active_units"] == 3 and row["disc_accuracy_real"] is None
-    rows = {name: row for name in VARIANTS}
+def test_table_and_report_show_the_rows_values(tmp_path):
+    rows = {name: _row(10.0 + i, 20.0 + i) for i, name in enumerate(VARIANTS)}
     table = markdown_table(rows)
     assert table.count("\n") == 2 + len(VARIANTS)
-    assert table.splitlines()[-1].startswith(f"| +patchgan | {expected_mae:.4g} | 3/8 | 0.5 | 0.1 | 0.9 | 0 | 0.25 |")
-    assert "3/8" in table
-    json_path, md_path = write_report(rows, tmp_path, {"preset": "tiny", "steps": 2, "batch_size": 8, "seed": 0})
-    assert json.loads(json_path.read_text())["variants"]["mixture-kl"]["active_units"] == 3
-    assert "# Ablation: tiny, 2 steps" in md_path.read_text()
+    assert table.splitlines()[-1] == ("| +patchgan-bn-reference | gmm (K=4) | 14 | 0.5 / 0.25 | 28 | 0.5 / 0.25 | 24 | "
+                                      "0.75 | 0.0625 | 3/8 | 0.125 | 0.5 | 1.5 | 1.5 |")
+    header = {"preset": "tiny", "steps": 2, "batch_size": 8, "seed": 0, "samples": 50, "validation_images": 40,
+              "feature_net": "a test net"}
+    json_path, md_path = write_report(rows, tmp_path, header)
+    report = json.loads(json_path.read_text())
+    assert value(report["variants"]["mixture-kl"], "aggregate_samples", "frechet_distance") == 11.0
+    assert report["variants"]["mixture-kl"]["aggregate_samples"]["recall"]["n"] == 40
+    text = md_path.read_text()
+    assert "# Ablation: tiny, 2 steps" in text and table in text
+    assert "50 samples per variant and sampler (seed 0) against 40 validation images, embedded by a test net" in text
+    assert "plus-patchgan-bn-reference/samples-aggregate.png" in text
+
+
+def test_rows_of_separate_runs_are_collected_only_when_made_alike(tmp_path):
+    from keras_vae.ablation import collect_rows, save_row
+
+    header = {"preset": "tiny", "steps": 2, "batch_size": 8, "seed": 0, "samples": 50, "validation_images": 40,
+              "data": {"source": "embedded", "exclude_labels": (1, 2)}}  # tuples come back from JSON as lists
+    save_row(tmp_path / folder_name("+patchgan"), header, _row(1.0, 2.0))
+    save_row(tmp_path / folder_name("standard-kl"), header, _row(3.0, 4.0))
+    save_row(tmp_path / folder_name("mixture-kl"), {**header, "steps": 3}, _row(5.0, 6.0))  # another budget
+    rows = collect_rows(tmp_path, header)
+    assert list(rows) == ["standard-kl", "+patchgan"]  # table order, the 3-step row left out
+    assert value(rows["+patchgan"], "aggregate_samples", "frechet_distance") == 1.0
+    assert list(collect_rows(tmp_path, {**header, "steps": 3})) == ["mixture-kl"]
+
+
+def test_ablation_figure_has_a_row_of_grids_per_variant(tmp_path):
+    from PIL import Image
+
+    from keras_vae.ablation_plots import plot_ablation
+
+    images = np.random.default_rng(0).uniform(size=(9, 8, 8, 1))
+    columns = [("aggregate", "fitted"), ("prior", "prior")]
+    one = plot_ablation({"a": {"aggregate": images, "prior": images}}, tmp_path / "one.png", columns, "t")
+    two = plot_ablation({"a": {"aggregate": images, "prior": images}, "b": {"aggregate": images, "prior": images}},
+                        tmp_path / "two.png", columns, "t")
+    h1, h2 = Image.open(one).size[1], Image.open(two).size[1]
+    assert 1.6 * h1 < h2 < 2.4 * h1  # one more row of the same height (title and margins aside)
 
 
 def test_ablate_rejects_bad_input(capsys):
@@ -81,16 +121,65 @@ def test_ablate_rejects_bad_input(capsys):
     assert main(["ablate", "--preset", "nope", "--steps", "2"]) == 2
     assert "unknown preset 'nope': choose" in capsys.readouterr().err
     assert main(["ablate", "--preset", "tiny", "--steps", "0"]) == 2
+    capsys.readouterr()
+    assert main(["ablate", "--preset", "tiny", "--steps", "2", "--variants", "standard-kl,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown ablation variant 'bogus': choose 'standard-kl'" in err and len(err.strip().splitlines()) == 1
+    assert main(["ablate", "--preset", "tiny", "--steps", "2", "--samples", "3"]) == 2
+    assert "--samples must be >= 4" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_ablate_cli_end_to_end(tmp_path, capsys):
-    assert main(["ablate", "--preset", "tiny", "--steps", "2", "--out", str(tmp_path), "--quiet"]) == 0
+def test_ablate_cli_end_to_end_numbers_are_the_evaluation_functions_outputs(tmp_path, capsys):
+    """Three variants (both bn_modes), 2 steps each: the table's FD and precision/recall are recomputed from
+    the saved samples on the saved feature network, PSNR and active units from the saved model."""
+    import keras
+    from PIL import Image
+
+    from keras_vae.evaluation import features as feature_lib
+    from keras_vae.evaluation.image_quality import psnr_from_mse
+    from keras_vae.evaluation.report import evaluation_data
+    from keras_vae.evaluation.sample_quality import frechet_distance, precision_recall
+    from keras_vae.metrics import ACTIVE_UNIT_THRESHOLD
+
+    names = ["standard-kl", "+patchgan", "+patchgan-bn-reference"]
+    n = 40
+    assert main(["ablate", "--preset", "tiny", "--steps", "2", "--out", str(tmp_path), "--quiet", "--samples", str(n),
+                 "--variants", ",".join(names)]) == 0
+    out = capsys.readouterr().out
+    assert "| standard-kl | " in out and "| +patchgan-bn-reference | " in out
     report = json.loads((tmp_path / "ablation.json").read_text())
-    assert list(report["variants"]) == list(VARIANTS)
-    assert all(np.isfinite(row["reconstruction_mae"]) for row in report["variants"].values())
-    assert (tmp_path / "plus-patchgan" / "model.keras").exists()
-    assert "| standard-kl |" in capsys.readouterr().out
+    assert list(report["variants"]) == names and report["samples"] == n
+    feature_model, _ = feature_lib.load_feature_net(*feature_lib.run_feature_paths(tmp_path))
+    config = variant_configs(get_preset("tiny"), 2, names=["standard-kl"])["standard-kl"]
+    data = evaluation_data(config)
+    real = feature_lib.embed(feature_model, data.real_unit)
+    assert report["validation_images"] == len(data.real_unit)
+    for name in names:
+        row, run_dir = report["variants"][name], tmp_path / folder_name(name)
+        saved = np.load(run_dir / "ablation_samples.npz")
+        for section, key in (("aggregate_samples", "aggregate"), ("prior_samples", "prior")):
+            samples = saved[key]
+            assert samples.shape == (n, 16, 16, 1) and samples.min() >= 0 and samples.max() <= 1
+            fake = feature_lib.embed(feature_model, samples)
+            # the same float64 computation on the same embeddings: equal up to float64 round-off
+            assert value(row, section, "frechet_distance") == pytest.approx(frechet_distance(real, fake), rel=1e-9)
+            assert (value(row, section, "precision"), value(row, section, "recall")) == precision_recall(real, fake, k=3)
+        assert not np.array_equal(saved["aggregate"], saved["prior"])  # two samplers, two sample sets
+        for grid in ("samples-aggregate.png", "samples-prior.png"):
+            assert Image.open(run_dir / grid).size[0] > 64
+        model = keras.models.load_model(run_dir / "model.keras")
+        assert model.model_config.bn_mode == ("reference" if name.endswith("reference") else "batch")
+        recon = np.asarray(model.to_unit(model.reconstruct(data.model_images)), np.float64)
+        mse = np.mean((recon - data.real_unit) ** 2, axis=(1, 2, 3))
+        # PSNR from float32 reconstructions: relative round-off of the MSE ~1e-6 -> ~1e-5 dB; batching may differ
+        assert value(row, "reconstruction", "psnr") == pytest.approx(float(np.mean(psnr_from_mse(mse))), abs=1e-3)
+        means = np.asarray(model.encode(data.model_images)[0], np.float64)
+        assert value(row, "latent", "active_units") == int(np.sum(means.var(0) > ACTIVE_UNIT_THRESHOLD))
+        sampler = json.loads((run_dir / "sampler.json").read_text())
+        assert (row["sampler"]["kind"], row["sampler"]["components"]) == (sampler["kind"], len(sampler["weights"]))
+    assert Image.open(tmp_path / "ablation.png").size[1] > 3 * 100  # three rows of grids
+    assert "![all variants](ablation.png)" in (tmp_path / "ablation.md").read_text()
 
 
 def test_tiny_preset_trains_end_to_end_through_the_cli(tmp_path, capsys):
