@@ -1,6 +1,6 @@
 """Where does a run's sample Frechet distance come from: the decoder or the latent sampler?
 
-    python benchmarks/diagnose_vaegan_samples.py RUN_DIR [RUN_DIR ...]
+    python benchmarks/diagnose_vaegan_samples.py [--quick] RUN_DIR [RUN_DIR ...]
 
 For each run, FD / precision / recall (in-house MNIST features, against the validation digits) of:
 reconstructions of the validation digits (decoder quality on codes the encoder makes), decodes of
@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 
-def main(run_dirs: list[str], n: int = 1000, seed: int = 0) -> None:
+def main(run_dirs: list[str], n: int = 1000, seed: int = 0, extra: bool = True) -> None:
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluation_data
     from keras_vae.evaluation.sample_quality import frechet_distance, precision_recall
@@ -58,15 +58,16 @@ def main(run_dirs: list[str], n: int = 1000, seed: int = 0) -> None:
         for kind in ("gaussian", "gmm"):
             s = load_sampler(run_dir, model.latent_dim, kind)
             score(f"stored {kind} (K={s.num_components})", dec(s.sample(n, seed)))
-        for k in (32, 64, 128):
+        for k in ((32, 64, 128) if extra else ()):
             s = fit_gmm(mu_tr, var_tr, mu_va, components=(k,), seed=seed)
             score(f"gmm K={k} (held-out ll {s.selection['components'][str(k)]:.2f})", dec(s.sample(n, seed)))
         spread = mu_tr.std(0)
-        for h in (0.1, 0.2, 0.3):
+        for h in ((0.1, 0.2, 0.3) if extra else ()):
             idx = rng.integers(0, len(mu_tr), n)
             z = mu_tr[idx] + h * spread * rng.standard_normal((n, mu_tr.shape[1]))
             score(f"kde of training codes h={h} x std", dec(z))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    main(args, extra="--quick" not in sys.argv)
