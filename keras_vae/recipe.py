@@ -25,7 +25,7 @@ def cosine_learning_rate(epoch: int, epochs: int, base: float) -> float:
 
 def _optimizers(model) -> list:
     """The optimizers whose learning rate the schedule drives (the VAE's; the VAEGAN's generator's)."""
-    g_opt = getattr(model, "g_opt", None)
+    g_opt = getattr(model, "g_optimizer", None)
     return [g_opt] if g_opt is not None else [model.optimizer]
 
 

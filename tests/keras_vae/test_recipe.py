@@ -117,3 +117,22 @@ def test_weight_decay_shrinks_weights_without_gradient():
     before = var.numpy().copy()
     model.optimizer.apply([tf.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
     np.testing.assert_allclose(var.numpy(), before * (1 - 0.1 * 0.5), rtol=1e-6)
+
+
+def test_cosine_learning_rate_drives_the_vaegan_generator_optimizer():
+    """The schedule sets the VAEGAN's g_optimizer (it has no ``model.optimizer``), and leaves the
+    discriminator's learning rate alone."""
+    from tests.keras_vae.test_vaegan import images, make
+
+    model = make()
+    d_rate = float(model.d_optimizer.learning_rate.numpy())
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append((float(model.g_optimizer.learning_rate.numpy()),
+                         float(model.d_optimizer.learning_rate.numpy())))
+
+    model.fit(images(8), epochs=3, batch_size=8, verbose=0, callbacks=[CosineLearningRate(2e-3, 3), Spy()])
+    np.testing.assert_allclose([g for g, _ in seen], [cosine_learning_rate(e, 3, 2e-3) for e in range(3)], rtol=1e-6)
+    assert all(d == d_rate for _, d in seen)
