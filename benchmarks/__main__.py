@@ -24,7 +24,6 @@ from benchmarks.common import RESULTS, ROOT, write_result
 SUITES = {
     "decoder": ("benchmarks.decoder_speed", "decoder_speed"),
     "precision": ("benchmarks.precision_speed", "precision_speed"),
-    "pipeline": ("benchmarks.pipeline_speed", "pipeline_speed"),
     "step": ("benchmarks.step_overhead", "step_overhead"),
     "input": ("benchmarks.input_speed", "input_speed"),
     "scale": ("benchmarks.scale_cost", "scale_cost"),

@@ -131,3 +131,13 @@ def test_scale_suite_smoke(tmp_path):
     assert all(p["peak_rss_bytes"] >= p["rss_before_training_bytes"] > 0 for p in loaded["points"])
     assert "16" in loaded["memory"]
     assert "paper model 16px" in summary_table(tmp_path)
+
+
+def test_estimate_scales_memory_per_image_with_pixels():
+    lines = {"64": {"bytes_per_image": 1 * GIB, "intercept_bytes": 2 * GIB},
+             "128": {"bytes_per_image": 4 * GIB, "intercept_bytes": 2 * GIB}}
+    est = scale_cost.estimate(lines, 256)
+    assert est["from_pixels"] == 128 and est["bytes_per_image"] == 16 * GIB and est["intercept_bytes"] == 2 * GIB
+    assert est["largest_batch_24gib"] == 1  # 2 + 16 <= 24 < 2 + 32
+    assert est["measured_growth"]["bytes_per_image_ratio"] == 4.0 and est["measured_growth"]["pixel_ratio"] == 4.0
+    assert scale_cost.estimate({}, 256) is None
