@@ -157,10 +157,13 @@ def to_markdown(result: dict) -> str:
               "|---|---|---:|---:|---:|---:|"]
     for preset, p in result["presets"].items():
         for name, f in p["first_epoch"].items():
-            lines.append(f"| {preset} | {name} | {f['images']} | {f['img_per_s']:.0f} | {f['cpu_ms_per_img']:.3f} | "
+            cpu = "" if f.get("cpu_ms_per_img") is None else f"{f['cpu_ms_per_img']:.3f}"
+            lines.append(f"| {preset} | {name} | {f['images']} | {f['img_per_s']:.0f} | {cpu} | "
                          f"{p['inputs']['in-memory']['img_per_s']:.1f} |")
     lines += ["", "Sources: " + "; ".join(f"{p['preset']}: " + ", ".join(p["sources"].values())
                                           for p in result["presets"].values()) + "."]
+    if result.get("note"):
+        lines += ["", f"**Note:** {result['note']}"]
     return "\n".join(lines) + "\n"
 
 

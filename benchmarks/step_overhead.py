@@ -182,7 +182,16 @@ def to_markdown(result: dict) -> str:
             g = p.get("graph", {}).get(name, {})
             lines.append(f"| {preset} | {p['batch']} | {name} | {v['img_per_s']:.1f} | {v['cpu_ms_per_img']:.2f} | "
                          f"{g.get('gflop_per_img', float('nan')):.4f} | {g.get('graph_ops', '')} |")
-    lines += ["", "| preset | comparison | speed ratio | CPU ratio |", "|---|---|---:|---:|"]
+    if result.get("graph_only"):
+        lines += ["", "Graph cost only (no timing; traced in a separate run):", "",
+                  "| preset | step | graph GFLOP/img | ops in graph |", "|---|---|---:|---:|"]
+        for preset, graphs in result["graph_only"].items():
+            for name, g in graphs.items():
+                lines.append(f"| {preset} | {name} | {g['gflop_per_img']:.4f} | {g['graph_ops']} |")
+    lines += ["", "Graph GFLOP/img is TF's graph profiler on the traced step before Grappler prunes unused gradient "
+              "ops (so the two-tape step counts gradients it never runs); equal counts mean the same work was "
+              "written down. Ops in graph counts every op (constants included).", "",
+              "| preset | comparison | speed ratio | CPU ratio |", "|---|---|---:|---:|"]
     for preset, p in result["presets"].items():
         for key, label in (("vaegan_vs_simultaneous", "vaegan vs plain-simultaneous (the issue's baseline)"),
                            ("vaegan_vs_alternating", "vaegan vs plain-alternating (same math)"),
