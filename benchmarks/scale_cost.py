@@ -12,8 +12,8 @@ batch (TensorFlow, weights, Adam slots, kernels' scratch). The largest batch tha
 the largest size is extrapolated from that line (not verified: this machine has 23 GiB of RAM in
 all, shared). On a GPU, TensorFlow's allocator (``tf.config.experimental.get_memory_info``) would
 give the device's peak; CPU memory here also holds oneDNN's caches, so treat the GPU figure as an
-estimate of the same order, not a promise. Timing: median of ``repeats`` short loops after two
-warm-up steps, wall and CPU time (the points are separate processes, so rounds cannot interleave
+estimate of the same order, not a promise. Timing: median of ``repeats`` short loops after a tracing
+and a warm-up loop, wall and CPU time (the points are separate processes, so rounds cannot interleave
 across sizes; compare sizes as orders of magnitude, not percent).
 """
 from __future__ import annotations
