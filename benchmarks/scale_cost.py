@@ -167,7 +167,7 @@ def estimate(lines: dict, pixels: int) -> dict | None:
 def to_markdown(result: dict) -> str:
     lines = ["# Cost growth of the paper's model with image size (`python -m benchmarks --suite scale`)", "",
              shared_machine_note(result["environment"]) + " float32; each point in its own process; img/s and CPU "
-             f"time are medians of {result['repeats']} short loops after two warm-up steps.", "",
+             f"time are medians of {result['repeats']} short loops after a tracing loop and a warm-up loop.", "",
              "| pixels | stages | params | batch | train GFLOP/img | img/s | CPU ms/img | peak RSS GiB | memory/img MiB (slope) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in result["points"]:

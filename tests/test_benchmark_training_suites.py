@@ -55,7 +55,8 @@ def test_write_jpegs_round_trip(tmp_path):
     assert decoded.shape == (28, 28)
     # JPEG at quality 95 keeps the digit: mean error a few grey levels of 255
     assert np.mean(np.abs(decoded - load_embedded_mnist()[0][1])) < 8.0
-    input_speed.write_jpegs(str(tmp_path / "rgb"), (16, 16, 3), 1) if (tmp_path / "rgb").mkdir() is None else None
+    (tmp_path / "rgb").mkdir()
+    input_speed.write_jpegs(str(tmp_path / "rgb"), (16, 16, 3), 1)
     assert np.asarray(Image.open(tmp_path / "rgb" / "00000.jpg")).shape == (16, 16, 3)
 
 
