@@ -174,6 +174,8 @@ def summary_rows(result: dict) -> list[list[str]]:
         for name in ("embedded", "folder"):
             r = p["ratio_vs_in_memory"][name]
             what = "embedded source" if name == "embedded" else f"JPEG folder ({p['num_files']} files)"
+            count = len(r["speed"])
+            what += f" ({count} round{'s' if count != 1 else ''}; see input_speed.md)" if count < result["repeats"] else ""
             rows.append([f"input pipeline {preset}", f"fit img/s: {what} vs in-memory array",
                          f"{p['inputs'][name]['img_per_s']:.1f}", f"{mem['img_per_s']:.1f}",
                          f"{r['speed_median']:.2f}x (CPU {r['cpu_median']:.2f}x)"])
