@@ -24,8 +24,10 @@ from benchmarks.common import RESULTS, ROOT, write_result
 SUITES = {
     "decoder": ("benchmarks.decoder_speed", "decoder_speed"),
     "precision": ("benchmarks.precision_speed", "precision_speed"),
-    "pipeline": ("benchmarks.pipeline_speed", "pipeline_speed"),
     "js": ("benchmarks.js_speed", "js_speed"),
+    "step": ("benchmarks.step_overhead", "step_overhead"),
+    "input": ("benchmarks.input_speed", "input_speed"),
+    "scale": ("benchmarks.scale_cost", "scale_cost"),
 }
 README_BEGIN, README_END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 
