@@ -38,6 +38,21 @@ class _PreActivation(keras.layers.Layer):
         return self.conv.compute_output_shape(input_shape)
 
 
+@keras.saving.register_keras_serializable(package="keras_vae")
+class PointwiseStridedConv2D(keras.layers.Conv2D):
+    """A 1x1 'same' convolution with stride s computed as x[:, ::s, ::s] followed by a 1x1 stride-1
+    convolution: the same function (a 1x1 kernel needs no padding, so 'same' samples rows and columns
+    0, s, 2s, ...) and the same weights. TF 2.21's oneDNN filter gradient of the strided 1x1
+    convolution kills the process (SIGSEGV) at batch 1 on some shapes (16x16x8 input): a final batch
+    of one image ended a run."""
+
+    def convolution_op(self, inputs, kernel):
+        sh, sw = self.strides
+        x = inputs[:, :, ::sh, ::sw] if self.data_format == "channels_first" else inputs[:, ::sh, ::sw, :]
+        return keras.ops.conv(x, kernel, strides=1, padding="valid", dilation_rate=self.dilation_rate,
+                              data_format=self.data_format)
+
+
 def _conv(filters: int, kernel: int, strides: int = 1, transpose: bool = False, name: str = "conv",
           use_bias: bool = False):
     """A 'same'-padded convolution, by default without bias: every path out of a block reaches a
@@ -45,6 +60,8 @@ def _conv(filters: int, kernel: int, strides: int = 1, transpose: bool = False, 
     is round-off noise, which Adam amplifies into random updates of about the learning rate; XLA and
     mirrored runs then diverge). ``use_bias=True`` gives the reference code's layers exactly."""
     cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    if cls is keras.layers.Conv2D and kernel == 1 and strides != 1:
+        cls = PointwiseStridedConv2D  # same layer, weights and output; avoids a TF crash (see the class)
     return cls(filters, kernel, strides=strides, padding="same", use_bias=use_bias, name=name)
 
 

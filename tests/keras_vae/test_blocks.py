@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.blocks import DownsamplingBlock, IdentityBlock, UpsamplingBlock
+from keras_vae.blocks import DownsamplingBlock, IdentityBlock, PointwiseStridedConv2D, UpsamplingBlock
 
 X = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype(np.float32)
 
@@ -46,9 +46,38 @@ def test_downsampling_block_structure_shape_and_math():
     y = block(X, training=False)
     assert y.shape == (2, 4, 4, 6)
     assert _convs(block) == [("Conv2D", (3, 3), (1, 1), 6), ("Conv2D", (3, 3), (1, 1), 6),
-                             ("Conv2D", (1, 1), (2, 2), 6), ("Conv2D", (1, 1), (2, 2), 6)]  # as reader.py
+                             ("PointwiseStridedConv2D", (1, 1), (2, 2), 6),
+                             ("PointwiseStridedConv2D", (1, 1), (2, 2), 6)]  # as reader.py: 1x1 stride 2
     residual = _manual(block.units[2], _manual(block.units[1], _manual(block.units[0], X)))
     np.testing.assert_allclose(y, _manual(block.shortcut, X) + residual, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [16, 7])
+def test_pointwise_strided_conv_is_keras_strided_conv(size):
+    """x[:, ::2, ::2] then a 1x1 conv is Keras' 1x1 stride-2 'same' conv (even and odd sizes), same weights."""
+    x = np.random.default_rng(1).normal(size=(3, size, size, 8)).astype(np.float32)
+    ours = PointwiseStridedConv2D(5, 1, strides=2, padding="same", use_bias=True)
+    ref = keras.layers.Conv2D(5, 1, strides=2, padding="same", use_bias=True)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    y, expected = np.asarray(ours(x)), np.asarray(ref(x))
+    assert y.shape == expected.shape == ours.compute_output_shape(x.shape) == (3, (size + 1) // 2, (size + 1) // 2, 5)
+    # the same 8-term dot products; only the summation order may differ: 8 float32 roundings of |x||w|
+    bound = 8 * np.finfo(np.float32).eps * (np.abs(x).max() * np.abs(ours.get_weights()[0]).sum(axis=(0, 1, 2)).max() + 1)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=bound)
+
+
+def test_downsampling_block_filter_gradient_at_batch_one():
+    """TF 2.21's oneDNN filter gradient of a strided 1x1 conv crashed the process (SIGSEGV) at batch 1 on
+    16x16x8 inputs (a final batch of one image); the block's gradients are now finite."""
+    block = DownsamplingBlock(8)
+    x = tf.constant(np.random.default_rng(2).normal(size=(1, 16, 16, 8)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(block(x, training=True)))
+    grads = tape.gradient(loss, block.trainable_variables)
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+    assert any(np.abs(g).max() > 0 for g in grads)
 
 
 def test_upsampling_block_structure_shape_and_math():
