@@ -135,6 +135,32 @@ def require_tool(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
+def drive_explorer(export_dir, query: str, *args: str, timeout: float = 120) -> dict:
+    """Serve ``export_dir`` (serving.demo), open ``?query`` in headless Chromium with serving/web/drive.mjs
+    and ``args``; skips without the browser tools, asserts the page got ready without console errors and
+    returns drive.mjs's report."""
+    import subprocess
+
+    from serving.demo import make_server, serve_in_thread, server_url
+
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    require_tool(os.path.exists(chromium), f"{chromium} not found: apt-get install -y chromium")
+    require_tool((WEB_DIR / "node_modules" / "playwright-core").is_dir(), "playwright-core missing: npm ci in serving/web")
+    require_tool((WEB_DIR / "node_modules" / "onnxruntime-web" / "dist").is_dir(), "onnxruntime-web missing: npm ci")
+    server = make_server(export_dir, port=0)
+    serve_in_thread(server)
+    try:
+        proc = subprocess.run(["node", str(WEB_DIR / "drive.mjs"), "--url", f"{server_url(server)}?{query}", *args],
+                              capture_output=True, text=True, timeout=timeout)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["state"] == "ready" and report["console"] == [], report
+    return report
+
+
 def hand_made_gmm_sampler():
     """A 3-component GMM over latent 4 with full Cholesky factors (every runtime must get the component
     choice, the means and the factors right)."""

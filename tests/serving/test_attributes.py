@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 
@@ -25,7 +24,7 @@ from export import contract
 from keras_vae.applications.attributes import AttributeTable, class_means, edit_latents
 from keras_vae.noise import portable_noise
 from serving.onnx_decoder import OnnxDecoder
-from tests.serving.conftest import NODE_DIR, WEB_DIR, require_tool
+from tests.serving.conftest import NODE_DIR, drive_explorer, require_tool
 
 D = 4
 SEED = 11
@@ -192,25 +191,9 @@ def test_node_attribute_option_matches_python(labelled_export, tmp_path):
 
 
 def test_browser_attribute_controls_match_python(labelled_export, tmp_path):
-    from serving.demo import make_server, serve_in_thread, server_url
-
-    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    require_tool(os.path.exists(chromium), f"{chromium} not found: apt-get install -y chromium")
-    require_tool((WEB_DIR / "node_modules" / "playwright-core").is_dir(), "playwright-core missing: npm ci in serving/web")
-    require_tool((WEB_DIR / "node_modules" / "onnxruntime-web" / "dist").is_dir(), "onnxruntime-web missing: npm ci")
     _, out, _ = labelled_export
     table = AttributeTable.load(out / contract.ATTRIBUTES_JSON, latent_dim=D)
-    server = make_server(out, port=0)
-    serve_in_thread(server)
-    try:
-        proc = subprocess.run(["node", str(WEB_DIR / "drive.mjs"), "--url", f"{server_url(server)}?seed={SEED}&n=4",
-                               "--attribute", f"{A}-{B}:{ALPHA}"], capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report["state"] == "ready" and report["console"] == [], report
+    report = drive_explorer(out, f"seed={SEED}&n=4", "--attribute", f"{A}-{B}:{ALPHA}")
     attribute = report["attribute"]
     assert attribute["labels"] == list(range(10)) and attribute["controls_visible"] and attribute["alpha"] == ALPHA
     page_base = np.asarray(report["last_sample"]["z"][0], np.float32)  # the selected grid code

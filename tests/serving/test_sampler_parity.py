@@ -10,7 +10,6 @@ float32 round-off of the drawing rule plus one float32 ulp of noise, elementwise
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from keras_vae.errors import ArtifactError
 from keras_vae.noise import NOISE_ALGORITHM, portable_noise
 from keras_vae.samplers import LatentSampler
 from serving.onnx_decoder import OnnxDecoder
-from tests.serving.conftest import NODE_DIR, REPO_ROOT, WEB_DIR, require_tool
+from tests.serving.conftest import NODE_DIR, REPO_ROOT, drive_explorer, require_tool
 
 SEED, N = 7, 16  # the explorer's grid holds 16 codes
 D = 4
@@ -205,25 +204,8 @@ def test_node_samples_the_exported_sampler(gmm_export, tmp_path):
 
 
 def test_browser_new_sample_draws_from_the_exported_sampler(gmm_export, tmp_path):
-    from serving.demo import make_server, serve_in_thread, server_url
-
-    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    require_tool(os.path.exists(chromium), f"{chromium} not found: apt-get install -y chromium")
-    require_tool((WEB_DIR / "node_modules" / "playwright-core").is_dir(), "playwright-core missing: npm ci in serving/web")
-    require_tool((WEB_DIR / "node_modules" / "onnxruntime-web" / "dist").is_dir(), "onnxruntime-web missing: npm ci")
     _, out, sampler, _ = gmm_export
-    server = make_server(out, port=0)
-    serve_in_thread(server)
-    try:
-        url = f"{server_url(server)}?seed={SEED}&n={N}"
-        proc = subprocess.run(["node", str(WEB_DIR / "drive.mjs"), "--url", url, "--interact"],
-                              capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report["state"] == "ready" and report["console"] == [], report
+    report = drive_explorer(out, f"seed={SEED}&n={N}", "--interact")
     assert report["sampler"] == "sampler.onnx"
     first, after = report["last_sample"], report["interact"]["last_sample"]
     assert first["seed"] == SEED and after["seed"] == SEED + 1  # "New sample" draws the next seed
