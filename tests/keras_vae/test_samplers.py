@@ -110,6 +110,34 @@ def test_gmm_selection_recovers_three_clusters():
     assert wide.selection["components"]["3"] > wide.selection["components"]["2"]
 
 
+def test_gmm_search_goes_past_16_components_and_stops_at_the_first_size_that_does_not_improve():
+    # 24 well-separated clusters on a 6 x 4 grid: 16 components cannot cover them, 32 can
+    rng = np.random.default_rng(1)
+    centres = np.stack(np.meshgrid(np.arange(6) * 10.0, np.arange(4) * 10.0), -1).reshape(-1, 2)
+    x = centres[rng.integers(0, 24, size=6000)] + rng.normal(scale=0.5, size=(6000, 2))
+    s = fit_gmm(x[:4800], None, x[4800:])
+    scores = {int(k): v for k, v in s.selection["components"].items()}
+    assert s.num_components >= 32 and scores[32] > scores[16]
+    tried = sorted(scores)
+    assert tried == [1, 2, 4, 8, 16, 32, 64, 128][:len(tried)]
+    # every size before the last improved on all before it; the last tried did not (or the grid ended)
+    assert all(scores[b] > max(scores[a] for a in tried[:i + 1]) for i, b in enumerate(tried[1:-1]))
+    assert tried[-1] == 128 or scores[tried[-1]] <= max(scores[k] for k in tried[:-1])
+
+
+def test_gmm_search_without_early_stop_tries_every_size():
+    x, _, _ = _mixture()
+    early = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4, 5, 6))
+    full = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4, 5, 6), stop_early=False)
+    assert sorted(map(int, full.selection["components"])) == [1, 2, 3, 4, 5, 6]
+    tried = [int(k) for k in early.selection["components"]]
+    scores = [early.selection["components"][str(k)] for k in tried]
+    assert tried == [1, 2, 3, 4, 5, 6][:len(tried)] and len(tried) < 6  # 3 clusters: it stops before 6
+    assert scores[-1] <= max(scores[:-1]) and early.num_components == tried[int(np.argmax(scores))] >= 3
+    for k in tried:  # the same fits, only fewer of them
+        assert full.selection["components"][str(k)] == pytest.approx(early.selection["components"][str(k)], rel=1e-12)
+
+
 def test_gmm_adds_the_mean_posterior_variance_to_every_component():
     x, _, _ = _mixture(n=600)
     var = np.full_like(x, 0.25)
