@@ -1,6 +1,6 @@
 """The life of a run folder: claimed (lock), training, finished / diverged, replaced (``--force``).
 
-    RUN_DIR/.keras-vae.lock         pid of the training that owns the folder (stale when that pid is gone)
+    RUN_DIR/.keras-vae.lock         pid and host of the training that owns the folder (keras_vae.folder_lock)
     RUN_DIR/.keras-vae-run.json     {"status": "training" | "finished" | "diverged" | "replacing", ...}
     RUN_DIR/.keras-vae-backup/      the resumable checkpoint (keras_vae.checkpoint)
     RUN_DIR/.keras-vae-replacement/ a new run trained for ``--force``; it replaces the old one only
@@ -21,9 +21,9 @@ from typing import Any, Iterator
 
 from keras_vae import __version__
 from keras_vae.errors import ArtifactError, ConfigError
+from keras_vae.folder_lock import LOCK_FILE, folder_lock, pid_alive  # noqa: F401 (pid_alive: re-exported)
 from keras_vae.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_json, write_json
 
-LOCK_FILE = ".keras-vae.lock"
 STATUS_FILE = ".keras-vae-run.json"
 BACKUP_DIR = ".keras-vae-backup"
 REPLACEMENT_DIR = ".keras-vae-replacement"
@@ -38,22 +38,9 @@ _OWN = {LOCK_FILE, STATUS_FILE, BACKUP_DIR, REPLACEMENT_DIR}
 RESUMABLE_CHANGES = ("train.strategy:",)
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists (signal 0 probes without sending anything)."""
-    if pid <= 0:  # 0 and negatives address process groups, not one process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def claim(out_dir: Path) -> Iterator[bool]:
-    """Create ``out_dir`` if needed and hold its lock file (O_EXCL, with our pid) for the block.
+    """Create ``out_dir`` if needed and hold its lock file (``keras_vae.folder_lock``) for the block.
 
     Yields True when this call created the folder. A lock whose pid no longer runs is stale and
     taken over; a live one raises ArtifactError naming the pid.
@@ -66,32 +53,10 @@ def claim(out_dir: Path) -> Iterator[bool]:
     except OSError as exc:
         raise ArtifactError(
             f"cannot create the run folder {str(out_dir)!r} ({exc.strerror}): choose another --out") from None
-    lock = out_dir / LOCK_FILE
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid_alive(pid):
-                raise ArtifactError(
-                    f"{str(out_dir)!r} is in use by another training (pid {pid}, lock file {str(lock)!r}): "
-                    "wait for it to finish or choose another --out") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise ArtifactError(f"cannot take the lock file {str(lock)!r}: remove it if no training runs there")
-    try:
+    busy = ("{folder!r} is in use by another training (pid {pid} on {host}, lock file {lock!r}): "
+            "wait for it to finish or choose another --out")
+    with folder_lock(out_dir, busy):
         yield created
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            if int(lock.read_text().strip()) == os.getpid():
-                lock.unlink()
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ checkpoints are atomic and verified, divergence keeps the last good epoch, runs 
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -226,7 +227,7 @@ def test_two_trainings_cannot_share_an_out_folder(tmp_path):
         sleeper.wait()
     assert not lifecycle.pid_alive(sleeper.pid)
     with lifecycle.claim(tmp_path):  # the lock of a process that is gone is stale: taken over
-        assert (tmp_path / lifecycle.LOCK_FILE).read_text().strip() == str(os.getpid())
+        assert (tmp_path / lifecycle.LOCK_FILE).read_text().split() == [str(os.getpid()), socket.gethostname()]
     assert not (tmp_path / lifecycle.LOCK_FILE).exists()
 
 
