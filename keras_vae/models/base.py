@@ -156,13 +156,12 @@ class LatentVariableModel(keras.Model):
 
         if getattr(self.model_config, "bn_mode", "batch") != "batch":
             return 0
-        counter = [0]
 
-        def forward(x):
-            x = tf.convert_to_tensor(x, tf.float32)
+        def forward(x, step):
+            x = tf.cast(x, tf.float32)
             mean, log_var = self.encoder(x, training=True)
-            counter[0] += 1
-            eps = tf.random.stateless_normal(tf.shape(mean), seed=[int(seed), counter[0]], dtype=mean.dtype)
+            noise_seed = tf.stack([tf.constant(int(seed), tf.int64), tf.cast(step, tf.int64)])
+            eps = tf.random.stateless_normal(tf.shape(mean), seed=noise_seed, dtype=mean.dtype)
             output = self.decoder(reparameterize(mean, log_var, eps), training=True)
             self._recompute_extra(x, output)
 

@@ -10,7 +10,7 @@ Keras updates ``moving = momentum * moving + (1 - momentum) * batch`` on every c
 - ``recompute_statistics(networks, forward, batches)``: reset the moving statistics and replace
   them with the plain average over ``batches`` of the batch statistics (momentum 1 - 1/t at batch
   t), so that inference mode describes the model that training optimised (as torch's
-  ``update_bn`` does for SWA).
+  ``update_bn`` does for SWA); the forward pass runs compiled.
 """
 from __future__ import annotations
 
@@ -49,25 +49,45 @@ def frozen_statistics(*networks) -> Iterator[None]:
 
 def recompute_statistics(networks: Iterable, forward: Callable[..., None], batches: Iterable) -> int:
     """Set the moving mean/variance of every BatchNorm in ``networks`` to the average over
-    ``batches`` of its batch statistics; ``forward(batch)`` must call the networks in training mode
-    (eagerly). Returns the number of batches used (0: statistics left unchanged)."""
+    ``batches`` of its batch statistics; ``forward(batch, step)`` (step: int32 scalar tensor, 1 for
+    the first batch) must call the networks in training mode. It runs compiled (one ``tf.function``)
+    with momentum 0, so after each batch the moving statistics hold that batch's statistics, which
+    are summed here. Returns the number of batches used (0: statistics left unchanged)."""
+    import numpy as np
+    import tensorflow as tf
+
     layers = batch_norm_layers(*networks)
     if not layers:
         return 0
     saved = [(layer.momentum, layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    sums = [[np.zeros_like(mean, np.float64), np.zeros_like(variance, np.float64)] for _, mean, variance in saved]
     count = 0
+    compiled = tf.function(forward, reduce_retracing=True)
     try:
+        for layer in layers:
+            layer.momentum = 0.0  # moving := this batch's statistics (read by the trace below)
         for batch in batches:
             count += 1
-            for layer in layers:
-                layer.momentum = 1.0 - 1.0 / count  # 0 at the first batch: moving := batch statistics
-            forward(batch)
+            compiled(tf.convert_to_tensor(batch), tf.constant(count, tf.int32))
+            for layer, (mean_sum, variance_sum) in zip(layers, sums):
+                mean_sum += layer.moving_mean.numpy()
+                variance_sum += layer.moving_variance.numpy()
+        if count:
+            for layer, (mean_sum, variance_sum) in zip(layers, sums):
+                layer.moving_mean.assign((mean_sum / count).astype(layer.moving_mean.dtype))
+                layer.moving_variance.assign((variance_sum / count).astype(layer.moving_variance.dtype))
+        else:
+            _restore(layers, saved)
     except BaseException:
-        for layer, (_, mean, variance) in zip(layers, saved):
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(variance)
+        _restore(layers, saved)
         raise
     finally:
         for layer, (momentum, _, _) in zip(layers, saved):
             layer.momentum = momentum
     return count
+
+
+def _restore(layers, saved) -> None:
+    for layer, (_, mean, variance) in zip(layers, saved):
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(variance)

@@ -38,7 +38,7 @@ def test_frozen_statistics_and_recompute_on_a_plain_batch_norm():
         layer(batches[1], training=True)
         tf.function(lambda x: layer(x, training=True))(batches[2])
     assert same(before, stats(layer)) and layer.momentum == 0.9
-    used = recompute_statistics([layer], lambda x: layer(x, training=True), batches)
+    used = recompute_statistics([layer], lambda x, step: layer(x, training=True), batches)
     assert used == 3 and layer.momentum == 0.9
     expected_mean = np.mean([b.mean(axis=0) for b in batches], axis=0)
     expected_var = np.mean([b.var(axis=0) for b in batches], axis=0)  # biased batch variances, as Keras
