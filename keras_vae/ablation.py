@@ -67,10 +67,13 @@ def select_variants(names: Sequence[str] | None) -> list[str]:
 
 def variant_configs(config: RunConfig, steps: int, seed: int | None = None,
                     names: Sequence[str] | None = None) -> dict[str, RunConfig]:
-    """The variants of ``config``: same everything, one epoch of ``steps`` steps; only the loss switches
-    and ``model.bn_mode`` differ."""
+    """The variants of ``config``: same everything, ``steps`` steps (spread over the preset's epochs
+    when they divide it, so a per-epoch learning-rate schedule runs as in the preset; else one
+    epoch); only the loss switches and ``model.bn_mode`` differ."""
     seed = config.train.seed if seed is None else int(seed)
-    train = dataclasses.replace(config.train, epochs=1, steps_per_epoch=int(steps), seed=seed)
+    steps, epochs = int(steps), max(int(config.train.epochs), 1)
+    epochs = epochs if steps % epochs == 0 else 1
+    train = dataclasses.replace(config.train, epochs=epochs, steps_per_epoch=steps // epochs, seed=seed)
     return {name: dataclasses.replace(config, loss=dataclasses.replace(config.loss, **VARIANTS[name]["loss"]),
                                       model=dataclasses.replace(config.model, **VARIANTS[name]["model"]),
                                       train=train)

@@ -32,6 +32,15 @@ def test_variants_share_budget_and_seed_and_differ_only_in_loss_switches_and_bn_
                         ("population", True, True, "reference")]
 
 
+def test_variants_spread_the_steps_over_the_presets_epochs_when_they_divide_them():
+    config = get_preset("mnist-28")  # 6 epochs, cosine learning rate per epoch
+    assert config.train.epochs == 6 and config.train.lr_schedule == "cosine"
+    for variant in variant_configs(config, steps=846).values():
+        assert (variant.train.epochs, variant.train.steps_per_epoch) == (6, 141)
+    for variant in variant_configs(config, steps=845).values():
+        assert (variant.train.epochs, variant.train.steps_per_epoch) == (1, 845)
+
+
 def test_select_variants_keeps_table_order_and_rejects_unknown_names():
     assert select_variants(None) == list(VARIANTS)
     assert select_variants(["+patchgan", "standard-kl"]) == ["standard-kl", "+patchgan"]
