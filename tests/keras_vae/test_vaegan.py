@@ -231,6 +231,24 @@ def test_n_critic_adaptive_weight_hinge_and_prior_samples():
     assert all(np.isfinite(float(v)) for v in logs.values())
 
 
+def test_prior_sample_branch_decodes_standard_normal_noise_and_averages_both_generator_terms():
+    """disc_on_prior_samples (the mnist-28 preset): the fakes are [reconstructions, decoded N(0, I)
+    draws of the step's second seed], and the generator's adversarial term is the mean of both halves."""
+    x = tf.constant(images(6))
+    seeds = [tf.constant([5, 1]), tf.constant([5, 2]), tf.constant([5, 3])]
+    model = make(loss={"disc_on_prior_samples": True})
+    mean, log_var, output, prior_output = model._forward(x, seeds, training=False)
+    z = tf.random.stateless_normal(tf.shape(mean), seed=seeds[1])
+    np.testing.assert_allclose(prior_output.numpy(), model.decoder(z, training=False).numpy(), rtol=1e-6, atol=1e-6)
+    assert make()._forward(x, seeds, training=False)[3] is None  # off by default (the reference's choice)
+    _, terms = model._generator_terms(x, mean, log_var, output, prior_output, tf.constant(1.0), False)
+    _, fake_logits = model._disc_logits(tf.concat([x, x], 0), tf.concat([output, prior_output], 0), False)
+    recon_logits, prior_logits = np.split(fake_logits.numpy().reshape(12, -1), 2)
+    softplus = lambda v: np.logaddexp(0.0, v)  # noqa: E731  BCE(1, logits) = softplus(-logits)
+    expected = 0.5 * (softplus(-recon_logits).mean(axis=1) + softplus(-prior_logits).mean(axis=1))
+    np.testing.assert_allclose(np.asarray(terms["adversarial"]), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_extra_diagnostics_and_sampling_api():
     model = make()
     model.fit(images(16), batch_size=8, epochs=1, verbose=0)
