@@ -8,9 +8,9 @@ Keras updates ``moving = momentum * moving + (1 - momentum) * batch`` on every c
   writes back moving * 1 + batch * 0). The VAEGAN uses it so that each network's statistics move
   only in its own sub-step.
 - ``recompute_statistics(networks, forward, batches)``: reset the moving statistics and replace
-  them with the plain average over ``batches`` of the batch statistics (momentum 1 - 1/t at batch
-  t), so that inference mode describes the model that training optimised (as torch's
-  ``update_bn`` does for SWA); the forward pass runs compiled.
+  them with the plain average over ``batches`` of the batch statistics (each batch run compiled at
+  momentum 0, its statistics summed in float64), so that inference mode describes the model that
+  training optimised (as torch's ``update_bn`` does for SWA).
 """
 from __future__ import annotations
 
@@ -72,12 +72,10 @@ def recompute_statistics(networks: Iterable, forward: Callable[..., None], batch
             for layer, (mean_sum, variance_sum) in zip(layers, sums):
                 mean_sum += layer.moving_mean.numpy()
                 variance_sum += layer.moving_variance.numpy()
-        if count:
+        if count:  # no batch: nothing ran, the statistics are untouched
             for layer, (mean_sum, variance_sum) in zip(layers, sums):
                 layer.moving_mean.assign((mean_sum / count).astype(layer.moving_mean.dtype))
                 layer.moving_variance.assign((variance_sum / count).astype(layer.moving_variance.dtype))
-        else:
-            _restore(layers, saved)
     except BaseException:
         _restore(layers, saved)
         raise
