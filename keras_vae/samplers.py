@@ -4,8 +4,9 @@ A sampler is a Gaussian mixture p(z) = sum_k w_k N(z; mu_k, L_k L_k^T) over the 
 
     prior     K = 1, mu = 0, L = I            (what the paper's own code decodes)
     gaussian  K = 1, N(m, C) with m = mean_i mu_i, C = Cov_i(mu_i) + diag(mean_i sigma_i^2)
-    gmm       K >= 1 full covariances, fitted on the posterior means, each component's covariance
-              plus diag(mean_i sigma_i^2); K chosen by the log-likelihood of held-out codes
+    gmm       K >= 1 full covariances, fitted on the posterior means with covariance shrinkage
+              lambda * mean_j Var(mu_j) * I added in EM, each component's covariance plus
+              diag(mean_i sigma_i^2); K and lambda chosen by the log-likelihood of held-out codes
 
 The fitted samplers follow two-stage VAE / pythae practice: decode samples from (a fit of) the
 aggregate posterior q(z) = 1/N sum_i q(z|x_i) instead of N(0, I), which the codes of a trained
@@ -44,6 +45,11 @@ SAMPLER_FILE = "sampler.json"
 # Mixture sizes tried in order; the search stops at the first size whose held-out likelihood does not
 # beat the best so far (the MNIST defaults chose 16, the old grid's edge, where 32-64 scored higher).
 GMM_COMPONENTS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Covariance shrinkage tried for every size, as a fraction of the codes' mean per-dimension variance
+# (scikit-learn's reg_covar): with a few thousand codes in 32 dimensions a full covariance per component
+# overfits; shrinkage lets larger mixtures generalise (held-out likelihood decides, 0 included).
+GMM_SHRINKAGE = (0.0, 0.01, 0.03, 0.1)
+_MIN_REG_COVAR = 1e-6  # scikit-learn's default floor, used at shrinkage 0
 _WEIGHT_SUM_TOL = 1e-6
 
 
@@ -290,51 +296,71 @@ def fit_gaussian(means: np.ndarray, variances: np.ndarray | None = None, mode: s
 
 
 def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: np.ndarray, *,
-            components: Sequence[int] = GMM_COMPONENTS, seed: int = 0, max_examples: int = 20000,
-            mode: str = "inference", stop_early: bool = True) -> LatentSampler:
-    """Gaussian mixtures with full covariances fitted (scikit-learn EM) on the posterior means,
-    each component's covariance plus diag(mean_i sigma_i^2); returns the K in ``components`` whose
-    mixture gives the held-out ``validation_codes`` the highest mean log-likelihood. Sizes are tried
-    in increasing order and the search stops at the first one that does not improve on the best
-    (``stop_early=False`` tries them all); ``selection['components']`` lists the sizes tried."""
+            components: Sequence[int] = GMM_COMPONENTS, shrinkage: Sequence[float] = GMM_SHRINKAGE,
+            seed: int = 0, max_examples: int = 20000, mode: str = "inference",
+            stop_early: bool = True) -> LatentSampler:
+    """Gaussian mixtures with full covariances fitted (scikit-learn EM) on the posterior means, each
+    component's covariance plus diag(mean_i sigma_i^2); returns the (K, lambda) of ``components`` x
+    ``shrinkage`` whose mixture gives the held-out ``validation_codes`` the highest mean log-likelihood.
+    EM adds lambda * mean_j Var(mu_j) to every covariance's diagonal (shrinkage toward a sphere).
+    For each lambda, sizes are tried in increasing order and the search stops at the first one that
+    does not improve on that lambda's best (``stop_early=False`` tries them all).
+    ``selection['components']`` holds the chosen lambda's scores by K, ``selection['grid']`` all."""
     from sklearn.mixture import GaussianMixture
 
     mu, var = _check_codes(means, variances)
     val = np.asarray(validation_codes, np.float64)
     if val.ndim != 2 or val.shape[1] != mu.shape[1] or len(val) < 1:
         raise DataError(f"validation codes must be [M, {mu.shape[1]}], got shape {val.shape}")
+    lambdas = sorted({float(x) for x in shrinkage})
+    if not lambdas or any(not math.isfinite(x) or x < 0 for x in lambdas):
+        raise ConfigError(f"covariance shrinkage must be finite values >= 0, got {list(shrinkage)}")
     rng = np.random.default_rng(seed)
     if len(mu) > max_examples:
         mu = mu[rng.choice(len(mu), max_examples, replace=False)]
     noise = np.diag(var.mean(axis=0))
-    scores: dict[str, float] = {}
+    code_scale = float(np.mean(mu.var(axis=0)))
+    grid: dict[str, dict[str, float]] = {}
     best: LatentSampler | None = None
-    best_score = -np.inf
-    for k in sorted({int(c) for c in components if 1 <= int(c) <= len(mu)}):
-        gm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=1e-6, random_state=seed,
-                             max_iter=200, n_init=1).fit(mu)
-        weights = gm.weights_ / gm.weights_.sum()
-        trils = np.stack([_cholesky(c + noise) for c in gm.covariances_])
-        candidate = LatentSampler("gmm", weights, gm.means_, trils)
-        scores[str(k)] = float(np.mean(candidate.log_prob(val)))
-        if scores[str(k)] > best_score:
-            best, best_score = candidate, scores[str(k)]
-        elif stop_early:
-            break
+    best_score, best_lambda = -np.inf, 0.0
+    for lam in lambdas:
+        reg_covar = max(lam * code_scale, _MIN_REG_COVAR)
+        scores = grid.setdefault(_shrinkage_key(lam), {})
+        lambda_best = -np.inf
+        for k in sorted({int(c) for c in components if 1 <= int(c) <= len(mu)}):
+            gm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=reg_covar, random_state=seed,
+                                 max_iter=200, n_init=1).fit(mu)
+            weights = gm.weights_ / gm.weights_.sum()
+            trils = np.stack([_cholesky(c + noise) for c in gm.covariances_])
+            candidate = LatentSampler("gmm", weights, gm.means_, trils)
+            scores[str(k)] = float(np.mean(candidate.log_prob(val)))
+            if scores[str(k)] > best_score:
+                best, best_score, best_lambda = candidate, scores[str(k)], lam
+            if scores[str(k)] > lambda_best:
+                lambda_best = scores[str(k)]
+            elif stop_early:
+                break
     if best is None:
         raise DataError(f"no mixture size in {list(components)} fits {len(mu)} codes")
     selection = {"criterion": "mean log-likelihood of held-out codes (nats per code)",
-                 "validation_examples": int(len(val)), "components": scores,
-                 "chosen_components": best.num_components}
+                 "validation_examples": int(len(val)), "components": grid[_shrinkage_key(best_lambda)],
+                 "chosen_components": best.num_components, "chosen_shrinkage": best_lambda,
+                 "shrinkage_scale": code_scale, "grid": grid}
     return dataclasses.replace(best, fitted_on={"examples": int(len(mu)), "mode": mode}, selection=selection)
 
 
+def _shrinkage_key(lam: float) -> str:
+    return f"{lam:g}"
+
+
 def fit_samplers(means: np.ndarray, variances: np.ndarray, validation_codes: np.ndarray, *, seed: int = 0,
-                 components: Sequence[int] = GMM_COMPONENTS, mode: str = "inference") -> dict[str, LatentSampler]:
+                 components: Sequence[int] = GMM_COMPONENTS, shrinkage: Sequence[float] = GMM_SHRINKAGE,
+                 mode: str = "inference") -> dict[str, LatentSampler]:
     """{'prior', 'gaussian', 'gmm'}: the three samplers, fitted on the training codes."""
     mu, var = _check_codes(means, variances)
     return {"prior": prior_sampler(mu.shape[1]), "gaussian": fit_gaussian(mu, var, mode=mode),
-            "gmm": fit_gmm(mu, var, validation_codes, components=components, seed=seed, mode=mode)}
+            "gmm": fit_gmm(mu, var, validation_codes, components=components, shrinkage=shrinkage, seed=seed,
+                           mode=mode)}
 
 
 def choose_sampler(samplers: Mapping[str, LatentSampler], validation_codes: np.ndarray) -> LatentSampler:
@@ -348,8 +374,11 @@ def choose_sampler(samplers: Mapping[str, LatentSampler], validation_codes: np.n
     chosen = samplers[name]
     selection = {"criterion": "mean log-likelihood of held-out codes (nats per code)",
                  "validation_examples": int(len(val)), "candidates": scores, "chosen": name}
-    if "components" in chosen.selection:
-        selection["gmm_components"] = dict(chosen.selection["components"])
-    elif "gmm" in samplers and "components" in samplers["gmm"].selection:
-        selection["gmm_components"] = dict(samplers["gmm"].selection["components"])
+    gmm_selection = chosen.selection if "components" in chosen.selection else (
+        samplers["gmm"].selection if "gmm" in samplers else {})
+    if "components" in gmm_selection:
+        selection["gmm_components"] = dict(gmm_selection["components"])
+    if "chosen_shrinkage" in gmm_selection:
+        selection["gmm_shrinkage"] = gmm_selection["chosen_shrinkage"]
+        selection["gmm_grid"] = {lam: dict(scores) for lam, scores in gmm_selection["grid"].items()}
     return dataclasses.replace(chosen, selection=selection)

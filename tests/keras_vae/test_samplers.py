@@ -127,8 +127,8 @@ def test_gmm_search_goes_past_16_components_and_stops_at_the_first_size_that_doe
 
 def test_gmm_search_without_early_stop_tries_every_size():
     x, _, _ = _mixture()
-    early = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4, 5, 6))
-    full = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4, 5, 6), stop_early=False)
+    early = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4, 5, 6), shrinkage=(0.0,))
+    full = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4, 5, 6), shrinkage=(0.0,), stop_early=False)
     assert sorted(map(int, full.selection["components"])) == [1, 2, 3, 4, 5, 6]
     tried = [int(k) for k in early.selection["components"]]
     scores = [early.selection["components"][str(k)] for k in tried]
@@ -141,10 +141,51 @@ def test_gmm_search_without_early_stop_tries_every_size():
 def test_gmm_adds_the_mean_posterior_variance_to_every_component():
     x, _, _ = _mixture(n=600)
     var = np.full_like(x, 0.25)
-    plain = fit_gmm(x, None, x[:50], components=(3,))
-    noisy = fit_gmm(x, var, x[:50], components=(3,))
+    plain = fit_gmm(x, None, x[:50], components=(3,), shrinkage=(0.0,))
+    noisy = fit_gmm(x, var, x[:50], components=(3,), shrinkage=(0.0,))
     np.testing.assert_allclose(noisy.covariances - plain.covariances,
                                np.broadcast_to(0.25 * np.eye(2), (3, 2, 2)), atol=1e-8)
+
+
+def test_gmm_shrinkage_adds_lambda_times_the_mean_code_variance_to_the_covariance():
+    # K = 1: EM's covariance is the (1/N) sample covariance plus reg_covar on the diagonal, in closed form
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 3)) @ np.array([[2.0, 0, 0], [0.5, 1.0, 0], [0, 0.3, 0.5]])
+    var = np.full_like(x, 0.04)
+    scale = float(np.mean(x.var(axis=0)))
+    for lam in (0.0, 0.1):
+        s = fit_gmm(x, var, x[:50], components=(1,), shrinkage=(lam,))
+        centred = x - x.mean(axis=0)
+        expected = centred.T @ centred / len(x) + (max(lam * scale, 1e-6) + 0.04) * np.eye(3)
+        np.testing.assert_allclose(s.covariances[0], expected, rtol=1e-9, atol=1e-12)
+        assert s.selection["chosen_shrinkage"] == lam
+        assert s.selection["shrinkage_scale"] == pytest.approx(scale, rel=1e-12)
+
+
+def test_gmm_shrinkage_wins_where_full_covariances_overfit_and_the_grid_records_every_fit():
+    # 20 dimensions, 4 clusters, 240 training codes: 4 full covariances (840 parameters) overfit; shrinkage
+    # toward a sphere generalises, and held-out likelihood says so
+    rng = np.random.default_rng(4)
+    d = 20
+    centres = rng.normal(scale=3.0, size=(4, d))
+    x = centres[rng.integers(0, 4, size=2240)] + rng.normal(size=(2240, d))
+    s = fit_gmm(x[:240], None, x[240:], components=(1, 2, 4, 8), shrinkage=(0.0, 0.03, 0.1))
+    grid = s.selection["grid"]
+    assert set(grid) == {"0", "0.03", "0.1"}
+    best_per_lambda = {lam: max(scores.values()) for lam, scores in grid.items()}
+    assert s.selection["chosen_shrinkage"] > 0
+    assert best_per_lambda["0"] < max(best_per_lambda["0.03"], best_per_lambda["0.1"])
+    chosen_key = f"{s.selection['chosen_shrinkage']:g}"
+    assert s.selection["components"] == grid[chosen_key]
+    assert np.mean(s.log_prob(x[240:])) == pytest.approx(max(best_per_lambda.values()), rel=1e-12)
+    assert s.num_components == int(max(grid[chosen_key], key=grid[chosen_key].get))
+
+
+@pytest.mark.parametrize("bad", [(), (-0.1,), (float("nan"),)])
+def test_gmm_rejects_invalid_shrinkage(bad):
+    x, _, _ = _mixture(n=300)
+    with pytest.raises(ConfigError, match="shrinkage"):
+        fit_gmm(x[:200], None, x[200:], components=(1,), shrinkage=bad)
 
 
 def test_choose_sampler_picks_the_highest_validation_likelihood():
