@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from keras_vae.errors import ConfigError
 from keras_vae.evaluation import features as feature_lib
 from keras_vae.evaluation.image_quality import MS_SSIM_MIN_SIDE, reconstruction_quality
 from keras_vae.evaluation.sample_quality import frechet_distance, kernel_distance, precision_recall, sharpness_ratio
@@ -40,6 +41,8 @@ DEFINITIONS = {
     "kid": "kernel distance: unbiased MMD^2 with the kernel (x.y/d + 1)^3 between sample and validation "
            "embeddings, mean over random subsets (Binkowski et al. 2018); ~0 for equal distributions",
     "kid_std": "standard deviation of the KID over its subsets",
+    "frechet_distance_std": "standard deviation (ddof 1) of the Frechet distance over the independent sample "
+                            "draws whose mean is reported (seeds seed, seed + 1, ...): its sampling spread",
     "precision": f"fraction of samples inside the real manifold (union of {PR_NEIGHBOURS}-NN balls of validation "
                  "embeddings), Kynkaanniemi et al. 2019: sample fidelity",
     "recall": f"fraction of validation images inside the sample manifold ({PR_NEIGHBOURS}-NN balls of sample "
@@ -72,17 +75,33 @@ def entry(name: str, value: Any, n: int) -> dict[str, Any]:
             "definition": DEFINITIONS[name]}
 
 
-def sample_quality(feature_model, real_unit: np.ndarray, samples_unit: np.ndarray, seed: int = 0) -> dict:
-    """FD, KID, precision, recall and sharpness of samples against real images (both [N, H, W, C] in [0, 1])."""
-    real, fake = feature_lib.embed(feature_model, real_unit), feature_lib.embed(feature_model, samples_unit)
-    kid, kid_std = kernel_distance(real, fake, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
-    precision, recall = precision_recall(real, fake, k=PR_NEIGHBOURS)
-    n = len(fake)
-    return {"frechet_distance": entry("frechet_distance", frechet_distance(real, fake), n),
-            "kid": entry("kid", kid, min(n, len(real), KID_SUBSET_SIZE)),
-            "kid_std": entry("kid_std", kid_std, KID_SUBSETS),
-            "precision": entry("precision", precision, n), "recall": entry("recall", recall, len(real)),
-            "sharpness": entry("sharpness", sharpness_ratio(samples_unit, real_unit), n)}
+def sample_quality(feature_model, real_unit: np.ndarray, samples_unit: np.ndarray | list[np.ndarray],
+                   seed: int = 0) -> dict:
+    """FD, KID, precision, recall and sharpness of samples against real images (both [N, H, W, C] in [0, 1]).
+    A list of sample sets (independent draws) gives each metric's mean over the sets, plus the Frechet
+    distance's standard deviation across them."""
+    sets = samples_unit if isinstance(samples_unit, list) else [samples_unit]
+    real = feature_lib.embed(feature_model, real_unit)
+    per_set = []
+    for index, samples in enumerate(sets):
+        fake = feature_lib.embed(feature_model, samples)
+        kid, kid_std = kernel_distance(real, fake, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed + index)
+        precision, recall = precision_recall(real, fake, k=PR_NEIGHBOURS)
+        per_set.append({"frechet_distance": frechet_distance(real, fake), "kid": kid, "kid_std": kid_std,
+                        "precision": precision, "recall": recall,
+                        "sharpness": sharpness_ratio(samples, real_unit)})
+    mean = {name: float(np.mean([values[name] for values in per_set])) for name in per_set[0]}
+    n = len(sets[0])
+    section = {"frechet_distance": entry("frechet_distance", mean["frechet_distance"], n)}
+    if len(sets) > 1:
+        fds = [values["frechet_distance"] for values in per_set]
+        section["frechet_distance_std"] = entry("frechet_distance_std", np.std(fds, ddof=1), len(sets))
+    section.update({"kid": entry("kid", mean["kid"], min(n, len(real), KID_SUBSET_SIZE)),
+                    "kid_std": entry("kid_std", mean["kid_std"], KID_SUBSETS),
+                    "precision": entry("precision", mean["precision"], n),
+                    "recall": entry("recall", mean["recall"], len(real)),
+                    "sharpness": entry("sharpness", mean["sharpness"], n)})
+    return section
 
 
 def reconstruction_section(model, images: np.ndarray, real_unit: np.ndarray) -> dict:
@@ -151,9 +170,10 @@ def evaluation_data(config, max_examples: int | None = None) -> EvaluationData:
 def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, seed: int = 0,
                    latent_sampler=None, sampler_description: str = "prior N(0, I)", feature=None,
                    iwae_samples: int | None = None, likelihood_examples: int | None = None,
-                   progress: Callable[[str], None] | None = None, report=None) -> dict[str, Any]:
+                   progress: Callable[[str], None] | None = None, report=None, draws: int = 1) -> dict[str, Any]:
     """Every metric of this module for one model. ``feature`` is (model, FeatureNetInfo) or (None, reason);
-    ``iwae_samples=None`` skips the likelihood. ``progress(stage)`` is called after each stage;
+    ``draws`` > 1 draws that many independent sets of ``num_samples`` (seeds seed, seed + 1, ...) and
+    reports sample-quality means and the FD's spread over them; ``iwae_samples=None`` skips the likelihood. ``progress(stage)`` is called after each stage;
     ``report`` (a keras_vae.progress.Reporter) announces each stage, the IWAE estimate with a bar."""
     from keras_vae.evaluation.sampling import draw_samples
     from keras_vae.progress import Reporter
@@ -162,19 +182,26 @@ def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, see
     step = progress or (lambda stage: None)
     notes, sections = [], {}
     feature_model, feature_info = feature if feature is not None else (None, "no feature network")
-    with report.phase(f"{num_samples} samples ({sampler_description})", 1):
-        samples = draw_samples(model, num_samples, seed=seed, latent_sampler=latent_sampler)
+    if int(draws) < 1:
+        raise ConfigError(f"the number of sample draws must be >= 1, got {draws}")
+    with report.phase(f"{int(draws)} x {num_samples} samples ({sampler_description})", int(draws)) as bar:
+        sets = []
+        for index in range(int(draws)):
+            sets.append(draw_samples(model, num_samples, seed=seed + index, latent_sampler=latent_sampler))
+            bar.update()
     step("samples")
     report.line("sample quality (FD, KID, precision/recall, sharpness) and reconstruction metrics ...")
     if feature_model is not None:
-        sections["sample_quality"] = sample_quality(feature_model, data.real_unit, samples, seed=seed)
-        notes.append(f"sample quality: {num_samples} samples ({sampler_description}) against "
+        sections["sample_quality"] = sample_quality(feature_model, data.real_unit, sets, seed=seed)
+        drawn = (f"{num_samples} samples" if len(sets) == 1 else
+                 f"means over {len(sets)} independent draws of {num_samples} samples (seeds {seed}-{seed + len(sets) - 1})")
+        notes.append(f"sample quality: {drawn} ({sampler_description}) against "
                      f"{len(data.real_unit)} validation images, on the in-house feature network trained on "
                      f"{feature_info.trained_on} (task: {feature_info.task}, validation accuracy "
                      f"{feature_info.validation_accuracy:.3f}); Frechet distances on it are not Inception FID")
     else:
-        sections["sample_quality"] = {"sharpness": entry("sharpness", sharpness_ratio(samples, data.real_unit),
-                                                         num_samples)}
+        sharpness = float(np.mean([sharpness_ratio(images, data.real_unit) for images in sets]))
+        sections["sample_quality"] = {"sharpness": entry("sharpness", sharpness, num_samples)}
         notes.append(f"no FD/KID/precision/recall: {feature_info}")
     step("sample quality")
     sections["reconstruction"] = reconstruction_section(model, data.model_images, data.real_unit)

@@ -92,3 +92,30 @@ def test_vaegan_report_explains_missing_likelihood_and_caches_its_feature_networ
     assert cached.stat().st_mtime_ns == stamp  # reused, not re-trained
     epoch = metrics["epochs"][0]["train"]
     assert 0 <= epoch["reconstruction"] <= 1  # logged on the [0, 1] scale
+
+
+def test_draws_report_the_mean_and_spread_of_independent_single_draw_evaluations(vae_run, capsys):
+    singles = []
+    for seed in (3, 4, 5):
+        out = vae_run / f"single{seed}.json"
+        code, _, err = cli(capsys, "evaluate", str(vae_run), "--samples", "40", "--no-likelihood", "--seed", str(seed),
+                           "--out", str(out))
+        assert code == 0, err
+        singles.append(json.loads(out.read_text())["sections"]["sample_quality"])
+    code, _, err = cli(capsys, "evaluate", str(vae_run), "--samples", "40", "--no-likelihood", "--seed", "3",
+                       "--draws", "3", "--out", str(vae_run / "draws.json"))
+    assert code == 0, err
+    result = json.loads((vae_run / "draws.json").read_text())
+    quality = result["sections"]["sample_quality"]
+    fds = [s["frechet_distance"]["value"] for s in singles]
+    assert len(set(fds)) == 3  # different seeds, different samples
+    assert quality["frechet_distance"]["value"] == pytest.approx(np.mean(fds), rel=1e-9)
+    assert quality["frechet_distance_std"]["value"] == pytest.approx(np.std(fds, ddof=1), rel=1e-9)
+    assert quality["frechet_distance_std"]["n"] == 3 and quality["frechet_distance"]["n"] == 40
+    for name in ("kid", "precision", "recall", "sharpness"):
+        assert quality[name]["value"] == pytest.approx(np.mean([s[name]["value"] for s in singles]), rel=1e-9)
+    assert "frechet_distance_std" not in singles[0]
+    assert any("3 independent draws of 40 samples (seeds 3-5)" in note for note in result["notes"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(vae_run), "--draws", "0"])
+    assert exit_info.value.code == 2 and "--draws must be an integer in [1, 100]" in capsys.readouterr().err
