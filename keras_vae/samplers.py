@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -306,8 +307,6 @@ def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: n
     For each lambda, sizes are tried in increasing order and the search stops at the first one that
     does not improve on that lambda's best (``stop_early=False`` tries them all).
     ``selection['components']`` holds the chosen lambda's scores by K, ``selection['grid']`` all."""
-    from sklearn.mixture import GaussianMixture
-
     mu, var = _check_codes(means, variances)
     val = np.asarray(validation_codes, np.float64)
     if val.ndim != 2 or val.shape[1] != mu.shape[1] or len(val) < 1:
@@ -320,26 +319,45 @@ def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: n
         mu = mu[rng.choice(len(mu), max_examples, replace=False)]
     noise = np.diag(var.mean(axis=0))
     code_scale = float(np.mean(mu.var(axis=0)))
+    sizes = sorted({int(c) for c in components if 1 <= int(c) <= len(mu)})
+
+    def search(lam: float) -> list[tuple[int, LatentSampler, float]]:
+        """(K, mixture, held-out score) for the sizes tried at shrinkage ``lam``, in order."""
+        from sklearn.mixture import GaussianMixture
+
+        tried, lambda_best = [], -np.inf
+        for k in sizes:
+            reg_covar = max(lam * code_scale, _MIN_REG_COVAR)
+            gm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=reg_covar, random_state=seed,
+                                 max_iter=200, n_init=1).fit(mu)
+            trils = np.stack([_cholesky(c + noise) for c in gm.covariances_])
+            candidate = LatentSampler("gmm", gm.weights_ / gm.weights_.sum(), gm.means_, trils)
+            score = float(np.mean(candidate.log_prob(val)))
+            tried.append((k, candidate, score))
+            if score > lambda_best:
+                lambda_best = score
+            elif stop_early:
+                break
+        return tried
+
+    # EM on a few thousand 32-d codes is many small matrix operations: multi-threaded BLAS made it 2.6x
+    # slower here, so BLAS runs on one thread and the shrinkage values run side by side (one per core).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    workers = max(1, min(len(lambdas), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else (os.cpu_count() or 1)))
+    with threadpool_limits(limits=1), ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(search, lambdas))
     grid: dict[str, dict[str, float]] = {}
     best: LatentSampler | None = None
     best_score, best_lambda = -np.inf, 0.0
-    for lam in lambdas:
-        reg_covar = max(lam * code_scale, _MIN_REG_COVAR)
-        scores = grid.setdefault(_shrinkage_key(lam), {})
-        lambda_best = -np.inf
-        for k in sorted({int(c) for c in components if 1 <= int(c) <= len(mu)}):
-            gm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=reg_covar, random_state=seed,
-                                 max_iter=200, n_init=1).fit(mu)
-            weights = gm.weights_ / gm.weights_.sum()
-            trils = np.stack([_cholesky(c + noise) for c in gm.covariances_])
-            candidate = LatentSampler("gmm", weights, gm.means_, trils)
-            scores[str(k)] = float(np.mean(candidate.log_prob(val)))
-            if scores[str(k)] > best_score:
-                best, best_score, best_lambda = candidate, scores[str(k)], lam
-            if scores[str(k)] > lambda_best:
-                lambda_best = scores[str(k)]
-            elif stop_early:
-                break
+    for lam, tried in zip(lambdas, results):  # in increasing lambda and K: the same choice for any scheduling
+        grid[_shrinkage_key(lam)] = {str(k): score for k, _, score in tried}
+        for k, candidate, score in tried:
+            if score > best_score:
+                best, best_score, best_lambda = candidate, score, lam
     if best is None:
         raise DataError(f"no mixture size in {list(components)} fits {len(mu)} codes")
     selection = {"criterion": "mean log-likelihood of held-out codes (nats per code)",

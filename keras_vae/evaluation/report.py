@@ -173,7 +173,8 @@ def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, see
                    progress: Callable[[str], None] | None = None, report=None, draws: int = 1) -> dict[str, Any]:
     """Every metric of this module for one model. ``feature`` is (model, FeatureNetInfo) or (None, reason);
     ``draws`` > 1 draws that many independent sets of ``num_samples`` (seeds seed, seed + 1, ...) and
-    reports sample-quality means and the FD's spread over them; ``iwae_samples=None`` skips the likelihood. ``progress(stage)`` is called after each stage;
+    reports sample-quality means and the FD's spread over them; ``iwae_samples=None`` skips the likelihood.
+    ``progress(stage)`` is called after each stage;
     ``report`` (a keras_vae.progress.Reporter) announces each stage, the IWAE estimate with a bar."""
     from keras_vae.evaluation.sampling import draw_samples
     from keras_vae.progress import Reporter
@@ -194,7 +195,8 @@ def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, see
     if feature_model is not None:
         sections["sample_quality"] = sample_quality(feature_model, data.real_unit, sets, seed=seed)
         drawn = (f"{num_samples} samples" if len(sets) == 1 else
-                 f"means over {len(sets)} independent draws of {num_samples} samples (seeds {seed}-{seed + len(sets) - 1})")
+                 f"means over {len(sets)} independent draws of {num_samples} samples "
+                 f"(seeds {seed}-{seed + len(sets) - 1})")
         notes.append(f"sample quality: {drawn} ({sampler_description}) against "
                      f"{len(data.real_unit)} validation images, on the in-house feature network trained on "
                      f"{feature_info.trained_on} (task: {feature_info.task}, validation accuracy "

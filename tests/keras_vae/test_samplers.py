@@ -181,6 +181,18 @@ def test_gmm_shrinkage_wins_where_full_covariances_overfit_and_the_grid_records_
     assert s.num_components == int(max(grid[chosen_key], key=grid[chosen_key].get))
 
 
+def test_gmm_search_gives_the_same_mixture_on_one_worker_as_on_several(monkeypatch):
+    import os
+
+    x, _, _ = _mixture()
+    parallel = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    serial = fit_gmm(x[:2000], None, x[2000:], components=(1, 2, 3, 4))
+    assert serial.selection == parallel.selection
+    for name in ("weights", "means", "scale_tril"):
+        np.testing.assert_array_equal(getattr(serial, name), getattr(parallel, name))
+
+
 @pytest.mark.parametrize("bad", [(), (-0.1,), (float("nan"),)])
 def test_gmm_rejects_invalid_shrinkage(bad):
     x, _, _ = _mixture(n=300)
