@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "+patchgan-bn-reference": {"loss": _FULL, "model": {"bn_mode": "reference"}},
 }
 DEFAULT_SAMPLES = 1000
+DEFAULT_DRAWS = 5  # independent sample sets per variant and sampler: FD of 1000 samples moves by a few points
 GRID_SAMPLES = 64
 FIGURE_SAMPLES = 36
 FIGURE_FILE = "ablation.png"
@@ -102,6 +103,13 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
+def _fd(row: dict[str, Any], section: str) -> str:
+    """FD, with its spread over the draws when there were several ("23.1 ± 1.9")."""
+    spread = row.get(section, {}).get("frechet_distance_std")
+    fd = _fmt(value(row, section, "frechet_distance"), 3)
+    return fd if spread is None else f"{fd} ± {_fmt(spread['value'], 2)}"
+
+
 def _pr(row: dict[str, Any], section: str) -> str:
     return f"{_fmt(value(row, section, 'precision'), 2)} / {_fmt(value(row, section, 'recall'), 2)}"
 
@@ -109,9 +117,9 @@ def _pr(row: dict[str, Any], section: str) -> str:
 COLUMNS: list[tuple[str, Callable[[str, dict[str, Any]], str]]] = [
     ("variant", lambda name, row: name),
     ("sampler", lambda name, row: f"{row['sampler']['kind']} (K={row['sampler']['components']})"),
-    ("FD, sampler", lambda name, row: _fmt(value(row, "aggregate_samples", "frechet_distance"))),
+    ("FD, sampler", lambda name, row: _fd(row, "aggregate_samples")),
     ("prec. / recall, sampler", lambda name, row: _pr(row, "aggregate_samples")),
-    ("FD, prior", lambda name, row: _fmt(value(row, "prior_samples", "frechet_distance"))),
+    ("FD, prior", lambda name, row: _fd(row, "prior_samples")),
     ("prec. / recall, prior", lambda name, row: _pr(row, "prior_samples")),
     ("recon PSNR dB", lambda name, row: _fmt(value(row, "reconstruction", "psnr"))),
     ("recon SSIM", lambda name, row: _fmt(value(row, "reconstruction", "ssim"))),
@@ -137,9 +145,13 @@ def definitions_text(header: dict[str, Any]) -> str:
     """The Markdown paragraph under the table: what each column is and on how many images."""
     from keras_vae.evaluation.report import DEFINITIONS
 
-    n, n_val = header.get("samples"), header.get("validation_images")
+    n, n_val, draws = header.get("samples"), header.get("validation_images"), header.get("draws", 1)
+    seed = header.get("seed")
+    drawn = (f"{n} samples per variant and sampler (seed {seed})" if draws == 1 else
+             f"means over {draws} independent draws of {n} samples per variant and sampler (seeds {seed}-"
+             f"{seed + draws - 1}; FD ± its standard deviation over the draws)")
     lines = [
-        f"Sample columns: {n} samples per variant and sampler (seed {header.get('seed')}) against {n_val} "
+        f"Sample columns: {drawn} against {n_val} "
         f"validation images, embedded by {header.get('feature_net')}. 'sampler' is the aggregate-posterior "
         "sampler training chose by held-out code likelihood (sampler.json; gaussian = N(m, C), gmm = mixture "
         "with K components); 'prior' is N(0, I), the paper code's choice.",
@@ -220,7 +232,7 @@ def plot_rows(out_dir: str | Path, rows: dict[str, dict[str, Any]], header: dict
 def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int | None = None,
                  train_fn: Callable | None = None, verbose: int | str = 0,
                  announce: Callable[[str], None] | None = None, variants: Sequence[str] | None = None,
-                 num_samples: int = DEFAULT_SAMPLES) -> dict[str, dict[str, Any]]:
+                 num_samples: int = DEFAULT_SAMPLES, draws: int = DEFAULT_DRAWS) -> dict[str, dict[str, Any]]:
     """Train the variants into ``out_dir/<folder>``, evaluate each, write the report and figure (after each
     variant, over every matching variant in ``out_dir``: see ``collect_rows``); returns the report's rows.
     ``announce(line)``, if given, hears which variant starts and how the finished one scored."""
@@ -237,20 +249,20 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
     say("validation images and feature network (shared by all variants) ...")
     data = evaluation_data(first)
     feature = feature_net_for_run(first, out_dir, train_if_missing=True)  # cached in out_dir/features if trained
-    header = _header(config, steps, first, num_samples, len(data.real_unit), feature[1])
+    header = _header(config, steps, first, num_samples, len(data.real_unit), feature[1], draws)
     rows: dict[str, dict[str, Any]] = {}
     for index, (name, variant) in enumerate(configs.items(), start=1):
         run_dir = out_dir / folder_name(name)
         say(f"[{index}/{len(configs)}] {name}: {steps} steps -> {run_dir}")
         result = train_fn(variant, run_dir, verbose=verbose, force=True)
-        say(f"[{index}/{len(configs)}] {name}: {num_samples} samples from its sampler and from the prior, metrics ...")
+        say(f"[{index}/{len(configs)}] {name}: {draws} x {num_samples} samples from its sampler and from the prior, "
+            "metrics ...")
         row, _ = evaluate_variant(result.model, variant, run_dir, data, feature, num_samples=num_samples,
-                                  seed=variant.train.seed, grid=GRID_SAMPLES)
+                                  seed=variant.train.seed, grid=GRID_SAMPLES, draws=draws)
         row["training"] = training_summary(result.metrics)
         save_row(run_dir, header, row)
         say(f"[{index}/{len(configs)}] {name}: done in {row['training']['train_seconds']} s, FD sampler "
-            f"{_fmt(value(row, 'aggregate_samples', 'frechet_distance'))} / prior "
-            f"{_fmt(value(row, 'prior_samples', 'frechet_distance'))}, recon PSNR "
+            f"{_fd(row, 'aggregate_samples')} / prior {_fd(row, 'prior_samples')}, recon PSNR "
             f"{_fmt(value(row, 'reconstruction', 'psnr'))} dB, active units {value(row, 'latent', 'active_units')}")
         rows = collect_rows(out_dir, header)
         write_report(rows, out_dir, header)
@@ -259,11 +271,12 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
 
 
 def _header(config: RunConfig, steps: int, variant: RunConfig, num_samples: int, num_validation: int,
-            feature_info: Any) -> dict[str, Any]:
+            feature_info: Any, draws: int = 1) -> dict[str, Any]:
     feature_net = (f"the in-house feature network trained on {feature_info.trained_on} (task "
                    f"{feature_info.task}, validation accuracy {feature_info.validation_accuracy:.3f}; not Inception: "
                    "compare only within this table)") if hasattr(feature_info, "trained_on") else str(feature_info)
     return {"preset": config.preset, "steps": int(steps), "batch_size": variant.train.batch_size,
-            "seed": variant.train.seed, "samples": int(num_samples), "validation_images": int(num_validation),
+            "seed": variant.train.seed, "samples": int(num_samples), "draws": int(draws),
+            "validation_images": int(num_validation),
             "feature_net": feature_net, "data": dataclasses.asdict(variant.data),
             "variant_switches": VARIANTS}

@@ -11,9 +11,11 @@ training chose by held-out likelihood, see ``keras_vae.posterior_sampling``):
     reconstruction  MSE/MAE/PSNR/SSIM of decode(E[z|x]) (``evaluation.report.reconstruction_section``)
     latent      active units, posterior variance, KL, aggregate moments (``evaluation.report.latent_section``)
 
-Both sample sets are drawn with the portable noise of ``seed`` (``evaluation.sampling.draw_samples``),
-saved to ``run_dir/ablation_samples.npz`` (float32, [0, 1]; keys ``aggregate``, ``prior``) so every
-number can be recomputed; ``grid`` samples (what ``keras-vae sample RUN --sampler KIND --n GRID --seed
+Both samplers' sets are ``draws`` independent draws of n samples, with the portable noise of seeds
+``seed``, ``seed + 1``, ... (``evaluation.sampling.draw_samples``); every sample-quality number is the
+mean over the draws (FD also with its standard deviation). They are saved to
+``run_dir/ablation_samples.npz`` (float32, [0, 1]; keys ``aggregate``, ``prior``, each [draws, n, H, W, C])
+so every number can be recomputed; ``grid`` samples (what ``keras-vae sample RUN --sampler KIND --n GRID --seed
 SEED`` gives) are drawn as ``samples-aggregate.png`` and ``samples-prior.png`` and saved in the same
 file (``grid_aggregate``, ``grid_prior``).
 """
@@ -48,7 +50,7 @@ def save_samples(path: str | Path, **samples: np.ndarray) -> Path:
 
 
 def evaluate_variant(model, config, run_dir: str | Path, data, feature, *, num_samples: int, seed: int = 0,
-                     grid: int = 64) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                     grid: int = 64, draws: int = 1) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(the ablation row of one trained variant, {sampler: grid images}) (module docstring); ``data`` is an
     ``evaluation.report.EvaluationData``, ``feature`` is (feature model, FeatureNetInfo)."""
     from keras_vae.evaluation.report import latent_section, reconstruction_section, sample_quality
@@ -65,8 +67,10 @@ def evaluate_variant(model, config, run_dir: str | Path, data, feature, *, num_s
     row: dict[str, Any] = {"sampler": sampler_summary(samplers["aggregate"])}
     sets, grids = {}, {}
     for name, sampler in samplers.items():
-        sets[name] = draw_samples(model, num_samples, seed=seed, latent_sampler=sampler)
-        row[f"{name}_samples"] = sample_quality(feature_model, data.real_unit, sets[name], seed=seed)
+        drawn = [draw_samples(model, num_samples, seed=seed + index, latent_sampler=sampler)
+                 for index in range(int(draws))]
+        row[f"{name}_samples"] = sample_quality(feature_model, data.real_unit, drawn, seed=seed)
+        sets[name] = np.stack(drawn)
         grids[name] = images = draw_samples(model, grid, seed=seed, latent_sampler=sampler)
         what = ("the prior N(0, I)" if sampler.kind == "prior" else
                 f"the aggregate-posterior sampler ({sampler.kind}, K={sampler.num_components})")

@@ -5,11 +5,11 @@ import argparse
 import time
 from pathlib import Path
 
-from keras_vae.validation import check_output_dir, seed_type
+from keras_vae.validation import bounded_int, check_output_dir, seed_type
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from keras_vae.ablation import DEFAULT_SAMPLES, VARIANTS  # no TensorFlow
+    from keras_vae.ablation import DEFAULT_DRAWS, DEFAULT_SAMPLES, VARIANTS  # no TensorFlow
 
     parser = subparsers.add_parser(
         "ablate", help="train the ablation variants of the paper's model and write a table",
@@ -29,6 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="comma-separated subset of the variants (all if not given): " + ", ".join(VARIANTS))
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
                         help="samples per variant and sampler for FD and precision/recall")
+    parser.add_argument("--draws", type=bounded_int(1, 100, "--draws"), default=DEFAULT_DRAWS, metavar="R",
+                        help="independent sets of --samples per variant and sampler; sample quality is their mean")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     return parser
 
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # a step bar per variant on a terminal
     rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=verbose, variants=names,
-                        num_samples=args.samples, announce=lambda line: print(line, flush=True))
+                        num_samples=args.samples, draws=args.draws, announce=lambda line: print(line, flush=True))
     print(markdown_table(rows))
     print(f"table: {out / 'ablation.md'}  data: {out / 'ablation.json'}  samples: {out / 'ablation.png'}")
     return 0

@@ -155,11 +155,11 @@ def test_ablate_cli_end_to_end_numbers_are_the_evaluation_functions_outputs(tmp_
     names = ["standard-kl", "+patchgan", "+patchgan-bn-reference"]
     n = 40
     assert main(["ablate", "--preset", "tiny", "--steps", "2", "--out", str(tmp_path), "--quiet", "--samples", str(n),
-                 "--variants", ",".join(names)]) == 0
+                 "--draws", "2", "--variants", ",".join(names)]) == 0
     out = capsys.readouterr().out
     assert "| standard-kl | " in out and "| +patchgan-bn-reference | " in out
     report = json.loads((tmp_path / "ablation.json").read_text())
-    assert list(report["variants"]) == names and report["samples"] == n
+    assert list(report["variants"]) == names and report["samples"] == n and report["draws"] == 2
     feature_model, _ = feature_lib.load_feature_net(*feature_lib.run_feature_paths(tmp_path))
     config = variant_configs(get_preset("tiny"), 2, names=["standard-kl"])["standard-kl"]
     data = evaluation_data(config)
@@ -169,12 +169,17 @@ def test_ablate_cli_end_to_end_numbers_are_the_evaluation_functions_outputs(tmp_
         row, run_dir = report["variants"][name], tmp_path / folder_name(name)
         saved = np.load(run_dir / "ablation_samples.npz")
         for section, key in (("aggregate_samples", "aggregate"), ("prior_samples", "prior")):
-            samples = saved[key]
-            assert samples.shape == (n, 16, 16, 1) and samples.min() >= 0 and samples.max() <= 1
-            fake = feature_lib.embed(feature_model, samples)
+            draws = saved[key]
+            assert draws.shape == (2, n, 16, 16, 1) and draws.min() >= 0 and draws.max() <= 1
+            assert not np.array_equal(draws[0], draws[1])  # independent draws (seeds 0 and 1)
+            fakes = [feature_lib.embed(feature_model, samples) for samples in draws]
+            fds = [frechet_distance(real, fake) for fake in fakes]
             # the same float64 computation on the same embeddings: equal up to float64 round-off
-            assert value(row, section, "frechet_distance") == pytest.approx(frechet_distance(real, fake), rel=1e-9)
-            assert (value(row, section, "precision"), value(row, section, "recall")) == precision_recall(real, fake, k=3)
+            assert value(row, section, "frechet_distance") == pytest.approx(np.mean(fds), rel=1e-9)
+            assert row[section]["frechet_distance_std"]["value"] == pytest.approx(np.std(fds, ddof=1), rel=1e-9)
+            pr = [precision_recall(real, fake, k=3) for fake in fakes]
+            assert value(row, section, "precision") == pytest.approx(np.mean([p for p, _ in pr]), rel=1e-12)
+            assert value(row, section, "recall") == pytest.approx(np.mean([r for _, r in pr]), rel=1e-12)
         assert not np.array_equal(saved["aggregate"], saved["prior"])  # two samplers, two sample sets
         for grid in ("samples-aggregate.png", "samples-prior.png"):
             assert Image.open(run_dir / grid).size[0] > 64
