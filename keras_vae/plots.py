@@ -156,7 +156,8 @@ def plot_interpolations(model, images: np.ndarray, path: str | Path, pairs: int 
 def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
                     values: np.ndarray | None = None) -> Path:
     """z + e_k * eps * s_k for the ``dims`` latent axes with the largest KL, eps on a grid, s_k the
-    latent sampler's standard deviation along axis k (1 for the prior); one row per axis."""
+    latent sampler's standard deviation along axis k (its whole mixture: within and between components;
+    1 for the prior); one row per axis."""
     from keras_vae.metrics import encode_all
 
     values = np.linspace(-3.0, 3.0, 9, dtype=np.float32) if values is None else np.asarray(values, np.float32)
@@ -165,8 +166,7 @@ def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
     order = np.argsort(-kl)[: min(dims, means.shape[1])]
     base = means[0]
     z = np.repeat(base[None, None], len(order), 0).repeat(len(values), 1)  # [dims, steps, D]
-    spread = np.sqrt(np.einsum("k,kii->i", model.get_latent_sampler().weights,
-                               model.get_latent_sampler().covariances))  # per-axis std within components
+    spread = model.get_latent_sampler().marginal_std
     for row, k in enumerate(order):
         z[row, :, k] += values * spread[k]
     decoded = _unit(model, model.decode(z.reshape(-1, means.shape[1]).astype(np.float32)))

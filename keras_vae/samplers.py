@@ -97,6 +97,15 @@ class LatentSampler:
         """L_k L_k^T, [K, d, d]."""
         return self.scale_tril @ np.swapaxes(self.scale_tril, -1, -2)
 
+    @property
+    def marginal_std(self) -> np.ndarray:
+        """Per-axis standard deviation of the whole mixture, [d] (law of total variance):
+        Var z_i = sum_k w_k (C_k,ii + mu_k,i^2) - (sum_k w_k mu_k,i)^2."""
+        variances = np.diagonal(self.covariances, axis1=1, axis2=2)
+        mean = self.weights @ self.means
+        second_moment = self.weights @ (variances + self.means**2)
+        return np.sqrt(np.maximum(second_moment - mean**2, 0.0))
+
     # --- drawing -------------------------------------------------------------------------
     def components(self, u: np.ndarray) -> np.ndarray:
         """k_i = searchsorted(cumsum(weights), u_i, side='right') clipped to K - 1 (int64 [n])."""

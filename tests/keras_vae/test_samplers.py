@@ -83,6 +83,19 @@ def test_gaussian_samples_have_the_fitted_moments():
     assert np.all(np.abs(np.cov(z.T) - cov) < 5 * se_cov)
 
 
+def test_marginal_std_is_the_mixtures_per_axis_standard_deviation():
+    s = LatentSampler("gmm", np.array([0.25, 0.75]), np.array([[-2.0, 0.0], [2.0, 1.0]]),
+                      np.array([[[1.0, 0.0], [0.5, 0.5]], [[0.5, 0.0], [0.0, 2.0]]]))
+    # closed form, axis 0: within 0.25 * 1 + 0.75 * 0.25, between 0.25 * 0.75 * (2 - (-2))^2
+    # axis 1: within 0.25 * (0.25 + 0.25) + 0.75 * 4, between 0.25 * 0.75 * (1 - 0)^2
+    expected = np.sqrt([0.25 + 0.1875 + 3.0, 0.125 + 3.0 + 0.1875])
+    np.testing.assert_allclose(s.marginal_std, expected, rtol=1e-12)
+    np.testing.assert_allclose(prior_sampler(3).marginal_std, np.ones(3), rtol=1e-12)
+    z = s.sample(40000, seed=1).astype(np.float64)
+    # sample std within 5 standard errors (se of a std ~ std / sqrt(2 n) for near-normal tails; 2x margin)
+    assert np.all(np.abs(z.std(axis=0) - expected) < 5 * 2 * expected / np.sqrt(2 * len(z)))
+
+
 def test_log_prob_matches_scipy_mixture_density():
     x, _, _ = _mixture(n=300)
     s = fit_gmm(x[:200], None, x[200:], components=(3,))
