@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -355,8 +354,9 @@ def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: n
 
     from threadpoolctl import threadpool_limits
 
-    workers = max(1, min(len(lambdas), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                         else (os.cpu_count() or 1)))
+    from keras_vae.cpu import usable_cores
+
+    workers = min(len(lambdas), usable_cores())
     with threadpool_limits(limits=1), ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(search, lambdas))
     grid: dict[str, dict[str, float]] = {}

@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from export import contract
+from keras_vae.cpu import usable_cores
 from keras_vae.errors import ArtifactError, DataError
 from keras_vae.noise import NOISE_ALGORITHM, SEED_LIMIT, check_seed, portable_noise
 from keras_vae.runs import file_sha256
 from keras_vae.validation import short
 from serving.images import save_grid, to_uint8
 from serving.onnx_batching import chunk_size, largest_activation_bytes
-from serving.onnx_threads import macs_per_image, session_options, threads_for, usable_cores
+from serving.onnx_threads import macs_per_image, session_options, threads_for
 
 log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 1 << 30  # sample()/interpolate(): at most 1 GiB of float32 images per call

@@ -14,17 +14,8 @@ inference with batch 1): no run-time measurement, so the choice is reproducible.
 from __future__ import annotations
 
 import math
-import os
 
 SMALL_CALL_MACS = 20e6  # below this, thread-pool synchronisation outweighs a second core
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (sched_getaffinity where there is one, else os.cpu_count())."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def batch1_shapes(path):

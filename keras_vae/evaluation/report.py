@@ -183,11 +183,12 @@ def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, see
     step = progress or (lambda stage: None)
     notes, sections = [], {}
     feature_model, feature_info = feature if feature is not None else (None, "no feature network")
-    if int(draws) < 1:
+    draws = int(draws)
+    if draws < 1:
         raise ConfigError(f"the number of sample draws must be >= 1, got {draws}")
-    with report.phase(f"{int(draws)} x {num_samples} samples ({sampler_description})", int(draws)) as bar:
+    with report.phase(f"{draws} x {num_samples} samples ({sampler_description})", draws) as bar:
         sets = []
-        for index in range(int(draws)):
+        for index in range(draws):
             sets.append(draw_samples(model, num_samples, seed=seed + index, latent_sampler=latent_sampler))
             bar.update()
     step("samples")
