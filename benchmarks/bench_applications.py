@@ -35,8 +35,8 @@ SCORES = ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis")
 
 def train_run(out: Path, epochs: int, exclude: list[int]) -> float:
     from keras_vae.config import merge
-    from keras_vae.presets import get_preset
-    from keras_vae.training import train
+    from keras_vae.config.presets import get_preset
+    from keras_vae.training.loop import train
 
     config = merge(get_preset("mnist-mlp"), {"train": {"epochs": epochs, "iwae_samples": 100},
                                             "data": {"exclude_labels": exclude}})

@@ -1,6 +1,6 @@
 """Ablation of the default job (preset mnist-mlp): what moves validation NLL on the embedded digits.
 
-Each variant is the preset plus a few overrides, trained by ``keras_vae.training.train`` with the same
+Each variant is the preset plus a few overrides, trained by ``keras_vae.training.loop.train`` with the same
 seed; the numbers are the run's own metrics.json: validation ELBO and IWAE NLL (K = 1000, the 500
 embedded validation digits), the epoch kept, optimizer steps and wall-clock seconds (the machine's
 load is recorded beside them: timings on a shared machine are inflated).
@@ -78,8 +78,8 @@ def _cpu_seconds() -> float:
 def run_variant(name: str, epochs: int | None, seed: int) -> dict:
     """Train one variant in a temporary folder; returns its numbers."""
     from keras_vae.config import merge
-    from keras_vae.presets import get_preset
-    from keras_vae.training import train
+    from keras_vae.config.presets import get_preset
+    from keras_vae.training.loop import train
 
     overrides, text = VARIANTS[name]
     config = merge(get_preset("mnist-mlp"), overrides)

@@ -9,7 +9,7 @@ decoding latents is timed through: Keras ``predict``, a direct (eager) Keras cal
 inside a tf.function, the reloaded SavedModel's ``serving_default``, and onnxruntime (float32,
 float16, int8). Latency: p50/p99 over single-latent calls; throughput: images/s at batch 64.
 Weights are untrained (speed does not depend on them). Writes export.json and export.md.
-Goal (issue 4): onnxruntime float32 batch-1 p50 <= half of the fastest TensorFlow path's.
+Goal: onnxruntime float32 batch-1 p50 <= half of the fastest TensorFlow path's.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(os.path.abspath(__file__)).parents[1]))
 def decoder_configs() -> tuple[str, list[tuple[str, object]]]:
     """(which models, [(label, RunConfig)]) for the two sizes."""
     from keras_vae.config import merge
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     try:
         import keras_vae.models.vaegan  # noqa: F401
@@ -90,7 +90,7 @@ def ort_worker(path: str, latent_dim: int, threads: int, quick: bool) -> None:
 def bench_model(label: str, config, work: Path, quick: bool) -> dict:
     import tensorflow as tf
 
-    from export import export_run
+    from keras_vae.export import export_run
     from keras_vae.models import build_model
 
     model = build_model(config)
@@ -153,7 +153,7 @@ def bench_model(label: str, config, work: Path, quick: bool) -> dict:
 
 
 def to_markdown(data: dict) -> str:
-    lines = [f"# Export benchmark: decode latency and throughput", "",
+    lines = ["# Export benchmark: decode latency and throughput", "",
              f"{data['date']}, {data['machine']}; TensorFlow {data['versions']['tensorflow']}, Keras "
              f"{data['versions']['keras']}, onnxruntime {data['versions']['onnxruntime']}; threads: library defaults.",
              f"Decoders: **{data['models_note']}**. Untrained weights. Command: `{data['command']}`.", "",

@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serving.demo import make_server, serve_in_thread, server_url  # noqa: E402
-from serving.onnx_decoder import OnnxDecoder  # noqa: E402
+from keras_vae.serving.demo import make_server, serve_in_thread, server_url  # noqa: E402
+from keras_vae.serving.onnx_decoder import OnnxDecoder  # noqa: E402
 
 MODELS = {
     "small": dict(latent_dim=8, image_shape=(28, 28, 1), widths=(16,)),

@@ -32,11 +32,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_vae.flops import forward_flops  # noqa: E402
+from benchmarks.flops import forward_flops  # noqa: E402
 from keras_vae.models.patchgan import build_patchgan  # noqa: E402
 from keras_vae.models.resnet import build_resnet_decoder, build_resnet_encoder  # noqa: E402
 from keras_vae.models.vaegan import VAEGAN  # noqa: E402
-from keras_vae.presets import get_preset  # noqa: E402
+from keras_vae.config.presets import get_preset  # noqa: E402
 
 
 def matmul_rate(n: int = 2048, dtype=tf.float32, repeats: int = 5) -> float:

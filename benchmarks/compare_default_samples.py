@@ -1,4 +1,4 @@
-"""Sample quality of finished runs under one protocol, for the VAEGAN-vs-classic acceptance of issue 8.
+"""Sample quality of finished runs under one protocol, VAEGAN against the classic VAE.
 
     python benchmarks/compare_default_samples.py RUN_DIR [RUN_DIR ...] [--samples 1000] [--draws 5] [--seed 0]
 
@@ -18,8 +18,8 @@ import json
 def measure(run_dir: str, samples: int, seed: int, draws: int) -> dict:
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluate_model, evaluation_data, scalars
-    from keras_vae.evaluation.sampling import resolve_sampler
-    from keras_vae.runs import load_run
+    from keras_vae.sampling.draw import resolve_sampler
+    from keras_vae.runs.folder import load_run
 
     config, model = load_run(run_dir)
     sampler, description = resolve_sampler(run_dir, None, config.model.latent_dim)

@@ -4,8 +4,8 @@
 
 For each preset (quick: tiny, celeba-64; full: celeba-64, paper-celeba-hq-256) the decoder is built
 with random weights *and random BatchNorm statistics* (so BatchNorm is a real affine map, as after
-training; cost depends on the architecture only), exported to ONNX by ``export.onnx_export``
-(tf2onnx, "before") and rewritten by ``export.onnx_optimize`` ("after"), checked against Keras at
+training; cost depends on the architecture only), exported to ONNX by ``keras_vae.export.onnx_export``
+(tf2onnx, "before") and rewritten by ``keras_vae.export.onnx_optimize`` ("after"), checked against Keras at
 batch 1, 7 and 64, then timed in rounds: each round measures the TF path (the tf.function the
 SavedModel serves, in this process), then starts one onnxruntime process without TensorFlow (as a
 deployed consumer runs) that measures every ONNX variant one after the other. Reported numbers are
@@ -63,8 +63,8 @@ def ort_worker(spec_path: str) -> None:
     """One round of every ONNX variant (in this process, no TensorFlow); prints JSON."""
     import onnxruntime as ort
 
-    from serving.onnx_decoder import OnnxDecoder
-    from serving.onnx_threads import session_options
+    from keras_vae.serving.onnx_decoder import OnnxDecoder
+    from keras_vae.serving.onnx_threads import session_options
 
     spec = json.loads(Path(spec_path).read_text())
     rng = np.random.default_rng(0)
@@ -104,12 +104,12 @@ def bench_preset(preset: str, work: Path, repeats: int, batch: int, log=print) -
     import onnxruntime as ort
     import tensorflow as tf
 
-    from export import contract, onnx_export
-    from export.onnx_optimize import optimize_file
-    from export.signatures import make_functions
+    from keras_vae.export import contract, onnx_export
+    from keras_vae.export.onnx_optimize import optimize_file
+    from keras_vae.export.signatures import make_functions
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
-    from serving.onnx_threads import macs_per_image
+    from keras_vae.config.presets import get_preset
+    from keras_vae.serving.onnx_threads import macs_per_image
 
     model = build_model(get_preset(preset))
     _random_batchnorm(model, seed=1)

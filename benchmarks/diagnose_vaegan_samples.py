@@ -20,9 +20,9 @@ def main(run_dirs: list[str], n: int = 1000, seed: int = 0, extra: bool = True) 
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluation_data
     from keras_vae.evaluation.sample_quality import frechet_distance, precision_recall
-    from keras_vae.posterior_sampling import encode_batches, load_sampler
-    from keras_vae.runs import load_run
-    from keras_vae.samplers import LatentSampler, fit_gmm
+    from keras_vae.sampling.posterior import encode_batches, load_sampler
+    from keras_vae.runs.folder import load_run
+    from keras_vae.sampling.samplers import fit_gmm
 
     for run_dir in run_dirs:
         config, model = load_run(run_dir)

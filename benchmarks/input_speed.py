@@ -17,7 +17,7 @@ in interleaved rounds of the same number of training steps:
 The pipelines' caches are filled by a first full epoch of the pipeline alone (no model), timed
 separately: its images/s (JPEG decoding included) is what the input side can deliver before the
 cache exists, to be compared with the model's training images/s. Reports images/s (wall) and process
-CPU ms per image, and the per-round ratios pipeline / in-memory (goal, issue 12: >= 0.95).
+CPU ms per image, and the per-round ratios pipeline / in-memory (goal: >= 0.95).
 """
 from __future__ import annotations
 
@@ -60,12 +60,11 @@ def write_jpegs(folder: str, shape, count: int) -> None:
 
 def bench_preset(preset: str, size: str, repeats: int, log=print) -> dict:
     import keras
-    import tensorflow as tf
 
     from keras_vae.config import merge
     from keras_vae.data import DataConfig, make_datasets
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     config = merge(get_preset(preset), {"train": {"precision": "float32"}})
     shape, batch, steps = tuple(config.model.image_shape), config.train.batch_size, STEPS[preset]

@@ -4,7 +4,7 @@
 
 For the mnist-28 and celeba-64 VAEGAN decoders (random weights *and random BatchNorm statistics*, so
 BatchNorm is a real affine map; cost depends on the architecture only) the decoder is exported as the
-exporter ships it (tf2onnx, then ``export.onnx_optimize``), checked against Keras at batch 1, and
+exporter ships it (tf2onnx, then ``keras_vae.export.onnx_optimize``), checked against Keras at batch 1, and
 timed in interleaved rounds; each round measures, one after the other:
 
 - TensorFlow: the tf.function the SavedModel serves, in this process (TF's default threads);
@@ -68,16 +68,16 @@ def browser_available() -> str | None:
 
 def export_decoder(preset: str, folder: Path):
     """The preset's decoder (random weights and BatchNorm statistics) as the exporter ships it:
-    ``folder/decoder.onnx`` (tf2onnx + export.onnx_optimize) and an export.json with its SHA-256.
+    ``folder/decoder.onnx`` (tf2onnx + keras_vae.export.onnx_optimize) and an export.json with its SHA-256.
     Returns (Keras model, the tf.function of serving_default, max abs difference from Keras at batch 1)."""
     import onnxruntime as ort
 
     from benchmarks.decoder_speed import _random_batchnorm
-    from export import contract, onnx_export
-    from export.onnx_optimize import optimize_file
-    from export.signatures import make_functions
+    from keras_vae.export import contract, onnx_export
+    from keras_vae.export.onnx_optimize import optimize_file
+    from keras_vae.export.signatures import make_functions
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     folder.mkdir(parents=True, exist_ok=True)
     model = build_model(get_preset(preset))
@@ -117,10 +117,10 @@ def bench_preset(preset: str, work: Path, repeats: int, log=print) -> dict:
     import onnxruntime as ort
     import tensorflow as tf
 
-    from export import contract
-    from serving.demo import make_server, serve_in_thread, server_url
-    from serving.onnx_decoder import OnnxDecoder
-    from serving.onnx_threads import macs_per_image, session_options
+    from keras_vae.export import contract
+    from keras_vae.serving.demo import make_server, serve_in_thread, server_url
+    from keras_vae.serving.onnx_decoder import OnnxDecoder
+    from keras_vae.serving.onnx_threads import macs_per_image, session_options
 
     folder = work / preset
     model, fn, diff = export_decoder(preset, folder)
@@ -196,7 +196,7 @@ def to_markdown(result: dict) -> str:
     lines = ["# The ONNX decoder in every runtime, batch 1 (`python -m benchmarks --suite js`)", "",
              f"{env['cpu']}, {env['cpu_count']} cores; TensorFlow {result['versions']['tensorflow']}, onnxruntime "
              f"{result['versions']['onnxruntime']} (Python), onnxruntime-node 1.30.0, onnxruntime-web 1.30.0 in "
-             f"{result['versions']['chromium']}. The decoder as the exporter ships it (tf2onnx + export.onnx_optimize), "
+             f"{result['versions']['chromium']}. The decoder as the exporter ships it (tf2onnx + keras_vae.export.onnx_optimize), "
              f"random weights and BatchNorm statistics. Medians over {result['repeats']} interleaved rounds (TF, Python, "
              f"Node, Chromium). 1-minute load average {env['loadavg'][0]:.1f} at start, "
              f"{env.get('loadavg_end', env['loadavg'])[0]:.1f} at end: above {env['cpu_count']}, other processes "

@@ -52,7 +52,7 @@ def bench_preset(preset: str, repeats: int, log=print) -> dict:
     import keras
 
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     config = get_preset(preset)
     shape, batch = config.model.image_shape, config.train.batch_size
@@ -102,7 +102,7 @@ def run(size: str = "quick", repeats: int = 3, log=print, presets=None, **_) -> 
 
     import tensorflow as tf
 
-    from keras_vae.precision import resolve_precision
+    from keras_vae.training.precision import resolve_precision
 
     policy, reason = resolve_precision("auto")
     result = {"suite": "precision", "size": size, "repeats": repeats, "environment": environment(),

@@ -41,7 +41,7 @@ def model_config(pixels: int, stages: int, smoke: bool = False):
     """The paper preset's ModelConfig at ``pixels`` x ``pixels`` x 3 with ``stages`` stages (smoke: tiny widths)."""
     import dataclasses
 
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     config = get_preset("paper-celeba-hq-256")
     model = dataclasses.replace(config.model, image_shape=(pixels, pixels, 3), num_stages=stages)
@@ -58,7 +58,7 @@ def worker(pixels: int, stages: int, batch: int, steps: int, repeats: int, smoke
     import tensorflow as tf
 
     from benchmarks.training_common import current_rss_bytes, peak_rss_bytes, timed
-    from keras_vae.flops import forward_flops
+    from benchmarks.flops import forward_flops
     from keras_vae.models import build_model
 
     keras.mixed_precision.set_global_policy("float32")

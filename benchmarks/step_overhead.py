@@ -103,7 +103,7 @@ def graph_cost(fn, x) -> dict:
     counter for every variant) and the number of ops in the step's graph (each op is a kernel launch)."""
     import tensorflow as tf
 
-    from keras_vae.flops import graph_flops
+    from benchmarks.flops import graph_flops
 
     spec = tf.TensorSpec(x.shape, x.dtype)
     graph = fn.get_concrete_function(spec).graph
@@ -119,7 +119,7 @@ def bench_preset(preset: str, repeats: int, log=print) -> dict:
     import tensorflow as tf
 
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     config = get_preset(preset)
     batch, steps = config.train.batch_size, STEPS[preset]

@@ -29,9 +29,9 @@ _LAZY = {
     "VAE": ("keras_vae.models", "VAE"),
     "VAEGAN": ("keras_vae.models", "VAEGAN"),
     "load": ("keras_vae.loading", "load"),
-    "train": ("keras_vae.training", "train"),
-    "OnnxDecoder": ("serving.onnx_decoder", "OnnxDecoder"),
-    "OnnxEncoder": ("serving.onnx_encoder", "OnnxEncoder"),
+    "train": ("keras_vae.training.loop", "train"),
+    "OnnxDecoder": ("keras_vae.serving.onnx_decoder", "OnnxDecoder"),
+    "OnnxEncoder": ("keras_vae.serving.onnx_encoder", "OnnxEncoder"),
 }
 
 _registration.install()

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from keras_vae import __version__
 from keras_vae.errors import KerasVAEError
-from keras_vae.validation import one_line
+from keras_vae.utils.validation import one_line
 
 # (subcommand module under keras_vae.commands) in the order `--help` lists them
 COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo", "tfserving",
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_tensorflow(args.verbose)
-    from keras_vae.quiet import StderrFilter
+    from keras_vae.utils.quiet import StderrFilter
 
     try:
         with StderrFilter() if args.verbose == 0 else contextlib.nullcontext():

@@ -1,4 +1,4 @@
-"""Posterior, prior, batch mixture and the KL terms of PAPER.md, built on TFP distributions.
+"""Posterior, prior, batch mixture and the KL terms of Rivera, "How to Train Your VAE" (ICIP 2024), built on TFP distributions.
 
 Shapes: ``mean`` and ``log_var`` are [B, D] (batch B, latent size D). Per-example terms return [B];
 population terms return scalars. All computations run in float32 (cast before building TFP

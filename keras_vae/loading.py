@@ -6,7 +6,7 @@
     an encoder .onnx file                                              -> serving.OnnxEncoder
 
 Run folders and .keras files import TensorFlow; ONNX files use onnxruntime only. For the run's
-configuration too, use ``keras_vae.runs.load_run(run_dir) -> (RunConfig, model)``.
+configuration too, use ``keras_vae.runs.folder.load_run(run_dir) -> (RunConfig, model)``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from keras_vae.errors import ArtifactError
 
-DECODER_ONNX = "decoder.onnx"  # = export.contract.DECODER_ONNX (not imported: keep this module light)
+DECODER_ONNX = "decoder.onnx"  # = keras_vae.export.contract.DECODER_ONNX (not imported: keep this module light)
 ENCODER_ONNX = "encoder.onnx"
 EXPORT_JSON = "export.json"
 
@@ -43,26 +43,26 @@ def load(path: str | Path, **kwargs: Any):
                             "an export folder or an .onnx file")
     if path.is_dir():
         if (path / "model.keras").is_file():
-            from keras_vae.runs import check_run_dir, load_model
+            from keras_vae.runs.folder import check_run_dir, load_model
 
             return load_model(check_run_dir(path) / "model.keras")
         if (path / DECODER_ONNX).is_file():
-            from serving.onnx_decoder import OnnxDecoder
+            from keras_vae.serving.onnx_decoder import OnnxDecoder
 
             return OnnxDecoder(path, **kwargs)
         hint = " (the export has no decoder.onnx: re-run 'keras-vae export')" if (path / EXPORT_JSON).is_file() else ""
         raise ArtifactError(f"{str(path)!r} holds neither model.keras (a run folder) nor decoder.onnx (an export "
                             f"folder){hint}")
     if path.suffix == ".keras":
-        from keras_vae.runs import load_model
+        from keras_vae.runs.folder import load_model
 
         return load_model(path)
     if path.suffix == ".onnx":
         if _onnx_role(path) == "encoder":
-            from serving.onnx_encoder import OnnxEncoder
+            from keras_vae.serving.onnx_encoder import OnnxEncoder
 
             return OnnxEncoder(path, **kwargs)
-        from serving.onnx_decoder import OnnxDecoder
+        from keras_vae.serving.onnx_decoder import OnnxDecoder
 
         return OnnxDecoder(path, **kwargs)
     raise ArtifactError(f"cannot load {str(path)!r}: expected a run folder, a .keras file, an export folder or "

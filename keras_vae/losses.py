@@ -1,4 +1,4 @@
-"""Loss terms of the paper's model (PAPER.md section 2) as pure functions of tensors.
+"""Loss terms of the paper's model (Rivera, ICIP 2024, section 2) as pure functions of tensors.
 
 Per-example terms return [B] float32 (average them with ``tf.nn.compute_average_loss`` so that a
 distribution strategy divides by the global batch); logits are [B, h, w, 1] patch maps (any

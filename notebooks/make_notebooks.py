@@ -2,7 +2,7 @@
 
     python notebooks/make_notebooks.py [NAME ...]      # from the repository root; needs nbformat, nbclient, ipykernel
 
-Each notebook reads KERAS_VAE_NOTEBOOK_BUDGET (``keras_vae.notebook.setup``): unset, it runs at
+Each notebook reads KERAS_VAE_NOTEBOOK_BUDGET (``keras_vae.utils.notebook.setup``): unset, it runs at
 the budget whose outputs are stored here; ``tiny`` (what tests/test_notebooks.py sets) trains for
 a few steps. Every notebook works in a fresh temporary folder and prints only relative paths, so
 stored outputs carry no machine paths; ``clean`` drops timing metadata and checks that no output
@@ -21,14 +21,14 @@ HERE = Path(__file__).resolve().parent
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 SETUP = ("import os, tempfile\n"
-         "from keras_vae.notebook import setup\n"
+         "from keras_vae.utils.notebook import setup\n"
          "BUDGET = setup(seed=0)   # 'tiny' when KERAS_VAE_NOTEBOOK_BUDGET=tiny (CI), else 'full'\n"
          "TINY = BUDGET == 'tiny'\n"
          "os.chdir(tempfile.mkdtemp(prefix='keras-vae-notebook-'))   # artifacts go to a scratch folder\n"
          "import keras, numpy as np\n"
          "import matplotlib.pyplot as plt\n"
          "%matplotlib inline\n"
-         "from keras_vae.plots import image_grid\n\n"
+         "from keras_vae.evaluation.plots import image_grid\n\n"
          "def show(images, cols, title, ax=None):\n"
          "    ax = ax or plt.figure(figsize=(cols * 0.6, len(images) / cols * 0.6 + 0.4)).gca()\n"
          "    ax.imshow(image_grid(np.asarray(images), cols)[..., 0], cmap='gray', vmin=0, vmax=1)\n"
@@ -44,7 +44,7 @@ CLASSIC = [
            "decoder, dynamically binarized digits. Here it trains under plain `fit` (constant learning rate); "
            "`keras-vae train` adds the preset's cosine decay, best-epoch keeping and data-mean output bias."),
     ("code", "from keras_vae.config import merge\nfrom keras_vae.data import make_datasets\n"
-             "from keras_vae.models import VAE\nfrom keras_vae.presets import get_preset\n\n"
+             "from keras_vae.models import VAE\nfrom keras_vae.config.presets import get_preset\n\n"
              "train = {'epochs': 2, 'steps_per_epoch': 5} if TINY else {'epochs': 30}\n"
              "config = merge(get_preset('mnist-mlp'), {'train': train})\n"
              "data = make_datasets(config.data, image_shape=config.model.image_shape,\n"
@@ -86,8 +86,8 @@ PAPER = [
            "full model, the fifth the same with `bn_mode=reference`) and scores samples from each variant's fitted "
            "aggregate-posterior sampler and from the prior N(0, I)."),
     ("code", SETUP),
-    ("code", "from keras_vae.ablation import VARIANTS, markdown_table, run_ablation, value\n"
-             "from keras_vae.presets import get_preset\n\n"
+    ("code", "from keras_vae.ablation.study import VARIANTS, markdown_table, run_ablation, value\n"
+             "from keras_vae.config.presets import get_preset\n\n"
              "config = get_preset('tiny' if TINY else 'mnist-28')\nsteps = 2 if TINY else 300\n"
              "names = ['standard-kl', '+patchgan'] if TINY else list(VARIANTS)\n"
              "print(config.model.kind, config.model.image_shape, 'latent', config.model.latent_dim, '| steps', steps)\n"
@@ -107,7 +107,7 @@ PAPER = [
     ("md", "## The full model\nReconstructions go through the posterior mean; `model.sample` decodes latents from the "
            "run's fitted sampler (`sampler.json`), `load_run(..., sampler='prior')` from N(0, I). Images live in "
            "[-1, 1] inside the model; `to_unit` maps them to [0, 1]."),
-    ("code", "from keras_vae.data import make_datasets\nfrom keras_vae.runs import load_run\n"
+    ("code", "from keras_vae.data import make_datasets\nfrom keras_vae.runs.folder import load_run\n"
              "_, model = load_run('runs/ablation/plus-patchgan')\n_, prior_model = load_run('runs/ablation/plus-patchgan', sampler='prior')\n"
              "print(type(model).__name__, 'sampler:', rows['+patchgan']['sampler']['kind'],\n"
              "      '| recon PSNR %.2f dB' % value(rows['+patchgan'], 'reconstruction', 'psnr'))\n"
@@ -132,8 +132,8 @@ EXPORT = [
            "Serving REST client (against the contract server, which runs the SavedModel the way TF Serving's "
            "documented API does)."),
     ("code", SETUP),
-    ("code", "from keras_vae.config import merge\nfrom keras_vae.presets import get_preset\n"
-             "from keras_vae.training import train\n"
+    ("code", "from keras_vae.config import merge\nfrom keras_vae.config.presets import get_preset\n"
+             "from keras_vae.training.loop import train\n"
              "config = merge(get_preset('tiny-vae' if TINY else 'mnist-mlp'), {'train': {'epochs': 1 if TINY else 20}})\n"
              "model = train(config, 'runs/digits', verbose=0).model\nprint('trained', config.preset)"),
     ("code", "import json\nfrom export import export_run\n"
@@ -162,8 +162,8 @@ EXPORT = [
              "else:\n"
              "    print('Node.js or serving/node/node_modules missing: run bash serving/install_test_deps.sh')"),
     ("md", "## TF Serving: the kit and the REST client"),
-    ("code", "from serving.tfserving import write_kit\nfrom serving.client import TFServingClient\n"
-             "from serving.contract_server import ContractServer\n"
+    ("code", "from keras_vae.serving.tfserving import write_kit\nfrom keras_vae.serving.client import TFServingClient\n"
+             "from keras_vae.serving.contract_server import ContractServer\n"
              "write_kit('exports/digits', 'digits')\nprint(sorted(os.listdir('exports/digits/tfserving')))\n"
              "with ContractServer({'digits': 'exports/digits/savedmodel/digits'}) as server:\n"
              "    client = TFServingClient(server.url, 'digits', timeout=60)\n"
@@ -177,8 +177,8 @@ APPS = [
            "A classic VAE trained without the digit 7 scores how unusual each validation digit is; the same kind "
            "of model fills in hidden pixels; and walks in latent space interpolate and add attributes."),
     ("code", SETUP),
-    ("code", "from keras_vae.config import merge\nfrom keras_vae.presets import get_preset\n"
-             "from keras_vae.training import train\n"
+    ("code", "from keras_vae.config import merge\nfrom keras_vae.config.presets import get_preset\n"
+             "from keras_vae.training.loop import train\n"
              "HELD_OUT = 7\n"
              "budget = {'epochs': 1, 'steps_per_epoch': 5} if TINY else {'epochs': 30}\n"
              "config = merge(get_preset('mnist-mlp'), {'train': {**budget, 'iwae_samples': 10},\n"

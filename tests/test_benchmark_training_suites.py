@@ -87,7 +87,7 @@ def test_plain_alternating_step_matches_vaegan_losses():
     import tensorflow as tf
 
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     config = get_preset("tiny")
     config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, sample_posterior=False))

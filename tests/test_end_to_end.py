@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_vae.cli import main
-from keras_vae.runs import load_run
+from keras_vae.runs.folder import load_run
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def exported(tmp_path_factory):
 
 
 def test_onnx_decoder_matches_the_trained_keras_model(exported):
-    from serving.onnx_decoder import OnnxDecoder
+    from keras_vae.serving.onnx_decoder import OnnxDecoder
 
     run, out = exported
     _, model = load_run(run)
@@ -46,8 +46,8 @@ def test_sample_from_onnx_runs_without_tensorflow(exported, tmp_path):
 
 
 def test_tf_serving_rest_client_on_the_exported_savedmodel(exported):
-    from serving.client import TFServingClient
-    from serving.contract_server import ContractServer
+    from keras_vae.serving.client import TFServingClient
+    from keras_vae.serving.contract_server import ContractServer
 
     run, out = exported
     _, model = load_run(run)

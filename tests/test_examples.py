@@ -13,7 +13,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_my_run_yaml_resolves_to_a_valid_configuration():
     from keras_vae.commands.options import resolve_config
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     args = argparse.Namespace(config=str(EXAMPLES / "my_run.yaml"), preset=None, model=None, set=[])
     config = resolve_config(args)
@@ -24,7 +24,7 @@ def test_my_run_yaml_resolves_to_a_valid_configuration():
 
 
 def test_z_json_holds_codes_for_the_default_run():
-    from keras_vae.presets import DEFAULT_PRESET, get_preset
+    from keras_vae.config.presets import DEFAULT_PRESET, get_preset
 
     codes = np.asarray(json.loads((EXAMPLES / "z.json").read_text()), dtype=np.float64)
     assert codes.ndim == 2 and codes.shape[1] == get_preset(DEFAULT_PRESET["vae"]).model.latent_dim

@@ -1,4 +1,4 @@
-"""Multi-worker training (keras_vae.distributed): TF_CONFIG checks, two workers on 127.0.0.1 against one
+"""Multi-worker training (keras_vae.training.distributed): TF_CONFIG checks, two workers on 127.0.0.1 against one
 process, a killed worker resuming from the chief's checkpoint, and the Kubernetes example's TF_CONFIG.
 
 The two-process tests start every worker under ``timeout -s KILL`` in its own session and kill the
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_vae.distributed import (DistributedError, check_global_batch, check_port_free, make_distribution,
+from keras_vae.training.distributed import (DistributedError, check_global_batch, check_port_free, make_distribution,
                                    parse_tf_config)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,8 +180,8 @@ STEP_SCRIPT = textwrap.dedent("""
     root, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
     sys.path.insert(0, root)
     from keras_vae.config import merge
-    from keras_vae.distributed import make_distribution
-    from keras_vae.presets import get_preset
+    from keras_vae.training.distributed import make_distribution
+    from keras_vae.config.presets import get_preset
     config = merge(get_preset("tiny"), json.loads(sys.argv[4]))
     dist = make_distribution("multiworker" if mode == "worker" else "none", config.train.batch_size)
     import keras, numpy as np
@@ -367,7 +367,7 @@ NOISE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import numpy as np
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
     config = get_preset("tiny-vae")
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
@@ -389,10 +389,10 @@ def test_the_classic_vae_draws_distinct_posterior_noise_on_each_replica(workers,
 
 
 def test_a_run_may_resume_under_another_strategy(tmp_path):
-    from keras_vae import run_lifecycle as lifecycle
+    from keras_vae.runs import lifecycle as lifecycle
     from keras_vae.errors import ConfigError
-    from keras_vae.presets import get_preset
-    from keras_vae.runs import write_json
+    from keras_vae.config.presets import get_preset
+    from keras_vae.utils.files import write_json
 
     config = get_preset("tiny-vae")
     write_json(tmp_path / "config.json", config.to_dict())

@@ -89,7 +89,7 @@ class AttributeTable:
 
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON, atomically (float32 values written exactly); returns the path."""
-        from keras_vae.runs import atomic_path
+        from keras_vae.utils.files import atomic_path
 
         path = Path(path)
         with atomic_path(path) as tmp:

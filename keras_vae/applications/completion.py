@@ -174,8 +174,8 @@ class Completion:
         """Write report.json, completed.npz and completions.png (rows: masked input, each method, original)."""
         from pathlib import Path
 
-        from keras_vae.runs import atomic_path, write_json
-        from serving.images import save_grid, to_uint8
+        from keras_vae.utils.files import atomic_path, write_json
+        from keras_vae.utils.images import save_grid, to_uint8
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from keras_vae.runs import atomic_path
+from keras_vae.utils.files import atomic_path
 
 MSE_FLOOR = 1e-10  # PSNR is capped at 100 dB (identical images) so means stay finite
 

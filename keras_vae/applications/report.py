@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from keras_vae.runs import atomic_path
+from keras_vae.utils.files import atomic_path
 
 
 def _cell(value) -> str:

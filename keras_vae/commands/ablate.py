@@ -5,11 +5,11 @@ import argparse
 import time
 from pathlib import Path
 
-from keras_vae.validation import bounded_int, check_output_dir, seed_type
+from keras_vae.utils.validation import bounded_int, check_output_dir, seed_type
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from keras_vae.ablation import DEFAULT_DRAWS, DEFAULT_SAMPLES, VARIANTS  # no TensorFlow
+    from keras_vae.ablation.study import DEFAULT_DRAWS, DEFAULT_SAMPLES, VARIANTS  # no TensorFlow
 
     parser = subparsers.add_parser(
         "ablate", help="train the ablation variants of the paper's model and write a table",
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from keras_vae.errors import ConfigError
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     config = get_preset(args.preset)
     if config.model.kind != "vaegan":
@@ -54,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 4:
         raise ConfigError(f"--samples must be >= 4 (precision/recall use 3 nearest neighbours), got {args.samples}")
     names = [name.strip() for name in args.variants.split(",") if name.strip()] if args.variants else None
-    from keras_vae.ablation import select_variants
+    from keras_vae.ablation.study import select_variants
 
     select_variants(names)  # unknown names: one line before anything is created
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("ablate-%Y%m%d-%H%M%S"))
-    from keras_vae.ablation import markdown_table, run_ablation  # imports TensorFlow
+    from keras_vae.ablation.study import markdown_table, run_ablation  # imports TensorFlow
 
     import sys
 

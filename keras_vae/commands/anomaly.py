@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_vae.data import load_source
     from keras_vae.data.examples import iterate_examples, load_examples
     from keras_vae.errors import ConfigError
-    from keras_vae.runs import write_json
+    from keras_vae.utils.files import write_json
 
     check_fpr(args.fpr)
     check_positive(args, "iwae_samples", "elbo_samples", "fit_examples")

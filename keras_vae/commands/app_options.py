@@ -35,7 +35,7 @@ def open_run_and_source(args: argparse.Namespace):
     check_positive(args, "max_examples", "batch_size")
     from keras_vae.data import load_source
     from keras_vae.data.examples import with_source
-    from keras_vae.runs import load_run
+    from keras_vae.runs.folder import load_run
 
     config, model = load_run(args.run_dir)
     data_config = with_source(config.data, args.data, args.data_dir)

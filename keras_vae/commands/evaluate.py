@@ -5,8 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from keras_vae.choices import SAMPLER_KINDS
 from keras_vae.config import MAX_IWAE_SAMPLES
-from keras_vae.validation import bounded_int, check_output_file, seed_type
+from keras_vae.utils.validation import bounded_int, check_output_file, seed_type
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="independent sets of --samples to draw (seeds SEED, SEED+1, ...): sample quality is "
                              "the mean over them, with the Frechet distance's standard deviation; FD of 1000 "
                              "samples varies by a few points between draws, so compare models with R >= 5")
-    parser.add_argument("--sampler", default=None, choices=["prior", "gaussian", "gmm"],
+    parser.add_argument("--sampler", default=None, choices=SAMPLER_KINDS,
                         help="latent sampler (default: the run's sampler.json if it has one, else the prior)")
     parser.add_argument("--iwae-samples", type=bounded_int(1, MAX_IWAE_SAMPLES, "--iwae-samples"), default=None,
                         metavar="K",
@@ -44,7 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from keras_vae.errors import ConfigError
-    from keras_vae.runs import load_run, write_json
+    from keras_vae.runs.folder import load_run
+    from keras_vae.utils.files import write_json
 
     for name in ("iwae_samples", "examples", "samples"):
         value = getattr(args, name)
@@ -54,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
     config, model = load_run(args.run_dir)
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluate_model, evaluation_data, scalars, to_markdown
-    from keras_vae.evaluation.sampling import resolve_sampler
-    from keras_vae.runs import atomic_path
+    from keras_vae.sampling.draw import resolve_sampler
+    from keras_vae.utils.files import atomic_path
 
     latent_sampler, description = resolve_sampler(args.run_dir, args.sampler, config.model.latent_dim)
-    from keras_vae.progress import Reporter
+    from keras_vae.utils.progress import Reporter
 
     report = Reporter()
     with report.phase("feature network", 1):

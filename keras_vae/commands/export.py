@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from keras_vae.choices import SAMPLER_KINDS
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None,
                         help="TF Serving model name (default: the model kind, 'vae' or 'vaegan')")
     parser.add_argument("--force", action="store_true", help="replace an existing version of the same name")
-    parser.add_argument("--sampler", choices=("prior", "gaussian", "gmm"), default=None,
+    parser.add_argument("--sampler", choices=SAMPLER_KINDS, default=None,
                         help="latent sampler to export (default: the run's sampler.json, else the prior)")
     parser.add_argument("--no-attributes", dest="attributes", action="store_false",
                         help="do not write attributes.json (per-class mean codes of the run's labelled training data, "
@@ -40,8 +42,8 @@ def _fmt_bytes(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import export_run  # imports TensorFlow when called
-    from keras_vae.validation import check_output_dir
+    from keras_vae.export import export_run  # imports TensorFlow when called
+    from keras_vae.utils.validation import check_output_dir
 
     check_output_dir(args.out)  # a file, /proc or a read-only place: one line before any work
     report = export_run(args.run_dir, args.out, version=args.version, name=args.name, force=args.force,

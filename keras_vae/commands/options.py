@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from keras_vae.choices import PRECISIONS
+
 from keras_vae.config import RunConfig, load_config_file, merge
 from keras_vae.errors import ConfigError
-from keras_vae.presets import DEFAULT_PRESET, get_preset, preset_names
-from keras_vae.validation import positive_float, seed_type, short
+from keras_vae.config.presets import DEFAULT_PRESET, get_preset, preset_names
+from keras_vae.utils.validation import positive_float, seed_type, short
 
 # flag -> (section, field): the common overrides; any other field via --set section.field=value
 FLAG_FIELDS = {
@@ -46,7 +48,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=positive_float, default=None, metavar="LR", help="VAE optimizer learning rate")
     group.add_argument("--latent-dim", type=int, default=None, metavar="N", help="latent size")
     group.add_argument("--seed", type=seed_type, default=None, help="random seed (data order, init, noise), 0 .. 2^32-1")
-    group.add_argument("--precision", default=None, choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+    group.add_argument("--precision", default=None, choices=PRECISIONS,
                        help="Keras dtype policy; auto (the default): mixed_bfloat16 where the CPU (avx512_bf16/"
                             "amx_bf16) or every GPU (compute capability >= 8.0) has native bfloat16, else float32")
     group.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_vae.applications.encoding import reconstruct_examples, save_reconstructions
     from keras_vae.commands.app_options import example_batches, open_run_and_source
     from keras_vae.data.examples import iterate_examples
-    from serving.images import save_grid
+    from keras_vae.utils.images import save_grid
 
     config, model, source, _ = open_run_and_source(args)
     result = reconstruct_examples(model, example_batches(args, config, source))

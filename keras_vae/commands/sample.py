@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_vae.validation import IMAGE_SUFFIXES, check_output_file, positive_float, seed_type
+from keras_vae.choices import SAMPLER_KINDS
+from keras_vae.utils.validation import IMAGE_SUFFIXES, check_output_file, positive_float, seed_type
 
 MAX_SAMPLES = 10_000  # one grid image; more is a memory error, not a picture
 DECODE_BATCH = 256
@@ -25,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=seed_type, default=0, help="seed of the latents (an integer in [0, 2^32))")
     parser.add_argument("--temperature", type=positive_float, default=1.0,
                         help="scale of the noise around the sampler's mean(s): z = m_k + temperature L_k eps (finite, > 0)")
-    parser.add_argument("--sampler", choices=("prior", "gaussian", "gmm"), default=None,
+    parser.add_argument("--sampler", choices=SAMPLER_KINDS, default=None,
                         help="latent sampler of a run folder (default: the run's best by held-out likelihood); "
                              "an export carries one sampler: only 'prior' or its own kind")
     parser.add_argument("--out", default="samples.png", metavar="FILE",
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.source)
     is_export = source.is_dir() and not (source / "model.keras").exists() and (source / "decoder.onnx").is_file()
     if source.suffix == ".onnx" or is_export:
-        from serving.images import save_grid
-        from serving.onnx_decoder import OnnxDecoder
+        from keras_vae.utils.images import save_grid
+        from keras_vae.serving.onnx_decoder import OnnxDecoder
 
         decoder = OnnxDecoder(source, sampler=False if args.sampler == "prior" else None, verify=not args.no_verify)
         if args.sampler not in (None, "prior") and decoder.sampler_kind != args.sampler:
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         import numpy as np
 
-        from keras_vae.runs import load_run
-        from serving.images import save_grid
+        from keras_vae.runs.folder import load_run
+        from keras_vae.utils.images import save_grid
 
         _, model = load_run(source, sampler=args.sampler)
         z = model.sample_latents(args.n, seed=args.seed, temperature=args.temperature)  # the same as model.sample

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_vae.validation import port_type
+from keras_vae.utils.validation import port_type
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,8 +33,8 @@ def run(args) -> int:
     """Check the decoder, start the server, open the page, serve until interrupted."""
     import webbrowser
 
-    from serving.demo import make_server, server_url
-    from serving.onnx_decoder import OnnxDecoder
+    from keras_vae.serving.demo import make_server, server_url
+    from keras_vae.serving.onnx_decoder import OnnxDecoder
 
     decoder = OnnxDecoder(args.export_dir, verify=not args.no_verify)  # fails early on a missing, changed or foreign file
     server = make_server(decoder.path.parent, host=args.host, port=args.port)

@@ -35,7 +35,7 @@ def _policy(text: str):
 
 def run(args: argparse.Namespace) -> int:
     from keras_vae.loading import export_info
-    from serving.tfserving.kit import write_kit
+    from keras_vae.serving.tfserving.kit import write_kit
 
     options = {"version_policy": _policy(args.versions), "max_batch_size": args.max_batch_size}
     if args.image:

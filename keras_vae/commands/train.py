@@ -6,8 +6,10 @@ import sys
 import time
 from pathlib import Path
 
+from keras_vae.choices import STRATEGIES
+
 from keras_vae.commands.options import add_config_options, resolve_config
-from keras_vae.validation import check_output_dir
+from keras_vae.utils.validation import check_output_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="discard the checkpoint of an interrupted run in --out (e.g. a corrupt one) "
                              "and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (the summary lines stay)")
-    parser.add_argument("--strategy", default=None, choices=["auto", "none", "mirrored", "multiworker"],
+    parser.add_argument("--strategy", default=None, choices=STRATEGIES,
                         help="tf.distribute strategy (train.strategy): auto (the default) and none train in this "
                              "process; mirrored uses this machine's GPUs; multiworker joins the cluster that "
                              "the TF_CONFIG environment variable describes (only the chief writes --out; "
@@ -42,18 +44,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--strategy multiworker needs --out: pass the same folder to every worker (the chief "
                           "writes the run there, the others resume from its checkpoint)")
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    from keras_vae.distributed import make_distribution
+    from keras_vae.training.distributed import make_distribution
 
     # before the rest of TensorFlow: checks TF_CONFIG and the batch, and starts a multi-worker strategy
     # while the process is still fresh (TensorFlow refuses to configure collectives later)
     distribution = make_distribution(config.train.strategy, config.train.batch_size)
-    from keras_vae.progress import Reporter
-    from keras_vae.runs import update_latest_link
-    from keras_vae.training import train  # imports TensorFlow
+    from keras_vae.utils.progress import Reporter
+    from keras_vae.runs.folder import update_latest_link
+    from keras_vae.training.loop import train  # imports TensorFlow
 
     interactive = sys.stdout.isatty()
     verbose = 0 if args.quiet else (1 if interactive else 2)  # per-step bar on a terminal, a line per epoch in logs
-    from keras_vae.distributed import worker_loss_reported
+    from keras_vae.training.distributed import worker_loss_reported
 
     with worker_loss_reported(distribution, out):  # a lost worker: one line saying how to resume
         result = train(config, out, verbose=verbose, force=args.force, restart=args.restart,

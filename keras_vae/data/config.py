@@ -5,8 +5,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from keras_vae.choices import SOURCE_KINDS
 from keras_vae.errors import ConfigError
-from keras_vae.validation import short
+from keras_vae.utils.validation import short
 
 # tensorflow-datasets names: 'mnist', 'celeb_a', 'cifar10:3.0.2', 'imagenet2012_subset/1pct:5.*.*';
 # anything else (paths such as '../../etc', spaces, control characters) is refused before tfds sees it
@@ -22,7 +23,6 @@ def check_tfds_name(name: str) -> str:
                           "'tfds:mnist' or 'tfds:cifar10:3.0.2'); for image files use 'folder:PATH'")
     return name
 
-SOURCE_KINDS = ("embedded", "tfds", "folder", "npy")
 SOURCE_HELP = "'embedded', 'tfds:NAME', 'folder:PATH' or 'npy:PATH'"
 
 

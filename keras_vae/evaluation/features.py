@@ -135,7 +135,7 @@ def classifier_accuracy(model, images: np.ndarray, labels: np.ndarray, batch_siz
 
 def save_feature_net(model, info: FeatureNetInfo, weights_path: Path, info_path: Path) -> None:
     """Write the weights (.weights.h5) and the info JSON, each atomically."""
-    from keras_vae.runs import atomic_path
+    from keras_vae.utils.files import atomic_path
 
     bare = build_feature_net(info.image_shape, info.num_classes)  # uncompiled: no optimizer state in the file
     bare.set_weights(model.get_weights())

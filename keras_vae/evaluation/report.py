@@ -117,7 +117,7 @@ def reconstruction_section(model, images: np.ndarray, real_unit: np.ndarray) -> 
 
 def likelihood_section(model, images: np.ndarray, num_samples: int, seed: int = 0, progress=None) -> dict:
     """ELBO and IWAE NLL (classic VAE) on images in the model's input form; ``progress(n)`` after each batch."""
-    from keras_vae.metrics import likelihood_evaluation
+    from keras_vae.evaluation.metrics import likelihood_evaluation
 
     result = likelihood_evaluation(model, images, num_samples=num_samples, seed=seed, progress=progress)
     n = result["examples"]
@@ -129,7 +129,7 @@ def likelihood_section(model, images: np.ndarray, num_samples: int, seed: int = 
 
 def latent_section(model, images: np.ndarray) -> dict:
     """Latent health on images: active units, posterior variance, KL, aggregate-posterior moments vs N(0, I)."""
-    from keras_vae.metrics import encode_all, posterior_diagnostics
+    from keras_vae.evaluation.metrics import encode_all, posterior_diagnostics
 
     diag = posterior_diagnostics(*encode_all(model, images))
     n = len(images)
@@ -175,9 +175,9 @@ def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, see
     ``draws`` > 1 draws that many independent sets of ``num_samples`` (seeds seed, seed + 1, ...) and
     reports sample-quality means and the FD's spread over them; ``iwae_samples=None`` skips the likelihood.
     ``progress(stage)`` is called after each stage;
-    ``report`` (a keras_vae.progress.Reporter) announces each stage, the IWAE estimate with a bar."""
-    from keras_vae.evaluation.sampling import draw_samples
-    from keras_vae.progress import Reporter
+    ``report`` (a keras_vae.utils.progress.Reporter) announces each stage, the IWAE estimate with a bar."""
+    from keras_vae.sampling.draw import draw_samples
+    from keras_vae.utils.progress import Reporter
 
     report = report if report is not None else Reporter(enabled=False)
     step = progress or (lambda stage: None)
@@ -276,7 +276,7 @@ def end_of_training(model, config, out_dir: str | Path, step: int = 0) -> dict[s
     try:
         feature = feature_lib.feature_net_for_run(config, out_dir, train_if_missing=False)
         data = evaluation_data(config)
-        from keras_vae.evaluation.sampling import resolve_sampler
+        from keras_vae.sampling.draw import resolve_sampler
 
         latent_sampler, description = resolve_sampler(out_dir, None, config.model.latent_dim)
         result = evaluate_model(model, config, data, num_samples=END_OF_TRAINING_SAMPLES, seed=config.train.seed,

@@ -23,7 +23,7 @@ VALIDATION_SEED_OFFSET = 1_000_003
 class LatentVariableModel(keras.Model):
     """Base of ``VAE`` and ``VAEGAN``: configs, serialization and the encode/decode API."""
 
-    # values train_step reports that are settings, not measurements (keras_vae.schedules): not validated
+    # values train_step reports that are settings, not measurements (keras_vae.training.schedules): not validated
     SCHEDULE_METRICS: tuple[str, ...] = ("beta", "adversarial_weight")
 
     def __init__(self, model_config: ModelConfig | dict | None = None,
@@ -35,7 +35,7 @@ class LatentVariableModel(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         # validation noise has its own stream, so evaluating never changes what training draws
         self.validation_seed_generator = keras.random.SeedGenerator(self.seed + VALIDATION_SEED_OFFSET)
-        self.latent_sampler = None  # a keras_vae.samplers.LatentSampler; None: the prior N(0, I)
+        self.latent_sampler = None  # a keras_vae.sampling.samplers.LatentSampler; None: the prior N(0, I)
 
     # --- serialization -------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -105,8 +105,8 @@ class LatentVariableModel(keras.Model):
 
     def get_latent_sampler(self, kind: str | None = None):
         """The sampler ``sample`` uses: ``latent_sampler`` (fitted after training, see
-        keras_vae.posterior_sampling) or the prior N(0, I); ``kind='prior'`` forces the prior."""
-        from keras_vae.samplers import prior_sampler
+        keras_vae.sampling.posterior) or the prior N(0, I); ``kind='prior'`` forces the prior."""
+        from keras_vae.sampling.samplers import prior_sampler
 
         if kind == "prior" or self.latent_sampler is None:
             return prior_sampler(self.latent_dim)
@@ -114,13 +114,13 @@ class LatentVariableModel(keras.Model):
             from keras_vae.errors import ConfigError
 
             raise ConfigError(f"this model's sampler is {self.latent_sampler.kind!r}, not {kind!r}: "
-                              "load the run with that sampler (keras_vae.posterior_sampling.load_sampler)")
+                              "load the run with that sampler (keras_vae.sampling.posterior.load_sampler)")
         return self.latent_sampler
 
     def sample_latents(self, n: int, seed: int = 0, temperature: float = 1.0):
-        """n latents [n, D] from the model's sampler (the drawing rule of keras_vae.samplers with
+        """n latents [n, D] from the model's sampler (the drawing rule of keras_vae.sampling.samplers with
         ``draw_noise(seed, n, D)``; temperature scales the noise around each component's mean)."""
-        from keras_vae.samplers import draw_noise
+        from keras_vae.sampling.samplers import draw_noise
 
         eps, u = draw_noise(int(seed), int(n), self.latent_dim)
         return tf.constant(self.get_latent_sampler().latents(float(temperature) * eps, u))

@@ -1,7 +1,7 @@
 """Encoder and decoder networks of the classic VAE: MLP (Kingma & Welling) and a small conv net.
 
 Encoders map images [B, H, W, C] to (mean, log_var), each [B, D]; decoders map z [B, D] to the
-likelihood's parameters [B, H, W, C * k] (see ``keras_vae.likelihoods``).
+likelihood's parameters [B, H, W, C * k] (see ``keras_vae.models.likelihoods``).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import keras
 
 from keras_vae.config import ModelConfig
 from keras_vae.errors import ConfigError
-from keras_vae.likelihoods import params_per_channel
+from keras_vae.models.likelihoods import params_per_channel
 
 
 def _heads(h, latent_dim: int):

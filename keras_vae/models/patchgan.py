@@ -1,4 +1,4 @@
-"""PatchGAN discriminator (PAPER.md section 2): a stack of Conv2D layers whose output is a map of
+"""PatchGAN discriminator (Rivera, ICIP 2024, section 2): a stack of Conv2D layers whose output is a map of
 logits, one per overlapping image patch.
 
 Each Conv2D (kernel ``disc_kernel_size``, filters/strides from the config) is followed by

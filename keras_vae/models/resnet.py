@@ -1,4 +1,4 @@
-"""Residual encoder and decoder of the paper's model (PAPER.md section 2), as functional Keras models.
+"""Residual encoder and decoder of the paper's model (Rivera, ICIP 2024, section 2), as functional Keras models.
 
 Encoder: image -> LayerNorm per channel (over height and width) -> Conv3x3 -> per stage
          [identity blocks, downsampling block] -> Conv1x1 to max(1, latent/8) channels -> flatten
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_vae.blocks import DownsamplingBlock, IdentityBlock, UpsamplingBlock
+from keras_vae.models.blocks import DownsamplingBlock, IdentityBlock, UpsamplingBlock
 from keras_vae.config import ModelConfig, check_resnet_geometry
 
 

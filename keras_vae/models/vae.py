@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from keras_vae.config import TrainConfig
 from keras_vae.distributions import diagonal_gaussian, kl_to_standard_normal, standard_normal
-from keras_vae.likelihoods import decoder_distribution, decoder_mean
+from keras_vae.models.likelihoods import decoder_distribution, decoder_mean
 from keras_vae.models.base import LatentVariableModel
 from keras_vae.models.classic_networks import build_decoder, build_encoder
 

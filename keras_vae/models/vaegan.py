@@ -1,4 +1,4 @@
-"""The paper's model (PAPER.md section 2): residual VAE + PatchGAN, trained by alternating updates.
+"""The paper's model (Rivera, ICIP 2024, section 2): residual VAE + PatchGAN, trained by alternating updates.
 
 Per batch x (images in [-1, 1]), with q(z|x) = N(mu, diag sigma^2) and x_hat = D_theta(z):
 

@@ -2,7 +2,7 @@
 // Decode keras-vae latents with decoder.onnx in Node.js (onnxruntime-node, CPU).
 // Contract (export/contract.py): input "z" float32 [N, D] -> output "image" float32 [N, H, W, C] in [0, 1].
 // The latent sampler (export/contract.py): sampler.onnx maps noise "eps" float32 [N, D] and "u" float32 [N]
-// to "z" float32 [N, D]; the noise comes from noise.js (portable: the numbers keras_vae.noise draws in Python),
+// to "z" float32 [N, D]; the noise comes from noise.js (portable: the numbers keras_vae.sampling.noise draws in Python),
 // so sample(n, seed) gives the latents of the run folder, the SavedModel and OnnxDecoder for that seed.
 const fs = require('fs');
 const path = require('path');

@@ -1,7 +1,7 @@
 // keras-vae portable noise: the JavaScript twin of keras_vae/noise.py (algorithm "lowbias32-box-muller-v1").
 //
 // portableNoise(seed, n, d) -> {eps: Float32Array(n * d) row-major [n, d] ~ N(0, 1), u: Float32Array(n) in [0, 1)}
-// gives the numbers NumPy's keras_vae.noise.portable_noise(seed, n, d) gives (u exactly, eps to one
+// gives the numbers NumPy's keras_vae.sampling.noise.portable_noise(seed, n, d) gives (u exactly, eps to one
 // float32 ulp). Works in Node (require('./noise.js')) and in the browser as a classic <script>
 // (window.kerasVaeNoise). No dependencies.
 //

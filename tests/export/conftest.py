@@ -12,7 +12,7 @@ def make_test_run(run_dir, preset: str, **model_overrides) -> Path:
     """A run folder (model.keras + config.json) of ``preset``, trained one short epoch on random binary images."""
     from keras_vae.config import merge
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

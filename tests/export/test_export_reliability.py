@@ -13,9 +13,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from export import contract, export_run
-from export import exporter as exporter_module
-from export.locking import LOCK_FILE, folder_lock
+from keras_vae.export import contract, export_run
+from keras_vae.export import exporter as exporter_module
+from keras_vae.export.locking import LOCK_FILE, folder_lock
 from keras_vae.cli import main
 from keras_vae.errors import ArtifactError, ConfigError
 

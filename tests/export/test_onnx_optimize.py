@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_optimize import (fold_affine_into_conv, graph_summary, merge_parallel_convs, optimize_decoder,
+from keras_vae.export.onnx_optimize import (fold_affine_into_conv, graph_summary, merge_parallel_convs, optimize_decoder,
                                   rewrite_conv_transpose)
 
 EPS = float(np.finfo(np.float32).eps)
@@ -186,11 +186,11 @@ def tiny_resnet_decoder(tmp_path_factory):
     keras = pytest.importorskip("keras")
     import tensorflow as tf
 
-    from export import onnx_export
-    from export.signatures import make_functions
+    from keras_vae.export import onnx_export
+    from keras_vae.export.signatures import make_functions
     from keras_vae.config import merge
     from keras_vae.models import build_model
-    from keras_vae.presets import get_preset
+    from keras_vae.config.presets import get_preset
 
     # 16 filters: the inner up-sampling block gets the sub-pixel rewrite, the last (to 1 channel) keeps ConvTranspose
     cfg = merge(get_preset("tiny"), {"model": {"decoder_identity_blocks": 1, "filters": (16,)}})
@@ -208,8 +208,8 @@ def tiny_resnet_decoder(tmp_path_factory):
 
 
 def test_tiny_resnet_decoder_keeps_parity_with_keras(tiny_resnet_decoder, tmp_path):
-    from export import contract
-    from export.onnx_optimize import optimize_file
+    from keras_vae.export import contract
+    from keras_vae.export.onnx_optimize import optimize_file
 
     model, fn, path, tf = tiny_resnet_decoder
     optimized = tmp_path / "decoder.onnx"
@@ -235,7 +235,7 @@ def test_tiny_resnet_decoder_keeps_parity_with_keras(tiny_resnet_decoder, tmp_pa
 @pytest.mark.parametrize("cout", [3, 16])
 def test_subpixel_rewrite_skips_few_output_channels(cout):
     """optimize_decoder keeps ConvTranspose below SUBPIXEL_MIN_OUT_CHANNELS outputs (faster in MLAS), rewrites above."""
-    from export.onnx_optimize import SUBPIXEL_MIN_OUT_CHANNELS
+    from keras_vae.export.onnx_optimize import SUBPIXEL_MIN_OUT_CHANNELS
 
     rng = np.random.default_rng(cout)
     cin, h = 4, 5
@@ -252,7 +252,7 @@ def test_subpixel_rewrite_skips_few_output_channels(cout):
 @pytest.mark.parametrize("case", ["pair", "scalar", "shared", "broadcast"])
 def test_per_channel_mul_add_becomes_batchnorm(case):
     """Mul/Add by [1, C, 1, 1] constants -> BatchNormalization(mean 0, var 1, eps 0); other patterns untouched."""
-    from export.onnx_optimize import affine_to_batchnorm
+    from keras_vae.export.onnx_optimize import affine_to_batchnorm
 
     rng = np.random.default_rng(7)
     c, h = 6, 4

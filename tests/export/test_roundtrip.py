@@ -13,9 +13,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export import contract
-from export.exporter import export_run
-from keras_vae.runs import load_model
+from keras_vae.export import contract
+from keras_vae.export.exporter import export_run
+from keras_vae.runs.folder import load_model
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
 
@@ -196,7 +196,7 @@ def test_onnx_metadata_names_and_batch_axis(exports, role, filename):
 
 
 def test_warmup_records_cover_every_signature(exports):
-    from export.warmup import read_warmup_requests
+    from keras_vae.export.warmup import read_warmup_requests
 
     _, export_dir, report = exports["mlp"]
     records = read_warmup_requests(export_dir / "savedmodel" / "vae" / "1" / contract.WARMUP_FILE)
@@ -277,7 +277,7 @@ def test_smaller_decoders(exports, variant, filename, precision):
     diff = np.abs(out - full.run(None, {"z": z})[0]).reshape(64, -1)
     bound = _decoder_error_bound(weights, z, precision)
     assert diff.max() > 0 and np.all(diff <= bound), float((diff / bound).max())
-    # the reported error (export.quantize.measure_error: seed 0, batches 1, 7, 64) obeys the same bound
+    # the reported error (keras_vae.export.quantize.measure_error: seed 0, batches 1, 7, 64) obeys the same bound
     rng = np.random.default_rng(0)
     reported_bound = max(_decoder_error_bound(weights, rng.standard_normal((n, 4)).astype(np.float32),
                                               precision).max() for n in (1, 7, 64))
@@ -328,8 +328,8 @@ def test_vaegan_roundtrip(vaegan_run, tmp_path):
 
 def test_a_run_without_sampler_exports_the_prior(exports):
     """No sampler.json in the run: sampler.json is N(0, I) and sampler.onnx returns the noise unchanged."""
-    from keras_vae.noise import portable_noise
-    from keras_vae.samplers import LatentSampler
+    from keras_vae.sampling.noise import portable_noise
+    from keras_vae.sampling.samplers import LatentSampler
 
     run, export_dir, report = exports["mlp"]
     assert not (run / "sampler.json").exists()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from export import ParityError, contract, export_run
-from export import signatures as signatures_module
+from keras_vae.export import ParityError, contract, export_run
+from keras_vae.export import signatures as signatures_module
 from keras_vae.cli import main
 from keras_vae.errors import ArtifactError, ConfigError
 
@@ -172,7 +172,7 @@ def _break_corrupt_sampler(run, tmp_path):
 
 
 def _break_foreign_sampler(run, tmp_path):
-    from keras_vae.samplers import prior_sampler
+    from keras_vae.sampling.samplers import prior_sampler
 
     run = _copy_run(run, tmp_path)
     prior_sampler(3).save(run / "sampler.json")  # the model's latent size is 4
@@ -233,7 +233,7 @@ def test_bad_version_or_name(vae_run, tmp_path, capsys, kwargs, message):
 
 def test_sampler_parity_failure_writes_nothing(vae_run, tmp_path, monkeypatch, capsys):
     """A SavedModel ``sample`` signature whose latents drift from LatentSampler.sample is refused."""
-    import export.sampler_tf as sampler_tf
+    import keras_vae.export.sampler_tf as sampler_tf
 
     original = sampler_tf.latents_tf
     monkeypatch.setattr(sampler_tf, "latents_tf", lambda *args: original(*args) + 1e-3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.sampler_tf import latents_tf, portable_noise_tf
-from keras_vae.noise import float32_ulp, portable_noise
+from keras_vae.export.sampler_tf import latents_tf, portable_noise_tf
+from keras_vae.sampling.noise import float32_ulp, portable_noise
 
 
 @pytest.mark.parametrize("seed, n, d", [(0, 64, 8), (1, 7, 4), (2**32 - 1, 3, 16), (31337, 1, 1)])
@@ -24,8 +24,8 @@ def test_tf_noise_matches_numpy(seed, n, d):
 
 def test_tf_drawing_rule_matches_latent_sampler():
     """latents_tf vs LatentSampler.latents (the contract's NumPy reference) on a 3-component mixture."""
-    from export.sampler_onnx import latent_tolerance
-    from keras_vae.samplers import LatentSampler
+    from keras_vae.export.sampler_onnx import latent_tolerance
+    from keras_vae.sampling.samplers import LatentSampler
 
     rng = np.random.default_rng(0)
     K, d, n = 3, 5, 200

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from keras_vae.ablation import (VARIANTS, folder_name, high_frequency_energy, markdown_table, select_variants,
+from keras_vae.ablation.study import (VARIANTS, folder_name, high_frequency_energy, markdown_table, select_variants,
                                 value, variant_configs, write_report)
 from keras_vae.cli import main
 from keras_vae.errors import ConfigError
 from keras_vae.evaluation.report import entry
 from keras_vae.config import merge
-from keras_vae.presets import get_preset
+from keras_vae.config.presets import get_preset
 
 
 def test_variants_share_budget_and_seed_and_differ_only_in_loss_switches_and_bn_mode():
@@ -98,7 +98,7 @@ def test_table_and_report_show_the_rows_values(tmp_path):
 
 
 def test_rows_of_separate_runs_are_collected_only_when_made_alike(tmp_path):
-    from keras_vae.ablation import collect_rows, save_row
+    from keras_vae.ablation.study import collect_rows, save_row
 
     header = {"preset": "tiny", "steps": 2, "batch_size": 8, "seed": 0, "samples": 50, "validation_images": 40,
               "data": {"source": "embedded", "exclude_labels": (1, 2)}}  # tuples come back from JSON as lists
@@ -114,7 +114,7 @@ def test_rows_of_separate_runs_are_collected_only_when_made_alike(tmp_path):
 def test_ablation_figure_has_a_row_of_grids_per_variant(tmp_path):
     from PIL import Image
 
-    from keras_vae.ablation_plots import plot_ablation
+    from keras_vae.ablation.plots import plot_ablation
 
     images = np.random.default_rng(0).uniform(size=(9, 8, 8, 1))
     columns = [("aggregate", "fitted"), ("prior", "prior")]
@@ -150,7 +150,7 @@ def test_ablate_cli_end_to_end_numbers_are_the_evaluation_functions_outputs(tmp_
     from keras_vae.evaluation.image_quality import psnr_from_mse
     from keras_vae.evaluation.report import evaluation_data
     from keras_vae.evaluation.sample_quality import frechet_distance, precision_recall
-    from keras_vae.metrics import ACTIVE_UNIT_THRESHOLD
+    from keras_vae.evaluation.metrics import ACTIVE_UNIT_THRESHOLD
 
     names = ["standard-kl", "+patchgan", "+patchgan-bn-reference"]
     n = 40

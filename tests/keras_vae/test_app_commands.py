@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_vae.cli import main
-from keras_vae.runs import load_run
+from keras_vae.runs.folder import load_run
 from tests.export.conftest import make_test_run
 
 

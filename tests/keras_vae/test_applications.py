@@ -17,7 +17,7 @@ from tests.export.conftest import make_test_run
 
 @pytest.fixture(scope="module")
 def vae(tmp_path_factory):
-    from keras_vae.runs import load_run
+    from keras_vae.runs.folder import load_run
 
     return load_run(make_test_run(tmp_path_factory.mktemp("apps-vae"), "tiny-vae"))[1]
 

@@ -1,5 +1,5 @@
 """Every bad input is one line on stderr with exit status 2, before any work: no traceback, nothing
-accepted silently. These are the classes of the hostile probe (issue 10), each with a few members."""
+accepted silently. These are the classes of the hostile probe, each with a few members."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from keras_vae.cli import main
-from keras_vae.config import ACTIVATIONS, RunConfig, load_config_file, merge
+from keras_vae.choices import ACTIVATIONS
+from keras_vae.config import RunConfig, load_config_file, merge
 from keras_vae.errors import ArtifactError, ConfigError
-from keras_vae.validation import MESSAGE_LIMIT, SEED_MAX, check_output_dir, check_output_file, short
+from keras_vae.utils.validation import MESSAGE_LIMIT, SEED_MAX, check_output_dir, check_output_file, short
 
 
 def run_cli(capsys, *argv):

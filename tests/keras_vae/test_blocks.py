@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.blocks import DownsamplingBlock, IdentityBlock, PointwiseStridedConv2D, UpsamplingBlock
+from keras_vae.models.blocks import DownsamplingBlock, IdentityBlock, PointwiseStridedConv2D, UpsamplingBlock
 
 X = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype(np.float32)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.config import LossConfig, ModelConfig, TrainConfig
+from keras_vae.config import LossConfig, ModelConfig
 from keras_vae.models.batchnorm import batch_norm_layers, frozen_statistics, recompute_statistics
 from keras_vae.models.vae import VAE
 from keras_vae.models.vaegan import VAEGAN

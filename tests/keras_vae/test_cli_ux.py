@@ -14,7 +14,7 @@ import keras
 import pytest
 
 from keras_vae.cli import build_parser
-from keras_vae.quiet import is_startup_noise
+from keras_vae.utils.quiet import is_startup_noise
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,9 +128,9 @@ class _Interrupt(keras.callbacks.Callback):
 
 def test_resumed_run_says_so_and_counts_both_parts(tmp_path):
     from keras_vae.config import merge
-    from keras_vae.presets import get_preset
-    from keras_vae.progress import Reporter
-    from keras_vae.training import train
+    from keras_vae.config.presets import get_preset
+    from keras_vae.utils.progress import Reporter
+    from keras_vae.training.loop import train
 
     config = merge(get_preset("tiny-vae"), {"train": {"epochs": 2, "iwae_samples": 2, "iwae_examples": 8,
                                                       "summary_every": 0}})
@@ -191,7 +191,7 @@ def test_tensorboard_gets_images_histograms_diagnostics_schedules_and_final(quic
 
 
 def test_vaegan_schedules_are_not_validated_and_land_under_schedules():
-    from keras_vae.schedules import split_logs
+    from keras_vae.training.schedules import split_logs
     from tests.keras_vae.test_vaegan import images, make
 
     model = make()

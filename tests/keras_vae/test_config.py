@@ -5,7 +5,7 @@ import pytest
 
 from keras_vae.config import RunConfig, load_config_file, merge
 from keras_vae.errors import ConfigError
-from keras_vae.presets import get_preset, preset_names
+from keras_vae.config.presets import get_preset, preset_names
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -68,7 +68,7 @@ def test_run_files_are_written_atomically_and_readable(tmp_path):
     import os
     import stat
 
-    from keras_vae.runs import read_json, write_json
+    from keras_vae.utils.files import read_json, write_json
 
     write_json(tmp_path / "a.json", {"x": 1})
     write_json(tmp_path / "a.json", {"x": 2})  # replaced in one rename

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_vae.distributions import (diagonal_gaussian, kl_per_dimension, kl_to_standard_normal,
                                      reparameterize, standard_normal)
-from keras_vae.likelihoods import decoder_distribution, decoder_mean, params_per_channel
+from keras_vae.models.likelihoods import decoder_distribution, decoder_mean, params_per_channel
 
 rng = np.random.default_rng(0)
 

@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def export_dir(run_dir, tmp_path_factory) -> Path:
-    from export import export_run
+    from keras_vae.export import export_run
 
     out = tmp_path_factory.mktemp("export") / "exp"
     export_run(run_dir, out)
@@ -46,7 +46,7 @@ def test_import_keras_vae_imports_no_tensorflow():
 @pytest.mark.parametrize("order", ["import keras_vae, keras", "import keras, keras_vae"])
 def test_plain_keras_load_model_after_import_keras_vae(run_dir, order):
     """A fresh interpreter: nothing imports keras_vae.models, yet Keras finds the class and the outputs match."""
-    from keras_vae.runs import load_model
+    from keras_vae.runs.folder import load_model
 
     x = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype("float32")
     np.save(run_dir / "x.npy", x)
@@ -67,9 +67,9 @@ def test_plain_keras_load_model_after_import_keras_vae(run_dir, order):
 def test_lazy_top_level_names():
     import keras_vae
     from keras_vae.models import VAE, VAEGAN
-    from keras_vae.training import train
-    from serving.onnx_decoder import OnnxDecoder
-    from serving.onnx_encoder import OnnxEncoder
+    from keras_vae.training.loop import train
+    from keras_vae.serving.onnx_decoder import OnnxDecoder
+    from keras_vae.serving.onnx_encoder import OnnxEncoder
 
     assert keras_vae.VAE is VAE and keras_vae.VAEGAN is VAEGAN and keras_vae.train is train
     assert keras_vae.OnnxDecoder is OnnxDecoder and keras_vae.OnnxEncoder is OnnxEncoder

@@ -1,4 +1,4 @@
-"""keras_vae.noise: the portable seed -> noise stream (NumPy), against a pure-Python reference."""
+"""keras_vae.sampling.noise: the portable seed -> noise stream (NumPy), against a pure-Python reference."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_vae.errors import DataError
-from keras_vae.noise import NOISE_ALGORITHM, float32_ulp, lowbias32, portable_noise
+from keras_vae.sampling.noise import NOISE_ALGORITHM, float32_ulp, lowbias32, portable_noise
 
 
 def _hash_py(x: int) -> int:
@@ -106,7 +106,7 @@ def test_bad_counts():
 
 
 def test_no_tensorflow_import():
-    code = "import sys, keras_vae.noise; print('tensorflow' in sys.modules)"
+    code = "import sys, keras_vae.sampling.noise; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert NOISE_ALGORITHM == "lowbias32-box-muller-v1"

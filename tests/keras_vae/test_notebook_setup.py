@@ -1,11 +1,11 @@
-"""keras_vae.notebook (budget variable, silenced start-up output) and plots that leave the backend alone."""
+"""keras_vae.utils.notebook (budget variable, silenced start-up output) and plots that leave the backend alone."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from keras_vae.notebook import BUDGET_VARIABLE, budget, silenced_stderr_fd
+from keras_vae.utils.notebook import BUDGET_VARIABLE, budget, silenced_stderr_fd
 
 
 def test_budget_variable(monkeypatch):
@@ -27,11 +27,11 @@ def test_silenced_stderr_fd_drops_only_what_is_written_inside(capfd):
 
 
 def test_importing_plots_keeps_the_matplotlib_backend(tmp_path):
-    """A notebook's inline backend must survive `import keras_vae.plots` (figures were lost before)."""
-    code = ("import matplotlib; matplotlib.use('svg'); import keras_vae.plots, keras_vae.training; "
+    """A notebook's inline backend must survive `import keras_vae.evaluation.plots` (figures were lost before)."""
+    code = ("import matplotlib; matplotlib.use('svg'); import keras_vae.evaluation.plots, keras_vae.training.loop; "
             "import numpy as np; from matplotlib.figure import Figure; "
             "assert matplotlib.get_backend().lower() == 'svg', matplotlib.get_backend(); "
-            f"keras_vae.plots._save(keras_vae.plots._grid_figure(np.zeros((4, 4, 1)), 't'), {str(tmp_path / 'g.png')!r})")
+            f"keras_vae.evaluation.plots._save(keras_vae.evaluation.plots._grid_figure(np.zeros((4, 4, 1)), 't'), {str(tmp_path / 'g.png')!r})")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-1500:]

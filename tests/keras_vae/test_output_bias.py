@@ -7,8 +7,8 @@ from scipy.special import expit, logit
 from keras_vae.config import merge
 from keras_vae.errors import ConfigError
 from keras_vae.models import VAE
-from keras_vae.output_bias import initialize_output_bias, smoothed_mean
-from keras_vae.presets import get_preset
+from keras_vae.models.output_bias import initialize_output_bias, smoothed_mean
+from keras_vae.config.presets import get_preset
 
 
 def small_vae(**model):
@@ -80,7 +80,7 @@ def test_empty_training_set_is_a_config_error():
 def test_train_starts_the_logits_at_the_data_mean(tmp_path):
     """Wiring: ``train`` sets the bias before the first step. A corner pixel is never on in the embedded digits,
     so its bias is logit(1 / (N + 2)) exactly; one step at lr 1e-9 moves it by about 1e-9."""
-    from keras_vae.training import train
+    from keras_vae.training.loop import train
 
     config = merge(get_preset("tiny-vae"), {"model": {"output_bias": "data_mean"},
                                             "train": {"epochs": 1, "steps_per_epoch": 1, "learning_rate": 1e-9,

@@ -1,5 +1,4 @@
 """PatchGAN discriminator: layer recipe, logit map size, receptive field."""
-import dataclasses
 
 import keras
 import numpy as np

@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 from keras_vae.models import build_model
-from keras_vae.plots import plot_interpolations, plot_latent, plot_reconstructions, plot_traversals, project_2d
-from keras_vae.presets import get_preset
+from keras_vae.evaluation.plots import plot_interpolations, plot_latent, plot_reconstructions, plot_traversals, project_2d
+from keras_vae.config.presets import get_preset
 
 
 def test_project_2d_pads_when_there_are_fewer_codes_than_components():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_vae.errors import ConfigError
-from keras_vae.plots import project_2d
+from keras_vae.evaluation.plots import project_2d
 
 
 def test_pca_labels_give_each_component_its_share_of_variance():

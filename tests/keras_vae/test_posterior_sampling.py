@@ -10,10 +10,10 @@ from keras_vae.cli import main
 from keras_vae.config import merge
 from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
-from keras_vae.presets import get_preset
-from keras_vae.runs import load_run
-from keras_vae.samplers import LatentSampler, draw_noise
-from keras_vae.training import train
+from keras_vae.config.presets import get_preset
+from keras_vae.runs.folder import load_run
+from keras_vae.sampling.samplers import LatentSampler, draw_noise
+from keras_vae.training.loop import train
 
 pytestmark = pytest.mark.slow  # one short training run shared by the module
 

@@ -1,11 +1,11 @@
-"""keras_vae.precision: the hardware detection behind --precision auto (no TensorFlow needed)."""
+"""keras_vae.training.precision: the hardware detection behind --precision auto (no TensorFlow needed)."""
 from __future__ import annotations
 
 import pytest
 
 from keras_vae.config import RunConfig, TrainConfig, merge
 from keras_vae.errors import ConfigError
-from keras_vae.precision import PRECISION_CHOICES, cpu_flags, resolve_precision
+from keras_vae.training.precision import PRECISION_CHOICES, cpu_flags, resolve_precision
 
 XEON = """processor\t: 0
 vendor_id\t: GenuineIntel

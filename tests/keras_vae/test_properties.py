@@ -12,8 +12,8 @@ from keras_vae.config import RunConfig, merge
 from keras_vae.data import parse_source
 from keras_vae.data.config import DataConfig
 from keras_vae.errors import ConfigError
-from keras_vae.presets import get_preset
-from keras_vae.validation import MESSAGE_LIMIT
+from keras_vae.config.presets import get_preset
+from keras_vae.utils.validation import MESSAGE_LIMIT
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

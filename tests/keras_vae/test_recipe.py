@@ -10,8 +10,8 @@ from scipy.special import logsumexp
 from keras_vae.config import merge
 from keras_vae.errors import ConfigError
 from keras_vae.models import VAE
-from keras_vae.presets import get_preset
-from keras_vae.recipe import CosineLearningRate, KeepBestWeights, cosine_learning_rate, recipe_callbacks
+from keras_vae.config.presets import get_preset
+from keras_vae.training.recipe import CosineLearningRate, KeepBestWeights, cosine_learning_rate, recipe_callbacks
 
 
 def small_vae(**loss):

@@ -6,9 +6,9 @@ import pytest
 
 from keras_vae.config import ModelConfig, RunConfig, merge
 from keras_vae.errors import ConfigError
-from keras_vae.flops import forward_flops
+from benchmarks.flops import forward_flops
 from keras_vae.models.resnet import bottleneck_shape, build_resnet_decoder, build_resnet_encoder
-from keras_vae.presets import get_preset, preset_names, register_preset
+from keras_vae.config.presets import get_preset, preset_names, register_preset
 
 
 def _config(**kw):
@@ -149,7 +149,7 @@ def test_parameter_counts_match_the_reference_at_the_paper_configuration():
 
 
 def test_conv_bias_round_trips_through_block_configs():
-    from keras_vae.blocks import DownsamplingBlock
+    from keras_vae.models.blocks import DownsamplingBlock
 
     block = DownsamplingBlock(4, use_bias=True)
     clone = DownsamplingBlock.from_config(block.get_config())

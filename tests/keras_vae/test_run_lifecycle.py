@@ -11,14 +11,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import run_lifecycle as lifecycle
-from keras_vae.checkpoint import STATE_FILE
+from keras_vae.runs import lifecycle as lifecycle
+from keras_vae.runs.checkpoint import STATE_FILE
 from keras_vae.cli import main
 from keras_vae.config import merge
 from keras_vae.errors import ArtifactError, ConfigError
-from keras_vae.presets import get_preset
-from keras_vae.runs import load_model
-from keras_vae.training import TrainingDiverged, train
+from keras_vae.config.presets import get_preset
+from keras_vae.runs.folder import load_model
+from keras_vae.training.loop import TrainingDiverged, train
 
 TWO_EPOCHS = merge(get_preset("tiny-vae"), {"train": {"epochs": 2, "steps_per_epoch": 3}})
 BACKUP = lifecycle.BACKUP_DIR
@@ -190,7 +190,7 @@ def test_divergence_keeps_the_last_good_epoch_as_the_model(tmp_path):
 
 
 def test_a_run_killed_before_its_last_files_is_not_finished(tmp_path, monkeypatch):
-    import keras_vae.training as training
+    import keras_vae.training.loop as training
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed after model.keras")

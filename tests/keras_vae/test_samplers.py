@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from keras_vae.errors import ArtifactError, ConfigError, DataError
-from keras_vae.samplers import (LatentSampler, choose_sampler, draw_noise, fit_gaussian, fit_gmm, fit_samplers,
+from keras_vae.sampling.samplers import (LatentSampler, choose_sampler, draw_noise, fit_gaussian, fit_gmm, fit_samplers,
                                 prior_sampler)
 
 
@@ -283,7 +283,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_rebatching_keeps_every_image_in_order():
-    from keras_vae.posterior_sampling import _limited, _rebatched
+    from keras_vae.training.after_fit import _limited, _rebatched
 
     batches = [np.arange(i, i + n)[:, None] for i, n in ((0, 3), (3, 5), (8, 1), (9, 4))]
     out = list(_rebatched(batches, 4))

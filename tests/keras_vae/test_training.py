@@ -11,9 +11,9 @@ from keras_vae.config import merge
 from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
 from keras_vae.models import build_model
-from keras_vae.presets import get_preset
-from keras_vae.run_lifecycle import BACKUP_DIR
-from keras_vae.training import train
+from keras_vae.config.presets import get_preset
+from keras_vae.runs.lifecycle import BACKUP_DIR
+from keras_vae.training.loop import train
 
 RUN_FILES = ("model.keras", "config.json", "metrics.json", "sampler.json", "samples.png", "reconstructions.png",
              "latent.png", "interpolations.png", "traversals.png")

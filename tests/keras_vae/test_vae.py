@@ -6,7 +6,7 @@ from scipy.special import logsumexp
 
 from keras_vae.config import merge
 from keras_vae.models import VAE
-from keras_vae.presets import get_preset
+from keras_vae.config.presets import get_preset
 
 
 def tiny_config(**model):

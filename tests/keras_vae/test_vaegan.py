@@ -15,7 +15,7 @@ from keras_vae.config import LossConfig, ModelConfig, TrainConfig
 from keras_vae.errors import ConfigError
 from keras_vae.models import build_model
 from keras_vae.models.vaegan import VAEGAN
-from keras_vae.presets import get_preset
+from keras_vae.config.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = dict(kind="vaegan", architecture="resnet", image_shape=(16, 16, 1), latent_dim=8, filters=(4,),

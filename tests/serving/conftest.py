@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from export import contract
+from keras_vae.export import contract
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO_ROOT / "serving" / "node"
@@ -136,12 +136,12 @@ def require_tool(condition: bool, reason: str) -> None:
 
 
 def drive_explorer(export_dir, query: str, *args: str, timeout: float = 120) -> dict:
-    """Serve ``export_dir`` (serving.demo), open ``?query`` in headless Chromium with serving/web/drive.mjs
+    """Serve ``export_dir`` (keras_vae.serving.demo), open ``?query`` in headless Chromium with serving/web/drive.mjs
     and ``args``; skips without the browser tools, asserts the page got ready without console errors and
     returns drive.mjs's report."""
     import subprocess
 
-    from serving.demo import make_server, serve_in_thread, server_url
+    from keras_vae.serving.demo import make_server, serve_in_thread, server_url
 
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     require_tool(os.path.exists(chromium), f"{chromium} not found: apt-get install -y chromium")
@@ -166,7 +166,7 @@ def hand_made_gmm_sampler():
     choice, the means and the factors right)."""
     import numpy as np
 
-    from keras_vae.samplers import LatentSampler
+    from keras_vae.sampling.samplers import LatentSampler
 
     d = 4
     rng = np.random.default_rng(4)
@@ -181,7 +181,7 @@ def gmm_export(tmp_path_factory):
     """(run_dir, export_dir, sampler, report): the tiny MLP VAE of tests/export (latent 4, trained on 600
     embedded MNIST digits, which have labels) with ``hand_made_gmm_sampler`` as its sampler.json, exported
     once per session (read-only: copy it before changing it)."""
-    from export.exporter import export_run
+    from keras_vae.export.exporter import export_run
     from tests.export.conftest import make_test_run
 
     run = make_test_run(tmp_path_factory.mktemp("run-gmm"), "tiny-vae")

@@ -7,7 +7,7 @@ The export is the session's ``gmm_export`` (tests/serving/conftest.py): the tiny
 (latent 4) on 600 embedded MNIST digits, which have labels, with a hand-made GMM sampler. Latents are
 compared exactly where the base code is the same float32 vector (the edit is one float64 expression on
 the same JSON numbers, rounded once); a runtime's own sampled base code meets the run folder's within
-``export.sampler_onnx.latent_tolerance``, and the edit moves that bound by one rounding of the result. Images from different onnxruntime builds are compared with the export's
+``keras_vae.export.sampler_onnx.latent_tolerance``, and the edit moves that bound by one rounding of the result. Images from different onnxruntime builds are compared with the export's
 parity tolerance (``contract.PARITY_TOLERANCE``).
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from export import contract
+from keras_vae.export import contract
 from keras_vae.applications.attributes import AttributeTable, class_means, edit_latents
-from keras_vae.noise import portable_noise
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.sampling.noise import portable_noise
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 from tests.serving.conftest import NODE_DIR, drive_explorer, require_tool
 
 D = 4
@@ -40,8 +40,8 @@ def labelled_export(gmm_export):
 
 def _sampled(out, n=4, seed=SEED):
     """(the run folder's latents for ``seed``, their bound) with the export's sampler."""
-    from export.sampler_onnx import latent_tolerance
-    from keras_vae.samplers import LatentSampler
+    from keras_vae.export.sampler_onnx import latent_tolerance
+    from keras_vae.sampling.samplers import LatentSampler
 
     sampler = LatentSampler.load(out / contract.SAMPLER_JSON, latent_dim=D)
     eps, u = portable_noise(seed, n, D)
@@ -110,7 +110,7 @@ def test_export_writes_listed_class_means(labelled_export):
     from keras_vae.applications.encoding import encode_examples
     from keras_vae.data import load_source
     from keras_vae.data.examples import iterate_examples
-    from keras_vae.runs import load_run
+    from keras_vae.runs.folder import load_run
 
     run, out, report = labelled_export
     path = out / contract.ATTRIBUTES_JSON
@@ -139,7 +139,7 @@ def _python_images(out, z):
 def test_python_edit_decodes_like_keras(labelled_export):
     import tensorflow as tf
 
-    from keras_vae.runs import load_model
+    from keras_vae.runs.folder import load_model
 
     run, out, _ = labelled_export
     table = AttributeTable.load(out / contract.ATTRIBUTES_JSON, latent_dim=D)
@@ -210,7 +210,7 @@ def test_browser_attribute_controls_match_python(labelled_export, tmp_path):
 
 def test_no_attributes_export_has_no_file_and_removes_a_stale_one(labelled_export, tmp_path):
     """--no-attributes (the path of a run without labels): no attributes.json, a re-export removes a stale one."""
-    from export.exporter import export_run
+    from keras_vae.export.exporter import export_run
 
     run, out, _ = labelled_export
     copy = tmp_path / "exp"

@@ -13,8 +13,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from export import contract
-from serving.contract_server import (MAX_REQUEST_BYTES, ContractServer, GrpcContractServer,
+from keras_vae.export import contract
+from keras_vae.serving.contract_server import (MAX_REQUEST_BYTES, ContractServer, GrpcContractServer,
                                      ModelRepository)
 from tests.serving.tfs_fixtures import (TEST_LATENT_DIM, TEST_MODEL_NAME, built_export, call_direct,
                                         loaded_versions)
@@ -50,7 +50,7 @@ def post(server, raw: bytes, headers=None):
 
 
 def test_defaults_are_the_exported_max_batch():
-    from serving.onnx_decoder import OnnxDecoder
+    from keras_vae.serving.onnx_decoder import OnnxDecoder
     import inspect
 
     default = inspect.signature(OnnxDecoder).parameters["max_batch"].default

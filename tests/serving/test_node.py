@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.serving.conftest import NODE_DIR, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, require_tool
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 
 D = TEST_LATENT_DIM
 CLI = NODE_DIR / "decode.js"
@@ -54,7 +54,7 @@ def test_node_cli_json_latents_match_python(decoder_path, tmp_path):
     diff = float(np.abs(node_images - py_images).max())
     print(f"node vs python onnxruntime max abs diff: {diff:.3g}")
     assert diff <= 1e-5
-    # PNGs: same float -> uint8 rule as serving/images.py (allow 1 level at exact .5 boundaries)
+    # PNGs: same float -> uint8 rule as keras_vae/utils/images.py (allow 1 level at exact .5 boundaries)
     py_u8 = dec.decode(z, output="uint8")
     for i, png in enumerate(sorted(out.glob("image_*.png"))):
         img = Image.open(png)

@@ -1,4 +1,4 @@
-"""serving/node/noise.js (Node and browser) draws the same portable noise as keras_vae.noise (NumPy)."""
+"""serving/node/noise.js (Node and browser) draws the same portable noise as keras_vae.sampling.noise (NumPy)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from keras_vae.noise import NOISE_ALGORITHM, float32_ulp, lowbias32, portable_noise
+from keras_vae.sampling.noise import NOISE_ALGORITHM, float32_ulp, lowbias32, portable_noise
 from tests.serving.conftest import NODE_DIR, require_tool
 
 NOISE_JS = NODE_DIR / "noise.js"

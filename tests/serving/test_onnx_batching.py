@@ -6,10 +6,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export import contract
+from keras_vae.export import contract
 from keras_vae.errors import DataError
-from serving import onnx_batching
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.serving import onnx_batching
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 from tests.serving.conftest import TEST_LATENT_DIM, ort_reference
 
 

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, ort_reference
-from export import contract
+from keras_vae.export import contract
 from keras_vae.errors import ArtifactError, DataError
-from serving.images import make_grid, save_grid, to_uint8
-from serving.onnx_decoder import OnnxDecoder, sample_grid
+from keras_vae.utils.images import make_grid, save_grid, to_uint8
+from keras_vae.serving.onnx_decoder import OnnxDecoder, sample_grid
 
 D = TEST_LATENT_DIM
 
@@ -64,7 +64,7 @@ def test_one_dimensional_code_is_batch_of_one_and_float64_is_cast(dec):
 
 def test_sample_is_seeded_and_follows_the_prior(dec):
     """Without a sampler.onnx beside the decoder: z = portable noise eps (the prior N(0, I))."""
-    from keras_vae.noise import portable_noise
+    from keras_vae.sampling.noise import portable_noise
 
     assert dec.sampler_kind == "prior" and dec.sampler_path is None
     a, b = dec.sample(6, seed=3), dec.sample(6, seed=3)
@@ -233,7 +233,7 @@ def test_concurrent_decodes_equal_sequential(dec):
 # -- no TensorFlow, PNG grid -------------------------------------------------------------------
 def test_import_and_sample_grid_do_not_import_tensorflow(decoder_path, tmp_path):
     out = tmp_path / "grid.png"
-    code = ("import sys; from serving.onnx_decoder import sample_grid; "
+    code = ("import sys; from keras_vae.serving.onnx_decoder import sample_grid; "
             f"sample_grid({str(decoder_path)!r}, 9, 0, {str(out)!r}); "
             "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]; "
             "print('IMPORTED', bad); sys.exit(1 if bad else 0)")

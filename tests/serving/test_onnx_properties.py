@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from keras_vae.errors import DataError
-from keras_vae.noise import portable_noise
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.sampling.noise import portable_noise
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 from tests.serving.conftest import TEST_IMAGE_SHAPE, TEST_LATENT_DIM, ort_reference
 
 FAST = settings(max_examples=40, deadline=None,

@@ -7,8 +7,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from keras_vae.errors import DataError
-from serving import onnx_threads
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.serving import onnx_threads
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 from tests.serving.conftest import TEST_LATENT_DIM
 
 
@@ -46,7 +46,7 @@ def test_threads_for(batch, macs, cores, want):
 
 
 def test_decoder_uses_one_thread_for_small_calls_and_all_cores_for_large(decoder_path, monkeypatch):
-    monkeypatch.setattr("serving.onnx_decoder.usable_cores", lambda: 4)
+    monkeypatch.setattr("keras_vae.serving.onnx_decoder.usable_cores", lambda: 4)
     dec = OnnxDecoder(decoder_path, chunk=1024)  # one call per decode: the thread count follows the batch
     macs = onnx_threads.macs_per_image(decoder_path)
     assert macs > 0
@@ -70,7 +70,7 @@ def test_bad_thread_count_is_refused(decoder_path, bad):
 
 def test_thread_count_follows_the_chunk_not_the_batch(decoder_path, monkeypatch):
     """A decode of many latents runs as chunks: each onnxruntime call's work decides its threads."""
-    monkeypatch.setattr("serving.onnx_decoder.usable_cores", lambda: 4)
+    monkeypatch.setattr("keras_vae.serving.onnx_decoder.usable_cores", lambda: 4)
     macs = onnx_threads.macs_per_image(decoder_path)
     per_call = int(np.ceil(onnx_threads.SMALL_CALL_MACS / macs))  # the smallest call that gets all cores
     assert OnnxDecoder(decoder_path, chunk=per_call - 1).threads_for(10 * per_call) == 1

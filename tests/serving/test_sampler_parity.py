@@ -4,7 +4,7 @@ browser explorer; ``keras-vae sample RUN`` and ``keras-vae sample EXPORT`` draw 
 
 The run is the tiny MLP VAE of tests/export (latent 4) with a hand-made 3-component GMM sampler.json,
 so that every runtime must get the component choice (u vs the cumulative weights), the means and the
-full Cholesky factors right. Latents are compared with ``export.sampler_onnx.latent_tolerance``: the
+full Cholesky factors right. Latents are compared with ``keras_vae.export.sampler_onnx.latent_tolerance``: the
 float32 round-off of the drawing rule plus one float32 ulp of noise, elementwise.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ import onnx
 import pytest
 from PIL import Image
 
-from export import contract
-from export.sampler_onnx import latent_tolerance
+from keras_vae.export import contract
+from keras_vae.export.sampler_onnx import latent_tolerance
 from keras_vae.errors import ArtifactError
-from keras_vae.noise import NOISE_ALGORITHM, portable_noise
-from keras_vae.samplers import LatentSampler
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.sampling.noise import NOISE_ALGORITHM, portable_noise
+from keras_vae.sampling.samplers import LatentSampler
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 from tests.serving.conftest import NODE_DIR, REPO_ROOT, drive_explorer, require_tool
 
 SEED, N = 7, 16  # the explorer's grid holds 16 codes
@@ -112,7 +112,7 @@ def test_sampler_onnx_is_plain_and_matches_the_drawing_rule(gmm_export):
 def test_savedmodel_sample_signature(gmm_export):
     import tensorflow as tf
 
-    from keras_vae.runs import load_model
+    from keras_vae.runs.folder import load_model
 
     run, out, sampler, _ = gmm_export
     loaded = tf.saved_model.load(str(out / "savedmodel" / "vae" / "1"))
@@ -134,7 +134,7 @@ def test_rest_columnar_sample_request(gmm_export):
     """TF Serving's REST columnar format carries the scalar inputs: {"inputs": {"n": 16, "seed": 7}}."""
     import urllib.request
 
-    from serving.contract_server import ContractServer
+    from keras_vae.serving.contract_server import ContractServer
 
     _, out, sampler, _ = gmm_export
     body = json.dumps({"signature_name": "sample_uint8", "inputs": {"n": N, "seed": SEED}}).encode()

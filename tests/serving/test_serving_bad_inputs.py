@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import contract
+from keras_vae.export import contract
 from keras_vae.cli import main
 from keras_vae.errors import ArtifactError, ConfigError, DataError
-from serving.demo import make_server
-from serving.images import save_grid
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.serving.demo import make_server
+from keras_vae.utils.images import save_grid
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 
 
 # grey levels: a flat 8x8 block is only a DC term; at quality 95 its quantisation step is 2/8 of a
@@ -126,7 +126,7 @@ def test_serve_demo_refuses_an_unverifiable_decoder_unless_no_verify(export_copy
         seen.update(path=path, host=host, port=port)
         raise ArtifactError("stop here")
 
-    monkeypatch.setattr("serving.demo.make_server", fake_make_server)
+    monkeypatch.setattr("keras_vae.serving.demo.make_server", fake_make_server)
     assert main(["serve-demo", str(export_copy), "--no-browser", "--port", "0", "--no-verify"]) == 2
     assert "stop here" in capsys.readouterr().err and seen["port"] == 0
 
@@ -168,11 +168,11 @@ def test_demo_port_in_use(decoder_dir, web_root):
 
 
 def test_demo_port_in_use_through_the_cli(decoder_dir, capsys, monkeypatch, web_root):
-    import serving.demo
+    import keras_vae.serving.demo
 
-    monkeypatch.setattr(serving.demo, "WEB_DIR", web_root)
-    original = serving.demo.make_server
-    monkeypatch.setattr(serving.demo, "make_server",
+    monkeypatch.setattr(keras_vae.serving.demo, "WEB_DIR", web_root)
+    original = keras_vae.serving.demo.make_server
+    monkeypatch.setattr(keras_vae.serving.demo, "make_server",
                         lambda path, host, port: original(path, host=host, port=port, web_root=web_root))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -13,12 +13,12 @@ import urllib.request
 import numpy as np
 import pytest
 
-from export import contract
-from serving.client import (InputShapeError, SignatureNotFoundError, TFServingClient,
+from keras_vae.export import contract
+from keras_vae.serving.client import (InputShapeError, SignatureNotFoundError, TFServingClient,
                             TFServingConnectionError, TFServingError, TFServingGrpcClient,
                             TFServingServerError, TFServingTimeoutError, ndarray_to_tensor_proto,
                             tensor_proto_to_ndarray)
-from serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
+from keras_vae.serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
 from tests.serving.tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
                           call_direct, free_port, loaded_versions, random_inputs)
 

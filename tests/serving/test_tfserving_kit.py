@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from keras_vae.errors import ArtifactError, ConfigError
-from serving.tfserving import KIT_FILES, render_kit, write_kit
+from keras_vae.serving.tfserving import KIT_FILES, render_kit, write_kit
 from tests.serving.tfs_fixtures import batching_parameters_class
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,18 +161,18 @@ def test_write_kit_errors(tmp_path):
 
 def test_module_command(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    bad = subprocess.run([sys.executable, "-m", "serving.tfserving", str(tmp_path), "vae"],
+    bad = subprocess.run([sys.executable, "-m", "keras_vae.serving.tfserving", str(tmp_path), "vae"],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode == 2 and "error: no SavedModel for model 'vae'" in bad.stderr
     fake_export(tmp_path, "vae")
-    ok = subprocess.run([sys.executable, "-m", "serving.tfserving", str(tmp_path), "vae", "--out",
+    ok = subprocess.run([sys.executable, "-m", "keras_vae.serving.tfserving", str(tmp_path), "vae", "--out",
                          str(tmp_path / "k")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert sorted(Path(p).name for p in ok.stdout.split()) == sorted(KIT_FILES)
 
 
 def test_client_and_kit_import_without_tensorflow():
-    code = ("import sys, serving.client, serving.tfserving; "
+    code = ("import sys, keras_vae.serving.client, keras_vae.serving.tfserving; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)

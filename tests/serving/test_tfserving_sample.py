@@ -3,7 +3,7 @@
 ``tensorflow_model_server`` cannot be installed here, so the clients talk to the contract servers
 (serving/contract_server.py: the SavedModel loaded with tf.saved_model.load behind TF Serving's documented
 REST and gRPC APIs), and every answer is compared with the SavedModel called in-process and with the run
-folder's sampler (``LatentSampler.sample``, within ``export.sampler_onnx.latent_tolerance``). The export is
+folder's sampler (``LatentSampler.sample``, within ``keras_vae.export.sampler_onnx.latent_tolerance``). The export is
 the session's ``gmm_export`` (tests/serving/conftest.py), whose 3-component GMM makes the latents depend on
 the component choice, the means and the Cholesky factors.
 """
@@ -14,11 +14,11 @@ import shutil
 import numpy as np
 import pytest
 
-from export import contract
-from export.sampler_onnx import latent_tolerance
-from keras_vae.noise import portable_noise
-from serving.client import InputShapeError, SignatureNotFoundError, TFServingClient, TFServingGrpcClient
-from serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
+from keras_vae.export import contract
+from keras_vae.export.sampler_onnx import latent_tolerance
+from keras_vae.sampling.noise import portable_noise
+from keras_vae.serving.client import InputShapeError, SignatureNotFoundError, TFServingClient, TFServingGrpcClient
+from keras_vae.serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
 
 D = 4
 N, SEED = 5, 9
@@ -96,15 +96,15 @@ def test_sample_on_a_savedmodel_without_the_sampler_signatures(tmp_path):
 
 # ----------------------------------------------------------------------------- the kit's warmup records
 def test_kit_warmup_covers_the_sample_signatures(gmm_export, tmp_path):
-    """serving.tfserving.write_warmup_requests writes sample/sample_uint8 records (scalar n, seed) for an
+    """keras_vae.serving.tfserving.write_warmup_requests writes sample/sample_uint8 records (scalar n, seed) for an
     export that has them; the records parse, and replayed over gRPC they give what the SavedModel gives."""
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from keras_vae.errors import ArtifactError
-    from serving.tfserving import read_warmup_requests, write_warmup_requests
-    from serving.tfserving.warmup import savedmodel_signatures
+    from keras_vae.serving.tfserving import read_warmup_requests, write_warmup_requests
+    from keras_vae.serving.tfserving.warmup import savedmodel_signatures
 
     _, out, _, _ = gmm_export
     base = tmp_path / "savedmodel" / "vae"

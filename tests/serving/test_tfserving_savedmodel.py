@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import contract
+from keras_vae.export import contract
 from keras_vae.errors import ArtifactError, ConfigError
-from serving.client import TFServingClient
-from serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
-from serving.tfserving import WARMUP_DIR, WARMUP_FILE, read_warmup_requests, write_warmup_requests
+from keras_vae.serving.client import TFServingClient
+from keras_vae.serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
+from keras_vae.serving.tfserving import WARMUP_DIR, WARMUP_FILE, read_warmup_requests, write_warmup_requests
 from tests.serving.tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
                           call_direct, loaded_versions)
 

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, WEB_DIR, require_tool
-from export import contract
+from keras_vae.export import contract
 from keras_vae.errors import ArtifactError
-from keras_vae.noise import float32_ulp, portable_noise
-from serving.demo import make_server, serve_in_thread, server_url
-from serving.onnx_decoder import OnnxDecoder
+from keras_vae.sampling.noise import float32_ulp, portable_noise
+from keras_vae.serving.demo import make_server, serve_in_thread, server_url
+from keras_vae.serving.onnx_decoder import OnnxDecoder
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ORT_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 
-from export import contract
+from keras_vae.export import contract
 
 TEST_LATENT_DIM = 4
 TEST_IMAGE_SHAPE = (16, 16, 1)

@@ -7,8 +7,8 @@ import pytest
 from keras_vae.cli import main
 from keras_vae.config import merge
 from keras_vae.evaluation.report import DEFINITIONS, NO_LIKELIHOOD_VAEGAN
-from keras_vae.presets import get_preset
-from keras_vae.training import train
+from keras_vae.config.presets import get_preset
+from keras_vae.training.loop import train
 
 
 def cli(capsys, *argv):

@@ -1,0 +1,282 @@
+"""The ablation of Rivera (ICIP 2024), section 2: what each ingredient of "How to Train Your VAE" changes.
+
+Five variants of one preset, trained with identical budgets (steps, batch size, seed, data):
+
+    standard-kl             per-example KL(q(z|x) || N(0, I))          (the classic ELBO)
+    mixture-kl              population KL of the batch mixture's moments
+    mixture-kl+varreg       + the variance-collapse regularizer
+    +patchgan               + the PatchGAN discriminator (the paper's full model)
+    +patchgan-bn-reference  the full model with ``bn_mode=reference``: BatchNorm on moving statistics
+                            and no dropout, what the reference code does under Keras 3 (the first
+                            four use ``bn_mode=batch``)
+
+Training fits each variant's aggregate-posterior sampler (``keras_vae.sampling.posterior``); each row
+then holds, from ``keras_vae.ablation.evaluate`` (the functions of ``keras_vae.evaluation``): sample Frechet
+distance, KID, precision/recall and sharpness of samples from that sampler and from the prior N(0, I),
+on the in-house feature network, against the validation images; reconstruction MSE/MAE/PSNR/SSIM;
+active units, posterior variance and the aggregate posterior's moments. Outputs in ``out_dir``:
+ablation.json (every number with its sample size and definition), ablation.md (the table),
+ablation.png (every variant's grids), and per variant a run folder with samples-aggregate.png,
+samples-prior.png, ablation_samples.npz (the samples the numbers come from) and ablation_row.json.
+The report covers every finished variant in the folder made with the same preset, budget, seed and
+sample size, so ``--variants`` runs (one process each, say) into one folder add up to one table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from keras_vae.config import RunConfig
+from keras_vae.errors import ConfigError, choices
+from keras_vae.evaluation.sample_quality import high_frequency_energy  # noqa: F401 - re-exported (tests, users)
+from keras_vae.utils.files import atomic_path
+
+_FULL = {"kl": "population", "use_variance_regularizer": True, "use_discriminator": True}
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "standard-kl": {"loss": {"kl": "standard", "use_variance_regularizer": False, "use_discriminator": False},
+                    "model": {"bn_mode": "batch"}},
+    "mixture-kl": {"loss": {"kl": "population", "use_variance_regularizer": False, "use_discriminator": False},
+                   "model": {"bn_mode": "batch"}},
+    "mixture-kl+varreg": {"loss": {"kl": "population", "use_variance_regularizer": True, "use_discriminator": False},
+                          "model": {"bn_mode": "batch"}},
+    "+patchgan": {"loss": _FULL, "model": {"bn_mode": "batch"}},
+    "+patchgan-bn-reference": {"loss": _FULL, "model": {"bn_mode": "reference"}},
+}
+DEFAULT_SAMPLES = 1000
+DEFAULT_DRAWS = 5  # independent sample sets per variant and sampler: FD of 1000 samples moves by a few points
+GRID_SAMPLES = 64
+FIGURE_SAMPLES = 36
+FIGURE_FILE = "ablation.png"
+
+
+def folder_name(variant: str) -> str:
+    """The run folder of a variant inside the ablation folder ('+' is spelled 'plus-')."""
+    return variant.replace("+", "plus-")
+
+
+def select_variants(names: Sequence[str] | None) -> list[str]:
+    """The variants to run, in table order; ``None`` means all. Unknown names raise ConfigError."""
+    if not names:
+        return list(VARIANTS)
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown ablation variant {unknown[0]!r}: choose {choices(VARIANTS)} (comma-separated)")
+    return [name for name in VARIANTS if name in names]
+
+
+def variant_configs(config: RunConfig, steps: int, seed: int | None = None,
+                    names: Sequence[str] | None = None) -> dict[str, RunConfig]:
+    """The variants of ``config``: same everything, ``steps`` steps (spread over the preset's epochs
+    when they divide it, so a per-epoch learning-rate schedule runs as in the preset; else one
+    epoch); only the loss switches and ``model.bn_mode`` differ."""
+    seed = config.train.seed if seed is None else int(seed)
+    steps, epochs = int(steps), max(int(config.train.epochs), 1)
+    epochs = epochs if steps % epochs == 0 else 1
+    train = dataclasses.replace(config.train, epochs=epochs, steps_per_epoch=steps // epochs, seed=seed)
+    return {name: dataclasses.replace(config, loss=dataclasses.replace(config.loss, **VARIANTS[name]["loss"]),
+                                      model=dataclasses.replace(config.model, **VARIANTS[name]["model"]),
+                                      train=train)
+            for name in select_variants(names)}
+
+
+def training_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a variant's metrics.json says about its training: time, discriminator accuracies (last epoch)."""
+    diag = (metrics.get("epochs") or [{}])[-1].get("diagnostics") or {}
+    return {"train_seconds": metrics.get("train_seconds"),
+            "disc_accuracy_real": diag.get("disc_accuracy_real"),
+            "disc_accuracy_reconstructed": diag.get("disc_accuracy_reconstructed")}
+
+
+def value(row: dict[str, Any], section: str, metric: str) -> Any:
+    """One number of a row (``row[section][metric]['value']``), None when absent."""
+    item = (row.get(section) or {}).get(metric)
+    return item.get("value") if isinstance(item, dict) else item
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _fd(row: dict[str, Any], section: str) -> str:
+    """FD, with its spread over the draws when there were several ("23.1 ± 1.9")."""
+    spread = row.get(section, {}).get("frechet_distance_std")
+    fd = _fmt(value(row, section, "frechet_distance"), 3)
+    return fd if spread is None else f"{fd} ± {_fmt(spread['value'], 2)}"
+
+
+def _pr(row: dict[str, Any], section: str) -> str:
+    return f"{_fmt(value(row, section, 'precision'), 2)} / {_fmt(value(row, section, 'recall'), 2)}"
+
+
+COLUMNS: list[tuple[str, Callable[[str, dict[str, Any]], str]]] = [
+    ("variant", lambda name, row: name),
+    ("sampler", lambda name, row: f"{row['sampler']['kind']} (K={row['sampler']['components']})"),
+    ("FD, sampler", lambda name, row: _fd(row, "aggregate_samples")),
+    ("prec. / recall, sampler", lambda name, row: _pr(row, "aggregate_samples")),
+    ("FD, prior", lambda name, row: _fd(row, "prior_samples")),
+    ("prec. / recall, prior", lambda name, row: _pr(row, "prior_samples")),
+    ("recon PSNR dB", lambda name, row: _fmt(value(row, "reconstruction", "psnr"))),
+    ("recon SSIM", lambda name, row: _fmt(value(row, "reconstruction", "ssim"))),
+    ("recon MAE", lambda name, row: _fmt(value(row, "reconstruction", "mae"))),
+    ("active units", lambda name, row: f"{value(row, 'latent', 'active_units')}/"
+                                       f"{row['latent']['active_units'].get('of')}"),
+    ("mean post. var", lambda name, row: _fmt(value(row, "latent", "mean_posterior_variance"))),
+    ("aggr. mean rms (prior 0)", lambda name, row: _fmt(value(row, "latent", "aggregate_mean_rms"))),
+    ("aggr. var (prior 1)", lambda name, row: _fmt(value(row, "latent", "aggregate_variance_mean"))),
+    ("train s", lambda name, row: _fmt((row.get("training") or {}).get("train_seconds"))),
+]
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    """A markdown table, one row per variant, columns ``COLUMNS``."""
+    lines = ["| " + " | ".join(title for title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for name, row in rows.items():
+        lines.append("| " + " | ".join(cell(name, row) for _, cell in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def definitions_text(header: dict[str, Any]) -> str:
+    """The Markdown paragraph under the table: what each column is and on how many images."""
+    from keras_vae.evaluation.report import DEFINITIONS
+
+    n, n_val, draws = header.get("samples"), header.get("validation_images"), header.get("draws", 1)
+    seed = header.get("seed")
+    drawn = (f"{n} samples per variant and sampler (seed {seed})" if draws == 1 else
+             f"means over {draws} independent draws of {n} samples per variant and sampler (seeds {seed}-"
+             f"{seed + draws - 1}; FD ± its standard deviation over the draws)")
+    lines = [
+        f"Sample columns: {drawn} against {n_val} "
+        f"validation images, embedded by {header.get('feature_net')}. 'sampler' is the aggregate-posterior "
+        "sampler training chose by held-out code likelihood (sampler.json; gaussian = N(m, C), gmm = mixture "
+        "with K components); 'prior' is N(0, I), the paper code's choice.",
+        f"- FD: {DEFINITIONS['frechet_distance']}.",
+        f"- precision: {DEFINITIONS['precision']}; recall: {DEFINITIONS['recall']}.",
+        f"- recon PSNR / SSIM / MAE on {n_val} validation images: {DEFINITIONS['psnr']}; {DEFINITIONS['ssim']}; "
+        f"{DEFINITIONS['mae']}.",
+        f"- active units: {DEFINITIONS['active_units']}. mean post. var: {DEFINITIONS['mean_posterior_variance']}.",
+        f"- aggr. mean rms: {DEFINITIONS['aggregate_mean_rms']}. aggr. var: {DEFINITIONS['aggregate_variance_mean']}.",
+        "- train s: wall seconds of the variant's run (training and its end-of-run phases) from its metrics.json; "
+        "on a shared machine it measures the load as well.",
+        "- KID, sharpness, MSE, KL and discriminator accuracies are in ablation.json.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: dict[str, dict[str, Any]], out_dir: str | Path, header: dict[str, Any]) -> tuple[Path, Path]:
+    """ablation.json (header + rows) and ablation.md (header + table + definitions) in ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "ablation.json", out_dir / "ablation.md"
+    title = (f"# Ablation: {header.get('preset')}, {header.get('steps')} steps, batch {header.get('batch_size')}, "
+             f"seed {header.get('seed')}")
+    grids = [f"![{name}]({folder_name(name)}/samples-aggregate.png)" for name in rows]
+    text = "\n".join([title, "", markdown_table(rows), definitions_text(header), f"![all variants]({FIGURE_FILE})",
+                      "", *grids, ""])
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps({**header, "variants": rows}, indent=2) + "\n")
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(text)
+    return json_path, md_path
+
+
+ROW_FILE = "ablation_row.json"
+SAME_RUN_KEYS = ("preset", "steps", "batch_size", "seed", "samples", "validation_images", "data")
+
+
+def save_row(run_dir: str | Path, header: dict[str, Any], row: dict[str, Any]) -> Path:
+    """A variant's row beside its run (``run_dir/ablation_row.json``, atomically), with the ablation's header."""
+    path = Path(run_dir) / ROW_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"header": header, "row": row}, indent=2) + "\n")
+    return path
+
+
+def collect_rows(out_dir: str | Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every finished variant in ``out_dir`` whose row was made with the same preset, budget, seed, samples
+    and data as ``header``, in table order. So variants run separately (``--variants``, e.g. in parallel
+    processes) into one folder make one table."""
+    header = json.loads(json.dumps(header))  # as stored (tuples become lists)
+    rows = {}
+    for name in VARIANTS:
+        path = Path(out_dir) / folder_name(name) / ROW_FILE
+        if not path.is_file():
+            continue
+        stored = json.loads(path.read_text())
+        if all(stored["header"].get(key) == header.get(key) for key in SAME_RUN_KEYS):
+            rows[name] = stored["row"]
+    return rows
+
+
+def plot_rows(out_dir: str | Path, rows: dict[str, dict[str, Any]], header: dict[str, Any]) -> Path:
+    """ablation.png from the grids saved in each variant's ablation_samples.npz."""
+    import numpy as np
+
+    from keras_vae.ablation.evaluate import SAMPLES_FILE
+    from keras_vae.ablation.plots import plot_ablation
+
+    grids = {}
+    for name in rows:
+        with np.load(Path(out_dir) / folder_name(name) / SAMPLES_FILE) as saved:
+            grids[name] = {key: saved[f"grid_{key}"][:FIGURE_SAMPLES] for key in ("aggregate", "prior")}
+    columns = [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")]
+    return plot_ablation(grids, Path(out_dir) / FIGURE_FILE, columns,
+                         f"{header['preset']}, {header['steps']} steps per variant, seed {header['seed']}")
+
+
+def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int | None = None,
+                 train_fn: Callable | None = None, verbose: int | str = 0,
+                 announce: Callable[[str], None] | None = None, variants: Sequence[str] | None = None,
+                 num_samples: int = DEFAULT_SAMPLES, draws: int = DEFAULT_DRAWS) -> dict[str, dict[str, Any]]:
+    """Train the variants into ``out_dir/<folder>``, evaluate each, write the report and figure (after each
+    variant, over every matching variant in ``out_dir``: see ``collect_rows``); returns the report's rows.
+    ``announce(line)``, if given, hears which variant starts and how the finished one scored."""
+    from keras_vae.ablation.evaluate import evaluate_variant
+    from keras_vae.evaluation.features import feature_net_for_run
+    from keras_vae.evaluation.report import evaluation_data
+    from keras_vae.training.loop import train as default_train
+
+    train_fn = train_fn or default_train
+    say = announce or (lambda line: None)
+    out_dir = Path(out_dir)
+    configs = variant_configs(config, steps, seed, variants)
+    first = next(iter(configs.values()))
+    say("validation images and feature network (shared by all variants) ...")
+    data = evaluation_data(first)
+    feature = feature_net_for_run(first, out_dir, train_if_missing=True)  # cached in out_dir/features if trained
+    header = _header(config, steps, first, num_samples, len(data.real_unit), feature[1], draws)
+    rows: dict[str, dict[str, Any]] = {}
+    for index, (name, variant) in enumerate(configs.items(), start=1):
+        run_dir = out_dir / folder_name(name)
+        say(f"[{index}/{len(configs)}] {name}: {steps} steps -> {run_dir}")
+        result = train_fn(variant, run_dir, verbose=verbose, force=True)
+        say(f"[{index}/{len(configs)}] {name}: {draws} x {num_samples} samples from its sampler and from the prior, "
+            "metrics ...")
+        row, _ = evaluate_variant(result.model, variant, run_dir, data, feature, num_samples=num_samples,
+                                  seed=variant.train.seed, grid=GRID_SAMPLES, draws=draws)
+        row["training"] = training_summary(result.metrics)
+        save_row(run_dir, header, row)
+        say(f"[{index}/{len(configs)}] {name}: done in {row['training']['train_seconds']} s, FD sampler "
+            f"{_fd(row, 'aggregate_samples')} / prior {_fd(row, 'prior_samples')}, recon PSNR "
+            f"{_fmt(value(row, 'reconstruction', 'psnr'))} dB, active units {value(row, 'latent', 'active_units')}")
+        rows = collect_rows(out_dir, header)
+        write_report(rows, out_dir, header)
+        plot_rows(out_dir, rows, header)
+    return rows
+
+
+def _header(config: RunConfig, steps: int, variant: RunConfig, num_samples: int, num_validation: int,
+            feature_info: Any, draws: int = 1) -> dict[str, Any]:
+    feature_net = (f"the in-house feature network trained on {feature_info.trained_on} (task "
+                   f"{feature_info.task}, validation accuracy {feature_info.validation_accuracy:.3f}; not Inception: "
+                   "compare only within this table)") if hasattr(feature_info, "trained_on") else str(feature_info)
+    return {"preset": config.preset, "steps": int(steps), "batch_size": variant.train.batch_size,
+            "seed": variant.train.seed, "samples": int(num_samples), "draws": int(draws),
+            "validation_images": int(num_validation),
+            "feature_net": feature_net, "data": dataclasses.asdict(variant.data),
+            "variant_switches": VARIANTS}

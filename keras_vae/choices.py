@@ -1,0 +1,35 @@
+"""Every list of choices a user can pick from, defined once: the configuration, the CLI's
+``choices=`` and the documentation all read these tuples. Pure Python (no TensorFlow).
+"""
+from __future__ import annotations
+
+# model
+MODEL_KINDS = ("vae", "vaegan")
+ARCHITECTURES = ("mlp", "conv", "resnet")
+LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
+BN_MODES = ("batch", "reference")
+OUTPUT_BIASES = ("zero", "data_mean")  # keras_vae.models.output_bias
+# element-wise Keras activations (keras.activations names; softmax-like and parametrised ones excluded)
+ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
+               "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu", "sigmoid",
+               "silu", "soft_shrink", "softplus", "softsign", "sparse_plus", "sparse_sigmoid", "squareplus",
+               "swish", "tanh", "tanh_shrink")
+
+# loss
+KL_KINDS = ("standard", "population")
+POPULATION_VARIANCES = ("means", "mixture", "covariance")
+ADVERSARIAL_LOSSES = ("bce", "hinge")
+OBJECTIVES = ("elbo", "iwae")
+
+# training
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto",) + DTYPE_POLICIES  # auto: keras_vae.training.precision picks by hardware
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+LR_SCHEDULES = ("constant", "cosine")
+
+# data
+SOURCE_KINDS = ("embedded", "tfds", "folder", "npy")
+
+# after training
+SAMPLER_KINDS = ("prior", "gaussian", "gmm")
+LATENT_PROJECTIONS = ("pca", "tsne")

@@ -1,0 +1,353 @@
+"""The export pipeline: run folder -> EXPORT_DIR (SavedModel in TF Serving layout, ONNX, export.json).
+
+    EXPORT_DIR/savedmodel/<name>/<version>/   saved_model.pb, variables/, assets.extra/ (warmup)
+    EXPORT_DIR/decoder.onnx, encoder.onnx     [+ decoder.float16.onnx, decoder.int8.onnx]
+    EXPORT_DIR/sampler.onnx, sampler.json     the latent sampler (the run's sampler.json, else the prior)
+    EXPORT_DIR/attributes.json                per-class mean codes, when the run's data has labels (keras_vae.export.attributes)
+    EXPORT_DIR/export.json                    what was exported, signatures, shapes, parity, sizes
+
+The SavedModel also gets the ``sample`` / ``sample_uint8`` signatures (n, seed -> image, z) and a
+copy of sampler.json in ``assets.extra/``; sampler.onnx and the signatures are checked against
+``LatentSampler.sample`` (portable noise) before anything is placed.
+
+Everything is built in a temporary folder inside EXPORT_DIR and verified there (SavedModel
+reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity); only then is each
+piece moved into place with a rename: the ONNX files, export.json, and last the whole version
+folder with ONE rename (with ``force``, one atomic exchange with the old folder where Linux offers
+renameat2). A kill before that rename leaves no version folder, so a rerun needs no ``--force``;
+a kill between the ONNX renames leaves files that export.json's SHA-256s expose (OnnxDecoder
+refuses them) until the rerun. An existing version is replaced only with ``force``. A new version
+may be added beside others: the ONNX files and export.json then describe the newest export.
+
+One export per EXPORT_DIR at a time (a lock file with the pid, ``keras_vae.export.locking``); temporary
+folders left by a killed export are removed by the next one. export.json and the ONNX metadata
+name the source run by its folder name only (no absolute path of the exporting machine).
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_vae.export import contract
+from keras_vae.export.locking import LOCK_FILE, folder_lock
+from keras_vae.errors import ArtifactError, ConfigError
+from keras_vae.runs.folder import MODEL_FILE, load_model, load_run_config
+from keras_vae.utils.files import file_sha256, write_json
+from keras_vae.utils.validation import short
+
+log = logging.getLogger(__name__)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+VARIANT_FILES = (contract.DECODER_FLOAT16_ONNX, contract.DECODER_QUANTIZED_ONNX)
+WARMUP_BATCH_SIZES = (1, 8)
+TMP_PREFIX = ".export-tmp-"
+MAX_VERSION = 2 ** 63 - 1  # TF Serving versions are int64
+
+
+def _check_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer, str)):
+        raise ConfigError(f"--version must be a positive integer, got {version!r}")
+    try:
+        value = int(version)
+    except ValueError:
+        raise ConfigError(f"--version must be a positive integer, got {version!r}") from None
+    if value < 1 or str(value) != str(version).strip():
+        raise ConfigError(f"--version must be a positive integer (TF Serving version folder), got {version!r}")
+    if value > MAX_VERSION:
+        raise ConfigError(f"--version must be a positive integer <= {MAX_VERSION} (TF Serving versions are "
+                          f"int64), got {version!r}")
+    return value
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or len(name) > 63:
+        raise ConfigError(f"--name {short(name)} is not a valid model name: use 1-63 letters, digits, '_', '.' "
+                          "or '-', starting with a letter or digit")
+    return name
+
+
+def _check_out_dir(out_dir: Path, version_dir: Path, force: bool) -> None:
+    """Refuse to overwrite a version, or to write into a folder that is not an export, without force."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArtifactError(f"export folder {str(out_dir)!r} is a file: pass a folder to --out")
+    if force:
+        return
+    if version_dir.exists():
+        raise ArtifactError(
+            f"{str(version_dir)!r} already exists: pass a new --version, or --force to replace it")
+    if out_dir.is_dir() and any(not _ours(p.name) for p in out_dir.iterdir()):
+        if not ((out_dir / contract.EXPORT_JSON).is_file() or (out_dir / contract.SAVEDMODEL_DIR).is_dir()):
+            raise ArtifactError(
+                f"export folder {str(out_dir)!r} exists and is not a keras-vae export: choose a new or empty "
+                "folder, or pass --force to write into it")
+
+
+def _ours(name: str) -> bool:
+    """Entries an interrupted export of this package leaves in EXPORT_DIR (temp folders, the lock)."""
+    return name.startswith(TMP_PREFIX) or name == LOCK_FILE
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete temporary folders of killed exports (call only while holding the lock)."""
+    for p in out_dir.glob(TMP_PREFIX + "*"):
+        log.warning("removing %s left by an interrupted export", p)
+        shutil.rmtree(p, ignore_errors=True)
+    base = out_dir / contract.SAVEDMODEL_DIR
+    if base.is_dir():
+        for p in base.glob("*/.*.old-*"):  # _replace_dir's fallback, interrupted
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic renameat2(RENAME_EXCHANGE); False where it is unavailable."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def _file_entries(root: Path, paths) -> dict[str, dict[str, Any]]:
+    return {str(p.relative_to(root)): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(paths) if p.is_file()}
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move folder ``src`` to ``dst`` with one rename; an existing ``dst`` is swapped out atomically
+    (renameat2 exchange, then the old copy, now at ``src``, is deleted) or, where that is not
+    available, renamed aside first."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and _exchange(src, dst):
+        shutil.rmtree(src, ignore_errors=True)
+        return
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+        os.replace(dst, old / dst.name)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_run_sampler(run_dir: Path, latent_dim: int, kind: str | None = None):
+    """(sampler, source): the run's sampler.json (or, with ``kind``, the prior or the stored candidate
+    ``samplers/KIND.json``) checked against the model; the prior N(0, I) when the run has none."""
+    from keras_vae.sampling.posterior import SAMPLERS_DIR, load_sampler
+    from keras_vae.sampling.samplers import prior_sampler
+
+    sampler = load_sampler(run_dir, latent_dim, kind)
+    if sampler is None:
+        return prior_sampler(latent_dim), f"prior N(0, I) (the run folder has no {contract.SAMPLER_JSON})"
+    if kind is None:
+        return sampler, f"run folder {contract.SAMPLER_JSON}"
+    return sampler, "prior N(0, I) (--sampler prior)" if kind == "prior" else f"run folder {SAMPLERS_DIR}/{kind}.json"
+
+
+def build_export(model, work: Path, name: str, version: int, source_run: str, source_sha256: str,
+                 float16: bool = False, quantize: bool = False, functions=None, sampler=None,
+                 sampler_source: str | None = None) -> dict[str, Any]:
+    """Write and verify every artifact under ``work`` (a fresh folder); returns the report without files."""
+    import tensorflow as tf
+
+    from keras_vae.export.sampler_check import check_sampler_parity
+    from keras_vae.export.sampler_onnx import sampler_metadata, write_sampler_onnx
+    from keras_vae.export.sampler_tf import make_sample_functions
+    from keras_vae.sampling.noise import NOISE_ALGORITHM
+    from keras_vae.sampling.samplers import prior_sampler
+
+    from keras_vae.export import onnx_export, onnx_optimize, quantize as quant
+    from keras_vae.export.parity import check_parity, random_inputs
+    from keras_vae.export.savedmodel import call_signature, describe_signatures, write_savedmodel
+    from keras_vae.export.signatures import make_functions
+    from keras_vae.export.warmup import read_warmup_requests, serving_api_available, write_warmup_requests
+
+    functions = functions or make_functions(model)
+    if sampler is None:
+        sampler, sampler_source = prior_sampler(model.latent_dim), sampler_source or "prior N(0, I)"
+    sample_functions = make_sample_functions(model, sampler)
+    rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
+    version_dir = work / rel_version
+    version_dir.parent.mkdir(parents=True)
+    write_savedmodel(model, version_dir, {**functions, **sample_functions})
+    sampler.save(work / contract.SAMPLER_JSON)
+    (version_dir / contract.SAMPLER_ASSET).parent.mkdir(parents=True, exist_ok=True)
+    sampler.save(version_dir / contract.SAMPLER_ASSET)
+
+    # warmup records: each signature at a few batch sizes
+    warmup: dict[str, Any]
+    reason = serving_api_available()
+    if reason is None:
+        requests = []
+        for batch in WARMUP_BATCH_SIZES:
+            inputs = random_inputs(model, batch, seed=1000 + batch)
+            for signature, (_, spec) in functions.items():
+                requests.append((signature, {spec.name: inputs[spec.name]}))
+            for signature in sample_functions:
+                requests.append((signature, {contract.SAMPLE_N_INPUT: np.int32(batch),
+                                             contract.SAMPLE_SEED_INPUT: np.int64(batch)}))
+        path, count = write_warmup_requests(version_dir, name, requests)
+        warmup = {"file": str(rel_version / contract.WARMUP_FILE), "records": count,
+                  "batch_sizes": list(WARMUP_BATCH_SIZES)}
+    else:
+        log.warning("no TF Serving warmup file: %s", reason)
+        warmup = {"file": None, "reason": reason}
+
+    # ONNX encoder and decoder from the same tf.functions, plain TF ops only
+    meta = {role: onnx_export.model_metadata(model, role, source_run, source_sha256)
+            for role in ("decoder", "encoder")}
+    decode_fn, decode_spec = functions["serving_default"]
+    encode_fn, encode_spec = functions["encode"]
+    onnx_export.convert_function(decode_fn, decode_spec, meta["decoder"], work / contract.DECODER_ONNX)
+    decoder_graph = onnx_optimize.optimize_file(work / contract.DECODER_ONNX)  # same function, faster (parity below)
+    onnx_export.convert_function(encode_fn, encode_spec, meta["encoder"], work / contract.ENCODER_ONNX)
+    write_sampler_onnx(sampler, sampler_metadata(model, sampler, source_run, source_sha256),
+                       work / contract.SAMPLER_ONNX)
+    sessions = {f: onnx_export.load_session(work / f)
+                for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX, contract.SAMPLER_ONNX)}
+
+    # verify: reload the SavedModel, replay the warmup requests, parity against Keras
+    loaded = tf.saved_model.load(str(version_dir))
+    signatures = describe_signatures(loaded)
+    missing = sorted(set(contract.SIGNATURES + contract.SAMPLE_SIGNATURES) - set(signatures))
+    if missing:
+        raise ArtifactError(f"the SavedModel lacks signatures {missing}")
+    if warmup["file"]:
+        for _, signature, inputs in read_warmup_requests(version_dir / contract.WARMUP_FILE):
+            call_signature(loaded, signature, inputs)
+    parity = check_parity(model, loaded, sessions)
+    parity["sampler"] = check_sampler_parity(model, sampler, loaded, sessions[contract.SAMPLER_ONNX])
+
+    variants: dict[str, Any] = {}
+    if float16:
+        quant.to_float16(work / contract.DECODER_ONNX, work / contract.DECODER_FLOAT16_ONNX,
+                         {**meta["decoder"], contract.META_PRECISION: "float16"})
+        variants["float16"] = {"file": contract.DECODER_FLOAT16_ONNX, **quant.measure_error(
+            work / contract.DECODER_ONNX, work / contract.DECODER_FLOAT16_ONNX, model.latent_dim)}
+    if quantize:
+        quant.quantize_dynamic(work / contract.DECODER_ONNX, work / contract.DECODER_QUANTIZED_ONNX,
+                               {**meta["decoder"], contract.META_PRECISION: "int8-dynamic"})
+        variants["quantized"] = {"file": contract.DECODER_QUANTIZED_ONNX, "method": "onnxruntime dynamic, int8 weights",
+                                 **quant.measure_error(work / contract.DECODER_ONNX,
+                                                       work / contract.DECODER_QUANTIZED_ONNX, model.latent_dim)}
+    if variants:
+        for info in variants.values():
+            info["reference"] = contract.DECODER_ONNX
+            info["bytes_float32"] = (work / contract.DECODER_ONNX).stat().st_size
+
+    onnx_files = {contract.DECODER_ONNX: "decoder", contract.ENCODER_ONNX: "encoder",
+                  contract.SAMPLER_ONNX: "sampler", **{v["file"]: "decoder" for v in variants.values()}}
+    return {
+        "savedmodel": {"path": str(rel_version), "name": name, "version": version,
+                       "signatures": signatures, "warmup": warmup},
+        "sampler": {"kind": sampler.kind, "components": sampler.num_components, "source": sampler_source,
+                    "file": contract.SAMPLER_JSON, "onnx": contract.SAMPLER_ONNX,
+                    "savedmodel_asset": str(rel_version / contract.SAMPLER_ASSET),
+                    "signatures": list(contract.SAMPLE_SIGNATURES), "noise": NOISE_ALGORITHM},
+        "onnx": {f: {"role": role, **onnx_export.describe_onnx(work / f)} for f, role in onnx_files.items()},
+        "variants": variants,
+        "parity": parity,
+        "decoder_graph": decoder_graph,
+    }
+
+
+def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
+               float16: bool = False, quantize: bool = False, sampler: str | None = None,
+               attributes: bool = True) -> dict[str, Any]:
+    """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json.
+    ``sampler`` ('prior' | 'gaussian' | 'gmm') exports that candidate instead of the run's sampler.json;
+    ``attributes`` writes attributes.json (per-class mean codes) when the run's data has labels."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    version = _check_version(version)
+    config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
+    name = _check_name(name or config.model.kind)
+    rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
+    _check_out_dir(out_dir, out_dir / rel_version, force)
+
+    model_path = run_dir / MODEL_FILE
+    source_sha256 = file_sha256(model_path)
+    model = load_model(model_path)
+    if model.model_config.kind != config.model.kind:
+        raise ArtifactError(f"{str(model_path)!r} holds a {model.model_config.kind!r} model but config.json "
+                            f"says {config.model.kind!r}: the run folder is inconsistent")
+    source_run = run_dir.resolve().name  # the folder's name: an absolute path would leak the user's home
+    latent_sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim), sampler)
+    from keras_vae.export.attributes import run_attributes
+
+    attribute_table, attribute_info = run_attributes(model, config, attributes)
+
+    created_out = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(out_dir, "export"):
+            _remove_leftovers(out_dir)
+            _check_out_dir(out_dir, out_dir / rel_version, force)  # again, now that no one else writes
+            report = _export_locked(model, config, out_dir, rel_version, name, version, source_run,
+                                    source_sha256, float16, quantize, latent_sampler, sampler_source,
+                                    (attribute_table, attribute_info))
+    except BaseException:
+        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    return report
+
+
+def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, version: int, source_run: str,
+                   source_sha256: str, float16: bool, quantize: bool, latent_sampler,
+                   sampler_source, attributes=(None, None)) -> dict[str, Any]:
+    from keras_vae import __version__
+
+    work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
+    try:
+        built = build_export(model, work, name, version, source_run, source_sha256,
+                             float16=float16, quantize=quantize, sampler=latent_sampler,
+                             sampler_source=sampler_source)
+        attribute_table, attribute_info = attributes
+        top_files = [*built["onnx"], contract.SAMPLER_JSON]
+        if attribute_table is not None:
+            attribute_table.save(work / contract.ATTRIBUTES_JSON)
+            top_files.append(contract.ATTRIBUTES_JSON)
+        files = _file_entries(work, [work / f for f in top_files])
+        files.update(_file_entries(work, (work / rel_version).rglob("*")))
+        report = {
+            "format": "keras-vae-export",
+            "format_version": 1,
+            "package_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source": {"run_dir": source_run, "model_file": MODEL_FILE, "model_sha256": source_sha256,
+                       "preset": config.preset},
+            "model": {"kind": model.model_config.kind, "latent_dim": int(model.latent_dim),
+                      "image_shape": [int(s) for s in model.image_shape],
+                      "value_range": [0, 1], "internal_value_range": list(model.value_range)},
+            **built,
+            **({"attributes": attribute_info} if attribute_info is not None else {}),
+            "files": files,
+        }
+        # place: ONNX files, sampler.json, stale variants removed, export.json, and last the version
+        # folder in ONE rename (the commit point: before it, no version folder exists and a rerun needs no --force)
+        for f in top_files:
+            os.replace(work / f, out_dir / f)
+        for f in (*VARIANT_FILES, contract.ATTRIBUTES_JSON):
+            if f not in top_files and (out_dir / f).exists():
+                (out_dir / f).unlink()
+        write_json(out_dir / contract.EXPORT_JSON, report)
+        os.chmod(out_dir / contract.EXPORT_JSON, 0o644)  # mkstemp makes 0600; servers read it as others
+        _replace_dir(work / rel_version, out_dir / rel_version)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report

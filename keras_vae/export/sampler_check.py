@@ -1,0 +1,63 @@
+"""The exporter's sampler check: SavedModel ``sample`` and sampler.onnx vs ``LatentSampler.sample``.
+
+For each seed in ``contract.SAMPLER_PARITY_SEEDS`` and each batch size, the reference latents are
+``sampler.sample(n, seed)`` (NumPy, portable noise). The SavedModel's ``sample`` signature (noise
+drawn in the TF graph) and sampler.onnx fed with ``portable_noise(seed, n, d)`` must match them
+within ``latent_tolerance`` (float32 round-off of the drawing rule plus one ulp of noise); the
+signature's images must match the Keras decoder on the reference latents within
+``contract.PARITY_TOLERANCE`` (``sample_uint8``: one grey level).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vae.export import contract
+from keras_vae.export.errors import ParityError
+from keras_vae.export.savedmodel import call_signature
+from keras_vae.export.sampler_onnx import compare_latents, latent_tolerance, run_sampler_onnx
+from keras_vae.sampling.noise import portable_noise
+
+
+def check_sampler_parity(model, sampler, loaded_savedmodel, sampler_session,
+                         batch_sizes=contract.PARITY_BATCH_SIZES,
+                         seeds=contract.SAMPLER_PARITY_SEEDS) -> dict[str, Any]:
+    """The report entry ``parity.sampler`` of export.json; raises ParityError on a mismatch."""
+    worst = {"savedmodel_z": 0.0, "onnx_z": 0.0, "savedmodel_image": 0.0, "savedmodel_uint8": 0.0}
+    ratio = {"savedmodel_z": 0.0, "onnx_z": 0.0}
+    for seed in seeds:
+        for n in batch_sizes:
+            eps, u = portable_noise(seed, n, sampler.latent_dim)
+            reference = sampler.latents(eps, u)
+            tolerance = latent_tolerance(sampler, eps, u)
+            image = model.to_unit(model.decode(tf.constant(reference), training=False)).numpy()
+            inputs = {contract.SAMPLE_N_INPUT: np.int32(n), contract.SAMPLE_SEED_INPUT: np.int64(seed)}
+            outputs = {sig: call_signature(loaded_savedmodel, sig, inputs) for sig in contract.SAMPLE_SIGNATURES}
+            latents = {"savedmodel_z": outputs["sample"][contract.LATENT_OUTPUT],
+                       "onnx_z": run_sampler_onnx(sampler_session, eps, u)}
+            for key, got in latents.items():
+                result = compare_latents(reference, got, tolerance)
+                if not result["passed"]:
+                    artifact = "SavedModel signature" if key == "savedmodel_z" else contract.SAMPLER_ONNX
+                    raise ParityError("sample", artifact, n, contract.LATENT_OUTPUT, result["max_abs_diff"],
+                                      float(np.max(tolerance)))
+                worst[key] = max(worst[key], result["max_abs_diff"])
+                ratio[key] = max(ratio[key], result["max_ratio"])
+            diff = float(np.max(np.abs(outputs["sample"][contract.IMAGE_OUTPUT] - image)))
+            if not diff <= contract.PARITY_TOLERANCE:
+                raise ParityError("sample", "SavedModel signature", n, contract.IMAGE_OUTPUT, diff,
+                                  contract.PARITY_TOLERANCE)
+            as_uint8 = np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5)
+            levels = float(np.max(np.abs(outputs["sample_uint8"][contract.IMAGE_OUTPUT].astype(np.float64) - as_uint8)))
+            if not levels <= contract.PARITY_UINT8_TOLERANCE:
+                raise ParityError("sample_uint8", "SavedModel signature", n, contract.IMAGE_OUTPUT, levels,
+                                  contract.PARITY_UINT8_TOLERANCE)
+            worst["savedmodel_image"] = max(worst["savedmodel_image"], diff)
+            worst["savedmodel_uint8"] = max(worst["savedmodel_uint8"], levels)
+    return {"reference": "LatentSampler.sample (NumPy, portable noise) and Keras decode of its latents",
+            "seeds": list(seeds), "batch_sizes": list(batch_sizes), "passed": True,
+            "max_abs_diff": worst, "max_diff_over_bound": ratio,
+            "latent_bound": "2 (d + 2) 2^-24 (|m| + |L| |eps|) + |L| ulp(eps), elementwise",
+            "image_tolerance": contract.PARITY_TOLERANCE, "uint8_tolerance": contract.PARITY_UINT8_TOLERANCE}

@@ -1,0 +1,126 @@
+"""``sampler.onnx``: the latent sampler's drawing rule as a small plain-ONNX graph, and its checks.
+
+Inputs ``eps`` float32 [N, d] (standard normal noise) and ``u`` float32 [N] (uniform in [0, 1)),
+output ``z`` float32 [N, d]; the sampler's parameters are constants of the graph:
+
+    count_i = sum_k [cum_k <= u_i]   (cum = cumsum of the float32 weights, as LatentSampler.components)
+    k_i = min(count_i, K - 1);  z_i = means[k_i] + scale_tril[k_i] @ eps_i
+
+Ops: Unsqueeze, LessOrEqual, Cast, ReduceSum, Min, Gather, MatMul, Squeeze, Add (opset 17; the
+counting runs in float so every onnxruntime build, WASM included, has the kernels). The noise
+itself is not in the graph: clients draw it with ``keras_vae.sampling.noise.portable_noise`` (or its JS
+twin ``serving/node/noise.js``) and feed it, so the same seed gives the same latents everywhere.
+
+``latent_tolerance`` is the bound used to compare two float32 evaluations of the drawing rule.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from keras_vae.export import contract
+
+FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def cumulative_weights(weights) -> np.ndarray:
+    """cumsum of the weights in float32, exactly as ``LatentSampler.components`` computes it."""
+    return np.cumsum(np.asarray(weights, np.float64).astype(np.float32))
+
+
+def build_sampler_proto(sampler, metadata: Mapping[str, str], opset: int = contract.ONNX_OPSET):
+    """The sampler.onnx ModelProto of a ``LatentSampler`` (not yet checked or saved)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    d, k_count = sampler.latent_dim, sampler.num_components
+    consts = {
+        "cumulative_weights": cumulative_weights(sampler.weights)[None, :],  # [1, K]
+        "means": np.asarray(sampler.means, np.float32),  # [K, d]
+        "scale_tril": np.asarray(sampler.scale_tril, np.float32),  # [K, d, d]
+        "last_component": np.asarray(k_count - 1, np.float32),
+        "axis_1": np.asarray([1], np.int64),
+        "axis_2": np.asarray([2], np.int64),
+    }
+    initializers = [numpy_helper.from_array(v, name) for name, v in consts.items()]
+    nodes = [
+        helper.make_node("Unsqueeze", [contract.SAMPLER_U_INPUT, "axis_1"], ["u_column"]),  # [N, 1]
+        helper.make_node("LessOrEqual", ["cumulative_weights", "u_column"], ["below"]),  # [N, K]
+        helper.make_node("Cast", ["below"], ["below_float"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["below_float", "axis_1"], ["count"], keepdims=0),  # [N]
+        helper.make_node("Min", ["count", "last_component"], ["component_float"]),
+        helper.make_node("Cast", ["component_float"], ["component"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["means", "component"], ["mean"], axis=0),  # [N, d]
+        helper.make_node("Gather", ["scale_tril", "component"], ["tril"], axis=0),  # [N, d, d]
+        helper.make_node("Unsqueeze", [contract.SAMPLER_EPS_INPUT, "axis_2"], ["eps_column"]),  # [N, d, 1]
+        helper.make_node("MatMul", ["tril", "eps_column"], ["spread_column"]),  # [N, d, 1]
+        helper.make_node("Squeeze", ["spread_column", "axis_2"], ["spread"]),  # [N, d]
+        helper.make_node("Add", ["mean", "spread"], [contract.LATENT_OUTPUT]),
+    ]
+    graph = helper.make_graph(
+        nodes, "keras_vae_latent_sampler",
+        inputs=[helper.make_tensor_value_info(contract.SAMPLER_EPS_INPUT, TensorProto.FLOAT, [contract.BATCH_AXIS, d]),
+                helper.make_tensor_value_info(contract.SAMPLER_U_INPUT, TensorProto.FLOAT, [contract.BATCH_AXIS])],
+        outputs=[helper.make_tensor_value_info(contract.LATENT_OUTPUT, TensorProto.FLOAT, [contract.BATCH_AXIS, d])],
+        initializer=initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="keras-vae")
+    proto.ir_version = min(proto.ir_version, 8)  # opset 17 <-> IR 8: loadable by older runtimes too
+    onnx.helper.set_model_props(proto, dict(metadata))
+    return proto
+
+
+def sampler_metadata(model, sampler, source_run: str, source_sha256: str) -> dict[str, str]:
+    """metadata_props of sampler.onnx: the exporter's keys with role "sampler", plus kind and noise."""
+    from keras_vae.export.onnx_export import model_metadata
+    from keras_vae.sampling.noise import NOISE_ALGORITHM
+
+    return {**model_metadata(model, "sampler", source_run, source_sha256),
+            contract.META_SAMPLER_KIND: sampler.kind, contract.META_NOISE: NOISE_ALGORITHM}
+
+
+def write_sampler_onnx(sampler, metadata: Mapping[str, str], path: str | Path):
+    """Build, check (onnx.checker full check) and write sampler.onnx; returns the proto."""
+    from keras_vae.export.onnx_export import save_checked
+
+    proto = build_sampler_proto(sampler, metadata)
+    save_checked(proto, path)
+    return proto
+
+
+def run_sampler_onnx(session, eps, u) -> np.ndarray:
+    """z [N, d] from an onnxruntime session of sampler.onnx."""
+    feeds = {contract.SAMPLER_EPS_INPUT: np.ascontiguousarray(eps, np.float32),
+             contract.SAMPLER_U_INPUT: np.ascontiguousarray(u, np.float32)}
+    return session.run([contract.LATENT_OUTPUT], feeds)[0]
+
+
+def latent_tolerance(sampler, eps, u) -> np.ndarray:
+    """Elementwise bound on |z_a - z_b| for two float32 evaluations of the drawing rule whose noise
+    agrees to one float32 ulp (portable noise across runtimes):
+
+        2 (d + 2) 2^-24 (|m_k| + |L_k| |eps|)   (two float32 sums of d + 1 terms)
+        + |L_k| ulp(eps)                        (the noise's own cross-runtime difference)
+    """
+    from keras_vae.sampling.noise import float32_ulp
+
+    eps = np.asarray(eps, np.float32)
+    k = sampler.components(u)
+    means = np.abs(np.asarray(sampler.means, np.float32)[k]).astype(np.float64)
+    tril = np.abs(np.asarray(sampler.scale_tril, np.float32)[k]).astype(np.float64)
+    d = sampler.latent_dim
+    magnitude = means + np.einsum("nij,nj->ni", tril, np.abs(eps).astype(np.float64))
+    return (2 * (d + 2) * FLOAT32_UNIT_ROUNDOFF * magnitude
+            + np.einsum("nij,nj->ni", tril, float32_ulp(eps).astype(np.float64)))
+
+
+def compare_latents(reference, got, tolerance) -> dict[str, Any]:
+    """{"max_abs_diff", "max_ratio" (diff / tolerance), "passed"} of two latent arrays."""
+    reference, got = np.asarray(reference, np.float64), np.asarray(got, np.float64)
+    if reference.shape != got.shape:
+        return {"max_abs_diff": float("inf"), "max_ratio": float("inf"), "passed": False}
+    diff = np.abs(reference - got)
+    ratio = float(np.max(diff / np.maximum(tolerance, 1e-30))) if diff.size else 0.0
+    return {"max_abs_diff": float(diff.max()) if diff.size else 0.0, "max_ratio": ratio, "passed": ratio <= 1.0}

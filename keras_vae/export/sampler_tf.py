@@ -1,0 +1,105 @@
+"""The latent sampler inside a TF graph: portable noise and the drawing rule (SavedModel ``sample``).
+
+``portable_noise_tf(seed, n, d)`` is the TensorFlow twin of ``keras_vae.sampling.noise.portable_noise``
+(same hash, counters and Box-Muller in float64; see that module for the algorithm), and
+``latents_tf(eps, u, weights, means, scale_tril)`` the twin of ``LatentSampler.latents``:
+
+    k_i = min(#{k : cumsum(weights)_k <= u_i}, K - 1),   z_i = means[k_i] + scale_tril[k_i] @ eps_i
+
+``make_sample_functions(model, sampler)`` builds the ``sample`` / ``sample_uint8`` signatures:
+inputs ``n`` (int32 scalar, >= 1) and ``seed`` (int64 scalar in [0, 2^32)), outputs ``image``
+([n, H, W, C] float32 in [0, 1], or uint8) and ``z`` (the latents, [n, d] float32). Bad ``n`` or
+``seed`` fail the request with an InvalidArgument error naming the input.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vae.export import contract
+from keras_vae.sampling.noise import GOLDEN, MULTIPLIERS, SEED_LIMIT, UNIT
+
+
+def lowbias32_tf(x: tf.Tensor) -> tf.Tensor:
+    """lowbias32 of a uint32 tensor (wrapping uint32 arithmetic), elementwise."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(MULTIPLIERS[0], tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+    x = x * tf.constant(MULTIPLIERS[1], tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def portable_noise_tf(seed, n, d: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(eps [n, d] float32, u [n] float32) for an int64 ``seed`` in [0, 2^32) and int32 ``n`` (tensors ok)."""
+    seed = tf.cast(seed, tf.int64)
+    n = tf.cast(n, tf.int64)
+    stride = 2 * int(d) + 1
+    key = lowbias32_tf(tf.bitwise.bitwise_xor(tf.cast(seed, tf.uint32), tf.constant(GOLDEN, tf.uint32)))
+    counters = tf.cast(tf.reshape(tf.range(n * stride, dtype=tf.int64), [-1, stride]), tf.uint32)
+    words = lowbias32_tf(tf.bitwise.bitwise_xor(lowbias32_tf(counters), key))
+    top = tf.cast(tf.bitwise.right_shift(words, tf.constant(8, tf.uint32)), tf.float64)
+    a = (top[:, 0:2 * d:2] + 1.0) * UNIT
+    b = top[:, 1:2 * d:2] * UNIT
+    eps = tf.sqrt(-2.0 * tf.math.log(a)) * tf.cos(tf.constant(2.0 * math.pi, tf.float64) * b)
+    u = top[:, 2 * d] * UNIT
+    return tf.cast(eps, tf.float32), tf.cast(u, tf.float32)
+
+
+def latents_tf(eps, u, weights, means, scale_tril) -> tf.Tensor:
+    """The drawing rule in float32: z_i = means[k_i] + scale_tril[k_i] @ eps_i, k_i by searchsorted(right)."""
+    from keras_vae.export.sampler_onnx import cumulative_weights
+
+    cumulative = tf.constant(cumulative_weights(weights))
+    means = tf.constant(np.asarray(means, np.float32))
+    scale_tril = tf.constant(np.asarray(scale_tril, np.float32))
+    count = tf.reduce_sum(tf.cast(cumulative[None, :] <= u[:, None], tf.int32), axis=1)
+    k = tf.minimum(count, int(cumulative.shape[0]) - 1)
+    return tf.gather(means, k) + tf.einsum("nij,nj->ni", tf.gather(scale_tril, k), eps)
+
+
+def _checked(n, seed, d: int):
+    """Assertions on the signature's scalar inputs (InvalidArgument naming the input)."""
+    limit = tf.constant(SEED_LIMIT // (2 * d + 1), tf.int64)
+    checks = [
+        tf.debugging.assert_greater_equal(n, tf.constant(1, tf.int32), message="sample: n must be >= 1"),
+        tf.debugging.assert_less_equal(tf.cast(n, tf.int64), limit,
+                                       message=f"sample: n must be <= {int(limit)} (2^32 noise counters)"),
+        tf.debugging.assert_greater_equal(seed, tf.constant(0, tf.int64), message="sample: seed must be >= 0"),
+        tf.debugging.assert_less(seed, tf.constant(SEED_LIMIT, tf.int64), message="sample: seed must be < 2^32"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(n), tf.identity(seed)
+
+
+def sample_specs() -> list[tf.TensorSpec]:
+    return [tf.TensorSpec([], tf.int32, name=contract.SAMPLE_N_INPUT),
+            tf.TensorSpec([], tf.int64, name=contract.SAMPLE_SEED_INPUT)]
+
+
+def make_sample_functions(model, sampler) -> dict[str, tuple[Callable, list[tf.TensorSpec]]]:
+    """{"sample": ..., "sample_uint8": ...} as (tf.function, [n spec, seed spec]) for ``sampler`` (a LatentSampler)."""
+    from keras_vae.export.signatures import to_uint8
+
+    d = int(model.latent_dim)
+    arrays = (sampler.weights, sampler.means, sampler.scale_tril)
+
+    def draw(n, seed):
+        n, seed = _checked(n, seed, d)
+        eps, u = portable_noise_tf(seed, n, d)
+        z = latents_tf(eps, u, *arrays)
+        return z, model.to_unit(model.decode(z, training=False))
+
+    @tf.function(input_signature=sample_specs())
+    def sample(n, seed):
+        z, image = draw(n, seed)
+        return {contract.IMAGE_OUTPUT: image, contract.LATENT_OUTPUT: z}
+
+    @tf.function(input_signature=sample_specs())
+    def sample_uint8(n, seed):
+        z, image = draw(n, seed)
+        return {contract.IMAGE_OUTPUT: to_uint8(image), contract.LATENT_OUTPUT: z}
+
+    return {"sample": (sample, sample_specs()), "sample_uint8": (sample_uint8, sample_specs())}

@@ -1,0 +1,36 @@
+"""Samples for evaluation through the run's sampling entry point: its latent sampler or the prior.
+
+``sampler=None`` uses the run folder's ``sampler.json`` (the aggregate-posterior sampler chosen after
+training, see ``keras_vae.sampling.posterior``) when there is one, else the prior N(0, I); a kind
+("prior", "gaussian", "gmm") uses that candidate (``samplers/KIND.json``), as ``keras-vae sample`` does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_vae.choices import SAMPLER_KINDS  # noqa: F401 (re-exported for the CLI)
+
+
+def resolve_sampler(run_dir: str | Path | None, sampler: str | None, latent_dim: int):
+    """(LatentSampler, or None for the model's own prior sampling; description) for the run folder."""
+    if run_dir is None:
+        return None, "prior N(0, I)"
+    from keras_vae.sampling.posterior import load_sampler
+
+    latent_sampler = load_sampler(run_dir, latent_dim, sampler)
+    if latent_sampler is None:
+        return None, "prior N(0, I) (the run has no sampler.json)"
+    origin = "sampler.json" if sampler is None else f"--sampler {sampler}"
+    return latent_sampler, f"{latent_sampler.kind} sampler ({origin})"
+
+
+def draw_samples(model, n: int, seed: int = 0, latent_sampler=None, batch_size: int = 256) -> np.ndarray:
+    """n decoded samples in [0, 1], [n, H, W, C]: z from ``latent_sampler.sample(n, seed)`` or the prior."""
+    if latent_sampler is None:
+        z = np.asarray(model.sample_latents(n, seed=seed), np.float32)
+    else:
+        z = np.asarray(latent_sampler.sample(n, seed), np.float32)
+    images = [np.asarray(model.to_unit(model.decode(z[i:i + batch_size]))) for i in range(0, n, batch_size)]
+    return np.concatenate(images)

@@ -1,0 +1,411 @@
+"""Latent samplers: the prior N(0, I), or a fit of the aggregate posterior, stored as ``sampler.json``.
+
+A sampler is a Gaussian mixture p(z) = sum_k w_k N(z; mu_k, L_k L_k^T) over the latent space:
+
+    prior     K = 1, mu = 0, L = I            (what the paper's own code decodes)
+    gaussian  K = 1, N(m, C) with m = mean_i mu_i, C = Cov_i(mu_i) + diag(mean_i sigma_i^2)
+    gmm       K >= 1 full covariances, fitted on the posterior means with covariance shrinkage
+              lambda * mean_j Var(mu_j) * I added in EM, each component's covariance plus
+              diag(mean_i sigma_i^2); K and lambda chosen by the log-likelihood of held-out codes
+
+The fitted samplers follow two-stage VAE / pythae practice: decode samples from (a fit of) the
+aggregate posterior q(z) = 1/N sum_i q(z|x_i) instead of N(0, I), which the codes of a trained
+model rarely match.
+
+Drawing rule (the contract every runtime implements identically; float32 throughout): given
+standard-normal noise eps [n, d] and uniform u [n] in [0, 1),
+
+    k_i = searchsorted(cumsum(weights), u_i, side='right'), clipped to K - 1
+    z_i = means[k_i] + scale_tril[k_i] @ eps_i
+
+File format (``sampler.json``, JSON, written atomically)::
+
+    {"format": "keras-vae-latent-sampler", "version": 1, "kind": "prior"|"gaussian"|"gmm",
+     "latent_dim": d, "weights": [K], "means": [K][d], "scale_tril": [K][d][d],
+     "fitted_on": {"examples": N, "mode": "inference"}, "selection": {...}}
+
+This module is NumPy-only (scikit-learn for the mixture fit, imported lazily): no TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from keras_vae.choices import SAMPLER_KINDS as KINDS
+from keras_vae.errors import ArtifactError, ConfigError, DataError, choices
+
+FORMAT = "keras-vae-latent-sampler"
+VERSION = 1
+SAMPLER_FILE = "sampler.json"
+# Mixture sizes tried in order; the search stops at the first size whose held-out likelihood does not
+# beat the best so far (the MNIST defaults chose 16, the old grid's edge, where 32-64 scored higher).
+GMM_COMPONENTS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Covariance shrinkage tried for every size, as a fraction of the codes' mean per-dimension variance
+# (scikit-learn's reg_covar): with a few thousand codes in 32 dimensions a full covariance per component
+# overfits; shrinkage lets larger mixtures generalise (held-out likelihood decides, 0 included).
+GMM_SHRINKAGE = (0.0, 0.01, 0.03, 0.1)
+_MIN_REG_COVAR = 1e-6  # scikit-learn's default floor, used at shrinkage 0
+_WEIGHT_SUM_TOL = 1e-6
+
+
+def draw_noise(seed: int, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(eps [n, d] float32 standard normal, u [n] float32 uniform in [0, 1)) for ``seed``: the portable
+    counter-based noise of ``keras_vae.sampling.noise`` (the same numbers in NumPy, TF graphs and JavaScript)."""
+    from keras_vae.sampling.noise import portable_noise
+
+    eps, u = portable_noise(int(seed), int(n), int(d))
+    return np.asarray(eps, np.float32), np.asarray(u, np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentSampler:
+    """A Gaussian mixture over latents: ``weights`` [K], ``means`` [K, d], ``scale_tril`` [K, d, d]."""
+
+    kind: str
+    weights: np.ndarray
+    means: np.ndarray
+    scale_tril: np.ndarray
+    fitted_on: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    selection: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problem = _problem(self.kind, self.weights, self.means, self.scale_tril)
+        if problem:
+            raise ConfigError(f"invalid latent sampler: {problem}")
+        for name in ("weights", "means", "scale_tril"):
+            array = np.array(getattr(self, name), dtype=np.float64)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    # --- properties ------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return int(self.means.shape[1])
+
+    @property
+    def num_components(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def covariances(self) -> np.ndarray:
+        """L_k L_k^T, [K, d, d]."""
+        return self.scale_tril @ np.swapaxes(self.scale_tril, -1, -2)
+
+    @property
+    def marginal_std(self) -> np.ndarray:
+        """Per-axis standard deviation of the whole mixture, [d] (law of total variance):
+        Var z_i = sum_k w_k (C_k,ii + mu_k,i^2) - (sum_k w_k mu_k,i)^2."""
+        variances = np.diagonal(self.covariances, axis1=1, axis2=2)
+        mean = self.weights @ self.means
+        second_moment = self.weights @ (variances + self.means**2)
+        return np.sqrt(np.maximum(second_moment - mean**2, 0.0))
+
+    # --- drawing -------------------------------------------------------------------------
+    def components(self, u: np.ndarray) -> np.ndarray:
+        """k_i = searchsorted(cumsum(weights), u_i, side='right') clipped to K - 1 (int64 [n])."""
+        cumulative = np.cumsum(self.weights.astype(np.float32))
+        k = np.searchsorted(cumulative, np.asarray(u, np.float32), side="right")
+        return np.minimum(k, self.num_components - 1)
+
+    def latents(self, eps: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """z_i = means[k_i] + scale_tril[k_i] @ eps_i (float32 [n, d]); the drawing rule."""
+        eps = np.asarray(eps, np.float32)
+        u = np.asarray(u, np.float32).reshape(-1)
+        if eps.ndim != 2 or eps.shape[1] != self.latent_dim or eps.shape[0] != u.shape[0]:
+            raise DataError(f"noise of shape eps {eps.shape}, u {u.shape} does not fit a sampler of latent "
+                            f"dimension {self.latent_dim}: pass eps [n, {self.latent_dim}] and u [n]")
+        k = self.components(u)
+        means = self.means.astype(np.float32)[k]
+        tril = self.scale_tril.astype(np.float32)[k]
+        return (means + np.einsum("nij,nj->ni", tril, eps)).astype(np.float32)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """n latents [n, d] float32 from ``draw_noise(seed, n, d)``; reproducible for a seed."""
+        if int(n) < 1:
+            raise ConfigError(f"the number of samples must be >= 1, got {n}")
+        return self.latents(*draw_noise(seed, n, self.latent_dim))
+
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        """log p(z) under the mixture, float64 [n] (log-sum-exp over components)."""
+        z = np.asarray(z, np.float64)
+        d = self.latent_dim
+        per_component = []
+        for w, mu, tril in zip(self.weights, self.means, self.scale_tril):
+            if w <= 0:
+                continue
+            # Solve L y = (z - mu): |y|^2 is the Mahalanobis distance (row-wise via a transposed solve).
+            y = np.linalg.solve(tril, (z - mu).T).T
+            log_det = 2.0 * np.sum(np.log(np.diag(tril)))
+            per_component.append(math.log(w) - 0.5 * (np.sum(y * y, axis=1) + log_det + d * math.log(2 * math.pi)))
+        stacked = np.stack(per_component, axis=0)
+        top = stacked.max(axis=0)
+        return top + np.log(np.sum(np.exp(stacked - top), axis=0))
+
+    # --- serialization -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION, "kind": self.kind, "latent_dim": self.latent_dim,
+            "weights": self.weights.tolist(), "means": self.means.tolist(),
+            "scale_tril": self.scale_tril.tolist(),
+            "fitted_on": dict(self.fitted_on), "selection": _plain(dict(self.selection)),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "sampler") -> "LatentSampler":
+        """Validate and build; any problem raises ArtifactError naming ``source`` and the field."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source} is not a keras-vae latent sampler (expected a JSON object)")
+        if data.get("format") != FORMAT:
+            raise ArtifactError(f"{source} is not a keras-vae latent sampler (format {data.get('format')!r}, "
+                                f"expected {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise ArtifactError(f"{source} has sampler version {data.get('version')!r}; this keras-vae reads "
+                                f"version {VERSION}: upgrade keras-vae or re-fit the sampler")
+        try:
+            weights = np.asarray(data["weights"], np.float64)
+            means = np.asarray(data["means"], np.float64)
+            tril = np.asarray(data["scale_tril"], np.float64)
+            latent_dim = int(data["latent_dim"])
+            kind = data["kind"]
+        except KeyError as exc:
+            raise ArtifactError(f"{source} is corrupt: field {exc.args[0]!r} is missing") from None
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{source} is corrupt: {exc}") from None
+        problem = _problem(kind, weights, means, tril)
+        if problem is None and means.shape[1] != latent_dim:
+            problem = f"latent_dim {latent_dim} does not match means of width {means.shape[1]}"
+        if problem:
+            raise ArtifactError(f"{source} is corrupt: {problem}")
+        return cls(kind=kind, weights=weights, means=means, scale_tril=tril,
+                   fitted_on=dict(data.get("fitted_on") or {}), selection=dict(data.get("selection") or {}))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "sampler") -> "LatentSampler":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ArtifactError(f"{source} is not valid JSON ({exc}); re-fit or re-export the sampler") from None
+        return cls.from_dict(data, source)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the sampler as JSON to ``path``, atomically; returns the path."""
+        from keras_vae.utils.files import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, latent_dim: int | None = None) -> "LatentSampler":
+        """Read ``path``; with ``latent_dim``, also check that the sampler fits that model."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"sampler file {str(path)!r} does not exist")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ArtifactError(f"sampler file {str(path)!r} is corrupt (not text): re-fit the sampler") from None
+        sampler = cls.from_json(text, source=f"sampler file {str(path)!r}")
+        if latent_dim is not None and sampler.latent_dim != int(latent_dim):
+            raise ArtifactError(f"sampler file {str(path)!r} has latent dimension {sampler.latent_dim} but the "
+                                f"model has {latent_dim}: it belongs to another model; re-fit it")
+        return sampler
+
+
+def _problem(kind: Any, weights: np.ndarray, means: np.ndarray, tril: np.ndarray) -> str | None:
+    """None when the arrays form a valid sampler, else what is wrong (one phrase)."""
+    if kind not in KINDS:
+        return f"kind {kind!r} is not one of {choices(KINDS)}"
+    weights, means, tril = (np.asarray(a, np.float64) for a in (weights, means, tril))
+    if weights.ndim != 1 or weights.size < 1:
+        return f"weights must be a non-empty list, got shape {weights.shape}"
+    k = weights.shape[0]
+    if means.ndim != 2 or means.shape[0] != k or means.shape[1] < 1:
+        return f"means must be [K={k}, d], got shape {means.shape}"
+    d = means.shape[1]
+    if tril.shape != (k, d, d):
+        return f"scale_tril must be [K={k}, d={d}, d={d}], got shape {tril.shape}"
+    if not (np.all(np.isfinite(weights)) and np.all(np.isfinite(means)) and np.all(np.isfinite(tril))):
+        return "it holds NaN or infinite values"
+    if np.any(weights < 0) or abs(weights.sum() - 1.0) > _WEIGHT_SUM_TOL:
+        return f"weights must be >= 0 and sum to 1 (sum {weights.sum():.9g})"
+    if np.any(np.triu(tril, 1) != 0):
+        return "scale_tril is not lower-triangular"
+    if np.any(np.diagonal(tril, axis1=1, axis2=2) <= 0):
+        return "scale_tril must have a positive diagonal (Cholesky factors)"
+    if kind in ("prior", "gaussian") and k != 1:
+        return f"a {kind!r} sampler has one component, got {k}"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: NumPy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --- fitting ---------------------------------------------------------------------------------
+def _check_codes(means: np.ndarray, variances: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    means = np.asarray(means, np.float64)
+    if means.ndim != 2 or means.shape[0] < 2:
+        raise DataError(f"posterior means must be [N >= 2, d], got shape {means.shape}")
+    variances = np.zeros_like(means) if variances is None else np.asarray(variances, np.float64)
+    if variances.shape != means.shape:
+        raise DataError(f"posterior variances {variances.shape} must have the means' shape {means.shape}")
+    if not (np.all(np.isfinite(means)) and np.all(np.isfinite(variances))) or np.any(variances < 0):
+        raise DataError("posterior means/variances hold NaN, infinite or negative values: the model diverged")
+    return means, variances
+
+
+def prior_sampler(latent_dim: int) -> LatentSampler:
+    """N(0, I): the paper's sampler."""
+    d = int(latent_dim)
+    return LatentSampler("prior", np.ones(1), np.zeros((1, d)), np.eye(d)[None],
+                         fitted_on={"examples": 0, "mode": "none"})
+
+
+def _cholesky(cov: np.ndarray) -> np.ndarray:
+    """Cholesky factor of a symmetric PSD matrix, adding jitter (relative to its scale) when needed."""
+    cov = 0.5 * (cov + cov.T)
+    jitter = 0.0
+    scale = max(float(np.mean(np.diag(cov))), 1e-12)
+    for _ in range(8):
+        try:
+            return np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
+        except np.linalg.LinAlgError:
+            jitter = scale * 1e-9 if jitter == 0 else jitter * 100
+    raise DataError("the latent codes' covariance is not positive definite (degenerate codes)")
+
+
+def fit_gaussian(means: np.ndarray, variances: np.ndarray | None = None, mode: str = "inference") -> LatentSampler:
+    """N(m, C): m = mean_i mu_i, C = Cov_i(mu_i) (1/N) + diag(mean_i sigma_i^2): the aggregate
+    posterior's mean and covariance (law of total covariance)."""
+    mu, var = _check_codes(means, variances)
+    m = mu.mean(axis=0)
+    centred = mu - m
+    cov = centred.T @ centred / mu.shape[0] + np.diag(var.mean(axis=0))
+    return LatentSampler("gaussian", np.ones(1), m[None], _cholesky(cov)[None],
+                         fitted_on={"examples": int(mu.shape[0]), "mode": mode})
+
+
+def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: np.ndarray, *,
+            components: Sequence[int] = GMM_COMPONENTS, shrinkage: Sequence[float] = GMM_SHRINKAGE,
+            seed: int = 0, max_examples: int = 20000, mode: str = "inference",
+            stop_early: bool = True) -> LatentSampler:
+    """Gaussian mixtures with full covariances fitted (scikit-learn EM) on the posterior means, each
+    component's covariance plus diag(mean_i sigma_i^2); returns the (K, lambda) of ``components`` x
+    ``shrinkage`` whose mixture gives the held-out ``validation_codes`` the highest mean log-likelihood.
+    EM adds lambda * mean_j Var(mu_j) to every covariance's diagonal (shrinkage toward a sphere).
+    For each lambda, sizes are tried in increasing order and the search stops at the first one that
+    does not improve on that lambda's best (``stop_early=False`` tries them all).
+    ``selection['components']`` holds the chosen lambda's scores by K, ``selection['grid']`` all."""
+    mu, var = _check_codes(means, variances)
+    val = np.asarray(validation_codes, np.float64)
+    if val.ndim != 2 or val.shape[1] != mu.shape[1] or len(val) < 1:
+        raise DataError(f"validation codes must be [M, {mu.shape[1]}], got shape {val.shape}")
+    lambdas = sorted({float(x) for x in shrinkage})
+    if not lambdas or any(not math.isfinite(x) or x < 0 for x in lambdas):
+        raise ConfigError(f"covariance shrinkage must be finite values >= 0, got {list(shrinkage)}")
+    rng = np.random.default_rng(seed)
+    if len(mu) > max_examples:
+        mu = mu[rng.choice(len(mu), max_examples, replace=False)]
+    noise = np.diag(var.mean(axis=0))
+    code_scale = float(np.mean(mu.var(axis=0)))
+    sizes = sorted({int(c) for c in components if 1 <= int(c) <= len(mu)})
+
+    def search(lam: float) -> list[tuple[int, LatentSampler, float]]:
+        """(K, mixture, held-out score) for the sizes tried at shrinkage ``lam``, in order."""
+        from sklearn.mixture import GaussianMixture
+
+        tried, lambda_best = [], -np.inf
+        for k in sizes:
+            reg_covar = max(lam * code_scale, _MIN_REG_COVAR)
+            gm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=reg_covar, random_state=seed,
+                                 max_iter=200, n_init=1).fit(mu)
+            trils = np.stack([_cholesky(c + noise) for c in gm.covariances_])
+            candidate = LatentSampler("gmm", gm.weights_ / gm.weights_.sum(), gm.means_, trils)
+            score = float(np.mean(candidate.log_prob(val)))
+            tried.append((k, candidate, score))
+            if score > lambda_best:
+                lambda_best = score
+            elif stop_early:
+                break
+        return tried
+
+    # EM on a few thousand 32-d codes is many small matrix operations: multi-threaded BLAS made it 2.6x
+    # slower here, so BLAS runs on one thread and the shrinkage values run side by side (one per core).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    from keras_vae.utils.cpu import usable_cores
+
+    workers = min(len(lambdas), usable_cores())
+    with threadpool_limits(limits=1), ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(search, lambdas))
+    grid: dict[str, dict[str, float]] = {}
+    best: LatentSampler | None = None
+    best_score, best_lambda = -np.inf, 0.0
+    for lam, tried in zip(lambdas, results):  # in increasing lambda and K: the same choice for any scheduling
+        grid[_shrinkage_key(lam)] = {str(k): score for k, _, score in tried}
+        for k, candidate, score in tried:
+            if score > best_score:
+                best, best_score, best_lambda = candidate, score, lam
+    if best is None:
+        raise DataError(f"no mixture size in {list(components)} fits {len(mu)} codes")
+    selection = {"criterion": "mean log-likelihood of held-out codes (nats per code)",
+                 "validation_examples": int(len(val)), "components": grid[_shrinkage_key(best_lambda)],
+                 "chosen_components": best.num_components, "chosen_shrinkage": best_lambda,
+                 "shrinkage_scale": code_scale, "grid": grid}
+    return dataclasses.replace(best, fitted_on={"examples": int(len(mu)), "mode": mode}, selection=selection)
+
+
+def _shrinkage_key(lam: float) -> str:
+    return f"{lam:g}"
+
+
+def fit_samplers(means: np.ndarray, variances: np.ndarray, validation_codes: np.ndarray, *, seed: int = 0,
+                 components: Sequence[int] = GMM_COMPONENTS, shrinkage: Sequence[float] = GMM_SHRINKAGE,
+                 mode: str = "inference") -> dict[str, LatentSampler]:
+    """{'prior', 'gaussian', 'gmm'}: the three samplers, fitted on the training codes."""
+    mu, var = _check_codes(means, variances)
+    return {"prior": prior_sampler(mu.shape[1]), "gaussian": fit_gaussian(mu, var, mode=mode),
+            "gmm": fit_gmm(mu, var, validation_codes, components=components, shrinkage=shrinkage, seed=seed,
+                           mode=mode)}
+
+
+def choose_sampler(samplers: Mapping[str, LatentSampler], validation_codes: np.ndarray) -> LatentSampler:
+    """The sampler giving held-out codes the highest mean log-likelihood; its ``selection`` records
+    every candidate's score (and the mixture's own K selection)."""
+    if not samplers:
+        raise ConfigError("choose_sampler needs at least one candidate sampler")
+    val = np.asarray(validation_codes, np.float64)
+    scores = {name: float(np.mean(s.log_prob(val))) for name, s in samplers.items()}
+    name = max(scores, key=scores.get)
+    chosen = samplers[name]
+    selection = {"criterion": "mean log-likelihood of held-out codes (nats per code)",
+                 "validation_examples": int(len(val)), "candidates": scores, "chosen": name}
+    gmm_selection = chosen.selection if "components" in chosen.selection else (
+        samplers["gmm"].selection if "gmm" in samplers else {})
+    if "components" in gmm_selection:
+        selection["gmm_components"] = dict(gmm_selection["components"])
+    if "chosen_shrinkage" in gmm_selection:
+        selection["gmm_shrinkage"] = gmm_selection["chosen_shrinkage"]
+        selection["gmm_grid"] = {lam: dict(scores) for lam, scores in gmm_selection["grid"].items()}
+    return dataclasses.replace(chosen, selection=selection)

@@ -1,0 +1,131 @@
+"""A tiny static HTTP server for the latent explorer page (``serving/web``) and one decoder.onnx.
+
+Serves exactly: the page (``/``, ``/index.html``, ``/explorer.js``, ``/noise.js`` -- the portable noise,
+whose one source is ``serving/node/noise.js``, and ``/attributes.js``, the attribute edit of
+``serving/node/attributes.js``), the export's ``/decoder.onnx``, ``/sampler.onnx`` and
+``/sampler.json`` (when present; the page then samples the prior), ``/attributes.json`` (when present;
+the page then shows the attribute-vector controls) and ``/export.json``, and onnxruntime-web's
+dist files under ``/node_modules/onnxruntime-web/dist/``
+with correct MIME types (``.mjs`` text/javascript, ``.wasm`` application/wasm). Standard library only;
+used by ``keras-vae serve-demo`` and by the browser tests.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from keras_vae.export import contract
+from keras_vae.errors import ArtifactError
+from keras_vae.serving.assets import asset_dir
+from keras_vae.utils.validation import PORT_MAX, check_host, listen_error
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = asset_dir("web")
+NOISE_JS = asset_dir("node") / "noise.js"  # shared with the Node package
+ATTRIBUTES_JS = asset_dir("node") / "attributes.js"  # shared with the Node package
+ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
+ORT_ENTRY = "ort.wasm.bundle.min.mjs"
+PAGE_FILES = ("index.html", "explorer.js", "screenshot.png")
+MIME = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8", ".wasm": "application/wasm", ".json": "application/json",
+    ".onnx": "application/octet-stream", ".png": "image/png", ".map": "application/json",
+}
+
+
+def check_web_assets(web_root=WEB_DIR) -> Path:
+    """The onnxruntime-web dist folder under ``web_root``; ArtifactError telling to run npm ci if absent."""
+    web_root = Path(web_root)
+    dist = web_root / ORT_DIST
+    if not (web_root / "index.html").is_file():
+        raise ArtifactError(f"latent explorer page not found: {web_root / 'index.html'}")
+    if not (dist / ORT_ENTRY).is_file():
+        raise ArtifactError(f"onnxruntime-web is not installed ({dist / ORT_ENTRY} is missing): "
+                            f"run `npm ci` in {web_root}")
+    return dist
+
+
+def _routes(export_dir: Path, web_root: Path) -> dict[str, Path]:
+    routes = {"/": web_root / "index.html"}
+    routes.update({f"/{name}": web_root / name for name in PAGE_FILES})
+    routes["/noise.js"] = NOISE_JS
+    routes["/attributes.js"] = ATTRIBUTES_JS
+    for name in (contract.DECODER_ONNX, contract.SAMPLER_ONNX, contract.SAMPLER_JSON, contract.ATTRIBUTES_JSON):
+        routes["/" + name] = export_dir / name
+    routes["/" + contract.EXPORT_JSON] = export_dir / contract.EXPORT_JSON
+    return routes
+
+
+def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=WEB_DIR) -> ThreadingHTTPServer:
+    """An HTTP server (not yet started) for the page and ``export_dir/decoder.onnx``; port 0 picks one."""
+    export_dir, web_root = Path(export_dir), Path(web_root)
+    if export_dir.is_file():
+        export_dir = export_dir.parent
+    if not (export_dir / contract.DECODER_ONNX).is_file():
+        raise ArtifactError(f"{export_dir} has no {contract.DECODER_ONNX} (pass an export folder)")
+    dist = check_web_assets(web_root).resolve()
+    routes = _routes(export_dir, web_root)
+    dist_prefix = "/" + ORT_DIST.as_posix() + "/"
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "keras-vae-demo"
+
+        def _resolve(self) -> Path | None:
+            url_path = unquote(urlsplit(self.path).path)
+            if url_path in routes:
+                return routes[url_path]
+            if url_path.startswith(dist_prefix):
+                name = url_path[len(dist_prefix):]
+                if name and "/" not in name and name not in (".", ".."):
+                    return dist / name
+            return None
+
+        def _send(self, head_only: bool) -> None:
+            path = self._resolve()
+            if path is None or not path.is_file():
+                self.send_error(HTTPStatus.NOT_FOUND, "not part of the latent explorer")
+                return
+            data = path.read_bytes()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", MIME.get(path.suffix, "application/octet-stream"))
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            if not head_only:
+                self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            self._send(head_only=False)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._send(head_only=True)
+
+        def log_message(self, fmt, *args) -> None:
+            log.info("%s %s", self.address_string(), fmt % args)
+
+    check_host(host)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= PORT_MAX:
+        raise ArtifactError(f"port must be an integer in [0, {PORT_MAX}] (0 picks a free port), got {port!r}")
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:  # in use, no permission, not an address of this machine
+        raise listen_error(host, port, exc) from None
+    server.daemon_threads = True
+    return server
+
+
+def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
+    """Run ``server.serve_forever`` in a daemon thread (stop with server.shutdown(); server.server_close())."""
+    thread = threading.Thread(target=server.serve_forever, name="keras-vae-demo", daemon=True)
+    thread.start()
+    return thread
+
+
+def server_url(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}/"

@@ -1,0 +1,68 @@
+"""After the epochs: refresh BatchNorm statistics, fit the latent samplers on the aggregate posterior
+of the training set (``keras_vae.sampling.posterior``) and record the posterior's health.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from keras_vae.evaluation.metrics import posterior_diagnostics
+from keras_vae.sampling.posterior import encode_batches, held_out_codes, save_samplers
+from keras_vae.sampling.samplers import choose_sampler, fit_samplers
+
+RECOMPUTE_EXAMPLES = 2048  # training images whose batch statistics refresh BatchNorm (training batch size)
+FIT_EXAMPLES = 20000  # training images whose posteriors the samplers are fitted on
+ENCODE_BATCH = 512  # images per encoder call when encoding the training set
+
+
+def _limited(batches: Iterable, max_examples: int) -> Iterable[np.ndarray]:
+    """Batches (images, or (images, ...) tuples) as NumPy images until ``max_examples`` are reached."""
+    seen = 0
+    for batch in batches:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        images = np.asarray(images)[: max_examples - seen]
+        if len(images) == 0:
+            return
+        seen += len(images)
+        yield images
+        if seen >= max_examples:
+            return
+
+
+def _rebatched(batches: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]:
+    """The same images in batches of ``size`` (the last one smaller): fewer eager encoder calls."""
+    pending, count = [], 0
+    for images in batches:
+        pending.append(images)
+        count += len(images)
+        if count >= size:
+            joined = np.concatenate(pending)
+            for start in range(0, len(joined) - size + 1, size):
+                yield joined[start:start + size]
+            rest = joined[(len(joined) // size) * size:]
+            pending, count = ([rest], len(rest)) if len(rest) else ([], 0)
+    if count:
+        yield np.concatenate(pending)
+
+
+def finish_training(model, train_dataset: Iterable, validation_images: np.ndarray, out_dir: str | Path,
+                    seed: int = 0) -> dict[str, Any]:
+    """BatchNorm refresh + sampler fit (``keras_vae.sampling.posterior``); sets ``model.latent_sampler`` and writes
+    the samplers into ``out_dir``. Returns what metrics.json records about it."""
+    recomputed = model.recompute_batch_norm(_limited(train_dataset, RECOMPUTE_EXAMPLES), seed=seed)
+    means, variances = encode_batches(model, _rebatched(_limited(train_dataset, FIT_EXAMPLES), ENCODE_BATCH))
+    held_out = held_out_codes(model, validation_images, seed=seed)
+    candidates = fit_samplers(means, variances, held_out, seed=seed)
+    chosen = choose_sampler(candidates, held_out)
+    save_samplers(out_dir, chosen, candidates)
+    model.latent_sampler = chosen
+    diagnostics = posterior_diagnostics(means, np.log(variances))
+    return {
+        "batch_norm": {"recomputed_from_batches": int(recomputed),
+                       "mode": getattr(model.model_config, "bn_mode", "none")},
+        "sampler": {"chosen": chosen.kind, "components": chosen.num_components,
+                    "fitted_on_examples": int(len(means)), **chosen.selection},
+        "training_posterior": {k: v for k, v in diagnostics.items() if k != "kl_per_dimension"},
+    }
