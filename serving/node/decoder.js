@@ -137,7 +137,7 @@ async function decode(modelPath, latents) {
   return (await loadDecoder(modelPath)).decode(latents);
 }
 
-/** float in [0, 1] -> uint8, the rule of serving/images.py: floor(clip(x, 0, 1) * 255 + 0.5). */
+/** float in [0, 1] -> uint8, the rule of keras_vae/utils/images.py: floor(clip(x, 0, 1) * 255 + 0.5). */
 function toByte(x) {
   return Math.floor(Math.min(1, Math.max(0, x)) * 255 + 0.5);
 }

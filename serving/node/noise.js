@@ -1,4 +1,4 @@
-// keras-vae portable noise: the JavaScript twin of keras_vae/noise.py (algorithm "lowbias32-box-muller-v1").
+// keras-vae portable noise: the JavaScript twin of keras_vae/sampling/noise.py (algorithm "lowbias32-box-muller-v1").
 //
 // portableNoise(seed, n, d) -> {eps: Float32Array(n * d) row-major [n, d] ~ N(0, 1), u: Float32Array(n) in [0, 1)}
 // gives the numbers NumPy's keras_vae.sampling.noise.portable_noise(seed, n, d) gives (u exactly, eps to one

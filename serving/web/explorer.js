@@ -20,7 +20,7 @@
 // mean a" makes mean[a] the base; moving a z[d] slider first keeps the edited code as the new base (alpha back to 0).
 // Contract (export/contract.py): input "z" float32 [N, D], output "image" float32 [N, H, W, C] in [0, 1];
 // sampler.onnx: "eps" float32 [N, D], "u" float32 [N] -> "z" float32 [N, D]. The noise comes from noise.js
-// (window.kerasVaeNoise, the portable noise of keras_vae/noise.py), so grid seed S shows the latents that
+// (window.kerasVaeNoise, the portable noise of keras_vae/sampling/noise.py), so grid seed S shows the latents that
 // `keras-vae sample --seed S` and OnnxDecoder.sample(n, S) decode.
 
 const params = new URLSearchParams(location.search);
@@ -78,7 +78,7 @@ function decode(rows) {
   return enqueue(run);
 }
 
-// float in [0, 1] -> uint8 with the same rule as serving/images.py: floor(clip(x, 0, 1) * 255 + 0.5)
+// float in [0, 1] -> uint8 with the same rule as keras_vae/utils/images.py: floor(clip(x, 0, 1) * 255 + 0.5)
 const toByte = (x) => Math.floor(Math.min(1, Math.max(0, x)) * 255 + 0.5);
 
 function draw(canvas, result, index) {
