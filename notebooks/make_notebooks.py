@@ -28,10 +28,10 @@ SETUP = ("import os, tempfile\n"
          "import keras, numpy as np\n"
          "import matplotlib.pyplot as plt\n"
          "%matplotlib inline\n"
-         "from keras_vae.evaluation.plots import image_grid\n\n"
+         "from keras_vae.utils.images import make_grid\n\n"
          "def show(images, cols, title, ax=None):\n"
          "    ax = ax or plt.figure(figsize=(cols * 0.6, len(images) / cols * 0.6 + 0.4)).gca()\n"
-         "    ax.imshow(image_grid(np.asarray(images), cols)[..., 0], cmap='gray', vmin=0, vmax=1)\n"
+         "    ax.imshow(make_grid(np.asarray(images), cols, pad=1, pad_value=255)[..., 0], cmap='gray', vmin=0, vmax=255)\n"
          "    ax.set_title(title, fontsize=9); ax.axis('off')\n"
          "print('budget:', BUDGET)")
 

@@ -9,13 +9,14 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from keras_vae.evaluation.plots import _grid_figure, _save, _show, image_grid
+from keras_vae.evaluation.plots import _grid_figure, _save, _show
+from keras_vae.utils.images import make_grid
 
 
 def plot_sample_grid(images: np.ndarray, path: str | Path, title: str) -> Path:
     """A square-ish grid of images [N, H, W, C] in [0, 1] with a title."""
     cols = int(np.ceil(np.sqrt(len(images))))
-    return _save(_grid_figure(image_grid(images, cols), title), path)
+    return _save(_grid_figure(make_grid(images, cols, pad=1, pad_value=255), title), path)
 
 
 def plot_ablation(grids: Mapping[str, Mapping[str, np.ndarray]], path: str | Path,
@@ -28,7 +29,7 @@ def plot_ablation(grids: Mapping[str, Mapping[str, np.ndarray]], path: str | Pat
     for r, variant in enumerate(rows):
         for c, (key, heading) in enumerate(columns):
             images = grids[variant][key]
-            _show(axes[r, c], image_grid(images, int(np.ceil(np.sqrt(len(images))))))
+            _show(axes[r, c], make_grid(images, int(np.ceil(np.sqrt(len(images)))), pad=1, pad_value=255))
             axes[r, c].set_title(f"{variant}: {heading}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

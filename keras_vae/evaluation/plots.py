@@ -1,7 +1,8 @@
 """Figures of a run: samples, reconstructions, latent space, interpolations and traversals.
 
 Each ``plot_*`` takes a model (``LatentVariableModel``) and NumPy images in the model's range,
-writes one PNG atomically and returns its path. Figures are plain ``matplotlib.figure.Figure``
+writes one PNG atomically and returns its path. Images are tiled by ``keras_vae.utils.images.make_grid``
+with a 1-pixel white gap. Figures are plain ``matplotlib.figure.Figure``
 objects (no pyplot state, no backend switch), so importing this module leaves a notebook's inline
 backend alone and works without a display.
 """
@@ -14,23 +15,13 @@ from matplotlib.figure import Figure
 
 from keras_vae.choices import LATENT_PROJECTIONS as PROJECTIONS
 from keras_vae.utils.files import atomic_path
-
-
-def image_grid(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
-    """Tile images [N, H, W, C] in [0, 1] into one [rows*(H+pad)-pad, cols*(W+pad)-pad, C] array."""
-    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
-    n, h, w, c = images.shape
-    rows = -(-n // cols)
-    grid = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), np.float32)
-    for i, image in enumerate(images):
-        r, k = divmod(i, cols)
-        grid[r * (h + pad):r * (h + pad) + h, k * (w + pad):k * (w + pad) + w] = image
-    return grid
+from keras_vae.utils.images import make_grid
 
 
 def _show(ax, grid: np.ndarray) -> None:
+    """Draw a uint8 grid of ``make_grid`` on ``ax`` (grey levels 0..255 for one channel), no axes."""
     if grid.shape[-1] == 1:
-        ax.imshow(grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     else:
         ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
@@ -72,14 +63,14 @@ def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, temperatur
     what = {"prior": "the prior N(0, I)", "gaussian": "a Gaussian fitted to the codes"}.get(
         sampler.kind, f"a {sampler.num_components}-component mixture fitted to the codes")
     title = f"samples from {what} (n={n}, seed={seed}, temperature={temperature:g})"
-    return _save(_grid_figure(image_grid(images, cols), title), path)
+    return _save(_grid_figure(make_grid(images, cols, pad=1, pad_value=255), title), path)
 
 
 def plot_reconstructions(model, images: np.ndarray, path: str | Path, n: int = 16) -> Path:
     """Inputs (top row) above their reconstructions decode(E[z|x]) (bottom row)."""
     x = images[:n]
     both = np.concatenate([_unit(model, x), _unit(model, model.reconstruct(x))])
-    grid = image_grid(both, cols=len(x))
+    grid = make_grid(both, cols=len(x), pad=1, pad_value=255)
     return _save(_grid_figure(grid, "validation inputs (top) and reconstructions (bottom)",
                               ["input", "recon."], rows=2), path)
 
@@ -149,7 +140,7 @@ def plot_interpolations(model, images: np.ndarray, path: str | Path, pairs: int 
     alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
     z = (1.0 - alphas) * mean[:pairs, None] + alphas * mean[pairs:, None]  # [pairs, steps, D]
     decoded = _unit(model, model.decode(z.reshape(-1, mean.shape[1])))
-    grid = image_grid(decoded, cols=steps)
+    grid = make_grid(decoded, cols=steps, pad=1, pad_value=255)
     return _save(_grid_figure(grid, f"interpolations between validation codes ({steps} steps, a = 0..1)"), path)
 
 
@@ -170,7 +161,7 @@ def plot_traversals(model, images: np.ndarray, path: str | Path, dims: int = 8,
     for row, k in enumerate(order):
         z[row, :, k] += values * spread[k]
     decoded = _unit(model, model.decode(z.reshape(-1, means.shape[1]).astype(np.float32)))
-    grid = image_grid(decoded, cols=len(values))
+    grid = make_grid(decoded, cols=len(values), pad=1, pad_value=255)
     labels = [f"z{k}" for k in order]
     title = f"latent traversals z + e_k * eps * s_k, eps = {values[0]:g}..{values[-1]:g} (axes by KL)"
     return _save(_grid_figure(grid, title, labels, rows=len(order)), path)

@@ -87,8 +87,9 @@ class ModelSummaries(keras.callbacks.Callback):
 
 def model_images(model, images: np.ndarray, seed: int = 0, n_samples: int = 16,
                  n_images: int = 8) -> dict[str, np.ndarray]:
-    """{"samples", "reconstructions", "interpolations"}: float32 [H', W', C] grids in [0, 1]."""
-    from keras_vae.evaluation.plots import image_grid
+    """{"samples", "reconstructions", "interpolations"}: uint8 [H', W', C] grids (``make_grid``, 1-pixel
+    white gaps)."""
+    from keras_vae.utils.images import make_grid
 
     samples = np.asarray(model.to_unit(model.sample(n_samples, seed=seed)))
     x = images[:n_images]
@@ -98,8 +99,9 @@ def model_images(model, images: np.ndarray, seed: int = 0, n_samples: int = 16,
     alphas = np.linspace(0.0, 1.0, n_images, dtype=np.float32)[:, None]
     strip = np.asarray(model.to_unit(model.decode((1.0 - alphas) * mean[0] + alphas * mean[-1])))
     cols = int(np.ceil(np.sqrt(n_samples)))
-    return {"samples": image_grid(samples, cols), "reconstructions": image_grid(both, cols=len(x)),
-            "interpolations": image_grid(strip, cols=n_images)}
+    return {"samples": make_grid(samples, cols, pad=1, pad_value=255),
+            "reconstructions": make_grid(both, cols=len(x), pad=1, pad_value=255),
+            "interpolations": make_grid(strip, cols=n_images, pad=1, pad_value=255)}
 
 
 def visual_summaries(config, log_dir: str | Path, images: np.ndarray,

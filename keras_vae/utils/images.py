@@ -1,7 +1,9 @@
-"""Image helpers for the ONNX consumers (NumPy + Pillow only; no TensorFlow).
+"""Image grids and the float -> uint8 rule (NumPy; Pillow only inside ``save_grid``; no TensorFlow).
 
-``to_uint8`` is the one float -> uint8 rule used by ``OnnxDecoder``, the PNG writer, and mirrored
-exactly by the Node and browser embeds: ``floor(clip(x, 0, 1) * 255 + 0.5)`` computed in float64.
+``make_grid`` is the one grid layout: the figures of a run (``keras_vae.evaluation.plots``), the
+TensorBoard images, the CLI's PNGs and the ONNX consumers all tile with it. ``to_uint8`` is the one
+float -> uint8 rule used by ``OnnxDecoder``, the PNG writer, and mirrored exactly by the Node and
+browser embeds: ``floor(clip(x, 0, 1) * 255 + 0.5)`` computed in float64.
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ def to_uint8(images) -> np.ndarray:
 
 
 def make_grid(images, cols: int | None = None, pad: int = 0, pad_value: int = 0) -> np.ndarray:
-    """Tile NHWC images (uint8 or float in [0, 1]) into one HxWxC uint8 array, row-major.
+    """Tile NHWC images (uint8 or float in [0, 1], converted by ``to_uint8``) into one uint8 array
+    [rows*(H+pad)-pad, cols*(W+pad)-pad, C], row-major: image i sits in row i // cols, column i % cols.
 
-    ``cols`` defaults to ceil(sqrt(N)); empty cells and ``pad`` pixels between tiles get ``pad_value``.
+    ``cols`` defaults to ceil(sqrt(N)) and is capped at N; rows = ceil(N / cols). Empty cells and the
+    ``pad`` pixels between tiles (none around the border) get ``pad_value`` (0 black, 255 white).
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
