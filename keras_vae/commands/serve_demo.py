@@ -15,9 +15,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve-demo",
         help="serve the browser latent explorer (onnxruntime-web) for EXPORT_DIR/decoder.onnx",
-        description="Serve serving/web (the latent explorer page), EXPORT_DIR/decoder.onnx and the "
-                    "onnxruntime-web files from serving/web/node_modules (run `npm ci` there first) on "
-                    "a local HTTP server. Ctrl-C stops it.",
+        description="Serve the latent explorer page, EXPORT_DIR/decoder.onnx and the onnxruntime-web files "
+                    "on a local HTTP server. onnxruntime-web comes from the js home (run `keras-vae js install` "
+                    "once; `keras-vae js path` prints the folder; $KERAS_VAE_JS_DIR moves it), else from a "
+                    "checkout's serving/web/node_modules. Ctrl-C stops it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("export_dir", metavar="EXPORT_DIR", help="export folder with decoder.onnx (or the file)")

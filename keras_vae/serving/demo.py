@@ -6,8 +6,9 @@ whose one source is ``serving/node/noise.js``, and ``/attributes.js``, the attri
 ``/sampler.json`` (when present; the page then samples the prior), ``/attributes.json`` (when present;
 the page then shows the attribute-vector controls) and ``/export.json``, and onnxruntime-web's
 dist files under ``/node_modules/onnxruntime-web/dist/``
-with correct MIME types (``.mjs`` text/javascript, ``.wasm`` application/wasm). Standard library only;
-used by ``keras-vae serve-demo`` and by the browser tests.
+with correct MIME types (``.mjs`` text/javascript, ``.wasm`` application/wasm). Those files come from the js
+home that ``keras-vae js install`` fills (``keras_vae.serving.assets.js_home``), else from a checkout's
+``serving/web/node_modules``. Standard library only; used by ``keras-vae serve-demo`` and by the browser tests.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from keras_vae.export import contract
 from keras_vae.errors import ArtifactError
-from keras_vae.serving.assets import asset_dir
+from keras_vae.serving.assets import ORT_WEB_DIST, asset_dir, find_ort_web_dist
 from keras_vae.utils.validation import PORT_MAX, check_host, listen_error
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 WEB_DIR = asset_dir("web")
 NOISE_JS = asset_dir("node") / "noise.js"  # shared with the Node package
 ATTRIBUTES_JS = asset_dir("node") / "attributes.js"  # shared with the Node package
-ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
+ORT_DIST = ORT_WEB_DIST  # also the URL path under which the page loads onnxruntime-web
 ORT_ENTRY = "ort.wasm.bundle.min.mjs"
 PAGE_FILES = ("index.html", "explorer.js", "screenshot.png")
 MIME = {
@@ -38,15 +39,18 @@ MIME = {
 }
 
 
-def check_web_assets(web_root=WEB_DIR) -> Path:
-    """The onnxruntime-web dist folder under ``web_root``; ArtifactError telling to run npm ci if absent."""
+def check_web_assets(web_root=WEB_DIR, ort_dist=None) -> Path:
+    """The onnxruntime-web dist folder to serve: ``ort_dist`` when given, else the js home's, else a checkout's
+    (``keras_vae.serving.assets.find_ort_web_dist``); ArtifactError telling to run `keras-vae js install`."""
     web_root = Path(web_root)
-    dist = web_root / ORT_DIST
     if not (web_root / "index.html").is_file():
         raise ArtifactError(f"latent explorer page not found: {web_root / 'index.html'}")
+    if ort_dist is None:
+        return find_ort_web_dist(ORT_ENTRY)
+    dist = Path(ort_dist)
     if not (dist / ORT_ENTRY).is_file():
         raise ArtifactError(f"onnxruntime-web is not installed ({dist / ORT_ENTRY} is missing): "
-                            f"run `npm ci` in {web_root}")
+                            "run `keras-vae js install` (needs Node.js and npm)")
     return dist
 
 
@@ -61,14 +65,16 @@ def _routes(export_dir: Path, web_root: Path) -> dict[str, Path]:
     return routes
 
 
-def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=WEB_DIR) -> ThreadingHTTPServer:
-    """An HTTP server (not yet started) for the page and ``export_dir/decoder.onnx``; port 0 picks one."""
+def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=WEB_DIR,
+                ort_dist=None) -> ThreadingHTTPServer:
+    """An HTTP server (not yet started) for the page and ``export_dir/decoder.onnx``; port 0 picks one.
+    ``ort_dist``: the onnxruntime-web dist folder to serve (default: found by :func:`check_web_assets`)."""
     export_dir, web_root = Path(export_dir), Path(web_root)
     if export_dir.is_file():
         export_dir = export_dir.parent
     if not (export_dir / contract.DECODER_ONNX).is_file():
         raise ArtifactError(f"{export_dir} has no {contract.DECODER_ONNX} (pass an export folder)")
-    dist = check_web_assets(web_root).resolve()
+    dist = check_web_assets(web_root, ort_dist).resolve()
     routes = _routes(export_dir, web_root)
     dist_prefix = "/" + ORT_DIST.as_posix() + "/"
 

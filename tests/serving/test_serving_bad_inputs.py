@@ -140,12 +140,18 @@ def test_serve_demo_port_out_of_range(decoder_dir, capsys, port):
 
 
 @pytest.fixture
-def web_root(tmp_path):
-    """The smallest page folder make_server accepts (index.html and the onnxruntime-web entry)."""
+def web_root(tmp_path, monkeypatch):
+    """The smallest page folder make_server accepts (index.html), with the onnxruntime-web entry in a js home
+    (what `keras-vae js install` fills; KERAS_VAE_JS_DIR points at it)."""
+    from keras_vae.serving.assets import JS_DIR_ENV
+
     root = tmp_path / "web"
-    (root / "node_modules" / "onnxruntime-web" / "dist").mkdir(parents=True)
+    root.mkdir()
     (root / "index.html").write_text("<html></html>")
-    (root / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.bundle.min.mjs").write_text("")
+    dist = tmp_path / "js-home" / "web" / "node_modules" / "onnxruntime-web" / "dist"
+    dist.mkdir(parents=True)
+    (dist / "ort.wasm.bundle.min.mjs").write_text("")
+    monkeypatch.setenv(JS_DIR_ENV, str(tmp_path / "js-home"))
     return root
 
 

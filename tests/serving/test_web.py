@@ -18,15 +18,19 @@ from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM,
 from keras_vae.export import contract
 from keras_vae.errors import ArtifactError
 from keras_vae.sampling.noise import float32_ulp, portable_noise
-from keras_vae.serving.demo import make_server, serve_in_thread, server_url
+from keras_vae.serving import assets
+from keras_vae.serving.demo import ORT_ENTRY, make_server, serve_in_thread, server_url
 from keras_vae.serving.onnx_decoder import OnnxDecoder
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ORT_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 
 
 def _need_web_modules():
-    require_tool(ORT_DIST.is_dir(), f"{ORT_DIST} is missing: run serving/install_test_deps.sh (npm ci in serving/web)")
+    """The onnxruntime-web dist folder serve-demo will serve (js home, else the checkout's node_modules)."""
+    try:
+        return assets.find_ort_web_dist(ORT_ENTRY)
+    except ArtifactError as exc:
+        require_tool(False, f"{exc} (or serving/install_test_deps.sh: npm ci in serving/web)")
 
 
 @pytest.fixture
@@ -54,7 +58,7 @@ def test_server_routes_and_mime_types(server, decoder_path):
     with pytest.raises(urllib.error.HTTPError, match="404"):
         _get(base + "sampler.onnx")  # this export has none: the page samples the prior
     assert _get(base + "node_modules/onnxruntime-web/dist/ort.wasm.bundle.min.mjs")[1].startswith("text/javascript")
-    wasm = sorted(p.name for p in ORT_DIST.glob("*.wasm"))[0]
+    wasm = sorted(p.name for p in _need_web_modules().glob("*.wasm"))[0]
     status, ctype, body = _get(base + "node_modules/onnxruntime-web/dist/" + wasm)
     assert ctype == "application/wasm" and body[:4] == b"\0asm"
     for path in ("node_modules/playwright-core/package.json", "node_modules/onnxruntime-web/dist/../package.json",
@@ -63,12 +67,45 @@ def test_server_routes_and_mime_types(server, decoder_path):
             _get(base + path)
 
 
-def test_missing_node_modules_says_npm_ci(decoder_dir, tmp_path):
+def test_missing_onnxruntime_web_says_js_install(decoder_dir, tmp_path, monkeypatch):
     (tmp_path / "index.html").write_text("<html></html>")
-    with pytest.raises(ArtifactError, match=r"onnxruntime-web is not installed .* run `npm ci` in"):
+    with pytest.raises(ArtifactError, match=r"onnxruntime-web is not installed .* run `keras-vae js install`"):
+        make_server(decoder_dir, port=0, web_root=tmp_path, ort_dist=tmp_path / "dist")
+    monkeypatch.setenv(assets.JS_DIR_ENV, str(tmp_path / "js-home"))
+    monkeypatch.setattr(assets, "_checkout_web", lambda: None)  # as in an installed wheel
+    with pytest.raises(ArtifactError, match=r"onnxruntime-web is not installed \(no ort.wasm.bundle.min.mjs in "
+                                            r".*js-home/web/node_modules/onnxruntime-web/dist\): run `keras-vae js install`"):
         make_server(decoder_dir, port=0, web_root=tmp_path)
     with pytest.raises(ArtifactError, match="has no decoder.onnx"):
         make_server(tmp_path, port=0)
+
+
+def test_js_home_comes_first_and_is_not_escaped(decoder_dir, tmp_path, monkeypatch):
+    """serve-demo serves onnxruntime-web from the js home (keras-vae js install) before a checkout's
+    serving/web/node_modules, under the same URLs, and nothing else of the js home."""
+    home = tmp_path / "js-home"
+    dist = home / "web" / "node_modules" / "onnxruntime-web" / "dist"
+    dist.mkdir(parents=True)
+    (dist / ORT_ENTRY).write_text("// from the js home")
+    (dist / "ort-wasm-simd-threaded.wasm").write_bytes(b"\0asm-from-home")
+    (home / "web" / "node_modules" / "onnxruntime-web" / "package.json").write_text("{}")
+    (home / "keras-vae-js.json").write_text("{}")
+    monkeypatch.setenv(assets.JS_DIR_ENV, str(home))
+    assert assets.ort_web_candidates()[0] == dist
+    srv = make_server(decoder_dir, port=0)
+    serve_in_thread(srv)
+    try:
+        base = server_url(srv) + "node_modules/onnxruntime-web/dist/"
+        assert _get(base + ORT_ENTRY)[2] == b"// from the js home"
+        status, ctype, body = _get(base + "ort-wasm-simd-threaded.wasm")
+        assert ctype == "application/wasm" and body == b"\0asm-from-home"
+        for path in ("../package.json", "..%2fpackage.json", "..%2f..%2f..%2f..%2fkeras-vae-js.json",
+                     "%2e%2e/package.json", "", "missing.mjs"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                _get(base + path)
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_serve_demo_command(decoder_dir):
