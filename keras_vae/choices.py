@@ -33,3 +33,8 @@ SOURCE_KINDS = ("embedded", "tfds", "folder", "npy")
 # after training
 SAMPLER_KINDS = ("prior", "gaussian", "gmm")
 LATENT_PROJECTIONS = ("pca", "tsne")
+
+# applications (keras_vae.applications)
+DATA_SPLITS = ("all", "train", "validation")  # which examples of a source: both splits, or one
+ANOMALY_SCORES = ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis")
+COMPLETION_METHODS = ("iterative", "latent")  # model-based completions; the baselines always run

@@ -12,15 +12,15 @@
     nearest       missing pixels from the training image nearest to x on the observed pixels (L2)
 
 ``psnr`` on the masked region (``keras_vae.applications.encoding.psnr`` with the mask) measures each.
+``load_reference`` reads the baselines' training images, ``complete_examples`` completes a batch of a
+source and keeps where each image came from, ``Completion.save`` writes the report, arrays and preview.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from keras_vae.choices import COMPLETION_METHODS
 from keras_vae.errors import ConfigError
-
-MASKS = ("center", "left", "random:P")
-METHODS = ("iterative", "latent", "mean_fill", "nearest")
 
 
 def parse_mask(spec: str) -> tuple[str, float | None]:
@@ -148,8 +148,10 @@ def latent_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, s
 class Completion:
     """Completed images ([0, 1], per method), the mask and the originals; PSNR on the masked region."""
 
-    def __init__(self, images: np.ndarray, mask: np.ndarray, filled: dict[str, np.ndarray], mask_spec: str) -> None:
+    def __init__(self, images: np.ndarray, mask: np.ndarray, filled: dict[str, np.ndarray], mask_spec: str,
+                 index: np.ndarray | None = None, names: list[str] | None = None) -> None:
         self.images, self.mask, self.filled, self.mask_spec = images, mask, filled, mask_spec
+        self.index, self.names = index, names  # where each image came from, when known
 
     @property
     def missing_fraction(self) -> float:
@@ -169,9 +171,11 @@ class Completion:
             out[m] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
         return out
 
-    def save(self, out_dir, index: np.ndarray, names: list[str] | None = None, extra: dict | None = None,
-             preview: int = 8) -> None:
-        """Write report.json, completed.npz and completions.png (rows: masked input, each method, original)."""
+    def save(self, out_dir, index: np.ndarray | None = None, names: list[str] | None = None,
+             extra: dict | None = None, preview: int = 8) -> None:
+        """Write report.json (``extra`` first), completed.npz (uint8 images per method and the original, mask,
+        index, names) and completions.png (rows: masked input, each method, original; ``preview`` columns).
+        ``index`` and ``names`` default to the Completion's own (positions 0..N-1 when it has none)."""
         from pathlib import Path
 
         from keras_vae.utils.files import atomic_path, write_json
@@ -187,6 +191,9 @@ class Completion:
                                 "image, averaged over images"}
         write_json(out_dir / "report.json", report)
         arrays = {f"{m}": to_uint8(x) for m, x in self.filled.items()}
+        index = self.index if index is None else index
+        index = np.arange(len(self.images)) if index is None else index
+        names = self.names if names is None else names
         arrays.update(original=to_uint8(self.images), mask=self.mask, index=np.asarray(index, np.int64))
         if names is not None:
             arrays["names"] = np.array(names, dtype=str)
@@ -199,7 +206,7 @@ class Completion:
 
 
 def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: str, *,
-                 methods=("iterative", "latent"), steps: int = 30, latent_steps: int = 200,
+                 methods=COMPLETION_METHODS, steps: int = 30, latent_steps: int = 200,
                  learning_rate: float = 0.05, seed: int = 0, batch_size: int = 256) -> Completion:
     """Mask ``images`` ([0, 1]) with ``mask_spec`` and fill them with each method and both baselines
     (``reference``: training images in [0, 1] for the mean image and the nearest neighbour)."""
@@ -208,7 +215,7 @@ def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: st
     mean_image = np.asarray(reference, np.float32).mean(axis=0)
     base = mean_fill(images, mask, mean_image)
     for method in methods:
-        if method not in ("iterative", "latent"):
+        if method not in COMPLETION_METHODS:
             raise ConfigError(f"unknown completion method {method!r}: choose 'iterative' or 'latent'")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     for s in range(0, len(images), batch_size):
@@ -222,3 +229,22 @@ def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: st
     filled["mean_fill"] = base
     filled["nearest"] = nearest_fill(images, mask, reference)
     return Completion(images, mask, filled, mask_spec)
+
+
+def load_reference(model, config, max_examples: int = 5000) -> np.ndarray:
+    """At most ``max_examples`` training images of the run's own data source (``config.data``), in [0, 1]:
+    the mean image and the nearest-neighbour candidates of the baselines."""
+    from keras_vae.data import load_source
+    from keras_vae.data.examples import load_examples
+
+    reference = load_examples(load_source(config.data), image_shape=config.model.image_shape,
+                              value_range=config.model.value_range, split="train", max_examples=max_examples)
+    return np.asarray(model.to_unit(reference.images))
+
+
+def complete_examples(model, examples, reference: np.ndarray, mask_spec: str, **kwargs) -> Completion:
+    """``complete_all`` of an ``ExampleBatch`` (images in the model's range, converted to [0, 1]); the
+    Completion keeps the batch's index and names for ``save``. ``kwargs`` go to ``complete_all``."""
+    result = complete_all(model, np.asarray(model.to_unit(examples.images)), reference, mask_spec, **kwargs)
+    result.index, result.names = examples.index, examples.names
+    return result

@@ -13,6 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from keras_vae.utils.files import atomic_path
+from keras_vae.utils.images import to_uint8
 
 MSE_FLOOR = 1e-10  # PSNR is capped at 100 dB (identical images) so means stay finite
 
@@ -93,18 +94,27 @@ def save_codes(codes: Codes, path: str | Path) -> Path:
     return path
 
 
-def reconstruct_examples(model, batches: Iterable) -> dict[str, np.ndarray | list | None]:
-    """decode(E[z|x]) of every image as uint8 [N, H, W, C], with per-image MSE and PSNR (on [0, 1])."""
+def reconstruct_examples(model, batches: Iterable, preview: int = 0) -> dict[str, np.ndarray | list | None]:
+    """decode(E[z|x]) of every image as uint8 [N, H, W, C], with per-image MSE and PSNR (on [0, 1]).
+
+    With ``preview`` > 0 the result also keeps the first ``preview`` inputs in [0, 1] ("preview_inputs"),
+    which ``save_reconstructions`` shows above their reconstructions in preview.png.
+    """
     images, mse, index, labels, names = [], [], [], [], []
+    inputs: list[np.ndarray] = []
+    kept = 0
     has_labels = has_names = False
     for batch in batches:
         x = np.asarray(model.to_unit(batch.images))
+        if kept < preview:
+            inputs.append(x[:preview - kept])
+            kept += len(inputs[-1])
         recon = np.asarray(model.to_unit(model.reconstruct(batch.images)))
-        images.append(np.floor(np.clip(recon, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+        images.append(to_uint8(recon))
         mse.append(((recon.astype(np.float64) - x) ** 2).reshape(len(x), -1).mean(axis=1))
         has_labels, has_names = _keep_provenance(batch, index, labels, names)
     mse_all = _join(mse)
-    return {
+    result = {
         "images": np.concatenate(images) if images else np.zeros((0, *model.image_shape), np.uint8),
         "mse": mse_all,
         "psnr": 10.0 * np.log10(1.0 / np.maximum(mse_all, MSE_FLOOR)),
@@ -112,12 +122,18 @@ def reconstruct_examples(model, batches: Iterable) -> dict[str, np.ndarray | lis
         "labels": _join(labels).astype(np.int64) if has_labels else None,
         "names": names if has_names else None,
     }
+    if preview > 0:
+        result["preview_inputs"] = np.concatenate(inputs) if inputs else np.zeros((0, *model.image_shape), np.float32)
+    return result
 
 
 def save_reconstructions(result: dict, out_dir: str | Path, pngs: bool = False) -> list[Path]:
     """Write ``reconstructions.npz`` (and with ``pngs`` one PNG per image, named after the source file
-    or the position) into ``out_dir``; returns the written paths."""
+    or the position; when ``result`` has preview inputs, ``preview.png``: those inputs above their
+    reconstructions) into ``out_dir``; returns the written paths."""
     from PIL import Image
+
+    from keras_vae.utils.images import save_grid
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,4 +152,9 @@ def save_reconstructions(result: dict, out_dir: str | Path, pngs: bool = False) 
             with atomic_path(path) as tmp:
                 Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp, format="PNG")
             written.append(path)
+    shown = result.get("preview_inputs")
+    if shown is not None and len(shown):
+        n = len(shown)
+        written.append(save_grid(np.concatenate([shown, result["images"][:n] / 255.0]), out_dir / "preview.png",
+                                 cols=n))
     return written

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from keras_vae.choices import ANOMALY_SCORES
 from keras_vae.commands.app_options import add_run_and_data_options
 
 
@@ -20,8 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_run_and_data_options(parser)
     parser.add_argument("--fpr", type=float, default=0.05,
                         help="false-positive rate the thresholds allow on the validation split")
-    parser.add_argument("--score", default=None,
-                        choices=["neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis"],
+    parser.add_argument("--score", default=None, choices=ANOMALY_SCORES,
                         help="score behind the 'anomalous' column (default: iwae_nll for a VAE, "
                              "reconstruction_error for a VAEGAN)")
     parser.add_argument("--iwae-samples", type=int, default=200, metavar="K", help="importance samples for iwae_nll")
@@ -47,84 +47,30 @@ def _labels(text: str | None, default) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import numpy as np
-
-    from keras_vae.applications.anomaly import (LatentGaussian, anomaly_scores, available_scores, check_fpr,
-                                                fit_threshold, roc_auc)
-    from keras_vae.applications.report import write_csv
+    from keras_vae.applications.anomaly import available_scores, check_fpr, default_score, score_source
     from keras_vae.commands.app_options import check_positive, example_batches, open_run_and_source
-    from keras_vae.data import load_source
-    from keras_vae.data.examples import iterate_examples, load_examples
     from keras_vae.errors import ConfigError
-    from keras_vae.utils.files import write_json
 
     check_fpr(args.fpr)
     check_positive(args, "iwae_samples", "elbo_samples", "fit_examples")
     config, model, source, _ = open_run_and_source(args)
     names = available_scores(model)
-    score = args.score or ("iwae_nll" if "iwae_nll" in names else "reconstruction_error")
+    score = args.score or default_score(model)
     if score not in names:
         raise ConfigError(f"--score {score} needs a likelihood, which a {type(model).__name__} does not have: "
                           f"choose {', '.join(names)}")
     anomalous = _labels(args.anomalous_labels, config.data.exclude_labels)
-    shape, value_range, binarize = config.model.image_shape, config.model.value_range, config.data.binarize
-    kw = dict(iwae_samples=args.iwae_samples, elbo_samples=args.elbo_samples, seed=args.seed)
-
-    # Normal data = the run's own source with its exclusions: latent fit on training, thresholds on validation.
-    run_source = load_source(config.data)
-    train = load_examples(run_source, image_shape=shape, value_range=value_range, split="train",
-                          binarize=binarize, max_examples=args.fit_examples)
-    latent = LatentGaussian.fit(np.asarray(model.encode(train.images)[0]))
-    val_scores = {s: [] for s in names}
-    for batch in iterate_examples(run_source, image_shape=shape, value_range=value_range, split="validation",
-                                  batch_size=args.batch_size, binarize=binarize):
-        for s, v in anomaly_scores(model, batch.images, latent, **kw).items():
-            val_scores[s].append(v)
-    val_scores = {s: np.concatenate(v) for s, v in val_scores.items()}
-    thresholds = {s: fit_threshold(v, args.fpr) for s, v in val_scores.items()}
-
-    columns = {s: [] for s in names}
-    index, labels, file_names = [], [], []
-    for batch in example_batches(args, config, source, binarize=binarize):
-        for s, v in anomaly_scores(model, batch.images, latent, **kw).items():
-            columns[s].append(v)
-        index.append(batch.index)
-        if batch.labels is not None:
-            labels.append(batch.labels)
-        if batch.names is not None:
-            file_names.extend(batch.names)
-    columns = {s: np.concatenate(v) if v else np.zeros(0) for s, v in columns.items()}
-    rows = {"index": np.concatenate(index) if index else np.zeros(0, np.int64)}
-    if source.names is not None:
-        rows["name"] = file_names
-    if source.has_labels:
-        rows["label"] = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-    rows.update(columns)
-    rows["anomalous"] = (columns[score] > thresholds[score]).astype(int)
-    out = Path(args.out)
-    write_csv(out, rows)
-
-    summary = {
-        "run_dir": str(args.run_dir), "data": source.name, "split": args.split, "images": int(len(rows["index"])),
-        "score": score, "fpr": args.fpr, "iwae_samples": args.iwae_samples, "elbo_samples": args.elbo_samples,
-        "latent_fit_examples": int(len(train.images)), "validation_examples": int(len(val_scores[names[0]])),
-        "binarized": bool(binarize),
-        "thresholds": thresholds,
-        "validation_flag_rate": {s: float(np.mean(v > thresholds[s])) for s, v in val_scores.items()},
-        "flag_rate": {s: float(np.mean(columns[s] > thresholds[s])) if len(columns[s]) else 0.0 for s in names},
-    }
-    if anomalous and source.has_labels and len(rows["label"]):
-        truth = np.isin(rows["label"], anomalous)
-        if truth.any() and (~truth).any():
-            summary["anomalous_labels"] = list(anomalous)
-            summary["roc_auc"] = {s: roc_auc(columns[s], truth) for s in names}
-    write_json(out.with_suffix(".json"), summary)
-    print(f"scored {summary['images']} images of {source.name} ({args.split}): {int(rows['anomalous'].sum())} flagged "
-          f"by {score} > {thresholds[score]:.4g} (fpr {args.fpr:g} on {summary['validation_examples']} validation images)")
+    report = score_source(model, config, source, example_batches(args, config, source, binarize=config.data.binarize),
+                          score=score, fpr=args.fpr, iwae_samples=args.iwae_samples, elbo_samples=args.elbo_samples,
+                          fit_examples=args.fit_examples, batch_size=args.batch_size, seed=args.seed,
+                          anomalous_labels=anomalous,
+                          extra={"run_dir": str(args.run_dir), "data": source.name, "split": args.split})
+    out, out_json = report.save(args.out)
+    summary = report.summary
+    print(f"scored {summary['images']} images of {source.name} ({args.split}): {report.flagged} flagged "
+          f"by {score} > {report.threshold:.4g} (fpr {args.fpr:g} on {summary['validation_examples']} validation images)")
     if "roc_auc" in summary:
         print("ROC-AUC (labels " + ",".join(map(str, anomalous)) + " anomalous): "
               + ", ".join(f"{s} {v:.3f}" for s, v in summary["roc_auc"].items()))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    print(f"wrote {out} and {out_json}")
     return 0

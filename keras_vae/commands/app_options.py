@@ -1,8 +1,10 @@
 """Options shared by the application subcommands (encode, reconstruct, anomaly, complete): a run folder
-and the data to apply it to."""
+and the data to apply it to. The reading itself is ``keras_vae.applications.inputs``."""
 from __future__ import annotations
 
 import argparse
+
+from keras_vae.choices import DATA_SPLITS
 
 
 def add_run_and_data_options(parser: argparse.ArgumentParser, split_default: str = "all") -> None:
@@ -13,7 +15,7 @@ def add_run_and_data_options(parser: argparse.ArgumentParser, split_default: str
                        help="'embedded', 'tfds:NAME', 'folder:PATH' or 'npy:FILE' (.npy/.npz); images are "
                             "converted to the model's size and channels")
     group.add_argument("--data-dir", default=None, metavar="DIR", help="tensorflow-datasets data_dir")
-    group.add_argument("--split", default=split_default, choices=["all", "train", "validation"],
+    group.add_argument("--split", default=split_default, choices=list(DATA_SPLITS),
                        help="which examples of the source: both splits, or one (the fixed split of every source)")
     group.add_argument("--max-examples", type=int, default=None, metavar="N",
                        help="read at most N examples (default: all)")
@@ -31,21 +33,24 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def open_run_and_source(args: argparse.Namespace):
-    """(RunConfig, model, Source, DataConfig) for the run folder and the data the flags name."""
-    check_positive(args, "max_examples", "batch_size")
-    from keras_vae.data import load_source
-    from keras_vae.data.examples import with_source
-    from keras_vae.runs.folder import load_run
+    """(RunConfig, model, Source, DataConfig) for RUN_DIR and the data the flags name."""
+    from keras_vae.applications.inputs import open_run_and_source as open_run
 
-    config, model = load_run(args.run_dir)
-    data_config = with_source(config.data, args.data, args.data_dir)
-    return config, model, load_source(data_config), data_config
+    check_positive(args, "max_examples", "batch_size")
+    return open_run(args.run_dir, args.data, args.data_dir)
 
 
 def example_batches(args: argparse.Namespace, config, source, binarize: bool = False):
-    """The iterate_examples generator for the flags (split, max examples, batch size)."""
-    from keras_vae.data.examples import iterate_examples
+    """The batches of ``source`` that --split, --max-examples and --batch-size select."""
+    from keras_vae.applications.inputs import source_batches
 
-    return iterate_examples(source, image_shape=config.model.image_shape, value_range=config.model.value_range,
-                            split=args.split, batch_size=args.batch_size, binarize=binarize,
-                            max_examples=args.max_examples)
+    return source_batches(config, source, split=args.split, batch_size=args.batch_size,
+                          max_examples=args.max_examples, binarize=binarize)
+
+
+def all_examples(args: argparse.Namespace, config, source):
+    """``example_batches`` in one ExampleBatch."""
+    from keras_vae.applications.inputs import source_examples
+
+    return source_examples(config, source, split=args.split, batch_size=args.batch_size,
+                           max_examples=args.max_examples)

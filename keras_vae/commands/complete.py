@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from keras_vae.choices import COMPLETION_METHODS
 from keras_vae.commands.app_options import add_run_and_data_options
 
 
@@ -18,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_and_data_options(parser, split_default="validation")
     parser.add_argument("--mask", default="center", metavar="KIND", help="center, left or random:P")
-    parser.add_argument("--method", default="both", choices=["iterative", "latent", "both"],
+    parser.add_argument("--method", default="both", choices=[*COMPLETION_METHODS, "both"],
                         help="model-based completion(s) to run (the baselines always run)")
     parser.add_argument("--steps", type=int, default=30, metavar="T", help="re-encoding iterations")
     parser.add_argument("--latent-steps", type=int, default=200, metavar="T", help="Adam steps on z")
@@ -33,12 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import numpy as np
-
-    from keras_vae.applications.completion import complete_all, parse_mask
-    from keras_vae.commands.app_options import check_positive, example_batches, open_run_and_source
-    from keras_vae.data import load_source
-    from keras_vae.data.examples import load_examples
+    from keras_vae.applications.completion import complete_examples, load_reference, parse_mask
+    from keras_vae.commands.app_options import all_examples, check_positive, open_run_and_source
     from keras_vae.errors import ConfigError
 
     parse_mask(args.mask)
@@ -46,24 +43,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.latent_lr > 0:
         raise ConfigError(f"--latent-lr must be > 0, got {args.latent_lr}")
     config, model, source, _ = open_run_and_source(args)
-    shape, value_range = config.model.image_shape, config.model.value_range
-    reference = load_examples(load_source(config.data), image_shape=shape, value_range=value_range, split="train",
-                              max_examples=args.reference_examples)
-    batches = list(example_batches(args, config, source))
-    if not batches:
+    reference = load_reference(model, config, args.reference_examples)
+    examples = all_examples(args, config, source)
+    if not len(examples.index):
         raise ConfigError(f"{source.name} has no images in split {args.split!r}: choose another --split or --data")
-    images = np.asarray(model.to_unit(np.concatenate([b.images for b in batches])))
-    methods = ("iterative", "latent") if args.method == "both" else (args.method,)
-    result = complete_all(model, images, np.asarray(model.to_unit(reference.images)), args.mask, methods=methods,
-                          steps=args.steps, latent_steps=args.latent_steps, learning_rate=args.latent_lr,
-                          seed=args.seed)
+    methods = COMPLETION_METHODS if args.method == "both" else (args.method,)
+    result = complete_examples(model, examples, reference, args.mask, methods=methods, steps=args.steps,
+                               latent_steps=args.latent_steps, learning_rate=args.latent_lr, seed=args.seed)
     out = Path(args.out)
-    names = sum((b.names for b in batches), []) if source.names is not None else None
-    result.save(out, index=np.concatenate([b.index for b in batches]), names=names,
-                extra={"run_dir": str(args.run_dir), "data": source.name, "split": args.split,
-                       "reference_examples": int(len(reference.images)), "steps": args.steps,
-                       "latent_steps": args.latent_steps, "latent_lr": args.latent_lr, "seed": args.seed})
-    print(f"completed {len(images)} images of {source.name} ({args.split}), mask {args.mask} "
+    result.save(out, extra={"run_dir": str(args.run_dir), "data": source.name, "split": args.split,
+                            "reference_examples": int(len(reference)), "steps": args.steps,
+                            "latent_steps": args.latent_steps, "latent_lr": args.latent_lr, "seed": args.seed})
+    print(f"completed {len(result.images)} images of {source.name} ({args.split}), mask {args.mask} "
           f"({result.missing_fraction:.0%} of pixels missing); PSNR on the masked region (dB, mean ± s.e.):")
     for method, (mean, stderr) in result.summary().items():
         print(f"  {method:10s} {mean:6.2f} ± {stderr:.2f}")

@@ -45,35 +45,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from keras_vae.errors import ConfigError
-    from keras_vae.runs.folder import load_run
-    from keras_vae.utils.files import write_json
 
     for name in ("iwae_samples", "examples", "samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     out = check_output_file(Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json")
-    config, model = load_run(args.run_dir)
-    from keras_vae.evaluation.features import feature_net_for_run
-    from keras_vae.evaluation.report import evaluate_model, evaluation_data, scalars, to_markdown
-    from keras_vae.sampling.draw import resolve_sampler
-    from keras_vae.utils.files import atomic_path
-
-    latent_sampler, description = resolve_sampler(args.run_dir, args.sampler, config.model.latent_dim)
+    from keras_vae.evaluation.report import evaluate_run, scalars, write_evaluation
     from keras_vae.utils.progress import Reporter
 
-    report = Reporter()
-    with report.phase("feature network", 1):
-        feature = feature_net_for_run(config, args.run_dir, train_if_missing=True, retrain=args.retrain_features)
-    result = evaluate_model(
-        model, config, evaluation_data(config), num_samples=args.samples, seed=args.seed,
-        latent_sampler=latent_sampler, sampler_description=description, feature=feature,
-        iwae_samples=None if args.no_likelihood else (args.iwae_samples or config.train.iwae_samples),
-        likelihood_examples=args.examples or config.train.iwae_examples, report=report, draws=args.draws)
-    result = {"run_dir": str(args.run_dir), **result}
-    write_json(out, result)
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(to_markdown(result, title=f"Evaluation of {args.run_dir}"))
+    result = evaluate_run(args.run_dir, num_samples=args.samples, draws=args.draws, sampler=args.sampler,
+                          likelihood=not args.no_likelihood, iwae_samples=args.iwae_samples,
+                          likelihood_examples=args.examples, retrain_features=args.retrain_features, seed=args.seed,
+                          report=Reporter())
+    out, markdown = write_evaluation(result, out, title=f"Evaluation of {args.run_dir}")
     print(json.dumps(scalars(result), indent=2))
-    print(f"written to {out} and {out.with_suffix('.md')}")
+    print(f"written to {out} and {markdown}")
     return 0

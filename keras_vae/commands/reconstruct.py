@@ -5,6 +5,8 @@ import argparse
 
 from keras_vae.commands.app_options import add_run_and_data_options
 
+PREVIEW = 8  # images in preview.png
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -21,23 +23,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from keras_vae.applications.encoding import reconstruct_examples, save_reconstructions
     from keras_vae.commands.app_options import example_batches, open_run_and_source
-    from keras_vae.data.examples import iterate_examples
-    from keras_vae.utils.images import save_grid
 
     config, model, source, _ = open_run_and_source(args)
-    result = reconstruct_examples(model, example_batches(args, config, source))
+    result = reconstruct_examples(model, example_batches(args, config, source), preview=PREVIEW)
     written = save_reconstructions(result, args.out, pngs=args.png)
-    n = min(8, len(result["images"]))
-    if n:
-        first = next(iterate_examples(source, image_shape=config.model.image_shape, value_range=config.model.value_range,
-                                      split=args.split, batch_size=n, max_examples=n))
-        inputs = np.asarray(model.to_unit(first.images))
-        save_grid(np.concatenate([inputs, result["images"][:n] / 255.0]), f"{args.out}/preview.png", cols=n)
     print(f"reconstructed {len(result['images'])} images of {source.name} ({args.split}): "
           f"MSE {result['mse'].mean():.5f}, PSNR {result['psnr'].mean():.2f} dB (mean over images, [0, 1] scale); "
-          f"wrote {len(written) + (1 if n else 0)} files to {args.out}")
+          f"wrote {len(written)} files to {args.out}")
     return 0

@@ -8,7 +8,6 @@ from keras_vae.choices import SAMPLER_KINDS
 from keras_vae.utils.validation import IMAGE_SUFFIXES, check_output_file, positive_float, seed_type
 
 MAX_SAMPLES = 10_000  # one grid image; more is a memory error, not a picture
-DECODE_BATCH = 256
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, suffixes=IMAGE_SUFFIXES)
     source = Path(args.source)
     is_export = source.is_dir() and not (source / "model.keras").exists() and (source / "decoder.onnx").is_file()
+    from keras_vae.utils.images import save_grid
+
     if source.suffix == ".onnx" or is_export:
-        from keras_vae.utils.images import save_grid
         from keras_vae.serving.onnx_decoder import OnnxDecoder
 
         decoder = OnnxDecoder(source, sampler=False if args.sampler == "prior" else None, verify=not args.no_verify)
@@ -59,15 +59,11 @@ def run(args: argparse.Namespace) -> int:
                               f"use --sampler prior, or export a run whose sampler.json is {args.sampler!r}")
         save_grid(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8"), args.out)
     else:
-        import numpy as np
-
         from keras_vae.runs.folder import load_run
-        from keras_vae.utils.images import save_grid
+        from keras_vae.sampling.draw import draw_samples
 
-        _, model = load_run(source, sampler=args.sampler)
-        z = model.sample_latents(args.n, seed=args.seed, temperature=args.temperature)  # the same as model.sample
-        images = np.concatenate([np.asarray(model.to_unit(model.decode(z[i:i + DECODE_BATCH])))
-                                 for i in range(0, args.n, DECODE_BATCH)])
-        save_grid(images, args.out)  # the same grid as the ONNX path
+        _, model = load_run(source, sampler=args.sampler)  # the model's sampler: the run's or --sampler's
+        save_grid(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature),
+                  args.out)  # the same latents and grid as the ONNX path
     print(f"wrote {args.n} samples to {args.out}")
     return 0

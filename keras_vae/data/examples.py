@@ -25,9 +25,8 @@ import tensorflow as tf
 from keras_vae.data.config import DataConfig
 from keras_vae.data.pipeline import (VALIDATION_BINARIZE_SEED, Source, _bernoulli, _prepare_fn, _scale,
                                      _to_unit_float, check_element_spec, check_request)
+from keras_vae.choices import DATA_SPLITS as SPLITS
 from keras_vae.errors import ConfigError
-
-SPLITS = ("all", "train", "validation")
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,47 @@ def evaluate_model(model, config, data: EvaluationData, *, num_samples: int, see
             "seed": int(seed), "sections": sections, "notes": notes}
 
 
+def evaluate_run(run_dir: str | Path, *, num_samples: int = 1000, draws: int = 1, sampler: str | None = None,
+                 likelihood: bool = True, iwae_samples: int | None = None, likelihood_examples: int | None = None,
+                 retrain_features: bool = False, seed: int = 0, report=None) -> dict[str, Any]:
+    """``evaluate_model`` of a run folder on the validation split of its data: ``{"run_dir": ..., **result}``.
+
+    ``sampler`` picks the latent sampler as ``keras_vae.sampling.draw.resolve_sampler`` does (None: the
+    run's sampler.json, else the prior). The feature network is the run's (trained on its data and cached
+    in RUN/features/ when missing, or again with ``retrain_features``). ``likelihood=False`` skips the ELBO
+    and IWAE NLL; otherwise ``iwae_samples`` and ``likelihood_examples`` default to the run's
+    ``train.iwae_samples`` and ``train.iwae_examples``. ``report`` (a keras_vae.utils.progress.Reporter)
+    announces each stage.
+    """
+    from keras_vae.runs.folder import load_run
+    from keras_vae.sampling.draw import resolve_sampler
+    from keras_vae.utils.progress import Reporter
+
+    config, model = load_run(run_dir)
+    latent_sampler, description = resolve_sampler(run_dir, sampler, config.model.latent_dim)
+    report = report if report is not None else Reporter(enabled=False)
+    with report.phase("feature network", 1):
+        feature = feature_lib.feature_net_for_run(config, run_dir, train_if_missing=True, retrain=retrain_features)
+    result = evaluate_model(
+        model, config, evaluation_data(config), num_samples=num_samples, seed=seed,
+        latent_sampler=latent_sampler, sampler_description=description, feature=feature,
+        iwae_samples=(iwae_samples or config.train.iwae_samples) if likelihood else None,
+        likelihood_examples=likelihood_examples or config.train.iwae_examples, report=report, draws=draws)
+    return {"run_dir": str(run_dir), **result}
+
+
+def write_evaluation(result: dict[str, Any], path: str | Path, title: str = "Evaluation") -> tuple[Path, Path]:
+    """Write ``result`` as JSON at ``path`` and as Markdown (``to_markdown``) beside it with suffix .md, both
+    atomically; returns both paths."""
+    from keras_vae.utils.files import atomic_path, write_json
+
+    path = Path(path)
+    write_json(path, result)
+    with atomic_path(path.with_suffix(".md")) as tmp:
+        tmp.write_text(to_markdown(result, title=title))
+    return path, path.with_suffix(".md")
+
+
 def scalars(result: dict[str, Any]) -> dict[str, float]:
     """Flat {section/metric: value} of an evaluation (for TensorBoard and summaries)."""
     return {f"{section}/{name}": float(item["value"]) for section, metrics in result["sections"].items()

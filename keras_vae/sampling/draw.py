@@ -26,11 +26,19 @@ def resolve_sampler(run_dir: str | Path | None, sampler: str | None, latent_dim:
     return latent_sampler, f"{latent_sampler.kind} sampler ({origin})"
 
 
-def draw_samples(model, n: int, seed: int = 0, latent_sampler=None, batch_size: int = 256) -> np.ndarray:
-    """n decoded samples in [0, 1], [n, H, W, C]: z from ``latent_sampler.sample(n, seed)`` or the prior."""
+def draw_samples(model, n: int, seed: int = 0, latent_sampler=None, batch_size: int = 256,
+                 temperature: float = 1.0) -> np.ndarray:
+    """n decoded samples in [0, 1], [n, H, W, C], decoded ``batch_size`` at a time. z comes from
+    ``latent_sampler`` or, without one, from the model's own sampler (``model.sample_latents``: the same
+    latents as ``model.sample``); ``temperature`` scales the noise around the sampler's mean(s) as there."""
     if latent_sampler is None:
-        z = np.asarray(model.sample_latents(n, seed=seed), np.float32)
-    else:
+        z = np.asarray(model.sample_latents(n, seed=seed, temperature=temperature), np.float32)
+    elif temperature == 1.0:
         z = np.asarray(latent_sampler.sample(n, seed), np.float32)
+    else:  # the drawing rule of model.sample_latents, on this sampler
+        from keras_vae.sampling.samplers import draw_noise
+
+        eps, u = draw_noise(int(seed), int(n), latent_sampler.latent_dim)
+        z = np.asarray(latent_sampler.latents(float(temperature) * eps, u), np.float32)
     images = [np.asarray(model.to_unit(model.decode(z[i:i + batch_size]))) for i in range(0, n, batch_size)]
     return np.concatenate(images)
