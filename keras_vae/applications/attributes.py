@@ -29,7 +29,6 @@ import numpy as np
 
 from keras_vae.errors import ArtifactError, ConfigError
 
-ATTRIBUTES_FILE = "attributes.json"
 FORMAT = "keras-vae-attributes"
 FORMAT_VERSION = 1
 CODE = "posterior mean E[z|x] (inference mode), averaged per label"

@@ -20,8 +20,6 @@ import numpy as np
 
 from keras_vae.errors import ConfigError
 
-from keras_vae.choices import OUTPUT_BIASES  # noqa: F401 - the choices, re-exported
-
 
 def smoothed_mean(batches: Iterable) -> np.ndarray:
     """(sum of the images + 1) / (count + 2), per pixel and channel: [H, W, C] float64 in (0, 1)."""

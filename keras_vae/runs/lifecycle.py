@@ -33,7 +33,6 @@ FIGURES = ("samples.png", "reconstructions.png", "latent.png", "interpolations.p
 # sampler.json / samplers/: keras_vae.sampling.posterior; features/: a run's own feature network (keras_vae.evaluation)
 RUN_OUTPUTS = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, "evaluation.json", "evaluation.md", "sampler.json", "samplers",
                "features", "logs", *FIGURES)
-_OWN = {LOCK_FILE, STATUS_FILE, BACKUP_DIR, REPLACEMENT_DIR}
 # fields a resumed run may change: how it is distributed (not what it computes; the checkpoint is the
 # same weights file), e.g. an interrupted multi-worker run finished on one machine
 RESUMABLE_CHANGES = ("train.strategy:",)

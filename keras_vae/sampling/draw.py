@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_vae.choices import SAMPLER_KINDS  # noqa: F401 (re-exported for the CLI)
-
 
 def resolve_sampler(run_dir: str | Path | None, sampler: str | None, latent_dim: int):
     """(LatentSampler, or None for the model's own prior sampling; description) for the run folder."""

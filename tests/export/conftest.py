@@ -47,6 +47,5 @@ def conv_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def vaegan_run(tmp_path_factory) -> Path:
-    """The paper's model at its smallest ('tiny': 16x16x1, latent 8); skipped until the VAEGAN lands."""
-    pytest.importorskip("keras_vae.models.vaegan", reason="the VAEGAN (keras_vae/models/vaegan.py) is not on this branch yet")
+    """The paper's model at its smallest ('tiny': 16x16x1, latent 8)."""
     return make_test_run(tmp_path_factory.mktemp("run-vaegan"), "tiny")
