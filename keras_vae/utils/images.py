@@ -8,13 +8,12 @@ browser embeds: ``floor(clip(x, 0, 1) * 255 + 0.5)`` computed in float64.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from keras_vae.errors import ArtifactError, DataError
+from keras_vae.utils.files import atomic_path
 
 MAX_GRID_BYTES = 1 << 30  # one grid image (uint8) at most 1 GiB
 # by the file name's extension (case-insensitive): Pillow format and mode conversions
@@ -64,13 +63,6 @@ def make_grid(images, cols: int | None = None, pad: int = 0, pad_value: int = 0)
     return grid
 
 
-def _umask_mode() -> int:
-    """The mode a plain ``open()`` would give a new file: 0o666 less the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save_grid(images, path, cols: int | None = None, pad: int = 0) -> Path:
     """Write NHWC images as one grid image at ``path`` atomically (temp file, then os.replace).
 
@@ -97,14 +89,6 @@ def save_grid(images, path, cols: int | None = None, pad: int = 0) -> Path:
         options = {"quality": 95, "subsampling": 0}  # 4:4:4: tiles have sharp colour edges
         if image.mode == "RGBA":
             image = image.convert("RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format=fmt, **options)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".tmp") as tmp:
+        image.save(tmp, format=fmt, **options)
     return path

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from string import Template
 
-from keras_vae.export import contract
 from keras_vae.errors import ArtifactError, ConfigError
+from keras_vae.export import contract
+from keras_vae.utils.files import atomic_path
 
 __all__ = ["render_kit", "write_kit", "KIT_FILES", "DEFAULT_IMAGE", "savedmodel_versions"]
 
@@ -26,6 +26,7 @@ BATCHING = "batching_parameters.txt"
 COMPOSE = "docker-compose.yml"
 KUBERNETES = "kubernetes.yaml"
 KIT_FILES = (MODELS_CONFIG, BATCHING, COMPOSE, KUBERNETES)
+KIT_FILE_MODE = 0o644  # read by the server's user inside the container, whatever the writer's umask
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -248,18 +249,6 @@ def savedmodel_versions(export_dir, name: str) -> list:
     return versions
 
 
-def _atomic_write(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_kit(export_dir, name: str, out_dir=None, **options) -> dict:
     """Write the TF Serving kit for ``export_dir/savedmodel/<name>/`` into ``out_dir``.
 
@@ -283,6 +272,7 @@ def write_kit(export_dir, name: str, out_dir=None, **options) -> dict:
     files = render_kit(name, savedmodel_rel=rel, **options)
     written = {}
     for file_name, text in files.items():
-        _atomic_write(out_dir / file_name, text)
+        with atomic_path(out_dir / file_name, mode=KIT_FILE_MODE) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         written[file_name] = out_dir / file_name
     return written
