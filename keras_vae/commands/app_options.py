@@ -1,5 +1,6 @@
 """Options shared by the application subcommands (encode, reconstruct, anomaly, complete): a run folder
-and the data to apply it to. The reading itself is ``keras_vae.applications.inputs``."""
+and the data to apply it to (the reading itself is ``keras_vae.applications.inputs``); ``check_positive``
+also serves evaluate."""
 from __future__ import annotations
 
 import argparse

@@ -44,12 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_vae.errors import ConfigError
+    from keras_vae.commands.app_options import check_positive
 
-    for name in ("iwae_samples", "examples", "samples"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_positive(args, "iwae_samples", "examples", "samples")
     out = check_output_file(Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json")
     from keras_vae.evaluation.report import evaluate_run, scalars, write_evaluation
     from keras_vae.utils.progress import Reporter
