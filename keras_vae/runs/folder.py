@@ -9,9 +9,10 @@ Every file is written atomically (temporary file in the same folder, then ``os.r
 """
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+
 
 from keras_vae.config import RunConfig
 from keras_vae.errors import ArtifactError, KerasVAEError
