@@ -136,22 +136,24 @@ EXPORT = [
              "from keras_vae.training.loop import train\n"
              "config = merge(get_preset('tiny-vae' if TINY else 'mnist-mlp'), {'train': {'epochs': 1 if TINY else 20}})\n"
              "model = train(config, 'runs/digits', verbose=0).model\nprint('trained', config.preset)"),
-    ("code", "import json\nfrom export import export_run\n"
+    ("code", "import json\nfrom keras_vae.export import export_run\n"
              "report = export_run('runs/digits', 'exports/digits', name='digits')\n"
              "for f in sorted(os.listdir('exports/digits')): print(f)\n"
              "print(json.dumps(report['parity'], indent=1)[:1500])"),
     ("md", "## ONNX in Python (onnxruntime only)"),
-    ("code", "from serving import OnnxDecoder\n"
+    ("code", "from keras_vae.serving import OnnxDecoder\n"
              "decoder = OnnxDecoder('exports/digits')\n"
              "z = np.random.default_rng(0).standard_normal((16, model.latent_dim)).astype('float32')\n"
              "onnx_images = decoder.decode(z)\n"
              "print('max |onnxruntime - Keras| =', float(np.abs(onnx_images - np.asarray(model.decode(z))).max()))\n"
              "show(onnx_images, 8, 'decoded by onnxruntime')\nplt.show()"),
-    ("md", "## ONNX in Node.js\n`serving/node/decode.js` (onnxruntime-node) decodes the same latents; it needs Node "
-           "and `bash serving/install_test_deps.sh` once."),
-    ("code", "import shutil, subprocess\nfrom pathlib import Path\nimport serving\n"
-             "node_dir = Path(serving.__file__).parent / 'node'\n"
-             "if shutil.which('node') and (node_dir / 'node_modules' / 'onnxruntime-node').is_dir():\n"
+    ("md", "## ONNX in Node.js\nThe Node decoder `decode.js` (onnxruntime-node) decodes the same latents; it needs Node "
+           "and `keras-vae js install` once."),
+    ("code", "import shutil, subprocess\nfrom pathlib import Path\nfrom keras_vae.serving.assets import asset_dir, js_home\n"
+             "# `keras-vae js install` puts the Node decoder in js_home(); a checkout's npm ci in serving/node also works\n"
+             "node_dir = next((d for d in (js_home() / 'node', asset_dir('node'))\n"
+             "                 if (d / 'node_modules' / 'onnxruntime-node').is_dir()), None)\n"
+             "if shutil.which('node') and node_dir is not None:\n"
              "    Path('z.json').write_text(json.dumps(z.tolist()))\n"
              "    subprocess.run(['node', str(node_dir / 'decode.js'), '--model', 'exports/digits/decoder.onnx',\n"
              "                    '--latents', 'z.json', '--out-dir', 'node_out', '--float-out', 'node_out/images.json'],\n"
@@ -160,7 +162,7 @@ EXPORT = [
              "    node_images = np.array(out['data'], np.float32).reshape(out['shape'])\n"
              "    print('max |Node - Python onnxruntime| =', float(np.abs(node_images - onnx_images).max()))\n"
              "else:\n"
-             "    print('Node.js or serving/node/node_modules missing: run bash serving/install_test_deps.sh')"),
+             "    print('Node.js or its npm packages missing: run keras-vae js install')"),
     ("md", "## TF Serving: the kit and the REST client"),
     ("code", "from keras_vae.serving.tfserving import write_kit\nfrom keras_vae.serving.client import TFServingClient\n"
              "from keras_vae.serving.contract_server import ContractServer\n"

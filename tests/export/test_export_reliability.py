@@ -151,7 +151,7 @@ def test_replacing_a_folder_is_one_atomic_exchange(tmp_path):
 def test_real_kill9_during_export_then_rerun_without_force(vae_run, tmp_path):
     """A separate process is killed with SIGKILL while it builds the export; the rerun succeeds."""
     out = tmp_path / "exp"
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from export import export_run; "
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from keras_vae.export import export_run; "
             f"export_run({str(vae_run)!r}, {str(out)!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
