@@ -51,6 +51,12 @@ GMM_COMPONENTS = (1, 2, 4, 8, 16, 32, 64, 128)
 GMM_SHRINKAGE = (0.0, 0.01, 0.03, 0.1)
 _MIN_REG_COVAR = 1e-6  # scikit-learn's default floor, used at shrinkage 0
 _WEIGHT_SUM_TOL = 1e-6
+# Every runtime draws, decodes and scores latents in float32. A sampler must keep its stored values finite
+# there, and its latents z = m + L eps (|eps| <= NOISE_BOUND, keras_vae.sampling.noise) small enough that
+# z and z^2 (Gaussian log-densities, KL terms) stay finite in float32: |z| <= sqrt(float32 max) ~ 1.8e19.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+LATENT_LIMIT = math.sqrt(FLOAT32_MAX)
+NOISE_BOUND = math.sqrt(2.0 * math.log(2.0**24))  # the largest |eps| of portable_noise (5.77)
 
 
 def draw_noise(seed: int, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +66,17 @@ def draw_noise(seed: int, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
 
     eps, u = portable_noise(int(seed), int(n), int(d))
     return np.asarray(eps, np.float32), np.asarray(u, np.float32)
+
+
+def check_latent_range(z: np.ndarray) -> None:
+    """DataError unless every latent is finite with |z| <= LATENT_LIMIT (z and z^2 finite in float32)."""
+    z = np.asarray(z)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(z) <= LATENT_LIMIT)  # NaN counts as bad
+    if np.any(bad):
+        first = np.argwhere(bad)[0].tolist()
+        raise DataError(f"the drawn latents reach {z[tuple(first)]:.3g} at index {first}, beyond what float32 decodes "
+                        f"and scores (|z| <= {LATENT_LIMIT:.3g}): lower the temperature")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +136,16 @@ class LatentSampler:
         if eps.ndim != 2 or eps.shape[1] != self.latent_dim or eps.shape[0] != u.shape[0]:
             raise DataError(f"noise of shape eps {eps.shape}, u {u.shape} does not fit a sampler of latent "
                             f"dimension {self.latent_dim}: pass eps [n, {self.latent_dim}] and u [n]")
+        if not (np.all(np.isfinite(eps)) and np.all(np.isfinite(u))):
+            raise DataError("the noise holds NaN or infinite values (a temperature beyond the float32 range?): "
+                            "pass finite eps and u")
         k = self.components(u)
         means = self.means.astype(np.float32)[k]
         tril = self.scale_tril.astype(np.float32)[k]
-        return (means + np.einsum("nij,nj->ni", tril, eps)).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (means + np.einsum("nij,nj->ni", tril, eps)).astype(np.float32)
+        check_latent_range(z)
+        return z
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """n latents [n, d] float32 from ``draw_noise(seed, n, d)``; reproducible for a seed."""
@@ -234,8 +257,13 @@ def _problem(kind: Any, weights: np.ndarray, means: np.ndarray, tril: np.ndarray
     d = means.shape[1]
     if tril.shape != (k, d, d):
         return f"scale_tril must be [K={k}, d={d}, d={d}], got shape {tril.shape}"
-    if not (np.all(np.isfinite(weights)) and np.all(np.isfinite(means)) and np.all(np.isfinite(tril))):
-        return "it holds NaN or infinite values"
+    for name, values in (("weights", weights), ("means", means), ("scale_tril", tril)):
+        if not np.all(np.isfinite(values)):
+            return f"{name} holds NaN or infinite values"
+        largest = float(np.max(np.abs(values)))
+        if largest > FLOAT32_MAX:
+            return (f"{name} holds a value ({largest:.3g}) beyond the float32 range (|x| <= {FLOAT32_MAX:.3g}) "
+                    "in which every runtime draws latents")
     if np.any(weights < 0) or abs(weights.sum() - 1.0) > _WEIGHT_SUM_TOL:
         return f"weights must be >= 0 and sum to 1 (sum {weights.sum():.9g})"
     if np.any(np.triu(tril, 1) != 0):
@@ -244,6 +272,13 @@ def _problem(kind: Any, weights: np.ndarray, means: np.ndarray, tril: np.ndarray
         return "scale_tril must have a positive diagonal (Cholesky factors)"
     if kind in ("prior", "gaussian") and k != 1:
         return f"a {kind!r} sampler has one component, got {k}"
+    if float(np.max(np.abs(means))) > LATENT_LIMIT:
+        return (f"means holds a value ({float(np.max(np.abs(means))):.3g}) whose square overflows float32 "
+                f"(|m| <= {LATENT_LIMIT:.3g}): latents that large decode to garbage")
+    reach = np.abs(means) + NOISE_BOUND * np.sum(np.abs(tril), axis=2)  # the largest |z_i| a draw can reach
+    if float(np.max(reach)) > LATENT_LIMIT:
+        return (f"scale_tril is so large that latents z = m + L eps reach {float(np.max(reach)):.3g}, whose "
+                f"square overflows float32 (|z| <= {LATENT_LIMIT:.3g}): latents that large decode to garbage")
     return None
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from pathlib import Path
 
@@ -69,33 +70,89 @@ def resolve_decoder_path(path) -> Path:
     return path
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+PRIOR_ON_PURPOSE = "or, to sample the prior N(0, I) on purpose, pass sampler=False; keras-vae sample: --sampler prior"
+
+
+def listed_files(folder: Path) -> dict | None:
+    """The ``files`` table of ``folder/export.json`` (names -> {"sha256", "bytes"}); None without an
+    export.json. ArtifactError when it is not JSON or has no ``files`` object."""
+    manifest_path = Path(folder) / contract.EXPORT_JSON
+    if not manifest_path.is_file():
+        return None
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{manifest_path} is unreadable or has no 'files' table ({type(exc).__name__}: {exc}): "
+                            f"re-export the model") from None
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{manifest_path}: 'files' must be an object of file names, got {type(files).__name__}: "
+                            f"re-export the model")
+    return files
+
+
+def _recorded(manifest_path: Path, name: str, entry) -> tuple[str, int | None]:
+    """(sha256, bytes or None) of one export.json entry, after checking their types."""
+    where = f"{manifest_path}: files[{name!r}]"
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{where} must be an object with 'sha256' and 'bytes', got {short(entry)}: "
+                            f"re-export the model")
+    expected, size = entry.get("sha256"), entry.get("bytes")
+    if not isinstance(expected, str) or not _SHA256_HEX.fullmatch(expected):
+        raise ArtifactError(f"{where}.sha256 must be 64 lower-case hex digits, got {short(expected)}: "
+                            f"re-export the model")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ArtifactError(f"{where}.bytes must be an integer >= 0, got {type(size).__name__} {short(size)}: "
+                            f"re-export the model")
+    return expected, size
+
+
 def verify_export_json(path: Path, required: bool = False) -> bool:
     """Check ``path`` against the sha256/bytes in the export.json beside it.
 
     Without an export.json: ArtifactError when ``required`` (a deleted manifest must not switch the
-    check off silently), else False."""
+    check off silently), else False. A manifest that does not list ``path``, an entry of the wrong
+    types (a string for ``bytes``), or a file whose size or SHA-256 differs: ArtifactError naming the field."""
+    path = Path(path)
     manifest_path = path.parent / contract.EXPORT_JSON
-    if not manifest_path.is_file():
+    files = listed_files(path.parent)
+    if files is None:
         if required:
             raise ArtifactError(
                 f"{path} has no {contract.EXPORT_JSON} beside it, so its SHA-256 cannot be checked: keep the "
                 f"export folder together (re-export if it was lost), or pass verify=False (sample and "
                 f"serve-demo: --no-verify) to load an unverified decoder")
         return False
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        entry = manifest["files"][path.name]
-        expected, size = entry["sha256"], entry.get("bytes")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{manifest_path} is unreadable or does not list {path.name} "
-                            f"under 'files' with a 'sha256' ({type(exc).__name__}: {exc})") from exc
-    actual = file_sha256(path)
-    if actual != expected or (size is not None and path.stat().st_size != size):
+    if path.name not in files:
+        raise ArtifactError(f"{manifest_path} does not list {path.name} under 'files': the file is not part of that "
+                            f"export -- re-export it, or pass verify=False to skip this check")
+    expected, size = _recorded(manifest_path, path.name, files[path.name])
+    actual_size, actual = path.stat().st_size, file_sha256(path)
+    differs = []
+    if size is not None and actual_size != size:
+        differs.append(f"size {actual_size} bytes, recorded {size}")
+    if actual != expected:
+        differs.append(f"sha256 {actual[:16]}..., recorded {expected[:16]}...")
+    if differs:
         raise ArtifactError(
-            f"{path} does not match {manifest_path.name}: sha256 {actual[:12]}... (bytes "
-            f"{path.stat().st_size}) vs recorded {str(expected)[:12]}... (bytes {size}); the file was "
-            f"changed or is corrupt -- re-export it, or pass verify=False to skip this check")
+            f"{path} does not match {manifest_path.name}: {'; '.join(differs)}; the file was changed or is "
+            f"corrupt -- re-export it, or pass verify=False (sample and serve-demo: --no-verify) to skip this check")
     return True
+
+
+def check_listed_present(folder: Path, name: str, instead: str, strict: bool = True) -> None:
+    """ArtifactError when ``folder/export.json`` lists ``name`` but the file is missing (an incomplete export
+    must not silently fall back to something else); ``instead`` tells how to do without it on purpose.
+    ``strict=False``: an unreadable export.json is not an error here (unverified loading)."""
+    try:
+        files = listed_files(folder)
+    except ArtifactError:
+        if strict:
+            raise
+        return
+    if files is not None and name in files and not (Path(folder) / name).is_file():
+        raise ArtifactError(f"{Path(folder) / name} is missing, but {contract.EXPORT_JSON} lists it: the export is "
+                            f"incomplete -- copy the whole export folder or re-export it ({instead})")
 
 
 def _asarray(value, name: str) -> np.ndarray:
@@ -163,6 +220,9 @@ class OnnxDecoder:
         self._sampler, self.sampler_path, self.sampler_kind = None, None, "prior"
         if sampler is not False:
             path = Path(sampler) if sampler is not None else self.path.parent / contract.SAMPLER_ONNX
+            if sampler is None:  # a sampler export.json lists must be there: never the prior instead
+                check_listed_present(path.parent, contract.SAMPLER_ONNX,
+                                     PRIOR_ON_PURPOSE, verify)
             if sampler is not None or path.is_file():
                 self._load_sampler(path, self._providers, verify)
 
@@ -231,8 +291,25 @@ class OnnxDecoder:
                 raise ArtifactError(f"{self.path}: graph declares {node.name!r} with shape {shape}, but the "
                                     f"metadata says [N, {', '.join(map(str, want))}] with a dynamic batch N")
 
+    def _check_sampler_json(self, path: Path, verify: bool, kind: str) -> None:
+        """The export's sampler.json beside ``path`` (when listed or present): verified, loadable by
+        ``LatentSampler`` (finite float32 values, latents whose squares stay finite), of the same kind."""
+        from keras_vae.sampling.samplers import LatentSampler
+
+        json_path = path.parent / contract.SAMPLER_JSON
+        check_listed_present(path.parent, contract.SAMPLER_JSON, PRIOR_ON_PURPOSE, verify)
+        if not json_path.is_file():
+            return
+        if verify:
+            verify_export_json(json_path)
+        stored = LatentSampler.load(json_path, self._latent_dim)
+        if kind != "unknown" and stored.kind != kind:
+            raise ArtifactError(f"{json_path} holds a {stored.kind!r} sampler but {path.name} draws from a {kind!r} "
+                                f"one: they come from different exports -- re-export the model")
+
     def _load_sampler(self, path: Path, providers, verify: bool) -> None:
-        """Open sampler.onnx and check it against this decoder (role, noise algorithm, latent size)."""
+        """Open sampler.onnx and check it against this decoder (role, noise algorithm, latent size) and
+        against the sampler.json beside it."""
         import onnxruntime as ort
 
         if not path.is_file():
@@ -261,8 +338,10 @@ class OnnxDecoder:
         if meta.get(contract.META_LATENT_DIM) != str(self._latent_dim):
             raise ArtifactError(f"{path} draws latents of size {meta.get(contract.META_LATENT_DIM)} but "
                                 f"{self.path.name} decodes size {self._latent_dim}: they come from different exports")
+        kind = meta.get(contract.META_SAMPLER_KIND, "unknown")
+        self._check_sampler_json(path, verify, kind)
         self._sampler, self.sampler_path = session, path
-        self.sampler_kind = meta.get(contract.META_SAMPLER_KIND, "unknown")
+        self.sampler_kind = kind
 
     # -- properties ----------------------------------------------------------------------------
     @property
@@ -372,11 +451,17 @@ class OnnxDecoder:
         """n latents float32 [n, latent_dim] from the exported sampler (z = m_k + L_k (temperature eps));
         the prior N(0, temperature^2 I) when there is no sampler.onnx. Same seed, same latents as
         ``LatentSampler.sample(n, seed)`` of the run (at temperature 1)."""
-        eps, u = self.noise(n, seed, temperature)
+        from keras_vae.sampling.samplers import check_latent_range
+
+        with np.errstate(over="ignore"):
+            eps, u = self.noise(n, seed, temperature)
         if self._sampler is None:
-            return eps
-        return self._sampler.run([contract.LATENT_OUTPUT], {contract.SAMPLER_EPS_INPUT: eps,
-                                                            contract.SAMPLER_U_INPUT: u})[0]
+            z = eps
+        else:
+            z = self._sampler.run([contract.LATENT_OUTPUT], {contract.SAMPLER_EPS_INPUT: eps,
+                                                             contract.SAMPLER_U_INPUT: u})[0]
+        check_latent_range(z)  # never decode infinite or overflowing latents into a picture
+        return z
 
     def sample(self, n: int, seed=None, temperature: float = 1.0, output: str = "float") -> np.ndarray:
         """Decode n seeded samples of the exported sampler (see ``sample_latents``; split into max_batch chunks)."""

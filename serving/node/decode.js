@@ -24,7 +24,7 @@
 //   ({"shape": [...], "data": [flat values]}). A JSON summary goes to stdout; errors to stderr (exit 2).
 const fs = require('fs');
 const path = require('path');
-const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, toBatch, DecoderError } = require('./decoder.js');
+const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, toBatch, DecoderError, verifyListed } = require('./decoder.js');
 const attributes = require('./attributes.js');
 
 const USAGE = 'usage: node decode.js --model decoder.onnx (--latents z.json|z.bin | --sample N --seed S ' +
@@ -71,6 +71,7 @@ function loadAttributes(file, modelPath, latentDim) {
   if (!fs.existsSync(p)) {
     throw new DecoderError(`attribute file not found: ${p} (exports of runs with labels have one; pass --attributes FILE)`);
   }
+  verifyListed(p); // listed in the export.json beside it: must match
   try {
     return { path: p, table: attributes.checkTable(JSON.parse(fs.readFileSync(p, 'utf8')), latentDim, p) };
   } catch (err) {

@@ -4,6 +4,9 @@
 // The latent sampler (export/contract.py): sampler.onnx maps noise "eps" float32 [N, D] and "u" float32 [N]
 // to "z" float32 [N, D]; the noise comes from noise.js (portable: the numbers keras_vae.sampling.noise draws in Python),
 // so sample(n, seed) gives the latents of the run folder, the SavedModel and OnnxDecoder for that seed.
+// export.json: a file it lists must be there and match its recorded size and SHA-256 (as OnnxDecoder checks);
+// a listed sampler.onnx that is missing is an error, never a silent switch to the prior.
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 const ort = require('onnxruntime-node');
@@ -11,6 +14,124 @@ const { PNG } = require('pngjs');
 const { portableNoise, NOISE_ALGORITHM } = require('./noise.js');
 
 class DecoderError extends Error {}
+
+// Latents and their squares must stay finite in float32 (keras_vae/sampling/samplers.py LATENT_LIMIT); the
+// portable noise has |eps| <= NOISE_BOUND.
+const FLOAT32_MAX = 3.4028234663852886e38;
+const LATENT_LIMIT = Math.sqrt(FLOAT32_MAX);
+const NOISE_BOUND = Math.sqrt(2 * Math.log(2 ** 24));
+
+/** The "files" table of export.json in `folder`, or null when there is none (a DecoderError when it is unreadable). */
+function listedFiles(folder) {
+  const manifest = path.join(folder, 'export.json');
+  if (!fs.existsSync(manifest)) return null;
+  let files;
+  try {
+    files = JSON.parse(fs.readFileSync(manifest, 'utf8')).files;
+  } catch (err) {
+    throw new DecoderError(`${manifest} is unreadable (${err.message}): re-export the model`);
+  }
+  if (!files || typeof files !== 'object' || Array.isArray(files)) {
+    throw new DecoderError(`${manifest} has no "files" table: re-export the model`);
+  }
+  return files;
+}
+
+/**
+ * Check `file` against the export.json beside it: listed, with "sha256" (64 hex digits) and "bytes" (an integer)
+ * equal to the file's. Returns false when there is no export.json; throws a DecoderError naming the field otherwise.
+ */
+function verifyListed(file) {
+  const folder = path.dirname(file);
+  const files = listedFiles(folder);
+  if (files === null) return false;
+  const name = path.basename(file);
+  const manifest = path.join(folder, 'export.json');
+  if (!Object.prototype.hasOwnProperty.call(files, name)) {
+    throw new DecoderError(`${manifest} does not list ${name} under "files": the file is not part of that export; re-export it`);
+  }
+  const entry = files[name];
+  const where = `${manifest}: files["${name}"]`;
+  if (!entry || typeof entry !== 'object') throw new DecoderError(`${where} must be an object with "sha256" and "bytes": re-export the model`);
+  if (typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256)) {
+    throw new DecoderError(`${where}.sha256 must be 64 lower-case hex digits, got ${JSON.stringify(entry.sha256)}: re-export the model`);
+  }
+  const size = entry.bytes;
+  if (size !== undefined && size !== null && !(Number.isSafeInteger(size) && size >= 0)) {
+    throw new DecoderError(`${where}.bytes must be an integer >= 0, got ${typeof size} ${JSON.stringify(size)}: re-export the model`);
+  }
+  const data = fs.readFileSync(file);
+  const differs = [];
+  if (size !== undefined && size !== null && data.length !== size) differs.push(`size ${data.length} bytes, recorded ${size}`);
+  const sha = crypto.createHash('sha256').update(data).digest('hex');
+  if (sha !== entry.sha256) differs.push(`sha256 ${sha.slice(0, 16)}..., recorded ${entry.sha256.slice(0, 16)}...`);
+  if (differs.length) {
+    throw new DecoderError(`${file} does not match export.json: ${differs.join('; ')}; the file was changed or is corrupt: re-export it`);
+  }
+  return true;
+}
+
+/** A DecoderError when the export.json in `folder` lists `name` but the file is missing (an incomplete export). */
+function checkListedPresent(folder, name, instead) {
+  const files = listedFiles(folder);
+  const file = path.join(folder, name);
+  if (files && Object.prototype.hasOwnProperty.call(files, name) && !fs.existsSync(file)) {
+    throw new DecoderError(`${file} is missing, but export.json lists it: the export is incomplete; copy the whole ` +
+      `export folder or re-export it${instead ? ` (${instead})` : ''}`);
+  }
+}
+
+/**
+ * The exported sampler.json beside sampler.onnx (when listed or present): verified against export.json, and its
+ * weights, means and scale_tril finite in float32 with latents z = m + L eps whose squares stay finite (the checks of
+ * LatentSampler in keras_vae/sampling/samplers.py).
+ */
+function checkSamplerJson(samplerPath, latentDim) {
+  const folder = path.dirname(samplerPath);
+  const file = path.join(folder, 'sampler.json');
+  checkListedPresent(folder, 'sampler.json', 'or pass --sampler prior to sample the prior N(0, I) on purpose');
+  if (!fs.existsSync(file)) return;
+  verifyListed(file);
+  let data;
+  try {
+    data = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new DecoderError(`${file} is not valid JSON: ${err.message}`);
+  }
+  const bad = (what) => new DecoderError(`${file} is corrupt: ${what}; re-export the model`);
+  if (!data || data.format !== 'keras-vae-latent-sampler') throw bad('it is not a keras-vae latent sampler');
+  if (data.latent_dim !== latentDim) throw bad(`latent_dim ${data.latent_dim}, the decoder expects ${latentDim}`);
+  const { weights, means } = data;
+  const tril = data.scale_tril;
+  const K = Array.isArray(weights) ? weights.length : 0;
+  const rows = (a, n) => Array.isArray(a) && a.length === n && a.every((r) => Array.isArray(r) && r.length === latentDim);
+  if (!K || !rows(means, K) || !Array.isArray(tril) || tril.length !== K || !tril.every((m) => rows(m, latentDim))) {
+    throw bad(`weights [K], means [K][${latentDim}] and scale_tril [K][${latentDim}][${latentDim}] do not fit`);
+  }
+  for (const [name, values] of [['weights', weights], ['means', means.flat()], ['scale_tril', tril.flat(2)]]) {
+    const i = values.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v) || Math.abs(v) > FLOAT32_MAX);
+    if (i >= 0) throw bad(`${name} holds ${JSON.stringify(values[i])}, not a number in the float32 range (|x| <= ${FLOAT32_MAX.toPrecision(3)})`);
+  }
+  for (let k = 0; k < K; k++) {
+    for (let i = 0; i < latentDim; i++) {
+      const reach = Math.abs(means[k][i]) + NOISE_BOUND * tril[k][i].reduce((a, v) => a + Math.abs(v), 0);
+      if (!(reach <= LATENT_LIMIT)) {
+        throw bad(`${Math.abs(means[k][i]) > LATENT_LIMIT ? 'means' : 'scale_tril'} lets latents reach ${reach.toPrecision(3)}, ` +
+          `whose square overflows float32 (|z| <= ${LATENT_LIMIT.toPrecision(3)})`);
+      }
+    }
+  }
+}
+
+/** Latents as drawn: a DecoderError unless every value is finite with |z| <= LATENT_LIMIT. */
+function checkLatentRange(z) {
+  const i = z.findIndex((v) => !(Math.abs(v) <= LATENT_LIMIT));
+  if (i >= 0) {
+    throw new DecoderError(`the drawn latents reach ${z[i]} at flat index ${i}, beyond what float32 decodes ` +
+      `(|z| <= ${LATENT_LIMIT.toPrecision(3)}): lower the temperature`);
+  }
+  return z;
+}
 
 // Session options as serving/onnx_threads.py sets them in Python: onnxruntime's intra-op threads do
 // not spin while waiting for work. Measured on the 2-core machine (celeba-64 decoder, batch 1, process
@@ -24,6 +145,7 @@ const SESSION_OPTIONS = {
 /** Load decoder.onnx once; returns {session, latentDim, decode(latents)} for repeated use. */
 async function loadDecoder(modelPath) {
   if (!fs.existsSync(modelPath)) throw new DecoderError(`decoder file not found: ${modelPath}`);
+  verifyListed(modelPath);
   let session;
   try {
     session = await ort.InferenceSession.create(modelPath, SESSION_OPTIONS);
@@ -57,9 +179,10 @@ async function loadDecoder(modelPath) {
 async function loadSampler(samplerPath, latentDim) {
   if (samplerPath === null) {
     return { kind: 'prior', latentDim, path: null,
-      async latents(n, seed, temperature = 1) { return { data: scaled(portableNoise(seed, n, latentDim).eps, temperature), shape: [n, latentDim] }; } };
+      async latents(n, seed, temperature = 1) { return { data: checkLatentRange(scaled(portableNoise(seed, n, latentDim).eps, temperature)), shape: [n, latentDim] }; } };
   }
   if (!fs.existsSync(samplerPath)) throw new DecoderError(`sampler file not found: ${samplerPath}`);
+  verifyListed(samplerPath);
   let session;
   try {
     session = await ort.InferenceSession.create(samplerPath, { executionProviders: ['cpu'] });
@@ -74,6 +197,7 @@ async function loadSampler(samplerPath, latentDim) {
   if (Number(eps.shape[1]) !== latentDim) {
     throw new DecoderError(`${samplerPath} draws latents of size ${eps.shape[1]}, the decoder expects ${latentDim}`);
   }
+  checkSamplerJson(samplerPath, latentDim);
   return {
     kind: 'sampler', latentDim, path: samplerPath,
     async latents(n, seed, temperature = 1) {
@@ -85,7 +209,7 @@ async function loadSampler(samplerPath, latentDim) {
       }
       const out = await session.run({ eps: new ort.Tensor('float32', scaled(noise.eps, temperature), [n, latentDim]),
         u: new ort.Tensor('float32', noise.u, [n]) });
-      return { data: out.z.data, shape: [n, latentDim] };
+      return { data: checkLatentRange(out.z.data), shape: [n, latentDim] };
     },
   };
 }
@@ -95,10 +219,15 @@ function scaled(eps, temperature) {
   return temperature === 1 ? eps : eps.map((v) => v * temperature);
 }
 
-/** The sampler beside a decoder: <folder of modelPath>/sampler.onnx when it exists, else null (the prior). */
+/**
+ * The sampler beside a decoder: <folder of modelPath>/sampler.onnx when it exists, else null (the prior); a
+ * DecoderError when the export.json there lists sampler.onnx but it is missing (never the prior instead).
+ */
 function defaultSamplerPath(modelPath) {
   const p = path.join(path.dirname(modelPath), 'sampler.onnx');
-  return fs.existsSync(p) ? p : null;
+  if (fs.existsSync(p)) return p;
+  checkListedPresent(path.dirname(modelPath), 'sampler.onnx', 'or pass --sampler prior to sample the prior N(0, I) on purpose');
+  return null;
 }
 
 /** Validate latents -> {data: Float32Array, shape: [N, D]} (finite numbers, rows of length D). */
@@ -160,4 +289,5 @@ function pngBuffer(result, i) {
   return PNG.sync.write(png, { colorType, inputColorType: 6, inputHasAlpha: true });
 }
 
-module.exports = { loadDecoder, loadSampler, defaultSamplerPath, decode, toBatch, toByte, pngBuffer, DecoderError, NOISE_ALGORITHM };
+module.exports = { loadDecoder, loadSampler, defaultSamplerPath, decode, toBatch, toByte, pngBuffer, DecoderError, NOISE_ALGORITHM,
+  verifyListed, checkListedPresent, checkLatentRange };

@@ -22,6 +22,9 @@
 // sampler.onnx: "eps" float32 [N, D], "u" float32 [N] -> "z" float32 [N, D]. The noise comes from noise.js
 // (window.kerasVaeNoise, the portable noise of keras_vae/sampling/noise.py), so grid seed S shows the latents that
 // `keras-vae sample --seed S` and OnnxDecoder.sample(n, S) decode.
+// export.json (beside the model): every file it lists that the page loads (decoder.onnx, sampler.onnx,
+// attributes.json) must be served and match its recorded size and SHA-256 (crypto.subtle: 127.0.0.1/localhost or
+// https; elsewhere only the size is checked); a listed file that is missing or altered is an error, never a fallback.
 
 const params = new URLSearchParams(location.search);
 const MODEL_URL = params.get('model') || './decoder.onnx';
@@ -48,6 +51,62 @@ function enqueue(run) {
   return p;
 }
 
+// Latents and their squares must stay finite in float32 (keras_vae/sampling/samplers.py LATENT_LIMIT).
+const LATENT_LIMIT = Math.sqrt(3.4028234663852886e38);
+
+// The "files" table of export.json beside the model (null when the server has none), fetched once.
+let manifestPromise = null;
+function manifestFiles() {
+  if (!manifestPromise) {
+    manifestPromise = (async () => {
+      const url = new URL('export.json', new URL(MODEL_URL, location.href));
+      const resp = await fetch(url).catch(() => null);
+      if (!resp || !resp.ok) return null;
+      const files = (await resp.json().catch(() => { throw new Error(`${url} is not valid JSON: re-export the model`); })).files;
+      if (!files || typeof files !== 'object') throw new Error(`${url} has no "files" table: re-export the model`);
+      return { base: new URL('./', url).href, files };
+    })();
+  }
+  return manifestPromise;
+}
+
+// The bytes of `url`; when export.json lists the file, a missing or altered file is an error naming the field.
+async function fetchVerified(url) {
+  const href = new URL(url, location.href).href;
+  const manifest = await manifestFiles();
+  const name = manifest && href.startsWith(manifest.base) ? href.slice(manifest.base.length) : null;
+  const entry = name && Object.prototype.hasOwnProperty.call(manifest.files, name) ? manifest.files[name] : null;
+  const resp = await fetch(href).catch((err) => { throw new Error(`${href}: ${err.message}`); });
+  if (!resp.ok) {
+    throw new Error(`${href}: HTTP ${resp.status}` + (entry ? ' but export.json lists it: the export is incomplete; re-export it' : ''));
+  }
+  const bytes = new Uint8Array(await resp.arrayBuffer());
+  if (!entry) return bytes;
+  if (typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256)) {
+    throw new Error(`export.json: files["${name}"].sha256 must be 64 lower-case hex digits, got ${JSON.stringify(entry.sha256)}: re-export the model`);
+  }
+  if (entry.bytes !== undefined && entry.bytes !== null && !(Number.isSafeInteger(entry.bytes) && entry.bytes >= 0)) {
+    throw new Error(`export.json: files["${name}"].bytes must be an integer >= 0, got ${typeof entry.bytes} ${JSON.stringify(entry.bytes)}: re-export the model`);
+  }
+  const differs = [];
+  if (entry.bytes !== undefined && entry.bytes !== null && bytes.length !== entry.bytes) differs.push(`size ${bytes.length} bytes, recorded ${entry.bytes}`);
+  if (window.crypto && window.crypto.subtle) {
+    const digest = new Uint8Array(await window.crypto.subtle.digest('SHA-256', bytes));
+    const sha = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+    if (sha !== entry.sha256) differs.push(`sha256 ${sha.slice(0, 16)}..., recorded ${entry.sha256.slice(0, 16)}...`);
+  } else {
+    console.warn(`${name}: no crypto.subtle on this origin (not https or localhost): only its size was checked`);
+  }
+  if (differs.length) throw new Error(`${href} does not match export.json: ${differs.join('; ')}; the file was changed or is corrupt: re-export it`);
+  return bytes;
+}
+
+function checkLatentRange(flat) {
+  const i = flat.findIndex((v) => !(Math.abs(v) <= LATENT_LIMIT));
+  if (i >= 0) throw new Error(`the drawn latents reach ${flat[i]} at flat index ${i}, beyond what float32 decodes (|z| <= ${LATENT_LIMIT.toPrecision(3)})`);
+  return flat;
+}
+
 // n codes (Float32Array rows of length D) of the exported sampler for a seed in [0, 2^32): portable noise
 // (noise.js) -> sampler.onnx, or the noise itself (the prior N(0, I)) when there is no sampler.
 function sampleCodes(n, seed) {
@@ -58,7 +117,7 @@ function sampleCodes(n, seed) {
   return enqueue(async () => {
     const out = await state.sampler.run({ eps: new state.ort.Tensor('float32', eps, [n, D]),
       u: new state.ort.Tensor('float32', u, [n]) });
-    return rows(out.z.data);
+    return rows(checkLatentRange(out.z.data));
   });
 }
 
@@ -231,23 +290,16 @@ async function bench(batch, repeats) {
   return times;
 }
 
+// A file beside the model when its export.json lists it, else null.
+async function listedBeside(name) {
+  const manifest = await manifestFiles();
+  return manifest && Object.prototype.hasOwnProperty.call(manifest.files, name) ? manifest.base + name : null;
+}
+
 // The sampler to use: ?sampler=URL, else sampler.onnx beside the model when its export.json lists it, else null.
 async function samplerUrl() {
   if (SAMPLER_PARAM) return SAMPLER_PARAM === 'prior' ? null : SAMPLER_PARAM;
-  const manifest = new URL('export.json', new URL(MODEL_URL, location.href));
-  const resp = await fetch(manifest).catch(() => null);
-  if (!resp || !resp.ok) return null;
-  const files = ((await resp.json().catch(() => ({}))).files) || {};
-  return 'sampler.onnx' in files ? new URL('sampler.onnx', manifest).href : null;
-}
-
-// A file beside the model when its export.json lists it, else null.
-async function listedBeside(name) {
-  const manifest = new URL('export.json', new URL(MODEL_URL, location.href));
-  const resp = await fetch(manifest).catch(() => null);
-  if (!resp || !resp.ok) return null;
-  const files = ((await resp.json().catch(() => ({}))).files) || {};
-  return name in files ? new URL(name, manifest).href : null;
+  return listedBeside('sampler.onnx');
 }
 
 // The per-class mean codes: ?attributes=URL, else attributes.json when export.json lists it (none: no controls).
@@ -255,16 +307,15 @@ async function listedBeside(name) {
 async function loadAttributes() {
   const url = ATTRIBUTES_PARAM ? (ATTRIBUTES_PARAM === 'none' ? null : ATTRIBUTES_PARAM) : await listedBeside('attributes.json');
   if (!url) return;
-  const resp = await fetch(url);
-  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
-  state.attributes = window.kerasVaeAttributes.checkTable(await resp.json(), state.latentDim, url);
+  const text = new TextDecoder().decode(await fetchVerified(url));
+  state.attributes = window.kerasVaeAttributes.checkTable(JSON.parse(text), state.latentDim, url);
 }
 
 // Load the sampler (a listed sampler that fails to load is an error, not a silent fallback to the prior).
 async function loadSampler() {
   const url = await samplerUrl();
   if (url) {
-    state.sampler = await state.ort.InferenceSession.create(url, { executionProviders: ['wasm'] });
+    state.sampler = await state.ort.InferenceSession.create(await fetchVerified(url), { executionProviders: ['wasm'] });
     const names = [...state.sampler.inputNames].sort().join(',');
     if (names !== 'eps,u' || state.sampler.outputNames.join(',') !== 'z') {
       throw new Error(`${url} must map inputs eps, u to output z (has ${state.sampler.inputNames} -> ${state.sampler.outputNames})`);
@@ -280,7 +331,7 @@ async function main() {
   state.ort.env.wasm.numThreads = 1; // threads need COOP/COEP headers; one thread works everywhere
   state.ort.env.wasm.wasmPaths = ORT_BASE;
   setStatus(`loading ${MODEL_URL} ...`);
-  state.session = await state.ort.InferenceSession.create(MODEL_URL, { executionProviders: ['wasm'] });
+  state.session = await state.ort.InferenceSession.create(await fetchVerified(MODEL_URL), { executionProviders: ['wasm'] });
   const loadMs = performance.now() - t0;
   const zMeta = (state.session.inputMetadata || []).find((m) => m.name === 'z');
   state.latentDim = Number(params.get('latent')) || (zMeta && zMeta.shape ? Number(zMeta.shape[1]) : NaN);
