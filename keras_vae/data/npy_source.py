@@ -8,6 +8,7 @@ named in every error. Files are read with ``allow_pickle=False`` (no code runs o
 """
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 
@@ -22,6 +23,52 @@ IMAGES_KEY, LABELS_KEY, NAMES_KEY = "images", "labels", "names"
 KNOWN_KEYS = (IMAGES_KEY, LABELS_KEY, NAMES_KEY)
 
 
+def _data_problem(f, available: int) -> str | None:
+    """What is wrong with the .npy stream ``f`` (positioned at its magic string) whose data part should
+    follow the header within ``available`` bytes of the start: None when the data is all there (or the
+    header is one np.load reports itself: unknown version, object arrays)."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+    except (ValueError, OSError, EOFError):
+        return None  # a broken header: np.load names it
+    if dtype.hasobject:
+        return None
+    expected = math.prod(shape) * dtype.itemsize
+    held = available - f.tell()
+    if held >= expected:
+        return None
+    return (f"is truncated: its header declares an array of shape {tuple(shape)} and dtype {dtype} "
+            f"({expected:,} bytes of data), but only {max(held, 0):,} bytes follow the header")
+
+
+def _check_complete(path: str, magic: bytes) -> None:
+    """DataError naming the file (and array) when a .npy, or an array inside an .npz, holds less data than
+    its header declares: a truncated copy, not a request for too many images."""
+    fix = "copy the file again or save it again with np.save / np.savez"
+    if magic == b"\x93NUMPY":
+        with open(path, "rb") as f:
+            problem = _data_problem(f, os.path.getsize(path))
+        if problem:
+            raise DataError(f"{path} {problem}: {fix}")
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.filename.endswith(".npy"):
+                    with archive.open(info) as f:
+                        problem = _data_problem(f, info.file_size)
+                    if problem:
+                        raise DataError(f"{path}: array {info.filename[:-4]!r} {problem}: {fix}")
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError):
+        return  # an unreadable archive: np.load below reports it
+
+
 def _read(path: str):
     if not os.path.exists(path):
         raise DataError(f"NumPy file {path} does not exist: check the path after 'npy:'")
@@ -32,6 +79,7 @@ def _read(path: str):
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
         raise DataError(f"cannot read {path} as a NumPy .npy/.npz file (no NumPy or zip header): "
                         "save it with np.save or np.savez")
+    _check_complete(path, magic)
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as err:
