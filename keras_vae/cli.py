@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -108,8 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:  # a file system refusal (read-only, full disk, /proc) left unchecked upstream
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        hint = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = ("; free space on that disk (or choose another --out) and run the command again"
+                    + (": the interrupted run resumes from its last finished epoch" if args.command == "train" else ""))
         print(f"keras-vae {args.command}: error: cannot write or read{where}: "
-              f"{one_line(exc.strerror or exc, 300)}", file=sys.stderr)
+              f"{one_line(exc.strerror or exc, 300)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("keras-vae: interrupted", file=sys.stderr)

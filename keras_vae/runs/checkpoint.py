@@ -29,6 +29,16 @@ def has_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / STATE_FILE).is_file()
 
 
+def recorded_epoch(directory: str | Path) -> int | None:
+    """The epoch the checkpoint record in ``directory`` names (where ``fit`` continues), or None when there is
+    no readable record. Not verified: ``RunCheckpoint.restore`` checks the weights file itself."""
+    try:
+        epoch = json.loads((Path(directory) / STATE_FILE).read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else None
+
+
 def _first_non_finite(logs: dict[str, Any]) -> tuple[str, float] | None:
     """(name, value) of the first non-finite log, naming a loss term before the total 'loss'."""
     bad = [(k, float(v)) for k, v in logs.items() if not math.isfinite(float(v))]

@@ -19,7 +19,7 @@ import numpy as np
 
 from keras_vae import __version__
 from keras_vae.runs import lifecycle as lifecycle
-from keras_vae.runs.checkpoint import RunCheckpoint, has_checkpoint
+from keras_vae.runs.checkpoint import RunCheckpoint, has_checkpoint, recorded_epoch
 from keras_vae.config import RunConfig
 from keras_vae.data import make_datasets
 from keras_vae.training.distributed import Distribution, make_distribution, worker_folder
@@ -174,8 +174,13 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
                                                 "workers": dist.cluster.num_workers if dist.cluster else 1},
                                    "epochs": _previous_epochs(source.parent) if resuming else []}
         done_epochs = len(metrics["epochs"])
+        if resuming:  # fit continues after the checkpoint's epoch, whatever metrics.json managed to record
+            done_epochs = min(config.train.epochs, recorded_epoch(source) or done_epochs)
         clock = RunClock(metrics, _previous_seconds(source.parent) if resuming else 0.0, started=started)
-        if resuming:
+        if resuming and done_epochs >= config.train.epochs:  # interrupted after the epochs: BatchNorm, saving, ...
+            report.line(f"finishing the interrupted run in {out_dir}: all {config.train.epochs} epochs are done "
+                        f"({clock.previous_seconds:.0f} s spent before); running the phases after training")
+        elif resuming:
             report.line(f"resuming the interrupted run in {out_dir} from epoch {done_epochs + 1} of "
                         f"{config.train.epochs} ({done_epochs} done, {clock.previous_seconds:.0f} s spent before)")
         for line in start_summary(config, out_dir, data, model, first_epoch=done_epochs):

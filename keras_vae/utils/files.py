@@ -21,24 +21,41 @@ def atomic_path(path: str | Path, suffix: str | None = None, mode: int | None = 
 
     The file gets ``mode``, or by default the mode a plain ``open()`` would give it (0o666 less the
     umask), not mkstemp's 0600. On an error the temporary file is removed and ``path`` is untouched.
+    An OSError that names no file (a write that hits a full disk: ENOSPC, EDQUOT) is raised again with
+    ``path`` as its filename, so the error says which file could not be written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.exists():
-            if mode is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                mode = 0o666 & ~umask
-            os.chmod(tmp_path, mode)
-        os.replace(tmp_path, path)
+        with _naming(path):
+            yield tmp_path
+        with _naming(path):
+            if tmp_path.exists():
+                if mode is None:
+                    umask = os.umask(0)
+                    os.umask(umask)
+                    mode = 0o666 & ~umask
+                os.chmod(tmp_path, mode)
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise a plain OSError without a filename (``write()`` on a full disk, h5py's own errors) with
+    ``path`` as its filename; errors of this package (ArtifactError is an OSError) pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or type(exc).__module__ != "builtins":
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc) or type(exc).__name__, str(path)) from exc
 
 
 def file_sha256(path: str | Path) -> str:

@@ -99,14 +99,18 @@ def start_summary(config, out_dir, data, model, first_epoch: int = 0) -> list[st
     parts = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "total")
     steps = steps_per_epoch(config, data.train)
     epochs = config.train.epochs
-    remaining = epochs - first_epoch
-    plan = (f"{remaining} epoch{'s' if remaining != 1 else ''} x {steps:,} steps = {remaining * steps:,} steps"
-            if steps else f"{remaining} epochs")
+    remaining = max(0, epochs - first_epoch)
+    if remaining == 0:
+        plan = f"no epochs left (all {epochs} done): only the phases after training"
+    elif steps:
+        plan = f"{remaining} epoch{'s' if remaining != 1 else ''} x {steps:,} steps = {remaining * steps:,} steps"
+    else:
+        plan = f"{remaining} epoch{'s' if remaining != 1 else ''}"
     lines = [f"run folder: {out_dir}",
              f"data: {data.description}, batch {config.train.batch_size}",
              f"model: {config.model.kind} ({config.preset or 'custom'}), latent {config.model.latent_dim}, "
              f"image {'x'.join(map(str, config.model.image_shape))}, {counts['total']:,} parameters ({parts})",
-             f"plan: {plan}" + (f" (epochs {first_epoch + 1}-{epochs} of {epochs})" if first_epoch else "")]
+             f"plan: {plan}" + (f" (epochs {first_epoch + 1}-{epochs} of {epochs})" if 0 < first_epoch < epochs else "")]
     after = ["save model.keras", "reconstruction error"]
     if hasattr(model, "log_likelihood"):
         after.append(f"IWAE estimate (K={config.train.iwae_samples}, {config.train.iwae_examples} examples)")
