@@ -78,16 +78,16 @@ def test_js_suite_rows_and_markdown(tmp_path):
     assert "Node onnxruntime-node vs TF" in summary_table(tmp_path)
 
 
-def test_node_bench_script_reports_each_batch(tmp_path):
+def test_node_bench_script_reports_each_batch(decoder_path):
     """serving/node/bench.js times the batches it is asked for, wall and CPU ms per decode."""
     import shutil
     import subprocess
 
-    from tests.serving.conftest import NODE_DIR, build_test_decoder, require_tool
+    from tests.support.tools import NODE_DIR, require_tool
 
     require_tool(shutil.which("node") is not None, "node is not installed")
     require_tool((NODE_DIR / "node_modules" / "onnxruntime-node").is_dir(), "serving/node/node_modules missing")
-    path = build_test_decoder(tmp_path)
+    path = decoder_path
     out = subprocess.run(["node", str(NODE_DIR / "bench.js"), str(path), "3", "1,2"], capture_output=True,
                          text=True, timeout=120, check=True)
     report = json.loads(out.stdout)

@@ -12,12 +12,11 @@ from keras_vae.runs.folder import load_run
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    run, out = root / "run", root / "export"
-    assert main(["train", "--preset", "tiny-vae", "--out", str(run), "--quiet"]) == 0
-    assert main(["export", str(run), "--out", str(out), "--name", "digits"]) == 0
-    return run, out
+def exported(trained_vae_run, tmp_path_factory):
+    """The session's `keras-vae train --preset tiny-vae` run, exported by `keras-vae export --name digits`."""
+    out = tmp_path_factory.mktemp("e2e") / "export"
+    assert main(["export", str(trained_vae_run), "--out", str(out), "--name", "digits"]) == 0
+    return trained_vae_run, out
 
 
 def test_onnx_decoder_matches_the_trained_keras_model(exported):
@@ -61,10 +60,9 @@ def test_tf_serving_rest_client_on_the_exported_savedmodel(exported):
         np.testing.assert_allclose(client.decode(mean), np.asarray(model.to_unit(model.decode(mean))), atol=1e-5)
 
 
-def test_a_vaegan_run_loads_in_a_fresh_process(tmp_path):
+def test_a_vaegan_run_loads_in_a_fresh_process(trained_vaegan_run, tmp_path):
     """evaluate/sample/export load model.keras in a new process: the VAEGAN class must be registered."""
-    run = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--out", str(run), "--quiet"]) == 0
+    run = trained_vaegan_run  # `keras-vae train --preset tiny`
     result = subprocess.run([sys.executable, "-m", "keras_vae", "sample", str(run), "--n", "4",
                              "--out", str(tmp_path / "s.png")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]

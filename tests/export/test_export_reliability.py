@@ -30,9 +30,8 @@ def _dead_pid() -> int:
 
 
 @pytest.fixture(scope="module")
-def exported(vae_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp-rel") / "exp"
-    return out, export_run(vae_run, out)
+def exported(vae_export):
+    return vae_export.out, vae_export.report
 
 
 def test_no_absolute_source_path_in_export_json_or_onnx_metadata(vae_run, exported):

@@ -16,18 +16,20 @@ import pytest
 from keras_vae.export import contract
 from keras_vae.export.exporter import export_run
 from keras_vae.runs.folder import load_model
+from tests.support.runs import make_test_run
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
 
 
 @pytest.fixture(scope="module")
-def exports(vae_run, conv_run, tmp_path_factory):
-    """{kind: (run_dir, export_dir, report)}; the MLP export also writes the float16 and int8 decoders."""
-    out = {}
-    for key, run, extra in (("mlp", vae_run, {"float16": True, "quantize": True}), ("conv", conv_run, {})):
-        export_dir = tmp_path_factory.mktemp(f"export-{key}") / "exp"
-        out[key] = (run, export_dir, export_run(run, export_dir, **extra))
-    return out
+def exports(vae_export, tmp_path_factory):
+    """{kind: (run_dir, export_dir, report)}: the session's MLP export (with the float16 and int8 decoders) and
+    a small conv VAE (two strided convolutions, kernel 3 stride 2 transposed convolutions) exported here."""
+    conv_run = make_test_run(tmp_path_factory.mktemp("run-conv"), "mnist-conv", conv_filters=(4, 8),
+                             hidden_units=(16,), latent_dim=4)
+    export_dir = tmp_path_factory.mktemp("export-conv") / "exp"
+    return {"mlp": (vae_export.run, vae_export.out, vae_export.report),
+            "conv": (conv_run, export_dir, export_run(conv_run, export_dir))}
 
 
 def _unit_range_reference(model, z=None, images=None):
@@ -290,11 +292,12 @@ def test_conv_export_writes_no_variants(exports):
     assert not (export_dir / "decoder.float16.onnx").exists() and not (export_dir / "decoder.int8.onnx").exists()
 
 
-def test_vaegan_roundtrip(vaegan_run, tmp_path):
+def test_vaegan_roundtrip(trained_vaegan_run, tmp_path):
     """The paper's model: images live in [-1, 1] inside the model; every exported interface is [0, 1]."""
     import tensorflow as tf
 
     out = tmp_path / "exp"
+    vaegan_run = trained_vaegan_run
     report = export_run(vaegan_run, out, float16=True, quantize=True)
     assert report["model"] == {"kind": "vaegan", "latent_dim": 8, "image_shape": [16, 16, 1],
                                "value_range": [0, 1], "internal_value_range": [-1.0, 1.0]}

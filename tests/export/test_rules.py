@@ -45,11 +45,9 @@ def _diverging_make_functions(signature: str, offset: float):
 
 
 @pytest.fixture(scope="module")
-def exported_once(vae_run, tmp_path_factory):
-    """An export folder holding version 1 of the tiny VAE (copied by the tests that change it)."""
-    out = tmp_path_factory.mktemp("exported-once") / "exp"
-    export_run(vae_run, out)
-    return out
+def exported_once(vae_export):
+    """The session's export folder holding version 1 of the tiny VAE (copied by the tests that change it)."""
+    return vae_export.out
 
 
 def test_existing_version_needs_force(vae_run, exported_once, tmp_path, capsys):

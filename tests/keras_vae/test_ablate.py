@@ -197,11 +197,10 @@ def test_ablate_cli_end_to_end_numbers_are_the_evaluation_functions_outputs(tmp_
     assert "![all variants](ablation.png)" in (tmp_path / "ablation.md").read_text()
 
 
-def test_tiny_preset_trains_end_to_end_through_the_cli(tmp_path, capsys):
+def test_tiny_preset_trains_end_to_end_through_the_cli(trained_vaegan_run):
     import keras
 
-    out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--out", str(out), "--quiet"]) == 0
+    out = trained_vaegan_run  # `keras-vae train --preset tiny --out RUN --quiet` exited with 0
     for name in ("model.keras", "config.json", "metrics.json", "samples.png", "reconstructions.png",
                  "interpolations.png", "traversals.png"):
         assert (out / name).exists(), name

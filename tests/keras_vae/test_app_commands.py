@@ -10,12 +10,6 @@ import pytest
 
 from keras_vae.cli import main
 from keras_vae.runs.folder import load_run
-from tests.export.conftest import make_test_run
-
-
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    return make_test_run(tmp_path_factory.mktemp("cmd-vae"), "tiny-vae")
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +92,8 @@ def test_anomaly_csv_thresholds_and_roc_auc(capsys, vae_run, npz, tmp_path):
 
 
 @pytest.mark.slow
-def test_anomaly_on_a_vaegan_has_no_likelihood_scores(capsys, tmp_path_factory, tmp_path):
-    run = make_test_run(tmp_path_factory.mktemp("cmd-vaegan"), "tiny")
+def test_anomaly_on_a_vaegan_has_no_likelihood_scores(capsys, trained_vaegan_run, tmp_path):
+    run = trained_vaegan_run
     code, out, _ = run_cli(capsys, "anomaly", run, "--split", "validation", "--max-examples", 10,
                            "--out", tmp_path / "s.csv")
     assert code == 0

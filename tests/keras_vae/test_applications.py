@@ -12,14 +12,13 @@ from keras_vae.applications.completion import (complete_all, iterative_fill, lat
 from keras_vae.applications.encoding import encode_examples, psnr, reconstruct_examples
 from keras_vae.applications.latent import apply_attribute, attribute_vector, lerp, slerp
 from keras_vae.errors import ConfigError
-from tests.export.conftest import make_test_run
 
 
 @pytest.fixture(scope="module")
-def vae(tmp_path_factory):
+def vae(vae_run):
     from keras_vae.runs.folder import load_run
 
-    return load_run(make_test_run(tmp_path_factory.mktemp("apps-vae"), "tiny-vae"))[1]
+    return load_run(vae_run)[1]
 
 
 def _digits(n=12, seed=0):

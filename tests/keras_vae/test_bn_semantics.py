@@ -10,14 +10,7 @@ from keras_vae.models.batchnorm import batch_norm_layers, frozen_statistics, rec
 from keras_vae.models.vae import VAE
 from keras_vae.models.vaegan import VAEGAN
 
-from tests.keras_vae.test_vaegan import LOSS, MODEL, TRAIN, images  # the same tiny VAEGAN and blobs
-
-
-def make(model=None, loss=None, seed=0):
-    keras.utils.set_random_seed(seed)
-    vaegan = VAEGAN(ModelConfig(**{**MODEL, **(model or {})}), LossConfig(**{**LOSS, **(loss or {})}), seed=seed)
-    vaegan.compile_for_training(TRAIN)
-    return vaegan
+from tests.support.vaegan import LOSS, MODEL, TRAIN, images, make  # the tiny VAEGAN and blobs of test_vaegan
 
 
 def stats(*networks):

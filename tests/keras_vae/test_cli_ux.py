@@ -192,7 +192,7 @@ def test_tensorboard_gets_images_histograms_diagnostics_schedules_and_final(quic
 
 def test_vaegan_schedules_are_not_validated_and_land_under_schedules():
     from keras_vae.training.schedules import split_logs
-    from tests.keras_vae.test_vaegan import images, make
+    from tests.support.vaegan import images, make
 
     model = make()
     x = images(16)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.export.conftest import make_test_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,17 +20,13 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_test_run(tmp_path_factory.mktemp("run"), "tiny-vae")
+def run_dir(vae_run) -> Path:
+    return vae_run
 
 
 @pytest.fixture(scope="module")
-def export_dir(run_dir, tmp_path_factory) -> Path:
-    from keras_vae.export import export_run
-
-    out = tmp_path_factory.mktemp("export") / "exp"
-    export_run(run_dir, out)
-    return out
+def export_dir(vae_export) -> Path:
+    return vae_export.out
 
 
 def test_import_keras_vae_imports_no_tensorflow():
@@ -44,23 +39,23 @@ def test_import_keras_vae_imports_no_tensorflow():
 
 
 @pytest.mark.parametrize("order", ["import keras_vae, keras", "import keras, keras_vae"])
-def test_plain_keras_load_model_after_import_keras_vae(run_dir, order):
+def test_plain_keras_load_model_after_import_keras_vae(run_dir, order, tmp_path):
     """A fresh interpreter: nothing imports keras_vae.models, yet Keras finds the class and the outputs match."""
     from keras_vae.runs.folder import load_model
 
     x = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype("float32")
-    np.save(run_dir / "x.npy", x)
+    np.save(tmp_path / "x.npy", x)
     expected = np.asarray(load_model(run_dir / "model.keras").reconstruct(x))
     code = (f"{order}, sys, numpy as np\n"
             "assert 'keras_vae.models' not in sys.modules\n"
             f"m = keras.models.load_model({str(run_dir / 'model.keras')!r})\n"
             "print(type(m).__module__, type(m).__name__)\n"
-            f"y = np.asarray(m.reconstruct(np.load({str(run_dir / 'x.npy')!r})))\n"
-            f"np.save({str(run_dir / ('y-' + order[7:12] + '.npy'))!r}, y)\n")
+            f"y = np.asarray(m.reconstruct(np.load({str(tmp_path / 'x.npy')!r})))\n"
+            f"np.save({str(tmp_path / ('y-' + order[7:12] + '.npy'))!r}, y)\n")
     result = _python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["keras_vae.models.vae", "VAE"]
-    got = np.load(run_dir / ("y-" + order[7:12] + ".npy"))
+    got = np.load(tmp_path / ("y-" + order[7:12] + ".npy"))
     np.testing.assert_array_equal(got, expected)  # same weights, same float32 ops, same machine
 
 

@@ -7,27 +7,21 @@ import pytest
 from PIL import Image
 
 from keras_vae.cli import main
-from keras_vae.config import merge
 from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
-from keras_vae.config.presets import get_preset
 from keras_vae.runs.folder import load_run
 from keras_vae.sampling.samplers import LatentSampler, draw_noise
-from keras_vae.training.loop import train
-
-pytestmark = pytest.mark.slow  # one short training run shared by the module
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vaegan-run")
-    config = merge(get_preset("tiny"), {"data": {"max_examples": 160}})
-    result = train(config, out, verbose=0)
-    return out, config, result
+def run(trained_vaegan_run):
+    """The session's `keras-vae train --preset tiny` run folder (read-only), its configuration and its model."""
+    config, model = load_run(trained_vaegan_run)
+    return trained_vaegan_run, config, model
 
 
 def test_run_folder_holds_the_chosen_sampler_and_every_candidate(run):
-    out, _, result = run
+    out, _, model = run
     chosen = LatentSampler.load(out / "sampler.json", latent_dim=8)
     candidates = {k: LatentSampler.load(out / "samplers" / f"{k}.json", latent_dim=8)
                   for k in ("prior", "gaussian", "gmm")}
@@ -38,7 +32,7 @@ def test_run_folder_holds_the_chosen_sampler_and_every_candidate(run):
     final = json.loads((out / "metrics.json").read_text())["final"]
     assert final["sampler"]["chosen"] == chosen.kind
     assert final["batch_norm"]["recomputed_from_batches"] >= 1 and final["batch_norm"]["mode"] == "batch"
-    assert result.model.latent_sampler is not None
+    assert model.latent_sampler is not None and model.latent_sampler.kind == chosen.kind
 
 
 def test_gaussian_sampler_is_fitted_on_the_inference_mode_posterior_of_the_training_set(run):

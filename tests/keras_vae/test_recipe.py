@@ -122,7 +122,7 @@ def test_weight_decay_shrinks_weights_without_gradient():
 def test_cosine_learning_rate_drives_the_vaegan_generator_optimizer():
     """The schedule sets the VAEGAN's g_optimizer (it has no ``model.optimizer``), and leaves the
     discriminator's learning rate alone."""
-    from tests.keras_vae.test_vaegan import images, make
+    from tests.support.vaegan import images, make
 
     model = make()
     d_rate = float(model.d_optimizer.learning_rate.numpy())

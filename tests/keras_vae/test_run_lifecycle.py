@@ -19,6 +19,7 @@ from keras_vae.errors import ArtifactError, ConfigError
 from keras_vae.config.presets import get_preset
 from keras_vae.runs.folder import load_model
 from keras_vae.training.loop import TrainingDiverged, train
+from tests.support.runs import copy_run
 
 TWO_EPOCHS = merge(get_preset("tiny-vae"), {"train": {"epochs": 2, "steps_per_epoch": 3}})
 BACKUP = lifecycle.BACKUP_DIR
@@ -52,10 +53,9 @@ def interrupted_run(path, config=TWO_EPOCHS):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "r"
-    train(get_preset("tiny-vae"), run, verbose=0)
-    return run
+def finished(trained_vae_run, tmp_path_factory):
+    """A finished tiny-vae run: the session's, copied (a failed --force must leave this copy intact)."""
+    return copy_run(trained_vae_run, tmp_path_factory.mktemp("runs") / "r")
 
 
 def test_force_replaces_a_run_only_after_the_new_one_finished(finished, capsys):
@@ -89,7 +89,7 @@ def test_force_replacement_and_its_interruption(tmp_path, finished):
     with pytest.raises(ArtifactError, match="already holds a finished run"):
         train(config, run, verbose=0)
     assert sha(run / "model.keras") == sha(finished / "model.keras") and status(run) == "finished"
-    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 0
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 3  # the replacement's (--seed 3), not 5
     assert not (run / "metrics.json").exists() and not replacement.exists()
 
 

@@ -14,6 +14,7 @@ from keras_vae.models import build_model
 from keras_vae.config.presets import get_preset
 from keras_vae.runs.lifecycle import BACKUP_DIR
 from keras_vae.training.loop import train
+from tests.support.runs import copy_run
 
 RUN_FILES = ("model.keras", "config.json", "metrics.json", "sampler.json", "samples.png", "reconstructions.png",
              "latent.png", "interpolations.png", "traversals.png")
@@ -26,10 +27,9 @@ def cli(capsys, *argv):
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--preset", "tiny-vae", "--out", str(out), "--quiet", "--seed", "3"]) == 0
-    return out
+def cli_run(trained_vae_run, tmp_path_factory):
+    """The session's `keras-vae train --preset tiny-vae --seed 3` run folder, copied (evaluate writes into it)."""
+    return copy_run(trained_vae_run, tmp_path_factory.mktemp("run") / "run")
 
 
 def test_train_writes_the_whole_run_folder(cli_run):
@@ -82,6 +82,7 @@ def test_short_training_improves_validation_elbo(tmp_path):
     result = train(config, tmp_path / "run", verbose=0)
     after = result.metrics["epochs"][-1]["validation"]["elbo"]
     assert after > before + 100.0, (before, after)  # from ~-540 nats (random) to well below -300
+    assert result.model.latent_sampler is not None  # the returned model samples from its fitted sampler
 
 
 class _Interrupt(keras.callbacks.Callback):

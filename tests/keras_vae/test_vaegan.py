@@ -11,35 +11,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.config import LossConfig, ModelConfig, TrainConfig
+from keras_vae.config import ModelConfig, TrainConfig
 from keras_vae.errors import ConfigError
 from keras_vae.models import build_model
 from keras_vae.models.vaegan import VAEGAN
 from keras_vae.config.presets import get_preset
+from tests.support.vaegan import images, make
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = dict(kind="vaegan", architecture="resnet", image_shape=(16, 16, 1), latent_dim=8, filters=(4,),
-             num_stages=2, encoder_identity_blocks=1, disc_filters=(4, 1), disc_strides=(2, 1))
-LOSS = dict(kl="population", reconstruction_weight=50.0, adversarial_weight=1.0)
-TRAIN = TrainConfig(learning_rate=1e-3, beta_1=0.5, disc_learning_rate=1e-3)
-
-
-def images(n=16, seed=0):
-    """Sharp random blobs in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    x = rng.choice([-1.0, 1.0], size=(n, 8, 8, 1)).astype(np.float32)
-    return np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
 
 
 def blur(x):
     return tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC"), 3, 1, "VALID").numpy()
-
-
-def make(model=None, loss=None, train=TRAIN, seed=0):
-    keras.utils.set_random_seed(seed)
-    vaegan = VAEGAN(ModelConfig(**{**MODEL, **(model or {})}), LossConfig(**{**LOSS, **(loss or {})}), seed=seed)
-    vaegan.compile_for_training(train)
-    return vaegan
 
 
 def values(variables):
@@ -278,7 +261,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     sys.path.insert(0, sys.argv[1])
-    from tests.keras_vae.test_vaegan import MODEL, LOSS, TRAIN, images
+    from tests.support.vaegan import MODEL, LOSS, TRAIN, images
     from keras_vae.config import LossConfig, ModelConfig
     from keras_vae.models.vaegan import VAEGAN
 

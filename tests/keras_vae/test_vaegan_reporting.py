@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_vae.models import vaegan as vaegan_module
-from tests.keras_vae.test_bn_semantics import images, make
+from tests.support.vaegan import images, make
 
 
 @pytest.mark.parametrize("variance", ["means", "mixture", "covariance"])

@@ -3,7 +3,7 @@ labelled training data, and the same edit z + alpha (mean_a - mean_b) gives the 
 (``AttributeTable.edit``), Node (``decode.js --attribute A-B:ALPHA``) and the browser explorer (its class
 and strength controls), hence the same images.
 
-The export is the session's ``gmm_export`` (tests/serving/conftest.py): the tiny MLP VAE of tests/export
+The export is the session's ``gmm_export`` (tests/conftest.py): the tiny MLP VAE ``vae_run``
 (latent 4) on 600 embedded MNIST digits, which have labels, with a hand-made GMM sampler. Latents are
 compared exactly where the base code is the same float32 vector (the edit is one float64 expression on
 the same JSON numbers, rounded once); a runtime's own sampled base code meets the run folder's within
@@ -24,7 +24,7 @@ from keras_vae.export import contract
 from keras_vae.applications.attributes import AttributeTable, class_means, edit_latents
 from keras_vae.sampling.noise import portable_noise
 from keras_vae.serving.onnx_decoder import OnnxDecoder
-from tests.serving.conftest import NODE_DIR, drive_explorer, require_tool
+from tests.support.tools import NODE_DIR, drive_explorer, require_tool
 
 D = 4
 SEED = 11

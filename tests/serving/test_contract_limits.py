@@ -16,16 +16,15 @@ import pytest
 from keras_vae.export import contract
 from keras_vae.serving.contract_server import (MAX_REQUEST_BYTES, ContractServer, GrpcContractServer,
                                      ModelRepository)
-from tests.serving.tfs_fixtures import (TEST_LATENT_DIM, TEST_MODEL_NAME, built_export, call_direct,
-                                        loaded_versions)
+from tests.support.tfserving import TEST_LATENT_DIM, TEST_MODEL_NAME, call_direct
 
 MAX_BATCH = 4
 URL = f"/v1/models/{TEST_MODEL_NAME}:predict"
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return built_export(tmp_path_factory)
+def export_dir(tfs_export):
+    return tfs_export
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +59,11 @@ def test_defaults_are_the_exported_max_batch():
         assert params["max_request_bytes"].default == MAX_REQUEST_BYTES
 
 
-def test_a_batch_at_the_limit_decodes_exactly(server, export_dir):
+def test_a_batch_at_the_limit_decodes_exactly(server, tfs_loaded):
     z = np.random.default_rng(0).standard_normal((MAX_BATCH, TEST_LATENT_DIM)).astype(np.float32)
     status, body = post(server, json.dumps({"inputs": {"z": z.tolist()}}).encode())
     assert status == 200
-    want = call_direct(loaded_versions(export_dir)[2], "serving_default", z=z)["image"]
+    want = call_direct(tfs_loaded[2], "serving_default", z=z)["image"]
     np.testing.assert_allclose(np.asarray(body["outputs"], np.float32), want, rtol=0, atol=1e-6)
 
 

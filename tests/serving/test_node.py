@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving.conftest import NODE_DIR, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, require_tool
+from tests.support.decoders import TEST_IMAGE_SHAPE, TEST_LATENT_DIM
+from tests.support.tools import NODE_DIR, require_tool
 from keras_vae.serving.onnx_decoder import OnnxDecoder
 
 D = TEST_LATENT_DIM

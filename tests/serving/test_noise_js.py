@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_vae.sampling.noise import NOISE_ALGORITHM, float32_ulp, lowbias32, portable_noise
-from tests.serving.conftest import NODE_DIR, require_tool
+from tests.support.tools import NODE_DIR, require_tool
 
 NOISE_JS = NODE_DIR / "noise.js"
 CASES = [(0, 64, 8), (1, 7, 4), (2**32 - 1, 3, 16), (31337, 1, 1), (123456789, 100, 2)]

@@ -10,7 +10,8 @@ from keras_vae.export import contract
 from keras_vae.errors import DataError
 from keras_vae.serving import onnx_batching
 from keras_vae.serving.onnx_decoder import OnnxDecoder
-from tests.serving.conftest import TEST_LATENT_DIM, ort_reference
+from tests.support.decoders import TEST_LATENT_DIM
+from tests.support.tools import ort_reference
 
 
 def test_largest_activation_is_counted_per_image(tmp_path):

@@ -11,7 +11,8 @@ import onnx
 import pytest
 from PIL import Image
 
-from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, ort_reference
+from tests.support.decoders import TEST_IMAGE_SHAPE, TEST_LATENT_DIM
+from tests.support.tools import REPO_ROOT, ort_reference
 from keras_vae.export import contract
 from keras_vae.errors import ArtifactError, DataError
 from keras_vae.utils.images import make_grid, save_grid, to_uint8

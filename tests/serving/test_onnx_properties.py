@@ -11,7 +11,8 @@ from hypothesis.extra import numpy as hnp
 from keras_vae.errors import DataError
 from keras_vae.sampling.noise import portable_noise
 from keras_vae.serving.onnx_decoder import OnnxDecoder
-from tests.serving.conftest import TEST_IMAGE_SHAPE, TEST_LATENT_DIM, ort_reference
+from tests.support.decoders import TEST_IMAGE_SHAPE, TEST_LATENT_DIM
+from tests.support.tools import ort_reference
 
 FAST = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from keras_vae.errors import DataError
 from keras_vae.serving import onnx_threads
 from keras_vae.serving.onnx_decoder import OnnxDecoder
-from tests.serving.conftest import TEST_LATENT_DIM
+from tests.support.decoders import TEST_LATENT_DIM
 
 
 def test_macs_per_image_counts_conv_conv_transpose_and_matmul(tmp_path):

@@ -2,7 +2,7 @@
 (``LatentSampler.sample``), the SavedModel ``sample`` signature, ``OnnxDecoder``, the Node package and the
 browser explorer; ``keras-vae sample RUN`` and ``keras-vae sample EXPORT`` draw the same grid.
 
-The run is the tiny MLP VAE of tests/export (latent 4) with a hand-made 3-component GMM sampler.json,
+The run is the session's tiny MLP VAE ``vae_run`` (latent 4) with a hand-made 3-component GMM sampler.json,
 so that every runtime must get the component choice (u vs the cumulative weights), the means and the
 full Cholesky factors right. Latents are compared with ``keras_vae.export.sampler_onnx.latent_tolerance``: the
 float32 round-off of the drawing rule plus one float32 ulp of noise, elementwise.
@@ -25,14 +25,14 @@ from keras_vae.errors import ArtifactError
 from keras_vae.sampling.noise import NOISE_ALGORITHM, portable_noise
 from keras_vae.sampling.samplers import LatentSampler
 from keras_vae.serving.onnx_decoder import OnnxDecoder
-from tests.serving.conftest import NODE_DIR, REPO_ROOT, drive_explorer, require_tool
+from tests.support.tools import NODE_DIR, REPO_ROOT, drive_explorer, require_tool
 
 SEED, N = 7, 16  # the explorer's grid holds 16 codes
 D = 4
 PLAIN_OPS = {"Unsqueeze", "LessOrEqual", "Cast", "ReduceSum", "Min", "Gather", "MatMul", "Squeeze", "Add"}
 
 
-# ``gmm_export`` (tests/serving/conftest.py): the tiny VAE with a hand-made 3-component GMM sampler.json, exported
+# ``gmm_export`` (tests/conftest.py): the tiny VAE with a hand-made 3-component GMM sampler.json, exported
 
 
 def _reference(sampler, n=N, seed=SEED):

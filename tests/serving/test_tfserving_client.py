@@ -19,8 +19,8 @@ from keras_vae.serving.client import (InputShapeError, SignatureNotFoundError, T
                             TFServingServerError, TFServingTimeoutError, ndarray_to_tensor_proto,
                             tensor_proto_to_ndarray)
 from keras_vae.serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
-from tests.serving.tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
-                          call_direct, free_port, loaded_versions, random_inputs)
+from tests.support.tfserving import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, call_direct, free_port,
+                                     random_inputs)
 
 TOL = 1e-6
 OUTPUTS = {"serving_default": ("image",), "decode_uint8": ("image",), "encode": ("mean", "log_variance"),
@@ -29,13 +29,13 @@ MAX_DIFF: dict = {}  # measured, printed at the end of the module
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return built_export(tmp_path_factory)
+def export_dir(tfs_export):
+    return tfs_export
 
 
 @pytest.fixture(scope="module")
-def loaded(export_dir):
-    return loaded_versions(export_dir)
+def loaded(tfs_loaded):
+    return tfs_loaded
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from keras_vae.errors import ArtifactError, ConfigError
 from keras_vae.serving.tfserving import KIT_FILES, render_kit, write_kit
-from tests.serving.tfs_fixtures import batching_parameters_class
+from tests.support.tfserving import batching_parameters_class
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@
 (serving/contract_server.py: the SavedModel loaded with tf.saved_model.load behind TF Serving's documented
 REST and gRPC APIs), and every answer is compared with the SavedModel called in-process and with the run
 folder's sampler (``LatentSampler.sample``, within ``keras_vae.export.sampler_onnx.latent_tolerance``). The export is
-the session's ``gmm_export`` (tests/serving/conftest.py), whose 3-component GMM makes the latents depend on
+the session's ``gmm_export`` (tests/conftest.py), whose 3-component GMM makes the latents depend on
 the component choice, the means and the Cholesky factors.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_sample_rejects_bad_arguments_before_sending(served):
 
 def test_sample_on_a_savedmodel_without_the_sampler_signatures(tmp_path):
     """Exports older than the sampler signatures: a clear error naming the signatures the model has."""
-    from tests.serving.tfs_fixtures import TEST_MODEL_NAME, build_test_savedmodel
+    from tests.support.tfserving import TEST_MODEL_NAME, build_test_savedmodel
 
     build_test_savedmodel(tmp_path, TEST_MODEL_NAME, 1)
     with ContractServer({TEST_MODEL_NAME: tmp_path / contract.SAVEDMODEL_DIR / TEST_MODEL_NAME}) as server:
@@ -132,7 +132,7 @@ def test_kit_warmup_covers_the_sample_signatures(gmm_export, tmp_path):
             np.testing.assert_array_equal(tf.make_ndarray(response.outputs["image"]), want_images)
             assert want_images.shape[0] == int(n)
     # a signature the SavedModel lacks is refused: TF Serving would not load such a version
-    from tests.serving.tfs_fixtures import build_test_savedmodel
+    from tests.support.tfserving import build_test_savedmodel
 
     old = build_test_savedmodel(tmp_path / "old", "tinyvae", 1)
     write_warmup_requests(old, 4, (16, 16, 1))  # default: only the four signatures it has

@@ -17,8 +17,7 @@ from keras_vae.errors import ArtifactError, ConfigError
 from keras_vae.serving.client import TFServingClient
 from keras_vae.serving.contract_server import ContractServer, GrpcContractServer, ModelRepository
 from keras_vae.serving.tfserving import WARMUP_DIR, WARMUP_FILE, read_warmup_requests, write_warmup_requests
-from tests.serving.tfs_fixtures import (TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, built_export,
-                          call_direct, loaded_versions)
+from tests.support.tfserving import TEST_IMAGE_SHAPE, TEST_LATENT_DIM, TEST_MODEL_NAME, call_direct
 
 H, W, C = TEST_IMAGE_SHAPE
 L = TEST_LATENT_DIM
@@ -42,8 +41,8 @@ def saved_model_cli():
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return built_export(tmp_path_factory)
+def export_dir(tfs_export):
+    return tfs_export
 
 
 @pytest.fixture(scope="module")
@@ -114,20 +113,20 @@ def test_saved_model_cli_show_lists_every_signature(cli_runs):
     assert "Method name is: tensorflow/serving/predict" in out
 
 
-def test_saved_model_cli_run_decode_uint8(cli_runs, export_dir):
+def test_saved_model_cli_run_decode_uint8(cli_runs, tfs_loaded):
     rc, out, err = cli_runs["results"]["decode_uint8"]
     assert rc == 0, err[-2000:]
     got = np.load(cli_runs["tmp"] / "d" / "image.npy")
-    want = call_direct(loaded_versions(export_dir)[1], "decode_uint8", z=cli_runs["z"])["image"]
+    want = call_direct(tfs_loaded[1], "decode_uint8", z=cli_runs["z"])["image"]
     assert got.dtype == np.uint8 and got.shape == (5, H, W, C)
     assert np.array_equal(got, want)
     assert got.max() > got.min(), "a constant image would hide a broken decoder"
 
 
-def test_saved_model_cli_run_encode(cli_runs, export_dir):
+def test_saved_model_cli_run_encode(cli_runs, tfs_loaded):
     rc, out, err = cli_runs["results"]["encode"]
     assert rc == 0, err[-2000:]
-    want = call_direct(loaded_versions(export_dir)[1], "encode", image=cli_runs["images"])
+    want = call_direct(tfs_loaded[1], "encode", image=cli_runs["images"])
     for name in ("mean", "log_variance"):
         got = np.load(cli_runs["tmp"] / "e" / f"{name}.npy")
         assert got.dtype == np.float32 and got.shape == (3, L)
@@ -135,7 +134,7 @@ def test_saved_model_cli_run_encode(cli_runs, export_dir):
 
 
 # ----------------------------------------------------------------------------------------- warmup
-def test_warmup_records_write_read_and_replay(tmp_path, export_dir):
+def test_warmup_records_write_read_and_replay(tmp_path, export_dir, tfs_loaded):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
     import grpc
@@ -152,7 +151,7 @@ def test_warmup_records_write_read_and_replay(tmp_path, export_dir):
             for r in requests] == list(itertools.product(contract.SIGNATURES, (1, 8)))
     assert {r.model_spec.name for r in requests} == {TEST_MODEL_NAME}
 
-    loaded = loaded_versions(export_dir)[1]
+    loaded = tfs_loaded[1]
     repo = ModelRepository({TEST_MODEL_NAME: base})
     with GrpcContractServer(repo, max_workers=2) as gs, ContractServer(repo, max_requests=50) as rs, \
             grpc.insecure_channel(gs.target) as channel:

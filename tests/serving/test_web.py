@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving.conftest import REPO_ROOT, TEST_IMAGE_SHAPE, TEST_LATENT_DIM, WEB_DIR, require_tool
+from tests.support.decoders import TEST_IMAGE_SHAPE, TEST_LATENT_DIM
+from tests.support.tools import REPO_ROOT, WEB_DIR, require_tool
 from keras_vae.export import contract
 from keras_vae.errors import ArtifactError
 from keras_vae.sampling.noise import float32_ulp, portable_noise

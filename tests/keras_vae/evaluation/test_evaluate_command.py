@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 
 from keras_vae.cli import main
-from keras_vae.config import merge
 from keras_vae.evaluation.report import DEFINITIONS, NO_LIKELIHOOD_VAEGAN
-from keras_vae.config.presets import get_preset
-from keras_vae.training.loop import train
+from tests.support.runs import copy_run
 
 
 def cli(capsys, *argv):
@@ -18,18 +16,15 @@ def cli(capsys, *argv):
 
 
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vae")
-    config = merge(get_preset("tiny-vae"), {"train": {"steps_per_epoch": 3, "iwae_samples": 4, "iwae_examples": 16}})
-    train(config, out, verbose=0)
-    return out
+def vae_run(trained_vae_run, tmp_path_factory):
+    """The session's tiny-vae run, copied: evaluate writes into the run folder."""
+    return copy_run(trained_vae_run, tmp_path_factory.mktemp("vae") / "run")
 
 
 @pytest.fixture(scope="module")
-def vaegan_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vaegan")
-    train(merge(get_preset("tiny"), {"train": {"steps_per_epoch": 2}}), out, verbose=0)
-    return out
+def vaegan_run(trained_vaegan_run, tmp_path_factory):
+    """The session's tiny VAEGAN run, copied: evaluate writes into it and caches its feature network there."""
+    return copy_run(trained_vaegan_run, tmp_path_factory.mktemp("vaegan") / "run")
 
 
 def test_end_of_training_evaluation_in_metrics_json_and_tensorboard(vae_run):

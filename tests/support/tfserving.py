@@ -1,15 +1,13 @@
-"""Fixtures for the TF Serving kit and client tests (imported by tests/serving/test_tfserving*.py).
+"""A SavedModel in TF Serving's layout without training, for the TF Serving kit, client and server tests.
 
-``build_test_savedmodel`` stands in for the exporter (``export/``) until it lands: it writes a
-SavedModel in TF Serving's layout with the four signatures of ``export/contract.py``, from a small
-random-init Keras 3 encoder/decoder pair. Swap its body for the real exporter later; the tests only
-rely on the layout and the signatures.
+``build_test_savedmodel`` writes the four signatures of ``keras_vae/export/contract.py`` from a small
+random-init Keras 3 encoder/decoder pair; the tests rely only on the layout and the signatures. The
+session fixtures ``tfs_export`` / ``tfs_loaded`` (tests/conftest.py) build versions 1 and 2 once.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
 
 from keras_vae.export import contract
 
@@ -74,30 +72,6 @@ def build_test_savedmodel(base_dir, name: str = TEST_MODEL_NAME, version: int = 
     version_dir = Path(base_dir) / contract.SAVEDMODEL_DIR / name / str(int(version))
     archive.write_out(str(version_dir), verbose=False)
     return version_dir
-
-
-# ------------------------------------------------------------------------------------ shared state
-_BUILT: dict = {}
-
-
-def built_export(tmp_path_factory) -> Path:
-    """One export dir per test process with versions 1 (seed 0) and 2 (seed 1) of ``tinyvae``."""
-    if "export" not in _BUILT:
-        export_dir = tmp_path_factory.mktemp("tfs_export")
-        build_test_savedmodel(export_dir, TEST_MODEL_NAME, 1, seed=0)
-        build_test_savedmodel(export_dir, TEST_MODEL_NAME, 2, seed=1)
-        _BUILT["export"] = export_dir
-    return _BUILT["export"]
-
-
-def loaded_versions(export_dir) -> dict:
-    """``{version: tf.saved_model.load(...)}`` for the built export (cached)."""
-    if "loaded" not in _BUILT:
-        import tensorflow as tf
-
-        base = Path(export_dir) / contract.SAVEDMODEL_DIR / TEST_MODEL_NAME
-        _BUILT["loaded"] = {v: tf.saved_model.load(str(base / str(v))) for v in (1, 2)}
-    return _BUILT["loaded"]
 
 
 def call_direct(loaded, signature: str, **inputs) -> dict:

@@ -1,11 +1,17 @@
-"""Fixtures of the exporter tests: small trained run folders (one per model kind/architecture)."""
+"""Small run folders: a model of a preset trained one short epoch, without the rest of ``train``.
+
+The session fixtures of tests/conftest.py train each kind once; tests that need their own run (another
+preset or architecture, or a run to change) call ``make_test_run`` or copy a session run with
+``copy_run``.
+"""
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 
 def make_test_run(run_dir, preset: str, **model_overrides) -> Path:
@@ -33,19 +39,23 @@ def make_test_run(run_dir, preset: str, **model_overrides) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="session")
-def vae_run(tmp_path_factory) -> Path:
-    return make_test_run(tmp_path_factory.mktemp("run-mlp"), "tiny-vae")
+def copy_run(run_dir, dest) -> Path:
+    """A private copy of a (read-only, session-wide) run or export folder that a test may change."""
+    dest = Path(dest)
+    shutil.copytree(run_dir, dest)
+    return dest
 
 
-@pytest.fixture(scope="session")
-def conv_run(tmp_path_factory) -> Path:
-    """A small conv VAE (two strided convolutions, kernel 3 stride 2 transposed convolutions)."""
-    return make_test_run(tmp_path_factory.mktemp("run-conv"), "mnist-conv", conv_filters=(4, 8),
-                         hidden_units=(16,), latent_dim=4)
+@dataclass(frozen=True)
+class Exported:
+    """An export of ``run`` into ``out`` and the report ``export_run`` returned."""
+    run: Path
+    out: Path
+    report: dict
 
 
-@pytest.fixture(scope="session")
-def vaegan_run(tmp_path_factory) -> Path:
-    """The paper's model at its smallest ('tiny': 16x16x1, latent 8)."""
-    return make_test_run(tmp_path_factory.mktemp("run-vaegan"), "tiny")
+def snapshot(root) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of every file and folder under ``root``."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): (0 if p.is_dir() else p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
