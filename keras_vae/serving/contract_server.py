@@ -17,6 +17,13 @@ the documented request/response formats (https://www.tensorflow.org/tfx/serving/
   ``max_batch`` (default ``keras_vae.export.contract.MAX_BATCH``, the exported decoder's max_batch) is 400
   before it is converted; NaN/Infinity (not JSON) and non-finite float inputs are 400. gRPC has the
   same batch and finiteness checks and refuses messages over ``max_request_bytes``.
+- under load (REST; ``keras_vae.serving.httpd``): at most ``Limits.max_threads`` handler threads, a
+  queue of ``Limits.max_queued`` connections and 503 + ``Retry-After`` beyond it, never a reset;
+  deadlines for headers, body and reply; request bodies held at once bounded by
+  ``max_inflight_bytes`` (503 + ``Retry-After`` beyond). Long arrays of numbers are parsed straight
+  into NumPy and replies written in slices (``keras_vae.serving.json_arrays``), so a request costs
+  about its body once more, not ten times. ``Transfer-Encoding: chunked`` bodies are read (within
+  the same limits); any other transfer coding is 501 and closes the connection.
 
 ``GrpcContractServer`` does the same for ``PredictionService.Predict`` and ``GetModelMetadata``.
 
@@ -30,21 +37,30 @@ Run by hand: ``python -m keras_vae.serving.contract_server EXPORT_DIR/savedmodel
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 
 from keras_vae.export.contract import MAX_BATCH
+from keras_vae.serving import json_arrays
+from keras_vae.serving.httpd import DISCONNECTS, BoundedHandler, BoundedHTTPServer, ByteBudget, Limits
 
 # 64 MiB: a batch of MAX_BATCH 64x64x3 images as JSON floats fits; the 4.4 MB request of 200k
 # latents that pushed the unbounded server past 20 GB is refused by the batch limit instead
 MAX_REQUEST_BYTES = 64 << 20
+# request bodies held at once: two of the largest (a request costs about its body again while parsed)
+MAX_INFLIGHT_BYTES = 2 * MAX_REQUEST_BYTES
+KEEP_REQUESTS = 1000  # ContractServer.requests keeps the latest this many
+MAX_LOGGED_PATH = 256  # characters of a path kept in ContractServer.requests
+STREAM_AFTER = 1 << 20  # replies longer than this are sent in pieces (chunked), not built whole
+MAX_CHUNK_LINE = 1024  # a chunk-size line (with extensions) or a trailer line of a chunked body
+MAX_TRAILERS = 32
 
 __all__ = ["ModelRepository", "ContractServer", "GrpcContractServer", "ContractError"]
 
@@ -125,7 +141,8 @@ def _check_batch(name: str, value, max_batch: int | None) -> None:
     """400 when the input's leading dimension (its batch) exceeds ``max_batch``."""
     if max_batch is None:
         return
-    batch = value.shape[0] if isinstance(value, np.ndarray) and value.ndim else \
+    shape = getattr(value, "shape", None)  # an ndarray, or a json_arrays.NumericArray not parsed yet
+    batch = shape[0] if isinstance(shape, tuple) and shape else \
         len(value) if isinstance(value, list) else None
     if batch is not None and batch > max_batch:
         raise _invalid(f"input '{name}' has batch size {batch}, more than this server's max_batch "
@@ -194,9 +211,13 @@ _URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
 
 
 def _rows_to_columns(instances, input_names):
-    if not isinstance(instances, list) or not instances:
+    if isinstance(instances, json_arrays.NumericArray):  # rows of numbers, still as text
+        instances_are_rows = False
+    elif not isinstance(instances, list) or not instances:
         raise _invalid("'instances' must be a non-empty list")
-    if isinstance(instances[0], dict):
+    else:
+        instances_are_rows = isinstance(instances[0], dict)
+    if instances_are_rows:
         for row in instances:
             if not isinstance(row, dict) or set(row) != set(instances[0]):
                 raise _invalid("every instance must be an object with the same keys")
@@ -215,6 +236,9 @@ def _predict_json(repo: ModelRepository, name, version, body: dict, max_batch: i
         raise _invalid("JSON Value must have exactly one of 'instances' (row format) or "
                        "'inputs' (columnar format)")
     signature = body.get("signature_name") or "serving_default"
+    if not isinstance(signature, str):
+        raise _invalid(f"'signature_name' must be a string, got {type(signature).__name__}: "
+                       f"{json.dumps(signature)[:80]}")
     _, loaded = repo.get(name, version)
     if signature not in loaded.signature_defs:
         raise _invalid(f'Serving signature name: "{signature}" not found in signature def')
@@ -230,56 +254,169 @@ def _predict_json(repo: ModelRepository, name, version, body: dict, max_batch: i
         else:
             raise _invalid("unnamed 'inputs' need a single-input signature")
     out = loaded.run(signature, inputs, max_batch=max_batch)
-    lists = {k: v.tolist() for k, v in out.items()}
+    # arrays, not lists: _Handler._reply writes them a slice at a time (json_arrays.iter_json)
     if has_rows:
-        if len(lists) == 1:
-            return {"predictions": next(iter(lists.values()))}
-        batch = len(next(iter(lists.values())))
-        return {"predictions": [{k: lists[k][i] for k in lists} for i in range(batch)]}
-    if len(lists) == 1:
-        return {"outputs": next(iter(lists.values()))}
-    return {"outputs": lists}
+        if len(out) == 1:
+            return {"predictions": next(iter(out.values()))}
+        return {"predictions": json_arrays.Rows(out)}
+    if len(out) == 1:
+        return {"outputs": next(iter(out.values()))}
+    return {"outputs": out}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     server: "_HTTPServer"
     protocol_version = "HTTP/1.1"
+    _reserved = 0  # bytes of ByteBudget this request holds
+    _replying = False  # the status line of this request's reply is on its way
 
     def log_message(self, fmt, *args):  # quiet; tests read server.requests instead
         pass
 
-    def _reply(self, status: int, payload: dict):
-        data = json.dumps(payload).encode()
+    def _reply(self, status: int, payload, retry_after: int | None = None):
+        """``payload`` as JSON: with Content-Length when short, else in pieces (chunked on HTTP/1.1)."""
+        pieces = json_arrays.iter_json(payload)
+        head, size = [], 0
+        for piece in pieces:
+            head.append(piece)
+            size += len(piece)
+            if size > STREAM_AFTER:
+                break
+        else:
+            pieces = None  # all of it is in head
+        chunked = pieces is not None and self.request_version == "HTTP/1.1"
+        self._replying = True
+        if pieces is not None and not chunked:
+            self.close_connection = True  # HTTP/1.0: the reply ends where the connection does
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
+        if pieces is None:
+            self.send_header("Content-Length", str(size))
+        elif chunked:
+            self.send_header("Transfer-Encoding", "chunked")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        for piece in head if pieces is None else _chain(head, pieces):
+            if chunked:
+                self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            else:
+                self.wfile.write(piece)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _refuse(self, status: int, message: str, retry_after: int | None = None) -> None:
+        """Answer an error before the body is read, and close (the body's end is unknown or not wanted)."""
+        self.close_connection = True
+        self._reply(status, {"error": message}, retry_after)
+
+    def _reserve(self, n: int) -> bool:
+        """Hold ``n`` more body bytes in the server's budget; False (503 sent) when they do not fit."""
+        budget = self.server.owner.budget
+        if budget.try_reserve(n):
+            self._reserved += n
+            return True
+        self._refuse(503, f"the server holds {budget.reserved} bytes of request bodies, its limit is "
+                          f"{budget.capacity}: retry after {self.server.limits.retry_after_s} s",
+                     retry_after=self.server.limits.retry_after_s)
+        return False
+
+    def _read_body(self) -> bytes | bytearray | None:
+        """The request body (Content-Length or chunked), or None when an error reply was sent instead."""
+        owner = self.server.owner
+        coding, header = self.headers.get("Transfer-Encoding"), self.headers.get("Content-Length")
+        if coding is not None:
+            if header is not None:
+                return self._refuse(400, "the request has both Transfer-Encoding and Content-Length: send one")
+            if coding.strip().lower() != "chunked":
+                return self._refuse(501, f"Transfer-Encoding {coding[:40]!r} is not supported: send "
+                                         "Content-Length or Transfer-Encoding: chunked")
+            return self._read_chunked()
+        header = (header or "0").strip()
+        if not (header.isascii() and header.isdigit()):
+            return self._refuse(400, f"Content-Length {header[:40]!r} is not a byte count")
+        length = int(header)
+        if length > owner.max_request_bytes:  # the body is not read
+            return self._refuse(413, _too_large(length, owner.max_request_bytes))
+        if not self._reserve(length):
+            return None
+        self.start_body()
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            raise ConnectionAbortedError("the client closed the connection in the middle of its body")
+        return raw
+
+    def _read_chunked(self) -> bytearray | None:
+        owner = self.server.owner
+        body = bytearray()
+        self.start_body()
+        while True:
+            line = self._chunk_line()
+            if line is None:
+                return None
+            size_text = line.split(b";", 1)[0].strip()
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF") or len(size_text) > 16:
+                return self._refuse(400, f"malformed chunk size {bytes(size_text[:20])!r} in a chunked body")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            if len(body) + size > owner.max_request_bytes:
+                return self._refuse(413, _too_large(len(body) + size, owner.max_request_bytes))
+            if not self._reserve(size):
+                return None
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise ConnectionAbortedError("the client closed the connection in the middle of its body")
+            body += data
+            if self.rfile.read(2) != b"\r\n":
+                return self._refuse(400, "a chunk of the chunked body does not end with CRLF")
+        for _ in range(MAX_TRAILERS + 1):  # the trailer section ends with an empty line
+            line = self._chunk_line()
+            if line is None:
+                return None
+            if not line.strip():
+                return body
+        return self._refuse(400, f"more than {MAX_TRAILERS} trailer lines after a chunked body")
+
+    def _chunk_line(self) -> bytes | None:
+        line = self.rfile.readline(MAX_CHUNK_LINE + 1)
+        if not line:
+            raise ConnectionAbortedError("the client closed the connection in the middle of its body")
+        if not line.endswith(b"\n"):
+            return self._refuse(400, f"a line of the chunked body is longer than {MAX_CHUNK_LINE} bytes")
+        return line
 
     def _handle(self, method: str):
         owner = self.server.owner
+        self._replying = False
         with owner._lock:
-            owner.requests.append((method, self.path))
-            over = owner.max_requests is not None and len(owner.requests) > owner.max_requests
-        header = (self.headers.get("Content-Length") or "0").strip()
-        if not header.isdigit():
-            self.close_connection = True  # the body's end is unknown: answer and hang up
-            return self._reply(400, {"error": f"Content-Length {header[:40]!r} is not a byte count"})
-        length = int(header)
-        if length > owner.max_request_bytes:
-            self.close_connection = True  # the body is not read
-            return self._reply(413, {"error": f"request body of {length} bytes exceeds this server's limit of "
-                                              f"{owner.max_request_bytes} bytes: send smaller batches"})
-        raw = self.rfile.read(length) if length else b""
-        if over:
-            return self._reply(503, {"error": f"contract server request limit "
-                                              f"({owner.max_requests}) reached"})
+            owner.requests.append((method, self.path[:MAX_LOGGED_PATH]))
+            owner.request_count += 1
+            over = owner.max_requests is not None and owner.request_count > owner.max_requests
+        try:
+            try:
+                raw = self._read_body()
+            except TimeoutError:
+                return self._refuse(408, f"the request body did not arrive within "
+                                         f"{self.server.limits.body_timeout_s:g} s")
+            if raw is None:
+                return None  # answered (and closing)
+            if over:
+                return self._reply(503, {"error": f"contract server request limit "
+                                                  f"({owner.max_requests}) reached"})
+            return self._answer(method, raw)
+        finally:
+            owner.budget.release(self._reserved)
+            self._reserved = 0
+
+    def _answer(self, method: str, raw):
+        owner = self.server.owner
         m = _URL.match(self.path)
         try:
             if m is None:
-                raise _not_found(f"Malformed request: {method} {self.path}")
+                raise _not_found(f"Malformed request: {method} {self.path[:MAX_LOGGED_PATH]}")
             name, rest = m["name"], m["rest"] or ""
             version = int(m["version"]) if m["version"] else None
             if rest in (":classify", ":regress"):
@@ -290,10 +427,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if owner.delay_s:
                     time.sleep(owner.delay_s)
                 try:
-                    body = json.loads(raw or b"null", parse_constant=_reject_constant)
+                    body = json_arrays.loads(raw or b"null", parse_constant=_reject_constant)
                 except (ValueError, RecursionError) as e:
                     raise _invalid(f"JSON Parse error: {str(e)[:200]}")
-                return self._reply(200, _predict_json(owner.repo, name, version, body, owner.max_batch))
+                result = _predict_json(owner.repo, name, version, body, owner.max_batch)
+                raw = body = None  # the body's text and arrays can go before the reply is written
+                return self._reply(200, result)
             if method != "GET":
                 raise ContractError(405, f"Method {method} not allowed for {self.path}", "")
             if rest == "/metadata":
@@ -301,7 +440,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, owner.repo.status(name, version))
         except ContractError as e:
             return self._reply(e.status, {"error": e.message})
+        except DISCONNECTS:
+            raise  # the client went away or stalled: nobody to answer
         except Exception as e:  # a bug here must still answer, not hang the client
+            if self._replying:  # too late for a status: cut the reply short
+                self.close_connection = True
+                raise
             return self._reply(500, {"error": f"{type(e).__name__}: {e}"})
 
     def do_GET(self):
@@ -314,16 +458,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("PUT")
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+def _chain(first, rest):
+    yield from first
+    yield from rest
+
+
+def _too_large(length: int, limit: int) -> str:
+    return f"request body of {length} bytes exceeds this server's limit of {limit} bytes: send smaller batches"
+
+
+class _HTTPServer(BoundedHTTPServer):
     owner: "ContractServer"
-
-    def handle_error(self, request, client_address):
-        import sys
-
-        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            return  # the client gave up (e.g. its timeout); nothing to answer
-        super().handle_error(request, client_address)
 
 
 class ContractServer:
@@ -331,22 +476,35 @@ class ContractServer:
 
     ``models``: ``{name: base_path}`` or a ``ModelRepository``. ``port=0`` picks a free port (see
     ``url``). ``delay_s`` sleeps before each predict (to test client timeouts); ``max_requests``
-    answers 503 after that many requests. ``requests`` lists ``(method, path)`` of every request.
-    ``max_request_bytes`` (413 above it) and ``max_batch`` (400 above it) bound one request.
+    answers 503 after that many requests. ``requests`` holds ``(method, path)`` of the latest
+    ``keep_requests`` requests (paths cut to 256 characters); ``request_count`` counts them all.
+    ``max_request_bytes`` (413 above it) and ``max_batch`` (400 above it) bound one request;
+    ``max_inflight_bytes`` the request bodies held at once (503 + Retry-After beyond it; at least
+    ``max_request_bytes``); ``limits`` (``keras_vae.serving.httpd.Limits``) threads, queue and deadlines.
     Use as a context manager, or ``start()``/``stop()``.
     """
 
     def __init__(self, models, host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0,
                  max_requests: int | None = None, max_batch: int = MAX_BATCH,
-                 max_request_bytes: int = MAX_REQUEST_BYTES):
+                 max_request_bytes: int = MAX_REQUEST_BYTES, max_inflight_bytes: int | None = None,
+                 limits: Limits | None = None, keep_requests: int = KEEP_REQUESTS):
         _check_limits(max_batch, max_request_bytes)
+        inflight = max(MAX_INFLIGHT_BYTES, int(max_request_bytes)) if max_inflight_bytes is None \
+            else max_inflight_bytes
+        if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < max_request_bytes:
+            raise ValueError(f"max_inflight_bytes must be an integer >= max_request_bytes "
+                             f"({max_request_bytes}), got {inflight!r}")
+        if isinstance(keep_requests, bool) or not isinstance(keep_requests, int) or keep_requests < 0:
+            raise ValueError(f"keep_requests must be an integer >= 0, got {keep_requests!r}")
         self.repo = models if isinstance(models, ModelRepository) else ModelRepository(models)
         self.delay_s = delay_s
         self.max_requests = max_requests
         self.max_batch, self.max_request_bytes = int(max_batch), int(max_request_bytes)
-        self.requests: list = []
+        self.budget = ByteBudget(inflight)
+        self.requests: collections.deque = collections.deque(maxlen=keep_requests)
+        self.request_count = 0
         self._lock = threading.Lock()
-        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd = _HTTPServer((host, port), _Handler, limits=limits, label="contract server")
         self._httpd.owner = self
         self._thread: threading.Thread | None = None
 
@@ -354,6 +512,11 @@ class ContractServer:
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def handler_threads(self) -> int:
+        """How many handler threads exist now (at most ``limits.max_threads``)."""
+        return self._httpd.threads
 
     def start(self) -> "ContractServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

@@ -9,19 +9,26 @@ dist files under ``/node_modules/onnxruntime-web/dist/``
 with correct MIME types (``.mjs`` text/javascript, ``.wasm`` application/wasm). Those files come from the js
 home that ``keras-vae js install`` fills (``keras_vae.serving.assets.js_home``), else from a checkout's
 ``serving/web/node_modules``. Standard library only; used by ``keras-vae serve-demo`` and by the browser tests.
+
+Under load (``keras_vae.serving.httpd``): at most ``Limits.max_threads`` handler threads and a queue of
+``Limits.max_queued`` connections (503 + Retry-After beyond, never a reset), deadlines for the request and
+the reply (a stalled client is dropped, it never holds a thread for good), files sent in 1 MiB pieces (memory
+does not grow with the number of clients), and a client that goes away before its reply is one log line.
 """
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from keras_vae.export import contract
 from keras_vae.errors import ArtifactError
 from keras_vae.serving.assets import ORT_WEB_DIST, asset_dir, find_ort_web_dist
+from keras_vae.serving.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from keras_vae.utils.validation import PORT_MAX, check_host, listen_error
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,7 @@ ATTRIBUTES_JS = asset_dir("node") / "attributes.js"  # shared with the Node pack
 ORT_DIST = ORT_WEB_DIST  # also the URL path under which the page loads onnxruntime-web
 ORT_ENTRY = "ort.wasm.bundle.min.mjs"
 PAGE_FILES = ("index.html", "explorer.js", "screenshot.png")
+FILE_PIECE = 1 << 20  # bytes of a file sent at a time
 MIME = {
     ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
     ".mjs": "text/javascript; charset=utf-8", ".wasm": "application/wasm", ".json": "application/json",
@@ -66,9 +74,10 @@ def _routes(export_dir: Path, web_root: Path) -> dict[str, Path]:
 
 
 def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=WEB_DIR,
-                ort_dist=None) -> ThreadingHTTPServer:
+                ort_dist=None, limits: Limits | None = None) -> BoundedHTTPServer:
     """An HTTP server (not yet started) for the page and ``export_dir/decoder.onnx``; port 0 picks one.
-    ``ort_dist``: the onnxruntime-web dist folder to serve (default: found by :func:`check_web_assets`)."""
+    ``ort_dist``: the onnxruntime-web dist folder to serve (default: found by :func:`check_web_assets`);
+    ``limits``: threads, queue and deadlines (``keras_vae.serving.httpd.Limits``, defaults otherwise)."""
     export_dir, web_root = Path(export_dir), Path(web_root)
     if export_dir.is_file():
         export_dir = export_dir.parent
@@ -78,7 +87,7 @@ def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=
     routes = _routes(export_dir, web_root)
     dist_prefix = "/" + ORT_DIST.as_posix() + "/"
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(BoundedHandler):
         server_version = "keras-vae-demo"
 
         def _resolve(self) -> Path | None:
@@ -96,14 +105,19 @@ def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=
             if path is None or not path.is_file():
                 self.send_error(HTTPStatus.NOT_FOUND, "not part of the latent explorer")
                 return
-            data = path.read_bytes()
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", MIME.get(path.suffix, "application/octet-stream"))
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            if not head_only:
-                self.wfile.write(data)
+            try:
+                file = path.open("rb")
+            except OSError:
+                self.send_error(HTTPStatus.NOT_FOUND, "not part of the latent explorer")
+                return
+            with file:  # streamed: memory does not grow with the file or the number of clients
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", MIME.get(path.suffix, "application/octet-stream"))
+                self.send_header("Content-Length", str(os.fstat(file.fileno()).st_size))
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                if not head_only:
+                    shutil.copyfileobj(file, self.wfile, FILE_PIECE)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             self._send(head_only=False)
@@ -118,20 +132,20 @@ def make_server(export_dir, host: str = "127.0.0.1", port: int = 8000, web_root=
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= PORT_MAX:
         raise ArtifactError(f"port must be an integer in [0, {PORT_MAX}] (0 picks a free port), got {port!r}")
     try:
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = BoundedHTTPServer((host, port), Handler, limits=limits, label="serve-demo",
+                                   disconnect_level=logging.WARNING)
     except OSError as exc:  # in use, no permission, not an address of this machine
         raise listen_error(host, port, exc) from None
-    server.daemon_threads = True
     return server
 
 
-def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
+def serve_in_thread(server: BoundedHTTPServer) -> threading.Thread:
     """Run ``server.serve_forever`` in a daemon thread (stop with server.shutdown(); server.server_close())."""
     thread = threading.Thread(target=server.serve_forever, name="keras-vae-demo", daemon=True)
     thread.start()
     return thread
 
 
-def server_url(server: ThreadingHTTPServer) -> str:
+def server_url(server: BoundedHTTPServer) -> str:
     host, port = server.server_address[:2]
     return f"http://{host}:{port}/"
