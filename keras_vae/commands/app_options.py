@@ -34,9 +34,12 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def open_run_and_source(args: argparse.Namespace):
-    """(RunConfig, model, Source, DataConfig) for RUN_DIR and the data the flags name."""
+    """(RunConfig, model, Source, DataConfig) for RUN_DIR and the data the flags name. ``args.run_dir`` is
+    resolved first (runs/latest: the run it names now), so the command's reports name that run."""
     from keras_vae.applications.inputs import open_run_and_source as open_run
+    from keras_vae.utils.files import resolve_folder
 
+    args.run_dir = resolve_folder(args.run_dir)
     check_positive(args, "max_examples", "batch_size")
     return open_run(args.run_dir, args.data, args.data_dir)
 

@@ -45,7 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from keras_vae.commands.app_options import check_positive
+    from keras_vae.utils.files import resolve_folder
 
+    args.run_dir = resolve_folder(args.run_dir)  # runs/latest: the run it names now, report included
     check_positive(args, "iwae_samples", "examples", "samples")
     out = check_output_file(Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json")
     from keras_vae.evaluation.report import evaluate_run, scalars, write_evaluation

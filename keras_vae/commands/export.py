@@ -43,7 +43,10 @@ def _fmt_bytes(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from keras_vae.export import export_run  # imports TensorFlow when called
+    from keras_vae.utils.files import resolve_folder
     from keras_vae.utils.validation import check_output_dir
+
+    args.run_dir = resolve_folder(args.run_dir)  # runs/latest: the run it names now, for the whole export
 
     check_output_dir(args.out)  # a file, /proc or a read-only place: one line before any work
     report = export_run(args.run_dir, args.out, version=args.version, name=args.name, force=args.force,

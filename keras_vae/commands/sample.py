@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
                           if args.n >= 1 else f"--n must be >= 1, got {args.n}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise ConfigError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    from keras_vae.utils.files import resolve_folder
+
     check_output_file(args.out, suffixes=IMAGE_SUFFIXES)
-    source = Path(args.source)
+    source = Path(args.source)  # a folder (runs/latest) resolved once; a file's folder likewise
+    source = resolve_folder(source) if source.is_dir() else resolve_folder(source.parent) / source.name
     is_export = source.is_dir() and not (source / "model.keras").exists() and (source / "decoder.onnx").is_file()
     from keras_vae.utils.images import save_grid
 

@@ -34,9 +34,14 @@ def run(args) -> int:
     """Check the decoder, start the server, open the page, serve until interrupted."""
     import webbrowser
 
+    from pathlib import Path
+
     from keras_vae.serving.demo import make_server, server_url
     from keras_vae.serving.onnx_decoder import OnnxDecoder
+    from keras_vae.utils.files import resolve_folder
 
+    source = Path(args.export_dir)  # a linked export folder: the one it names now, for the whole session
+    args.export_dir = resolve_folder(source) if source.is_dir() else resolve_folder(source.parent) / source.name
     decoder = OnnxDecoder(args.export_dir, verify=not args.no_verify)  # fails early on a missing, changed or foreign file
     server = make_server(decoder.path.parent, host=args.host, port=args.port)
     url = server_url(server)

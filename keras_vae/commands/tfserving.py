@@ -36,6 +36,9 @@ def _policy(text: str):
 def run(args: argparse.Namespace) -> int:
     from keras_vae.loading import export_info
     from keras_vae.serving.tfserving.kit import write_kit
+    from keras_vae.utils.files import resolve_folder
+
+    args.export_dir = resolve_folder(args.export_dir)  # a linked export folder: the one it names now
 
     options = {"version_policy": _policy(args.versions), "max_batch_size": args.max_batch_size}
     if args.image:

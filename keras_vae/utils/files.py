@@ -58,6 +58,21 @@ def _naming(path: Path) -> Iterator[None]:
         raise OSError(exc.errno, exc.strerror or str(exc) or type(exc).__name__, str(path)) from exc
 
 
+def resolve_folder(path: str | Path) -> Path:
+    """``path`` with every symbolic link in it resolved, once, before a command reads anything: a command
+    given ``runs/latest`` keeps reading and writing the run the link named when it started, even if
+    another run moves the link meanwhile. A relative path stays relative (to the current folder); a
+    path that does not exist comes back normalised, for the command's own "does not exist" error."""
+    text = os.fspath(path)
+    real = os.path.realpath(text)
+    if os.path.isabs(text):
+        return Path(real)
+    try:
+        return Path(os.path.relpath(real))
+    except ValueError:  # another drive (Windows): keep it absolute
+        return Path(real)
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
