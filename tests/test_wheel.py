@@ -25,8 +25,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = ("pyproject.toml", "README.md", "keras_vae", "serving")  # what pyproject builds the wheel from
 ASSETS = "keras_vae/serving/_assets/"
@@ -82,6 +80,7 @@ def installed(tmp_path_factory):
             "work": work}
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_only_keras_vae_and_its_assets(installed):
     names = zipfile.ZipFile(installed["wheel"]).namelist()
     version = tomllib.loads((installed["src"] / "pyproject.toml").read_text())["project"]["version"]
@@ -97,6 +96,7 @@ def test_the_wheel_holds_only_keras_vae_and_its_assets(installed):
     assert in_tree <= shipped, sorted(in_tree - shipped)
 
 
+@pytest.mark.slow
 def test_installing_adds_only_keras_vae_and_the_repository_stays_off_the_path(installed):
     assert {a for a in installed["added"] if not a.endswith(".dist-info")} == {"keras_vae"}, installed["added"]
     assert len(installed["added"]) == 2, installed["added"]
@@ -128,6 +128,7 @@ def _is_png(path: Path) -> bool:
     return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_train_export_sample_evaluate_tfserving_from_the_wheel(installed, exported):
     cli, work, env = installed["bin"] / "keras-vae", installed["work"], installed["env"]
     run, export = exported
@@ -155,6 +156,7 @@ def _get(url: str):
         return resp.status, resp.headers.get("Content-Type", ""), resp.read()
 
 
+@pytest.mark.slow
 def test_js_install_serve_demo_and_the_node_decoder_from_the_wheel(installed, exported):
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
@@ -212,3 +214,23 @@ def test_js_install_serve_demo_and_the_node_decoder_from_the_wheel(installed, ex
     _run(["node", decode_js, "--model", export / "decoder.onnx", "--sample", "3", "--seed", "0", "--out-dir",
           "sampled"], work, env, timeout=120)
     assert _is_png(work / "sampled" / "image_0002.png")
+
+
+def test_package_data_ships_every_asset_and_each_glob_matches_something():
+    """pyproject's package-data for the mapped serving/ folder: every file the tools read is listed (the
+    slow tests above then prove the installed copy works); a glob that matches nothing is a stale entry."""
+    import fnmatch
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    root = REPO / config["package-dir"]["keras_vae.serving._assets"]
+    globs = config["package-data"]["keras_vae.serving._assets"]
+    tracked = subprocess.run(["git", "ls-files", "serving"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    files = [str(Path(f).relative_to("serving")) for f in tracked] or \
+        [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "node_modules" not in p.parts]
+    not_shipped = [f for f in files if f != "install_test_deps.sh"  # the repository's test set-up, not a tool
+                   and not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert not_shipped == []
+    unused = [g for g in globs if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for f in files)]
+    assert unused == []
+
