@@ -273,6 +273,12 @@ class _Handler(BoundedHandler):
     def log_message(self, fmt, *args):  # quiet; tests read server.requests instead
         pass
 
+    def handle_expect_100(self) -> bool:
+        header = (self.headers.get("Content-Length") or "").strip()
+        if header.isascii() and header.isdigit() and int(header) > self.server.owner.max_request_bytes:
+            return True  # no "100 Continue": the 413 comes instead, so the client need not send its body
+        return super().handle_expect_100()
+
     def _reply(self, status: int, payload, retry_after: int | None = None):
         """``payload`` as JSON: with Content-Length when short, else in pieces (chunked on HTTP/1.1)."""
         pieces = json_arrays.iter_json(payload)

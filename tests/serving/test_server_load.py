@@ -20,7 +20,11 @@ import numpy as np
 import pytest
 
 from keras_vae.serving import json_arrays
-from keras_vae.serving.contract_server import KEEP_REQUESTS, ContractServer, ModelRepository
+from keras_vae.serving.contract_server import (
+    KEEP_REQUESTS,
+    ContractServer,
+    ModelRepository,
+)
 from keras_vae.serving.httpd import Limits
 
 MODEL = "m"
@@ -524,3 +528,14 @@ def test_demo_answers_200_simultaneous_page_loads(demo_export, web_root):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_body_over_the_limit_gets_413_instead_of_100_continue():
+    repo, _ = fake_repo()
+    with ContractServer(repo, max_request_bytes=4096) as server:
+        sock = socket.create_connection(("127.0.0.1", port_of(server.url)), timeout=CLIENT_TIMEOUT)
+        with sock:
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n"
+                         % PREDICT.encode())
+            answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413") and b"100 Continue" not in answer, answer[:200]
