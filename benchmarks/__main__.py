@@ -28,6 +28,7 @@ SUITES = {
     "step": ("benchmarks.step_overhead", "step_overhead"),
     "input": ("benchmarks.input_speed", "input_speed"),
     "scale": ("benchmarks.scale_cost", "scale_cost"),
+    "server": ("benchmarks.server_load", "server_load"),
 }
 README_BEGIN, README_END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 
