@@ -33,6 +33,7 @@ from keras_vae.training.recipe import recipe_callbacks
 from keras_vae.evaluation.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
 from keras_vae.training.after_fit import finish_training
+from keras_vae.training.budget import cap_steps
 from keras_vae.utils.progress import Reporter, RunClock, start_summary
 from keras_vae.training.summaries import visual_summaries, write_final_summaries
 from keras_vae.runs.folder import CONFIG_FILE, METRICS_FILE, MODEL_FILE
@@ -92,8 +93,10 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
     start-of-run summary and each phase after the epochs (default: on stdout unless ``verbose`` is 0).
     ``config.train.strategy`` picks the tf.distribute strategy (keras_vae.training.distributed); under
     ``multiworker`` only the chief writes ``out_dir``, the other workers train into a temporary folder.
+    ``KERAS_VAE_MAX_STEPS=N`` in the environment caps the run at N training steps (keras_vae.training.budget).
     """
     out_dir = Path(out_dir)
+    config = cap_steps(config)  # KERAS_VAE_MAX_STEPS (keras_vae.training.budget): smoke runs and doc tests
     dist = make_distribution(config.train.strategy, config.train.batch_size)
     if not dist.is_chief:
         return _train_worker(config, out_dir, dist, verbose=verbose, force=force, restart=restart,
