@@ -3,8 +3,18 @@
     python examples/keras_fit.py                       # 20 epochs on the embedded MNIST digits, ~1 min
     python examples/keras_fit.py --epochs 2 --out /tmp/vae_example
 
-Any uint8 image array (N, H, W) or (N, H, W, C) works in place of the digits. The run folder that
-``keras-vae train`` writes is not involved: this is what to copy into your own training code.
+The five lines it grows from (build, compile, fit, sample, save)::
+
+    x = load_embedded_mnist()[0][..., None] / 255.0   # float images (N, 28, 28, 1) in [0, 1]
+    vae = keras_vae.VAE(latent_dim=8)                  # any ModelConfig / LossConfig field as a keyword
+    vae.compile()                                      # Adam with the model's learning_rate (the preset's 2e-3)
+    vae.fit(x, epochs=10, batch_size=100)              # the first fit sets the decoder's data-mean output bias
+    vae.sample(16, seed=0); vae.save("vae.keras")
+
+Any float image array (N, H, W, C) in [0, 1] works in place of the digits (``fit`` names the fix for uint8
+or a missing channel axis). ``keras_vae.data.make_datasets_from_arrays(images, model=vae, binarize=True)``
+gives the presets' tf.data pipeline (dynamic binarization) instead. The run folder that ``keras-vae train``
+writes is not involved: this is what to copy into your own training code.
 """
 from __future__ import annotations
 
@@ -15,8 +25,6 @@ import keras
 import numpy as np
 
 import keras_vae
-from keras_vae.config import LossConfig, ModelConfig
-from keras_vae.data import make_datasets_from_arrays
 from keras_vae.data.embedded import load_embedded_mnist
 
 
@@ -29,18 +37,17 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     keras.utils.set_random_seed(0)
 
-    images, labels = load_embedded_mnist()  # uint8 (5000, 28, 28), int64 labels
-    images, labels = images[: args.examples], labels[: args.examples]
-    model = keras_vae.VAE(ModelConfig(latent_dim=8, hidden_units=(256,)), LossConfig(kl_warmup_steps=200), seed=0)
-    # image shape and value range come from the model; batches of 100, seed 0, 10% held out for validation
-    data = make_datasets_from_arrays(images, labels, model=model, batch_size=100, binarize=True)
+    images, _ = load_embedded_mnist()  # uint8 (5000, 28, 28), int64 labels
+    x = images[: args.examples, ..., None].astype("float32") / 255.0  # (N, 28, 28, 1) in [0, 1]
+    # the mnist-mlp preset's model (keras-vae train's default) with these fields changed
+    model = keras_vae.VAE(latent_dim=8, hidden_units=(256,), kl_warmup_steps=200, learning_rate=1e-3)
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile()  # Adam(1e-3): the model's own optimizer fields
     history = model.fit(
-        data.train,
-        validation_data=data.validation,
+        x,
         epochs=args.epochs,
-        shuffle=False,  # the tf.data pipeline already shuffles (seeded)
+        batch_size=100,
+        validation_split=0.1,  # the last 10% (the data-mean output bias is set from the other 90%)
         verbose=2,
         callbacks=[
             keras.callbacks.TensorBoard(str(out / "logs")),                      # tensorboard --logdir <out>/logs
@@ -53,10 +60,12 @@ def main(argv=None) -> dict:
     )
     model.save(out / "model.keras")
 
-    x, _ = data.validation_arrays()
-    log_px = keras_vae.load(out / "model.keras").log_likelihood(x[:100], num_samples=100)  # IWAE, K = 100
+    samples = model.sample(16, seed=0)  # [16, 28, 28, 1] in [0, 1], decoded from N(0, I)
+    held_out = x[int(len(x) * 0.9):]  # the validation_split part
+    log_px = keras_vae.load(out / "model.keras").log_likelihood(held_out[:100], num_samples=100)  # IWAE, K = 100
     summary = {"epochs": len(history.history["loss"]), "val_elbo": history.history["val_elbo"][-1],
-               "iwae_log_px": float(np.mean(log_px)), "model": str(out / "model.keras")}
+               "iwae_log_px": float(np.mean(log_px)), "samples": tuple(samples.shape),
+               "model": str(out / "model.keras")}
     print(summary)
     return summary
 

@@ -284,6 +284,11 @@ class TrainConfig:
             _check_positive("steps_per_epoch", self.steps_per_epoch)
 
 
+# TrainConfig fields that belong to the model (its optimizers and compile settings): the model keeps them
+# (``VAE(learning_rate=...)``, ``model.compile()``); every other TrainConfig field is a setting of the run.
+OPTIMIZER_FIELDS = ("learning_rate", "beta_1", "weight_decay", "disc_learning_rate", "disc_beta_1", "jit_compile")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a training run needs; ``config.json`` in a run folder is ``to_dict()``."""

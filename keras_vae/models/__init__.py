@@ -8,9 +8,10 @@ from keras_vae.models.vaegan import VAEGAN  # noqa: E402 - registers the class f
 
 
 def build_model(config: RunConfig) -> LatentVariableModel:
-    """The (uncompiled) model a run configuration describes, seeded with ``config.train.seed``."""
+    """The (uncompiled) model a run configuration describes, seeded with ``config.train.seed``; its optimizer
+    fields are what ``model.compile()`` uses (``VAE.from_preset(name)`` builds the same model)."""
     cls = VAE if config.model.kind == "vae" else VAEGAN
-    return cls(config.model, config.loss, seed=config.train.seed)
+    return cls.from_run_config(config)
 
 
 __all__ = ["LatentVariableModel", "VAE", "VAEGAN", "build_model"]

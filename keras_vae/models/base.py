@@ -4,20 +4,39 @@ A model holds ``encoder`` (images -> [mean, log_var]) and ``decoder`` (z -> deco
 Keras models, and exposes ``encode``, ``decode``, ``reconstruct`` and ``sample`` with images in
 the model's own value range (``value_range``: [0, 1] or [-1, 1]). ``to_unit`` / ``from_unit``
 convert to and from [0, 1] (the exporters and plots use them).
+
+Construction, the Keras way (every field of ``ModelConfig`` and ``LossConfig``, and the optimizer fields
+of ``TrainConfig`` (``OPTIMIZER_FIELDS``), as a keyword; validated by those dataclasses)::
+
+    vae = keras_vae.VAE(latent_dim=8, likelihood="bernoulli")   # the rest from the class's default preset
+    vae = keras_vae.VAE.from_preset("mnist-mlp")                 # exactly the model `keras-vae train` builds
+    vae.compile()                                                # Adam from the model's learning_rate, beta_1
+    vae.fit(x, epochs=10)                                        # x: float images (N, H, W, C) in value_range
+
+Each section starts from the config object passed (``model_config``, ``loss_config``, ``train_config``),
+else from the class's default preset (``DEFAULT_PRESET``: the model ``keras-vae train --model vae|vaegan``
+trains), then the keywords override single fields.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import difflib
+import inspect
+from typing import Any, Iterator, Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.config import LossConfig, ModelConfig, section_from_dict
+from keras_vae.config import OPTIMIZER_FIELDS, LossConfig, ModelConfig, RunConfig, TrainConfig, merge, section_from_dict
 from keras_vae.distributions import diagonal_gaussian, reparameterize
+from keras_vae.errors import ConfigError, DataError, choices
 
 VALIDATION_SEED_OFFSET = 1_000_003
+# keras.Model's own constructor arguments (what its get_config writes): passed through untouched
+KERAS_ARGUMENTS = ("name", "trainable", "dtype", "autocast", "activity_regularizer")
+# fit arguments a model keyword might be confused with: they belong to fit / the run, not the model
+_RUN_FIELDS_FOR_FIT = ("epochs", "batch_size", "steps_per_epoch")
 
 
 class LatentVariableModel(keras.Model):
@@ -26,16 +45,98 @@ class LatentVariableModel(keras.Model):
     # values train_step reports that are settings, not measurements (keras_vae.training.schedules): not validated
     SCHEDULE_METRICS: tuple[str, ...] = ("beta", "adversarial_weight")
 
-    def __init__(self, model_config: ModelConfig | dict | None = None,
-                 loss_config: LossConfig | dict | None = None, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model_config = section_from_dict(ModelConfig, model_config or {})
-        self.loss_config = section_from_dict(LossConfig, loss_config or {})
+    KIND: str = ""  # the ModelConfig.kind this class implements
+    DEFAULT_PRESET: str = ""  # keras_vae.config.presets: where the sections not passed start from
+
+    def __init__(self, model_config: ModelConfig | Mapping | None = None,
+                 loss_config: LossConfig | Mapping | None = None, seed: int = 0, *,
+                 train_config: TrainConfig | Mapping | None = None, **kwargs: Any) -> None:
+        keras_kwargs = {k: v for k, v in kwargs.items() if k in KERAS_ARGUMENTS}
+        fields = {k: v for k, v in kwargs.items() if k not in KERAS_ARGUMENTS}
+        model, loss, train = self.resolve_configs(model_config, loss_config, train_config, fields)
+        super().__init__(**keras_kwargs)
+        self.model_config, self.loss_config, self.train_config = model, loss, train
         self.seed = int(seed)
+        # output_bias="data_mean": set from the training images once, by initialize_output_bias or the first fit
+        self.output_bias_initialized = False
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         # validation noise has its own stream, so evaluating never changes what training draws
         self.validation_seed_generator = keras.random.SeedGenerator(self.seed + VALIDATION_SEED_OFFSET)
         self.latent_sampler = None  # a keras_vae.sampling.samplers.LatentSampler; None: the prior N(0, I)
+
+    # --- configuration -------------------------------------------------------------------
+    @classmethod
+    def config_fields(cls) -> dict[str, tuple[str, ...]]:
+        """The keyword arguments the constructor takes besides Keras' own: {section: field names}."""
+        return {"model": tuple(f.name for f in dataclasses.fields(ModelConfig)),
+                "loss": tuple(f.name for f in dataclasses.fields(LossConfig)),
+                "train": OPTIMIZER_FIELDS}
+
+    @classmethod
+    def resolve_configs(cls, model_config=None, loss_config=None, train_config=None,
+                        fields: Mapping[str, Any] | None = None) -> tuple[ModelConfig, LossConfig, TrainConfig]:
+        """(ModelConfig, LossConfig, TrainConfig) from config objects or dicts (each defaulting to the section of
+        ``DEFAULT_PRESET``) and single-field overrides, coerced and validated by the dataclasses (ConfigError
+        naming the field). The TrainConfig keeps only ``OPTIMIZER_FIELDS``: the rest belongs to a run."""
+        fields = dict(fields or {})
+        if cls.KIND and "kind" in fields and fields["kind"] != cls.KIND:
+            other = {"vae": "VAE", "vaegan": "VAEGAN"}.get(fields["kind"])
+            fix = f"use keras_vae.{other}" if other else f"kind={cls.KIND!r}"
+            raise ConfigError(f"{cls.__name__} builds model kind {cls.KIND!r}, got kind={fields['kind']!r}: {fix}")
+        sections = cls.config_fields()
+        overrides: dict[str, dict[str, Any]] = {"model": {}, "loss": {}, "train": {}}
+        for name, value in fields.items():
+            section = next((s for s, names in sections.items() if name in names), None)
+            if section is None:
+                raise ConfigError(cls._unknown_keyword(name))
+            overrides[section][name] = value
+        preset = None
+        if model_config is None or loss_config is None or train_config is None:
+            from keras_vae.config.presets import get_preset
+
+            preset = get_preset(cls.DEFAULT_PRESET)
+        model = preset.model if model_config is None else section_from_dict(ModelConfig, model_config)
+        loss = preset.loss if loss_config is None else section_from_dict(LossConfig, loss_config)
+        train = preset.train if train_config is None else section_from_dict(TrainConfig, _train_fields(train_config))
+        train = TrainConfig(**{name: getattr(train, name) for name in OPTIMIZER_FIELDS})
+        config = merge(RunConfig(model=model, loss=loss, train=train), overrides)
+        return config.model, config.loss, config.train
+
+    @classmethod
+    def _unknown_keyword(cls, name: Any) -> str:
+        """The error message for a keyword that is no field of the model (a run setting, or a typo)."""
+        from keras_vae.utils.validation import short
+
+        if name in {f.name for f in dataclasses.fields(TrainConfig)}:
+            where = ("fit (model.fit(x, epochs=..., batch_size=...))" if name in _RUN_FIELDS_FOR_FIT
+                     else f"the run's configuration (train.{name}, keras_vae.train)")
+            return f"{name!r} is a setting of the training run, not of the {cls.__name__} model: give it to {where}"
+        valid = sorted({n for names in cls.config_fields().values() for n in names})
+        close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.6)
+        if close:
+            return (f"unknown {cls.__name__} keyword {short(name)}: did you mean {choices(close)}? (the keywords are "
+                    f"the fields of ModelConfig and LossConfig, and {', '.join(OPTIMIZER_FIELDS)})")
+        return f"unknown {cls.__name__} keyword {short(name)}: choose {choices(valid)}"
+
+    @classmethod
+    def from_preset(cls, name: str, **fields: Any) -> "LatentVariableModel":
+        """The model of preset ``name`` (keras_vae.config.presets), exactly as ``keras-vae train --preset name``
+        builds it (``keras_vae.models.build_model``), with ``fields`` (keywords as for the constructor) overridden.
+        A preset with ``output_bias="data_mean"`` gets its bias from the first ``fit`` (or ``initialize_output_bias``)."""
+        from keras_vae.config.presets import get_preset, preset_names
+
+        config = get_preset(name)
+        if config.model.kind != cls.KIND:
+            mine = [p for p in preset_names() if get_preset(p).model.kind == cls.KIND]
+            other = {"vae": "VAE", "vaegan": "VAEGAN"}.get(config.model.kind, config.model.kind)
+            raise ConfigError(f"preset {name!r} is a {config.model.kind!r} model: use keras_vae.{other}.from_preset"
+                              f"({name!r}), or a {cls.KIND!r} preset: {choices(mine)}")
+        return cls.from_run_config(config, **fields)
+
+    @classmethod
+    def from_run_config(cls, config: RunConfig, **fields: Any) -> "LatentVariableModel":
+        """The (uncompiled) model a RunConfig describes, seeded with ``config.train.seed``."""
+        return cls(config.model, config.loss, seed=config.train.seed, train_config=config.train, **fields)
 
     # --- serialization -------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -43,12 +144,19 @@ class LatentVariableModel(keras.Model):
             **super().get_config(),
             "model_config": dataclasses.asdict(self.model_config),
             "loss_config": dataclasses.asdict(self.loss_config),
+            "train_config": {name: getattr(self.train_config, name) for name in OPTIMIZER_FIELDS},
             "seed": self.seed,
+            "output_bias_initialized": bool(self.output_bias_initialized),
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]):
-        return cls(**config)
+        config = dict(config)
+        # files saved before the flag existed were saved by training runs, after the bias was set
+        initialized = bool(config.pop("output_bias_initialized", True))
+        model = cls(**config)
+        model.output_bias_initialized = initialized
+        return model
 
     def build(self, input_shape=None) -> None:  # sub-networks are built at construction
         self.built = True
@@ -79,6 +187,64 @@ class LatentVariableModel(keras.Model):
     def compile_for_training(self, train) -> None:
         """compile() with the optimizer(s) a ``TrainConfig`` asks for. Subclasses define it."""
         raise NotImplementedError
+
+    # --- fit: the data-dependent output bias and checked NumPy input ------------------------
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras' ``fit``. NumPy images must be float (N, H, W, C) = (N, *image_shape) in ``value_range``
+        (DataError naming the fix otherwise). With ``output_bias="data_mean"`` (the mnist-mlp preset), the first
+        call sets the decoder's output bias from the training images in ``x`` before the first step, as
+        ``keras-vae train`` does (``initialize_output_bias``; NumPy arrays, less a ``validation_split``, and
+        finite tf.data datasets are read once); saved and loaded models keep it."""
+        bound = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
+        validation = bound.get("validation_data")
+        for name, value in (("x", x), ("validation_data", validation)):
+            if isinstance(value, np.ndarray):
+                self.check_images(value, name)
+        if self.output_bias_pending:
+            split = float(bound.get("validation_split") or 0.0)
+            if isinstance(x, np.ndarray) and split:
+                x_train = x[: int(len(x) * (1.0 - split))]  # Keras holds out the last fraction
+            else:
+                x_train = x
+            self.initialize_output_bias(x_train)
+        return super().fit(x, y, *args, **kwargs)
+
+    @property
+    def output_bias_pending(self) -> bool:
+        """True while ``output_bias="data_mean"`` waits for the training images (set by the first fit)."""
+        return getattr(self.model_config, "output_bias", "zero") == "data_mean" and not self.output_bias_initialized
+
+    def initialize_output_bias(self, images) -> np.ndarray | None:
+        """Set the decoder's output bias from training ``images`` when ``output_bias="data_mean"`` (else a no-op
+        returning None): a NumPy array (N, *image_shape) in [0, 1], a finite tf.data.Dataset or an iterable of
+        batches (images or (images, ...) tuples). ``fit`` calls it once by itself; call it yourself when fit gets
+        data it cannot read twice (a generator, a repeated dataset). See keras_vae.models.output_bias."""
+        from keras_vae.models.output_bias import initialize_output_bias
+
+        if getattr(self.model_config, "output_bias", "zero") != "data_mean":
+            return None
+        return initialize_output_bias(self, _image_batches(images, self))
+
+    def check_images(self, images: np.ndarray, name: str = "images") -> None:
+        """DataError unless ``images`` is a float array (N, *image_shape) with values in ``value_range``."""
+        shape, (low, high) = tuple(np.shape(images)), self.value_range
+        h, w, c = self.image_shape
+        scale = "x / 255" if (low, high) == (0.0, 1.0) else f"x / 255 * {high - low:g} + {low:g}"
+        if shape[1:] != (h, w, c):
+            fix = (f": add the channel axis ({name}[..., None])" if shape[1:] == (h, w) and c == 1
+                   else f": resize the images, or build the model with image_shape={tuple(shape[1:])!r}")
+            raise DataError(f"{name} has shape {shape}, but this model takes images of shape (N, {h}, {w}, {c}){fix}")
+        if images.dtype.kind not in "f":
+            raise DataError(f"{name} is {images.dtype}; this model takes float images in [{low:g}, {high:g}]: "
+                            f"pass {scale} (as float32)")
+        if images.size:
+            lo, hi = float(np.min(images)), float(np.max(images))
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise DataError(f"{name} contains NaN or Inf values: clean or drop those examples")
+            if lo < low or hi > high:
+                hint = f": pass {scale}" if hi > 1.0 else ""
+                raise DataError(f"{name} holds values in [{lo:g}, {hi:g}]; this model takes images in "
+                                f"[{low:g}, {high:g}]{hint}")
 
     # --- the latent-variable API ---------------------------------------------------------
     def encode(self, images, training: bool = False):
@@ -180,3 +346,36 @@ class LatentVariableModel(keras.Model):
         outputs = [np.asarray(fn(tf.constant(array[i:i + batch_size])))
                    for i in range(0, len(array), batch_size)]
         return np.concatenate(outputs, axis=0)
+
+
+def _train_fields(train_config) -> Any:
+    """A TrainConfig as given, or a dict reduced to TrainConfig's fields (a whole ``config.train`` dict works)."""
+    if isinstance(train_config, TrainConfig) or not isinstance(train_config, Mapping):
+        return train_config
+    return dict(train_config)
+
+
+def _image_batches(images, model) -> Iterator[np.ndarray]:
+    """Batches of NumPy images from an array, a finite tf.data.Dataset or an iterable of batches (images or
+    (images, ...) tuples); ConfigError naming the fix for data that cannot be read before fit."""
+    fix = ("call model.initialize_output_bias(images) with the training images (a NumPy array) before fit, "
+           "or build the model with output_bias='zero'")
+    if images is None:
+        raise ConfigError(f"output_bias='data_mean' needs the training images and got none: {fix}")
+    if isinstance(images, np.ndarray):
+        model.check_images(images, "the training images")
+        return (images[i:i + 4096] for i in range(0, len(images), 4096))
+    if isinstance(images, tf.data.Dataset):
+        if int(images.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+            raise ConfigError("output_bias='data_mean' reads the training images once before fit, and this dataset "
+                              f"repeats forever: {fix}")
+        return (_first(batch) for batch in images.as_numpy_iterator())
+    if isinstance(images, (list, tuple)):
+        return (_first(batch) for batch in images)
+    raise ConfigError(f"output_bias='data_mean' reads the training images once before fit, and cannot read a "
+                      f"{type(images).__name__} twice: {fix}")
+
+
+def _first(batch) -> np.ndarray:
+    """The images of a batch that may be (images, labels, ...)."""
+    return np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)

@@ -40,7 +40,8 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def initialize_output_bias(model, batches: Iterable) -> np.ndarray | None:
     """Set the decoder's "params" bias to the logit of the smoothed mean of ``batches`` (images in [0, 1]),
-    when ``model.model_config.output_bias == "data_mean"``; returns the bias set (None when nothing is done)."""
+    when ``model.model_config.output_bias == "data_mean"``, and mark the model's ``output_bias_initialized``;
+    returns the bias set (None when nothing is done)."""
     config = model.model_config
     if getattr(config, "output_bias", "zero") != "data_mean":
         return None
@@ -53,4 +54,5 @@ def initialize_output_bias(model, batches: Iterable) -> np.ndarray | None:
         mean = mean.reshape(-1, mean.shape[-1]).mean(axis=0)
     value = logit(mean).reshape(tuple(bias.shape)).astype(np.float32)
     bias.assign(value)
+    model.output_bias_initialized = True  # the model's first fit then leaves it alone (LatentVariableModel.fit)
     return value

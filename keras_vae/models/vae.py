@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_vae.config import TrainConfig
 from keras_vae.distributions import diagonal_gaussian, kl_to_standard_normal, standard_normal
+from keras_vae.errors import ConfigError
 from keras_vae.models.likelihoods import decoder_distribution, decoder_mean
 from keras_vae.models.base import LatentVariableModel
 from keras_vae.models.classic_networks import build_decoder, build_encoder
@@ -26,10 +27,30 @@ from keras_vae.models.classic_networks import build_decoder, build_encoder
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(LatentVariableModel):
-    """MLP or conv VAE with a Bernoulli, Gaussian or Laplace decoder; ``fit`` reports nats per example."""
+    """MLP or conv VAE with a Bernoulli, Gaussian or Laplace decoder; ``fit`` reports nats per example.
+
+    Args:
+        model_config: a ``ModelConfig`` (or its dict); default: the mnist-mlp preset's (``DEFAULT_PRESET``).
+        loss_config: a ``LossConfig`` (or its dict); default: the mnist-mlp preset's.
+        seed: seed of the model's noise (posterior samples).
+        train_config: a ``TrainConfig`` (or dict) whose optimizer fields (``OPTIMIZER_FIELDS``) ``compile()``
+            uses; default: the mnist-mlp preset's (Adam 2e-3).
+        **kwargs: any ModelConfig / LossConfig field or optimizer field (``latent_dim=8``,
+            ``likelihood="gaussian"``, ``beta=0.5``, ``learning_rate=1e-3``), and keras.Model's ``name``, ...
+
+    ``VAE(latent_dim=8)`` is the model of ``keras-vae train --latent-dim 8``; ``VAE.from_preset(name)`` that of
+    ``--preset name``. With ``output_bias="data_mean"`` (mnist-mlp) the first ``fit`` sets the decoder's output
+    bias from its training images (``initialize_output_bias``), as the CLI does before its first step.
+    """
+
+    KIND = "vae"
+    DEFAULT_PRESET = "mnist-mlp"
 
     def __init__(self, model_config=None, loss_config=None, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(model_config, loss_config, seed, **kwargs)
+        if self.model_config.kind != "vae":
+            raise ConfigError(f"VAE is the classic VAE (model kind 'vae'), got kind {self.model_config.kind!r}: "
+                              "use keras_vae.VAEGAN for the paper's model, or kind='vae'")
         self.encoder = build_encoder(self.model_config)
         self.decoder = build_decoder(self.model_config)
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -56,9 +77,20 @@ class VAE(LatentVariableModel):
     # --- training ------------------------------------------------------------------------
     def compile_for_training(self, train: TrainConfig) -> None:
         """compile() with Adam(learning_rate, beta_1, decoupled weight_decay) and the run's jit_compile setting."""
-        optimizer = keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1,
-                                          weight_decay=train.weight_decay or None)
-        self.compile(optimizer=optimizer, jit_compile=train.jit_compile)
+        self.compile(optimizer=_adam(train), jit_compile=train.jit_compile)
+
+    def compile(self, optimizer=None, **kwargs: Any) -> None:
+        """Keras compile; without ``optimizer``, Adam(learning_rate, beta_1, weight_decay) of the model's
+        ``train_config`` (``VAE(learning_rate=...)``), and its ``jit_compile`` unless given. The loss is the
+        model's own (``train_step``): no ``loss`` argument is needed."""
+        kwargs.setdefault("jit_compile", self.train_config.jit_compile)
+        super().compile(optimizer=_adam(self.train_config) if optimizer is None else optimizer, **kwargs)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Keras' own (which skips a model whose ``compile`` is overridden): the optimizer comes back on load."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)  # its slots, so the saved ones load into them
 
     def beta(self):
         """The KL weight at the current optimizer step (linear warm-up)."""
@@ -161,3 +193,8 @@ class VAE(LatentVariableModel):
         x = tf.convert_to_tensor(x, tf.float32)
         eps = tf.random.stateless_normal([num_samples, int(x.shape[0]), self.latent_dim], seed=[int(seed), 0])
         return tf.reduce_mean(self._log_weights(x, eps), axis=0)
+
+
+def _adam(train: TrainConfig) -> keras.optimizers.Adam:
+    """Adam(learning_rate, beta_1, decoupled weight_decay) of a TrainConfig."""
+    return keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, weight_decay=train.weight_decay or None)

@@ -65,14 +65,31 @@ def _replica_context_and_count():
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAEGAN(LatentVariableModel):
-    """Residual VAE with the population-KL ELBO, variance regularizer and a PatchGAN discriminator."""
+    """Residual VAE with the population-KL ELBO, variance regularizer and a PatchGAN discriminator.
+
+    Args:
+        model_config: a ``ModelConfig`` (or its dict) of kind 'vaegan'; default: the mnist-28 preset's
+            (``DEFAULT_PRESET``: the dataclass defaults describe no VAEGAN that fits 28x28 digits).
+        loss_config: a ``LossConfig`` (or its dict); default: the mnist-28 preset's.
+        seed: seed of the model's noise.
+        train_config: a ``TrainConfig`` (or dict) whose optimizer fields ``compile()`` uses (both Adams);
+            default: the mnist-28 preset's (4e-3, beta_1 0.5).
+        **kwargs: any ModelConfig / LossConfig field or optimizer field (``latent_dim=16``,
+            ``adversarial_weight=1.0``, ``disc_learning_rate=1e-4``), and keras.Model's ``name``, ...
+
+    ``VAEGAN(latent_dim=16)`` is the model of ``keras-vae train --model vaegan --latent-dim 16``;
+    ``VAEGAN.from_preset(name)`` that of ``--preset name``.
+    """
+
+    KIND = "vaegan"
+    DEFAULT_PRESET = "mnist-28"
 
     def __init__(self, model_config=None, loss_config=None, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(model_config, loss_config, seed, **kwargs)
         mc = self.model_config
         if mc.kind != "vaegan" or mc.architecture != "resnet":
             raise ConfigError(f"VAEGAN needs model kind 'vaegan' and architecture 'resnet', "
-                              f"got {mc.kind!r} / {mc.architecture!r}")
+                              f"got {mc.kind!r} / {mc.architecture!r}: use keras_vae.VAE for the classic VAE")
         self.encoder = build_resnet_encoder(mc)
         self.decoder = build_resnet_decoder(mc)
         self.discriminator = build_patchgan(mc)
@@ -109,11 +126,15 @@ class VAEGAN(LatentVariableModel):
             jit_compile=train.jit_compile,
         )
 
-    def compile(self, g_optimizer=None, d_optimizer=None, jit_compile: bool | str = False, **kwargs) -> None:
-        """Keras compile with two optimizers; under a mixed_float16 policy both get loss scaling."""
+    def compile(self, g_optimizer=None, d_optimizer=None, jit_compile: bool | str | None = None, **kwargs) -> None:
+        """Keras compile with two optimizers; under a mixed_float16 policy both get loss scaling. Those not
+        given are Adam(learning_rate, beta_1) and Adam(disc_learning_rate, disc_beta_1) of the model's
+        ``train_config``; ``jit_compile`` defaults to its ``jit_compile``."""
+        train = self.train_config
+        jit_compile = train.jit_compile if jit_compile is None else jit_compile
         super().compile(optimizer=None, jit_compile=jit_compile, **kwargs)
-        g_optimizer = g_optimizer or keras.optimizers.Adam(1e-4, beta_1=0.5)
-        d_optimizer = d_optimizer or keras.optimizers.Adam(1e-4, beta_1=0.5)
+        g_optimizer = g_optimizer or keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1)
+        d_optimizer = d_optimizer or keras.optimizers.Adam(train.disc_learning_rate, beta_1=train.disc_beta_1)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             g_optimizer, d_optimizer = (
                 opt if isinstance(opt, keras.optimizers.LossScaleOptimizer)

@@ -169,6 +169,8 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         if not resuming:
             initialize_output_bias(model, data.train)  # model.output_bias (a no-op unless "data_mean")
             write_json(out_dir / CONFIG_FILE, config.to_dict())
+        else:
+            model.output_bias_initialized = True  # the checkpoint holds the bias: fit must not set it again
         lifecycle.write_status(out_dir, "training")
         metrics: dict[str, Any] = {"package_version": __version__, "status": "training", "data": data.description,
                                    "num_train": data.num_train, "num_validation": data.num_validation,
