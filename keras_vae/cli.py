@@ -27,14 +27,16 @@ COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_dem
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default once: not for required options, flags, None or empty defaults,
+    """Shows each option's default once: not for required options, flags (store_true / store_false: the
+    default is leaving the flag out, so ``--no-attributes`` is not "(default: True)"), None or empty defaults,
     nor when the help text already says what the default is."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
         if (action.required or "default" in text.lower() or default is None or default is False
-                or default == [] or default is argparse.SUPPRESS or not action.option_strings):
+                or default == [] or default is argparse.SUPPRESS or not action.option_strings
+                or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))):
             return text
         return super()._get_help_string(action)
 

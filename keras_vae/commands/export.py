@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="latent sampler to export (default: the run's sampler.json, else the prior)")
     parser.add_argument("--no-attributes", dest="attributes", action="store_false",
                         help="do not write attributes.json (per-class mean codes of the run's labelled training data, "
-                             "for attribute vectors in the explorer and the Node CLI)")
+                             "for attribute vectors in the explorer and the Node CLI; default: written when the "
+                             "run's data has labels)")
     parser.add_argument("--float16", action="store_true",
                         help="also write decoder.float16.onnx (float16 weights, float32 inputs/outputs)")
     parser.add_argument("--quantize", action="store_true",

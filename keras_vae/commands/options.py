@@ -28,33 +28,57 @@ FLAG_FIELDS = {
 }
 
 
+def preset_default(section: str, name: str) -> str:
+    """'(default: from the preset; mnist-mlp: 150, mnist-28: 5)': a field's value in each model kind's default
+    preset, for the help of a flag whose default is the preset's."""
+    def shown(value: Any) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    values = [f"{preset}: {shown(getattr(getattr(get_preset(preset), section), name))}"
+              for preset in DEFAULT_PRESET.values()]
+    return f"(default: from the preset; {', '.join(values)})"
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """Add --model, --preset, --config, --set and the common override flags to ``parser``."""
     group = parser.add_argument_group("configuration (preset, then --config file, then flags)")
     group.add_argument("--model", choices=sorted(DEFAULT_PRESET), default=None,
-                       help="model kind; picks its default preset (vae: %s, vaegan: %s) when --preset is not given"
-                       % (DEFAULT_PRESET["vae"], DEFAULT_PRESET["vaegan"]))
+                       help="model kind; picks its default preset (vae: %s, vaegan: %s) when --preset is not given "
+                            "(default: vae, or the kind of --preset)" % (DEFAULT_PRESET["vae"], DEFAULT_PRESET["vaegan"]))
     group.add_argument("--preset", default=None, metavar="NAME",
-                       help="named configuration: " + ", ".join(preset_names()))
+                       help="named configuration: " + ", ".join(preset_names())
+                            + " (default: the --config file's preset, else --model's default preset)")
     group.add_argument("--config", default=None, metavar="FILE",
                        help="YAML or JSON file with sections model/loss/data/train (and optionally preset)")
     group.add_argument("--data", default=None, metavar="SPEC",
-                       help="data source: 'embedded' (MNIST digits shipped offline), 'tfds:NAME', 'folder:PATH' or 'npy:FILE' (.npy/.npz)")
-    group.add_argument("--data-dir", default=None, metavar="DIR", help="tensorflow-datasets data_dir")
-    group.add_argument("--epochs", type=int, default=None, help="training epochs (preset's if not given)")
+                       help="data source: 'embedded' (MNIST digits shipped offline), 'tfds:NAME', 'folder:PATH' or "
+                            "'npy:FILE' (.npy/.npz) " + preset_default("data", "source"))
+    group.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="tensorflow-datasets data_dir (default: tensorflow-datasets' own, ~/tensorflow_datasets)")
+    group.add_argument("--epochs", type=int, default=None, metavar="N",
+                       help="training epochs " + preset_default("train", "epochs"))
     group.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",
                        help="batches per epoch (default: one pass over the training split)")
-    group.add_argument("--batch-size", type=int, default=None, metavar="N", help="examples per batch")
-    group.add_argument("--learning-rate", type=positive_float, default=None, metavar="LR", help="VAE optimizer learning rate")
-    group.add_argument("--latent-dim", type=int, default=None, metavar="N", help="latent size")
-    group.add_argument("--seed", type=seed_type, default=None, help="random seed (data order, init, noise), 0 .. 2^32-1")
+    group.add_argument("--batch-size", type=int, default=None, metavar="N",
+                       help="examples per batch " + preset_default("train", "batch_size"))
+    group.add_argument("--learning-rate", type=positive_float, default=None, metavar="LR",
+                       help="VAE optimizer learning rate " + preset_default("train", "learning_rate"))
+    group.add_argument("--latent-dim", type=int, default=None, metavar="N",
+                       help="latent size " + preset_default("model", "latent_dim"))
+    group.add_argument("--seed", type=seed_type, default=None,
+                       help="random seed (data order, init, noise), 0 .. 2^32-1 " + preset_default("train", "seed"))
     group.add_argument("--precision", default=None, choices=PRECISIONS,
-                       help="Keras dtype policy; auto (the default): mixed_bfloat16 where the CPU (avx512_bf16/"
-                            "amx_bf16) or every GPU (compute capability >= 8.0) has native bfloat16, else float32")
+                       help="Keras dtype policy; auto: mixed_bfloat16 where the CPU (avx512_bf16/amx_bf16) or every "
+                            "GPU (compute capability >= 8.0) has native bfloat16, else float32 "
+                            + preset_default("train", "precision").replace(")", "; the paper presets: auto)"))
     group.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
-                       help="compile train steps with XLA (measured slower on CPU here)")
+                       help="compile train steps with XLA (measured slower on CPU here) "
+                            + preset_default("train", "jit_compile"))
     group.add_argument("--iwae-samples", type=int, default=None, metavar="K",
-                       help="importance samples for the final log-likelihood estimate")
+                       help="importance samples for the final log-likelihood estimate "
+                            + preset_default("train", "iwae_samples"))
     group.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override any configuration field, e.g. --set loss.beta=0.5 (repeatable)")
 

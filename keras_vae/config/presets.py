@@ -43,6 +43,15 @@ _PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# A first run in about a minute on 2 cores (`keras-vae train --quick`; 46 s wall, 41 CPU s measured): mnist-mlp's
+# model and recipe on the same 4,500 training digits for 10 epochs (its cosine decay over those 10), a smaller
+# IWAE estimate (K=100 on 200 digits), TensorBoard images only at the end; every phase and file of a full run.
+_PRESETS["quick"] = {
+    "model": _PRESETS["mnist-mlp"]["model"],
+    "data": _PRESETS["mnist-mlp"]["data"],
+    "train": {**_PRESETS["mnist-mlp"]["train"], "epochs": 10, "iwae_samples": 100, "iwae_examples": 200},
+}
+
 # The paper's model (Rivera 2024, section 2). Shared loss/optimiser settings of the reference code.
 _PAPER_LOSS = {"kl": "population", "population_variance": "means", "variance_weight": 0.1,
                "reconstruction_weight": 5000.0, "adversarial_weight": 100.0, "adversarial_loss": "bce"}

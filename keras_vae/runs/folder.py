@@ -21,6 +21,8 @@ from keras_vae.utils.files import read_json
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+# the figures a finished run holds (keras_vae.training.loop._write_figures), in the order it writes them
+FIGURE_FILES = ("samples.png", "reconstructions.png", "latent.png", "interpolations.png", "traversals.png")
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
