@@ -25,12 +25,14 @@ from keras_vae.export.errors import ParityError
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
                float16: bool = False, quantize: bool = False, sampler: str | None = None,
-               attributes: bool = True) -> dict[str, Any]:
-    """Export the model of ``run_dir`` into ``out_dir``; returns the export report (export.json)."""
+               attributes: bool = True, progress=None) -> dict[str, Any]:
+    """Export the model of ``run_dir`` into ``out_dir``; returns the export report (export.json).
+    ``progress(n)`` follows its steps (``keras_vae.export.exporter.export_steps``)."""
     from keras_vae.export.exporter import export_run as _export_run  # imports TensorFlow
 
     return _export_run(run_dir, out_dir, version=version, name=name, force=force,
-                       float16=float16, quantize=quantize, sampler=sampler, attributes=attributes)
+                       float16=float16, quantize=quantize, sampler=sampler, attributes=attributes,
+                       progress=progress)
 
 
 __all__ = ["export_run", "ParityError"]

@@ -49,6 +49,18 @@ VARIANT_FILES = (contract.DECODER_FLOAT16_ONNX, contract.DECODER_QUANTIZED_ONNX)
 WARMUP_BATCH_SIZES = (1, 8)
 TMP_PREFIX = ".export-tmp-"
 MAX_VERSION = 2 ** 63 - 1  # TF Serving versions are int64
+# progress units (``progress(n)``) of an export: loading the run; SavedModel, warmup, decoder.onnx, encoder.onnx,
+# sampler.onnx + sessions, SavedModel reload + warmup replay, parity, sampler parity; placing the files
+EXPORT_STEPS = 10
+
+
+def export_steps(float16: bool = False, quantize: bool = False) -> int:
+    """Units of work ``export_run`` reports to its ``progress`` (one per variant besides ``EXPORT_STEPS``)."""
+    return EXPORT_STEPS + int(bool(float16)) + int(bool(quantize))
+
+
+def _no_progress(n: int = 1) -> None:
+    pass
 
 
 def _check_version(version) -> int:
@@ -161,8 +173,10 @@ def load_run_sampler(run_dir: Path, latent_dim: int, kind: str | None = None):
 
 def build_export(model, work: Path, name: str, version: int, source_run: str, source_sha256: str,
                  float16: bool = False, quantize: bool = False, functions=None, sampler=None,
-                 sampler_source: str | None = None) -> dict[str, Any]:
-    """Write and verify every artifact under ``work`` (a fresh folder); returns the report without files."""
+                 sampler_source: str | None = None, progress=None) -> dict[str, Any]:
+    """Write and verify every artifact under ``work`` (a fresh folder); returns the report without files.
+    ``progress(n)`` is called after each step (``export_steps`` less loading and placing)."""
+    step = progress or _no_progress
     import tensorflow as tf
 
     from keras_vae.export.sampler_check import check_sampler_parity
@@ -188,6 +202,7 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     sampler.save(work / contract.SAMPLER_JSON)
     (version_dir / contract.SAMPLER_ASSET).parent.mkdir(parents=True, exist_ok=True)
     sampler.save(version_dir / contract.SAMPLER_ASSET)
+    step(1)
 
     # warmup records: each signature at a few batch sizes
     warmup: dict[str, Any]
@@ -207,6 +222,7 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     else:
         log.warning("no TF Serving warmup file: %s", reason)
         warmup = {"file": None, "reason": reason}
+    step(1)
 
     # ONNX encoder and decoder from the same tf.functions, plain TF ops only
     meta = {role: onnx_export.model_metadata(model, role, source_run, source_sha256)
@@ -215,11 +231,14 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     encode_fn, encode_spec = functions["encode"]
     onnx_export.convert_function(decode_fn, decode_spec, meta["decoder"], work / contract.DECODER_ONNX)
     decoder_graph = onnx_optimize.optimize_file(work / contract.DECODER_ONNX)  # same function, faster (parity below)
+    step(1)
     onnx_export.convert_function(encode_fn, encode_spec, meta["encoder"], work / contract.ENCODER_ONNX)
+    step(1)
     write_sampler_onnx(sampler, sampler_metadata(model, sampler, source_run, source_sha256),
                        work / contract.SAMPLER_ONNX)
     sessions = {f: onnx_export.load_session(work / f)
                 for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX, contract.SAMPLER_ONNX)}
+    step(1)
 
     # verify: reload the SavedModel, replay the warmup requests, parity against Keras
     loaded = tf.saved_model.load(str(version_dir))
@@ -230,8 +249,11 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     if warmup["file"]:
         for _, signature, inputs in read_warmup_requests(version_dir / contract.WARMUP_FILE):
             call_signature(loaded, signature, inputs)
+    step(1)
     parity = check_parity(model, loaded, sessions)
+    step(1)
     parity["sampler"] = check_sampler_parity(model, sampler, loaded, sessions[contract.SAMPLER_ONNX])
+    step(1)
 
     variants: dict[str, Any] = {}
     if float16:
@@ -239,12 +261,14 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
                          {**meta["decoder"], contract.META_PRECISION: "float16"})
         variants["float16"] = {"file": contract.DECODER_FLOAT16_ONNX, **quant.measure_error(
             work / contract.DECODER_ONNX, work / contract.DECODER_FLOAT16_ONNX, model.latent_dim)}
+        step(1)
     if quantize:
         quant.quantize_dynamic(work / contract.DECODER_ONNX, work / contract.DECODER_QUANTIZED_ONNX,
                                {**meta["decoder"], contract.META_PRECISION: "int8-dynamic"})
         variants["quantized"] = {"file": contract.DECODER_QUANTIZED_ONNX, "method": "onnxruntime dynamic, int8 weights",
                                  **quant.measure_error(work / contract.DECODER_ONNX,
                                                        work / contract.DECODER_QUANTIZED_ONNX, model.latent_dim)}
+        step(1)
     if variants:
         for info in variants.values():
             info["reference"] = contract.DECODER_ONNX
@@ -268,10 +292,12 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
                float16: bool = False, quantize: bool = False, sampler: str | None = None,
-               attributes: bool = True) -> dict[str, Any]:
+               attributes: bool = True, progress=None) -> dict[str, Any]:
     """Export the model of ``run_dir`` into ``out_dir``; returns the report written to export.json.
     ``sampler`` ('prior' | 'gaussian' | 'gmm') exports that candidate instead of the run's sampler.json;
-    ``attributes`` writes attributes.json (per-class mean codes) when the run's data has labels."""
+    ``attributes`` writes attributes.json (per-class mean codes) when the run's data has labels.
+    ``progress(n)`` (e.g. a keras_vae.utils.progress bar's ``update``) is called as the
+    ``export_steps(float16, quantize)`` steps are done."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
@@ -290,6 +316,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     from keras_vae.export.attributes import run_attributes
 
     attribute_table, attribute_info = run_attributes(model, config, attributes)
+    (progress or _no_progress)(1)
 
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +326,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
             _check_out_dir(out_dir, out_dir / rel_version, force)  # again, now that no one else writes
             report = _export_locked(model, config, out_dir, rel_version, name, version, source_run,
                                     source_sha256, float16, quantize, latent_sampler, sampler_source,
-                                    (attribute_table, attribute_info))
+                                    (attribute_table, attribute_info), progress=progress)
     except BaseException:
         if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
@@ -309,14 +336,14 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
 
 def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, version: int, source_run: str,
                    source_sha256: str, float16: bool, quantize: bool, latent_sampler,
-                   sampler_source, attributes=(None, None)) -> dict[str, Any]:
+                   sampler_source, attributes=(None, None), progress=None) -> dict[str, Any]:
     from keras_vae import __version__
 
     work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
                              float16=float16, quantize=quantize, sampler=latent_sampler,
-                             sampler_source=sampler_source)
+                             sampler_source=sampler_source, progress=progress)
         attribute_table, attribute_info = attributes
         top_files = [*built["onnx"], contract.SAMPLER_JSON]
         if attribute_table is not None:
@@ -348,6 +375,7 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
         write_json(out_dir / contract.EXPORT_JSON, report)
         os.chmod(out_dir / contract.EXPORT_JSON, 0o644)  # mkstemp makes 0600; servers read it as others
         _replace_dir(work / rel_version, out_dir / rel_version)
+        (progress or _no_progress)(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report

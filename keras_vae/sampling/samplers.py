@@ -31,8 +31,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -339,17 +340,24 @@ def fit_gaussian(means: np.ndarray, variances: np.ndarray | None = None, mode: s
                          fitted_on={"examples": int(mu.shape[0]), "mode": mode})
 
 
+def gmm_search_steps(components: Sequence[int] = GMM_COMPONENTS, shrinkage: Sequence[float] = GMM_SHRINKAGE) -> int:
+    """Units of work ``fit_gmm`` reports to its ``progress``: one per (size, shrinkage) pair of the grid."""
+    return len({int(c) for c in components}) * len({float(x) for x in shrinkage})
+
+
 def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: np.ndarray, *,
             components: Sequence[int] = GMM_COMPONENTS, shrinkage: Sequence[float] = GMM_SHRINKAGE,
             seed: int = 0, max_examples: int = 20000, mode: str = "inference",
-            stop_early: bool = True) -> LatentSampler:
+            stop_early: bool = True, progress: Callable[[int], None] | None = None) -> LatentSampler:
     """Gaussian mixtures with full covariances fitted (scikit-learn EM) on the posterior means, each
     component's covariance plus diag(mean_i sigma_i^2); returns the (K, lambda) of ``components`` x
     ``shrinkage`` whose mixture gives the held-out ``validation_codes`` the highest mean log-likelihood.
     EM adds lambda * mean_j Var(mu_j) to every covariance's diagonal (shrinkage toward a sphere).
     For each lambda, sizes are tried in increasing order and the search stops at the first one that
     does not improve on that lambda's best (``stop_early=False`` tries them all).
-    ``selection['components']`` holds the chosen lambda's scores by K, ``selection['grid']`` all."""
+    ``selection['components']`` holds the chosen lambda's scores by K, ``selection['grid']`` all.
+    ``progress(n)`` is called as the grid's ``gmm_search_steps`` units are done (a size skipped by the early
+    stop counts as done), from the worker threads one call at a time."""
     mu, var = _check_codes(means, variances)
     val = np.asarray(validation_codes, np.float64)
     if val.ndim != 2 or val.shape[1] != mu.shape[1] or len(val) < 1:
@@ -363,9 +371,21 @@ def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: n
     noise = np.diag(var.mean(axis=0))
     code_scale = float(np.mean(mu.var(axis=0)))
     sizes = sorted({int(c) for c in components if 1 <= int(c) <= len(mu)})
+    per_lambda = len({int(c) for c in components})  # progress units per shrinkage value
+    lock = threading.Lock()
+
+    def advance(n: int) -> None:
+        if progress is not None and n > 0:
+            with lock:
+                progress(n)
 
     def search(lam: float) -> list[tuple[int, LatentSampler, float]]:
         """(K, mixture, held-out score) for the sizes tried at shrinkage ``lam``, in order."""
+        tried = _search(lam)
+        advance(per_lambda - len(tried))  # sizes skipped (early stop, or more components than codes)
+        return tried
+
+    def _search(lam: float) -> list[tuple[int, LatentSampler, float]]:
         from sklearn.mixture import GaussianMixture
 
         tried, lambda_best = [], -np.inf
@@ -377,6 +397,7 @@ def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: n
             candidate = LatentSampler("gmm", gm.weights_ / gm.weights_.sum(), gm.means_, trils)
             score = float(np.mean(candidate.log_prob(val)))
             tried.append((k, candidate, score))
+            advance(1)
             if score > lambda_best:
                 lambda_best = score
             elif stop_early:
@@ -417,12 +438,13 @@ def _shrinkage_key(lam: float) -> str:
 
 def fit_samplers(means: np.ndarray, variances: np.ndarray, validation_codes: np.ndarray, *, seed: int = 0,
                  components: Sequence[int] = GMM_COMPONENTS, shrinkage: Sequence[float] = GMM_SHRINKAGE,
-                 mode: str = "inference") -> dict[str, LatentSampler]:
-    """{'prior', 'gaussian', 'gmm'}: the three samplers, fitted on the training codes."""
+                 mode: str = "inference", progress: Callable[[int], None] | None = None) -> dict[str, LatentSampler]:
+    """{'prior', 'gaussian', 'gmm'}: the three samplers, fitted on the training codes; ``progress(n)`` follows
+    the mixture search (``gmm_search_steps(components, shrinkage)`` units, ``fit_gmm``)."""
     mu, var = _check_codes(means, variances)
     return {"prior": prior_sampler(mu.shape[1]), "gaussian": fit_gaussian(mu, var, mode=mode),
             "gmm": fit_gmm(mu, var, validation_codes, components=components, shrinkage=shrinkage, seed=seed,
-                           mode=mode)}
+                           mode=mode, progress=progress)}
 
 
 def choose_sampler(samplers: Mapping[str, LatentSampler], validation_codes: np.ndarray) -> LatentSampler:

@@ -4,13 +4,13 @@ of the training set (``keras_vae.sampling.posterior``) and record the posterior'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from keras_vae.evaluation.metrics import posterior_diagnostics
 from keras_vae.sampling.posterior import encode_batches, held_out_codes, save_samplers
-from keras_vae.sampling.samplers import choose_sampler, fit_samplers
+from keras_vae.sampling.samplers import choose_sampler, fit_samplers, gmm_search_steps
 
 RECOMPUTE_EXAMPLES = 2048  # training images whose batch statistics refresh BatchNorm (training batch size)
 FIT_EXAMPLES = 20000  # training images whose posteriors the samplers are fitted on
@@ -47,16 +47,30 @@ def _rebatched(batches: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]
         yield np.concatenate(pending)
 
 
+FINISH_STEPS_BEFORE_SEARCH = 2  # BatchNorm refresh; encoding the training set and the held-out codes
+
+
+def finish_training_steps() -> int:
+    """Units of work ``finish_training`` reports to its ``progress``: the steps before the mixture search,
+    the search's (size, shrinkage) grid, and saving."""
+    return FINISH_STEPS_BEFORE_SEARCH + gmm_search_steps() + 1
+
+
 def finish_training(model, train_dataset: Iterable, validation_images: np.ndarray, out_dir: str | Path,
-                    seed: int = 0) -> dict[str, Any]:
+                    seed: int = 0, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """BatchNorm refresh + sampler fit (``keras_vae.sampling.posterior``); sets ``model.latent_sampler`` and writes
-    the samplers into ``out_dir``. Returns what metrics.json records about it."""
+    the samplers into ``out_dir``. Returns what metrics.json records about it. ``progress(n)`` is called as
+    the ``finish_training_steps()`` units are done (most of them: the mixture search)."""
+    step = progress or (lambda n=1: None)
     recomputed = model.recompute_batch_norm(_limited(train_dataset, RECOMPUTE_EXAMPLES), seed=seed)
+    step(1)
     means, variances = encode_batches(model, _rebatched(_limited(train_dataset, FIT_EXAMPLES), ENCODE_BATCH))
     held_out = held_out_codes(model, validation_images, seed=seed)
-    candidates = fit_samplers(means, variances, held_out, seed=seed)
+    step(1)
+    candidates = fit_samplers(means, variances, held_out, seed=seed, progress=progress)
     chosen = choose_sampler(candidates, held_out)
     save_samplers(out_dir, chosen, candidates)
+    step(1)
     model.latent_sampler = chosen
     diagnostics = posterior_diagnostics(means, np.log(variances))
     return {

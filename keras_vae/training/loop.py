@@ -32,7 +32,7 @@ from keras_vae.training.precision import resolve_precision
 from keras_vae.training.recipe import recipe_callbacks
 from keras_vae.evaluation.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
-from keras_vae.training.after_fit import finish_training
+from keras_vae.training.after_fit import finish_training, finish_training_steps
 from keras_vae.training.budget import cap_steps
 from keras_vae.utils.progress import Reporter, RunClock, start_summary
 from keras_vae.training.summaries import visual_summaries, write_final_summaries
@@ -213,10 +213,11 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         )
         if checkpoint.divergence is not None:
             _keep_last_good(model, checkpoint, metrics, out_dir)
-        with report.phase("BatchNorm statistics and latent samplers (training set)", 1) as bar:
+        with report.phase("BatchNorm statistics and latent samplers (training set; the mixture search)",
+                          finish_training_steps(), lines=True) as bar:
             # BatchNorm statistics recomputed, latent samplers fitted and stored (keras_vae.sampling.posterior)
-            posterior = finish_training(model, data.train, val_images, out_dir, seed=config.train.seed)
-            bar.update()
+            posterior = finish_training(model, data.train, val_images, out_dir, seed=config.train.seed,
+                                        progress=bar.update)
         with report.phase("saving model.keras", 1) as bar:
             with atomic_path(out_dir / MODEL_FILE) as tmp:
                 model.save(tmp)

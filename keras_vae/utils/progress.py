@@ -3,7 +3,10 @@ with a progress bar (Keras' ``Progbar``), the resume message and the run's total
 
 ``Reporter`` writes plain lines to a stream (stdout by default). ``Reporter.phase(name, total)``
 announces a phase ("IWAE estimate", "figures", ...) and returns a bar to ``update(n)``; on a
-terminal the bar redraws in place, elsewhere (logs, pipes) one line is printed when the phase ends.
+terminal the bar redraws in place, elsewhere (logs, pipes) one line is printed when the phase ends,
+and for the long phases (``lines=True``: the latent sampler fit, export) also a line per step with
+the elapsed time and an ETA. Library code takes such a bar's ``update`` as a plain ``progress(n)``
+callable (``keras_vae.sampling.samplers.fit_samplers``, ``keras_vae.export.exporter.export_run``).
 ``RunClock`` is a callback that keeps ``elapsed_seconds`` of a run in its metrics record, so a
 resumed run's total time counts the interrupted part too.
 """
@@ -40,6 +43,31 @@ class _Bar:
             self._bar.update(self.done, finalize=True)
 
 
+MAX_STEP_LINES = 10  # a phase with more steps prints a line per 1/MAX_STEP_LINES of its work
+
+
+class _StepLines:
+    """Counts units of work done and prints '  NAME: k/N steps, T s, ETA E s' per step (logs, pipes: a
+    terminal gets the Progbar instead); the ETA assumes the remaining steps cost what the done ones did."""
+
+    def __init__(self, name: str, total: int, line) -> None:
+        self.name, self.total, self.line = name, max(1, int(total)), line
+        self.done, self.started, self._printed = 0, time.time(), -1
+
+    def update(self, n: int = 1) -> None:
+        self.done = min(self.total, self.done + int(n))
+        bucket = self.done * MAX_STEP_LINES // self.total if self.total > MAX_STEP_LINES else self.done
+        if self.done >= self.total or bucket == self._printed:
+            return  # the last step is the phase's "done in" line
+        self._printed = bucket
+        elapsed = time.time() - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        self.line(f"  {self.name}: {self.done}/{self.total} steps, {elapsed:.0f} s, ETA {eta:.0f} s")
+
+    def close(self) -> None:
+        pass
+
+
 class Reporter:
     """User-facing progress lines of a run. ``enabled=False`` prints nothing; ``bars=False`` keeps the
     lines but draws no progress bars (``--quiet``)."""
@@ -59,15 +87,20 @@ class Reporter:
             print(text, file=self._out, flush=True)
 
     @contextlib.contextmanager
-    def phase(self, name: str, total: int) -> Iterator[Any]:
-        """Announce ``name``, yield a bar with ``update(n)`` over ``total`` units, then report the time taken."""
+    def phase(self, name: str, total: int, lines: bool = False) -> Iterator[Any]:
+        """Announce ``name``, yield a bar with ``update(n)`` over ``total`` units, then report the time taken.
+        ``lines``: off a terminal, also a line per step with an ETA (for phases that take minutes)."""
         if not self.enabled:
             yield _NullBar()
             return
         self.line(f"{name} ...")
         started = time.time()
         interactive = bool(getattr(self._out, "isatty", lambda: False)()) and self.stream is None
-        bar = _Bar(total, interactive) if self.bars and interactive else None  # logs get the two lines only
+        bar: Any = None  # logs get the two lines only, unless the phase asks for step lines
+        if self.bars and interactive:
+            bar = _Bar(total, interactive)
+        elif self.bars and lines:
+            bar = _StepLines(name.split(" (")[0], total, self.line)
         yield bar if bar is not None else _NullBar()
         if bar is not None:
             bar.close()
@@ -111,10 +144,14 @@ def start_summary(config, out_dir, data, model, first_epoch: int = 0) -> list[st
              f"model: {config.model.kind} ({config.preset or 'custom'}), latent {config.model.latent_dim}, "
              f"image {'x'.join(map(str, config.model.image_shape))}, {counts['total']:,} parameters ({parts})",
              f"plan: {plan}" + (f" (epochs {first_epoch + 1}-{epochs} of {epochs})" if 0 < first_epoch < epochs else "")]
-    after = ["save model.keras", "reconstruction error"]
+    # the phases of keras_vae.training.loop after the epochs, in its order
+    # (the residual networks have BatchNorm, refreshed in bn_mode "batch": LatentVariableModel.recompute_batch_norm)
+    refresh = "BatchNorm statistics, " if config.model.kind == "vaegan" and config.model.bn_mode == "batch" else ""
+    after = [f"{refresh}latent sampler fit (a mixture search, the longest phase after training)",
+             "save model.keras", "reconstruction error"]
     if hasattr(model, "log_likelihood"):
         after.append(f"IWAE estimate (K={config.train.iwae_samples}, {config.train.iwae_examples} examples)")
-    after.append("figures")
+    after += ["evaluation (sample quality, reconstruction metrics)", "figures"]
     lines.append("then: " + ", ".join(after))
     return lines
 

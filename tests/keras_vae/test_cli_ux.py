@@ -90,6 +90,20 @@ def test_train_announces_the_run_and_every_phase(quick_tour):
             < out.index("figures (samples"))
 
 
+@pytest.mark.slow
+def test_train_plans_and_paces_the_sampler_fit_and_says_where_the_images_are(quick_tour):
+    cwd, result = quick_tour
+    out = result.stdout
+    then = next(line for line in out.splitlines() if line.startswith("then: "))
+    assert "latent sampler fit" in then and "evaluation (sample quality" in then
+    # off a terminal the mixture search prints a line per step with an ETA
+    assert re.search(r"\n  BatchNorm statistics and latent samplers: \d+/\d+ steps, \d+ s, ETA \d+ s\n", out)
+    images = next(line for line in out.splitlines() if line.startswith("images: ")).split(": ", 1)[1].split(", ")
+    assert [Path(p).name for p in images] == ["samples.png", "reconstructions.png", "latent.png",
+                                              "interpolations.png", "traversals.png"]
+    assert all((cwd / p).is_file() for p in images)
+
+
 def test_stderr_has_no_tensorflow_startup_noise_but_v_shows_it(quick_tour):
     cwd, result = quick_tour
     assert not [line for line in result.stderr.splitlines() if is_startup_noise(line)], result.stderr[-2000:]
