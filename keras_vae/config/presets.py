@@ -43,9 +43,10 @@ _PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# A first run in about a minute on 2 cores (`keras-vae train --quick`; 46 s wall, 41 CPU s measured): mnist-mlp's
-# model and recipe on the same 4,500 training digits for 10 epochs (its cosine decay over those 10), a smaller
-# IWAE estimate (K=100 on 200 digits), TensorBoard images only at the end; every phase and file of a full run.
+# A first run in about a minute on 2 cores (`keras-vae train --quick`; measured 40-46 s wall, 42-46 CPU s on a
+# busy 2-core Xeon): mnist-mlp's model and recipe on the same 4,500 training digits for 10 epochs (its cosine
+# decay over those 10), a smaller IWAE estimate (K=100 on 200 digits), TensorBoard images only at the end;
+# every phase and file of a full run.
 _PRESETS["quick"] = {
     "model": _PRESETS["mnist-mlp"]["model"],
     "data": _PRESETS["mnist-mlp"]["data"],
