@@ -194,7 +194,8 @@ class LatentVariableModel(keras.Model):
         (DataError naming the fix otherwise). With ``output_bias="data_mean"`` (the mnist-mlp preset), the first
         call sets the decoder's output bias from the training images in ``x`` before the first step, as
         ``keras-vae train`` does (``initialize_output_bias``; NumPy arrays, less a ``validation_split``, and
-        finite tf.data datasets are read once); saved and loaded models keep it."""
+        finite tf.data datasets are read once; of a repeated dataset, the ``steps_per_epoch`` batches of one
+        epoch); saved and loaded models keep it."""
         bound = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
         validation = bound.get("validation_data")
         for name, value in (("x", x), ("validation_data", validation)):
@@ -204,6 +205,9 @@ class LatentVariableModel(keras.Model):
             split = float(bound.get("validation_split") or 0.0)
             if isinstance(x, np.ndarray) and split:
                 x_train = x[: int(len(x) * (1.0 - split))]  # Keras holds out the last fraction
+            elif isinstance(x, tf.data.Dataset) and bound.get("steps_per_epoch") and \
+                    int(x.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+                x_train = x.take(int(bound["steps_per_epoch"]))  # a repeated dataset: the batches of one epoch
             else:
                 x_train = x
             self.initialize_output_bias(x_train)
@@ -368,7 +372,7 @@ def _image_batches(images, model) -> Iterator[np.ndarray]:
     if isinstance(images, tf.data.Dataset):
         if int(images.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
             raise ConfigError("output_bias='data_mean' reads the training images once before fit, and this dataset "
-                              f"repeats forever: {fix}")
+                              f"repeats forever (and no steps_per_epoch says what one epoch is): {fix}")
         return (_first(batch) for batch in images.as_numpy_iterator())
     if isinstance(images, (list, tuple)):
         return (_first(batch) for batch in images)

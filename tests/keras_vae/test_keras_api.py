@@ -153,19 +153,28 @@ def test_fit_names_the_fix_for_images_it_cannot_train_on():
 
 
 @pytest.mark.slow
-def test_data_mean_from_a_repeated_dataset_asks_for_the_explicit_call():
+def test_data_mean_from_one_epoch_of_a_repeated_dataset_or_the_explicit_call():
     import tensorflow as tf
 
     x = digits(64)
     vae = keras_vae.VAE(latent_dim=2, hidden_units=(8,))
     vae.compile()
-    repeated = tf.data.Dataset.from_tensor_slices(x).batch(32).repeat()
-    with pytest.raises(ConfigError, match=r"repeats forever: call model\.initialize_output_bias\(images\)"):
-        vae.fit(repeated, steps_per_epoch=1, verbose=0)
-    value = vae.initialize_output_bias(x)  # the documented one-line call
+    repeated = tf.data.Dataset.from_tensor_slices(x).batch(16).repeat()
+    with pytest.raises(ConfigError, match=r"repeats forever .*call model\.initialize_output_bias\(images\)"):
+        vae.initialize_output_bias(repeated)
+    seen = BiasAt()
+    vae.fit(repeated, steps_per_epoch=2, verbose=0, callbacks=[seen])  # one epoch: the first two batches
+    np.testing.assert_allclose(seen.start, logit(smoothed_mean([x[:32]])).reshape(-1), rtol=1e-6)
+
+    other = keras_vae.VAE(latent_dim=2, hidden_units=(8,))
+    other.compile()
+    batches = ((x[i:i + 16],) for i in range(0, 64, 16))  # Keras takes (inputs,) tuples from a generator
+    with pytest.raises(ConfigError, match=r"cannot read a generator twice: call model\.initialize_output_bias"):
+        other.fit(batches, steps_per_epoch=1, verbose=0)
+    value = other.initialize_output_bias(x)  # the documented one-line call
     np.testing.assert_allclose(value, logit(smoothed_mean([x])).reshape(-1), rtol=1e-6)
     seen = BiasAt()
-    vae.fit(repeated, steps_per_epoch=1, verbose=0, callbacks=[seen])
+    other.fit(batches, steps_per_epoch=1, verbose=0, callbacks=[seen])
     np.testing.assert_array_equal(seen.start, value)
 
 
