@@ -19,6 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "2")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
 
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # a test extra: only the property tests need it
+    pass
+else:  # the same examples on every run and machine: no random seed, no example database
+    _hypothesis_settings.register_profile("keras-vae", derandomize=True, database=None)
+    _hypothesis_settings.load_profile("keras-vae")
+
 import contextlib  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

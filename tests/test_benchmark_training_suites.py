@@ -70,6 +70,7 @@ def _check(module, result, name, tmp_path):
     return loaded
 
 
+@pytest.mark.slow
 def test_step_suite_smoke(tmp_path):
     result = step_overhead.run(size="smoke", repeats=1, log=lambda m: None)
     loaded = _check(step_overhead, result, "step_overhead", tmp_path)
@@ -78,6 +79,7 @@ def test_step_suite_smoke(tmp_path):
     assert all(v["img_per_s"] > 0 and v["cpu_ms_per_img"] >= 0 for v in variants.values())
 
 
+@pytest.mark.slow
 def test_plain_alternating_step_matches_vaegan_losses():
     """The plain alternating step is the VAEGAN's math: from the same weights and noise-free posterior
     (sample_posterior off), one step gives the same VAE and D losses and the same weights after it."""
@@ -107,6 +109,7 @@ def test_plain_alternating_step_matches_vaegan_losses():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6, err_msg=a.path)
 
 
+@pytest.mark.slow
 def test_input_suite_smoke(tmp_path):
     result = input_speed.run(size="smoke", repeats=1, log=lambda m: None)
     loaded = _check(input_speed, result, "input_speed", tmp_path)
@@ -115,6 +118,7 @@ def test_input_suite_smoke(tmp_path):
     assert set(p["first_epoch"]) == {"embedded", "folder"}
 
 
+@pytest.mark.slow
 def test_precision_suite_smoke(tmp_path):
     result = precision_speed.run(size="smoke", repeats=1, log=lambda m: None)
     loaded = _check(precision_speed, result, "precision_speed", tmp_path)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.__main__ import README_BEGIN, README_END, summary_table, update_readme
 from benchmarks.common import write_result
 from benchmarks.decoder_speed import AFTER, BEFORE, TF_PATH, call_counts
@@ -78,6 +80,7 @@ def test_js_suite_rows_and_markdown(tmp_path):
     assert "Node onnxruntime-node vs TF" in summary_table(tmp_path)
 
 
+@pytest.mark.slow
 def test_node_bench_script_reports_each_batch(decoder_path):
     """serving/node/bench.js times the batches it is asked for, wall and CPU ms per decode."""
     import shutil

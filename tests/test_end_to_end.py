@@ -31,6 +31,7 @@ def test_onnx_decoder_matches_the_trained_keras_model(exported):
     assert report["files"]["decoder.onnx"]["sha256"]
 
 
+@pytest.mark.slow
 def test_sample_from_onnx_runs_without_tensorflow(exported, tmp_path):
     _, out = exported
     png = tmp_path / "grid.png"
@@ -60,6 +61,7 @@ def test_tf_serving_rest_client_on_the_exported_savedmodel(exported):
         np.testing.assert_allclose(client.decode(mean), np.asarray(model.to_unit(model.decode(mean))), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_vaegan_run_loads_in_a_fresh_process(trained_vaegan_run, tmp_path):
     """evaluate/sample/export load model.keras in a new process: the VAEGAN class must be registered."""
     run = trained_vaegan_run  # `keras-vae train --preset tiny`

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -31,6 +32,7 @@ def test_z_json_holds_codes_for_the_default_run():
     assert np.all(np.isfinite(codes)) and np.all(codes[0] == 0.0)
 
 
+@pytest.mark.slow
 def test_keras_fit_script_trains_saves_and_reloads(tmp_path):
     import keras
 

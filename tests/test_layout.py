@@ -8,6 +8,8 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "keras_vae"
 
@@ -158,3 +160,29 @@ def test_no_top_level_export_or_serving_imports_and_no_issue_numbers_in_comments
         if path.is_relative_to(PACKAGE) and issue_ref.search(text):
             offenders.append(f"{path.relative_to(ROOT)}: cites an issue number or PAPER.md")
     assert offenders == []
+
+
+def test_no_test_module_imports_another_test_module_or_a_conftest():
+    """Shared test code lives in tests/support/ (helpers) and tests/conftest.py (fixtures, never imported)."""
+    bad = re.compile(r"^\s*(from|import) tests\.(?!support\b)", re.M)
+    offenders = [p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("*.py") if bad.search(p.read_text())]
+    assert offenders == []
+
+
+@pytest.mark.slow  # a pytest collection in another process (about 10 s)
+def test_every_test_module_has_a_test_in_the_fast_lane():
+    """`pytest -m "not slow"` runs at least one test of every tests/**/test_*.py module, so the fast lane
+    exercises every part of the package. Collected in a subprocess; a module skipped as a whole (an
+    optional test dependency missing) is reported by -ra and left out."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "not slow",
+                           "-p", "no:cacheprovider", str(ROOT / "tests")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    fast = {line.split("::")[0] for line in lines if "::" in line and not line.startswith("SKIPPED")}
+    skipped = set(re.findall(r"^SKIPPED \[\d+\] (tests/\S+\.py):", proc.stdout, re.M))
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py")}
+    assert fast and sorted(modules - fast - skipped) == []

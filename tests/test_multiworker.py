@@ -379,6 +379,7 @@ NOISE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_classic_vae_draws_distinct_posterior_noise_on_each_replica(workers, tmp_path):
     proc = workers.start(["-c", NOISE_SCRIPT, str(ROOT)], {}, "noise")
     assert workers.wait([proc]) == [0], workers.output()

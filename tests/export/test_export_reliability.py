@@ -91,6 +91,7 @@ def test_two_holders_in_one_process_exclude_each_other(tmp_path):
     assert not (tmp_path / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_a_stale_lock_and_kill9_leftovers_do_not_block_the_rerun(vae_run, tmp_path):
     """What a kill -9 leaves: a lock naming a dead pid and a half-built .export-tmp-* folder."""
     out = tmp_path / "exp"
@@ -103,6 +104,7 @@ def test_a_stale_lock_and_kill9_leftovers_do_not_block_the_rerun(vae_run, tmp_pa
                                                      "sampler.json", "sampler.onnx", "savedmodel"]
 
 
+@pytest.mark.slow
 def test_a_kill_before_the_commit_rename_leaves_no_version_and_the_rerun_needs_no_force(
         vae_run, tmp_path, monkeypatch):
     out = tmp_path / "exp"

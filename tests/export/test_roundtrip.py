@@ -21,15 +21,32 @@ from tests.support.runs import make_test_run
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
 
 
+KEYS = ["mlp", pytest.param("conv", marks=pytest.mark.slow)]  # the conv VAE is trained and exported here
+
+
+class _Exports(dict):
+    """{kind: (run_dir, export_dir, report)}, each made on first use."""
+
+    def __init__(self, makers):
+        super().__init__()
+        self.makers = makers
+
+    def __missing__(self, key):
+        self[key] = self.makers[key]()
+        return self[key]
+
+
 @pytest.fixture(scope="module")
 def exports(vae_export, tmp_path_factory):
-    """{kind: (run_dir, export_dir, report)}: the session's MLP export (with the float16 and int8 decoders) and
-    a small conv VAE (two strided convolutions, kernel 3 stride 2 transposed convolutions) exported here."""
-    conv_run = make_test_run(tmp_path_factory.mktemp("run-conv"), "mnist-conv", conv_filters=(4, 8),
-                             hidden_units=(16,), latent_dim=4)
-    export_dir = tmp_path_factory.mktemp("export-conv") / "exp"
-    return {"mlp": (vae_export.run, vae_export.out, vae_export.report),
-            "conv": (conv_run, export_dir, export_run(conv_run, export_dir))}
+    """'mlp': the session's MLP export (with the float16 and int8 decoders); 'conv': a small conv VAE (two
+    strided convolutions, kernel 3 stride 2 transposed convolutions) trained and exported here."""
+    def conv():
+        conv_run = make_test_run(tmp_path_factory.mktemp("run-conv"), "mnist-conv", conv_filters=(4, 8),
+                                 hidden_units=(16,), latent_dim=4)
+        export_dir = tmp_path_factory.mktemp("export-conv") / "exp"
+        return conv_run, export_dir, export_run(conv_run, export_dir)
+
+    return _Exports({"mlp": lambda: (vae_export.run, vae_export.out, vae_export.report), "conv": conv})
 
 
 def _unit_range_reference(model, z=None, images=None):
@@ -43,7 +60,7 @@ def _unit_range_reference(model, z=None, images=None):
     return mean.numpy(), log_var.numpy()
 
 
-@pytest.mark.parametrize("key", ["mlp", "conv"])
+@pytest.mark.parametrize("key", KEYS)
 def test_layout_and_manifest(exports, key):
     run, export_dir, report = exports[key]
     version_dir = export_dir / "savedmodel" / "vae" / "1"
@@ -67,7 +84,7 @@ def test_layout_and_manifest(exports, key):
     assert listed == set(on_disk["files"])
 
 
-@pytest.mark.parametrize("key", ["mlp", "conv"])
+@pytest.mark.parametrize("key", KEYS)
 def test_parity_report(exports, key):
     parity = exports[key][2]["parity"]
     assert parity["passed"] and parity["batch_sizes"] == [1, 7, 64]
@@ -80,7 +97,7 @@ def test_parity_report(exports, key):
         assert set(onnx_diffs) == {"1", "7", "64"} and max(onnx_diffs.values()) <= 1e-4
 
 
-@pytest.mark.parametrize("key", ["mlp", "conv"])
+@pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("batch", [1, 5, 64])
 def test_savedmodel_and_onnx_match_keras(exports, key, batch):
     import tensorflow as tf
@@ -136,6 +153,7 @@ def _parse_saved_model_cli(text: str) -> dict:
     return sigs
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_signatures(exports):
     export_dir = exports["conv"][1]
     result = subprocess.run([str(SAVED_MODEL_CLI), "show", "--all", "--dir",
@@ -158,6 +176,7 @@ def test_saved_model_cli_lists_signatures(exports):
     assert described["decode_uint8"]["outputs"]["image"] == {"dtype": "uint8", "shape": [None, 28, 28, 1]}
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_decodes(exports, tmp_path):
     run, export_dir, _ = exports["mlp"]
     z = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
@@ -286,12 +305,14 @@ def test_smaller_decoders(exports, variant, filename, precision):
     assert 0 < info["max_abs_error"] <= reported_bound
 
 
+@pytest.mark.slow
 def test_conv_export_writes_no_variants(exports):
     _, export_dir, report = exports["conv"]
     assert report["variants"] == {}
     assert not (export_dir / "decoder.float16.onnx").exists() and not (export_dir / "decoder.int8.onnx").exists()
 
 
+@pytest.mark.slow
 def test_vaegan_roundtrip(trained_vaegan_run, tmp_path):
     """The paper's model: images live in [-1, 1] inside the model; every exported interface is [0, 1]."""
     import tensorflow as tf

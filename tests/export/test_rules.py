@@ -62,6 +62,7 @@ def test_existing_version_needs_force(vae_run, exported_once, tmp_path, capsys):
     assert _tree_hashes(out) == before  # nothing touched
 
 
+@pytest.mark.slow
 def test_force_replaces_the_version(vae_run, exported_once, tmp_path, capsys):
     out = tmp_path / "exp"
     shutil.copytree(exported_once, out)
@@ -77,6 +78,7 @@ def test_force_replaces_the_version(vae_run, exported_once, tmp_path, capsys):
     assert not [p for p in out.rglob(".*")]
 
 
+@pytest.mark.slow
 def test_new_version_goes_beside_the_old_one(vae_run, exported_once, tmp_path):
     out = tmp_path / "exp"
     shutil.copytree(exported_once, out)
@@ -89,6 +91,7 @@ def test_new_version_goes_beside_the_old_one(vae_run, exported_once, tmp_path):
     assert on_disk["savedmodel"]["version"] == 2 and on_disk["savedmodel"]["name"] == "digits"
 
 
+@pytest.mark.slow
 def test_parity_failure_names_the_signature_and_writes_nothing(vae_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(signatures_module, "make_functions", _diverging_make_functions("reconstruct", 1e-3))
     out = tmp_path / "exp"
@@ -100,6 +103,7 @@ def test_parity_failure_names_the_signature_and_writes_nothing(vae_run, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_parity_failure_keeps_the_previous_export(vae_run, exported_once, tmp_path, monkeypatch):
     out = tmp_path / "exp"
     shutil.copytree(exported_once, out)
@@ -229,6 +233,7 @@ def test_bad_version_or_name(vae_run, tmp_path, capsys, kwargs, message):
     assert not (tmp_path / "exp").exists()
 
 
+@pytest.mark.slow
 def test_sampler_parity_failure_writes_nothing(vae_run, tmp_path, monkeypatch, capsys):
     """A SavedModel ``sample`` signature whose latents drift from LatentSampler.sample is refused."""
     import keras_vae.export.sampler_tf as sampler_tf

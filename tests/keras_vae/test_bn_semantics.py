@@ -113,6 +113,7 @@ def test_validation_does_not_change_the_trained_weights(kind):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_recomputed_statistics_make_inference_mode_match_training_mode():
     model, x = make(), tf.constant(images(16))
     for _ in range(3):

@@ -74,6 +74,7 @@ def quick_tour(tmp_path_factory):
     return cwd, result
 
 
+@pytest.mark.slow
 def test_train_announces_the_run_and_every_phase(quick_tour):
     _, result = quick_tour
     out = result.stdout
@@ -104,6 +105,7 @@ def test_train_plans_and_paces_the_sampler_fit_and_says_where_the_images_are(qui
     assert all((cwd / p).is_file() for p in images)
 
 
+@pytest.mark.slow
 def test_stderr_has_no_tensorflow_startup_noise_but_v_shows_it(quick_tour):
     cwd, result = quick_tour
     assert not [line for line in result.stderr.splitlines() if is_startup_noise(line)], result.stderr[-2000:]
@@ -114,6 +116,7 @@ def test_stderr_has_no_tensorflow_startup_noise_but_v_shows_it(quick_tour):
         pytest.skip("this TensorFlow build prints no start-up lines: nothing to hide")
 
 
+@pytest.mark.slow
 def test_runs_latest_links_the_newest_run_and_commands_accept_it(quick_tour):
     cwd, result = quick_tour
     latest = cwd / "runs" / "latest"
@@ -125,6 +128,7 @@ def test_runs_latest_links_the_newest_run_and_commands_accept_it(quick_tour):
     assert sampled.returncode == 0 and (cwd / "s.png").is_file(), sampled.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_metrics_keep_schedules_apart_from_measurements(quick_tour):
     cwd, _ = quick_tour
     epoch = json.loads((cwd / "runs" / "latest" / "metrics.json").read_text())["epochs"][0]
@@ -140,6 +144,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_resumed_run_says_so_and_counts_both_parts(tmp_path):
     from keras_vae.config import merge
     from keras_vae.config.presets import get_preset
@@ -178,6 +183,7 @@ def _events(log_dir: Path) -> dict[str, list]:
     return found
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_images_histograms_diagnostics_schedules_and_final(quick_tour):
     import tensorflow as tf
 
@@ -204,6 +210,7 @@ def test_tensorboard_gets_images_histograms_diagnostics_schedules_and_final(quic
     assert (int(width), int(height)) == (8 * 29 - 1, 2 * 29 - 1)
 
 
+@pytest.mark.slow
 def test_vaegan_schedules_are_not_validated_and_land_under_schedules():
     from keras_vae.training.schedules import split_logs
     from tests.support.vaegan import images, make

@@ -39,6 +39,7 @@ def test_import_keras_vae_imports_no_tensorflow():
 
 
 @pytest.mark.parametrize("order", ["import keras_vae, keras", "import keras, keras_vae"])
+@pytest.mark.slow
 def test_plain_keras_load_model_after_import_keras_vae(run_dir, order, tmp_path):
     """A fresh interpreter: nothing imports keras_vae.models, yet Keras finds the class and the outputs match."""
     from keras_vae.runs.folder import load_model

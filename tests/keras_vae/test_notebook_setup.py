@@ -26,6 +26,7 @@ def test_silenced_stderr_fd_drops_only_what_is_written_inside(capfd):
     assert capfd.readouterr().err == "before\nafter\n"
 
 
+@pytest.mark.slow
 def test_importing_plots_keeps_the_matplotlib_backend(tmp_path):
     """A notebook's inline backend must survive `import keras_vae.evaluation.plots` (figures were lost before)."""
     code = ("import matplotlib; matplotlib.use('svg'); import keras_vae.evaluation.plots, keras_vae.training.loop; "

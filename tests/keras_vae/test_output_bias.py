@@ -77,6 +77,7 @@ def test_empty_training_set_is_a_config_error():
         initialize_output_bias(small_vae(output_bias="data_mean"), [])
 
 
+@pytest.mark.slow
 def test_train_starts_the_logits_at_the_data_mean(tmp_path):
     """Wiring: ``train`` sets the bias before the first step. A corner pixel is never on in the embedded digits,
     so its bias is logit(1 / (N + 2)) exactly; one step at lr 1e-9 moves it by about 1e-9."""

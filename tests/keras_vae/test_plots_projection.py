@@ -17,6 +17,7 @@ def test_pca_labels_give_each_component_its_share_of_variance():
     np.testing.assert_allclose(np.abs(points[:, 0]), np.abs(x1), atol=1e-9)  # PC 1 is the variance-4 axis
 
 
+@pytest.mark.slow
 def test_tsne_separates_two_far_clusters():
     rng = np.random.default_rng(0)
     a = rng.normal(0.0, 0.1, size=(40, 8))

@@ -35,6 +35,7 @@ def test_run_folder_holds_the_chosen_sampler_and_every_candidate(run):
     assert model.latent_sampler is not None and model.latent_sampler.kind == chosen.kind
 
 
+@pytest.mark.slow
 def test_gaussian_sampler_is_fitted_on_the_inference_mode_posterior_of_the_training_set(run):
     out, config, _ = run
     _, model = load_run(out)
@@ -67,6 +68,7 @@ def test_load_run_samples_from_the_stored_sampler(run):
     np.testing.assert_array_equal(np.asarray(prior_model.sample_latents(5, seed=4)), eps)
 
 
+@pytest.mark.slow
 def test_sample_command_with_each_sampler_and_a_run_without_samplers(run, tmp_path, capsys):
     out, _, _ = run
     for kind in ("prior", "gaussian", "gmm"):

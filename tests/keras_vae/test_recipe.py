@@ -48,6 +48,7 @@ def test_iwae_terms_give_the_elbo_and_its_bound_ordering():
     assert np.all(iwae >= (log_px + log_ratio).mean(0))  # Jensen: log-mean-exp >= mean
 
 
+@pytest.mark.slow
 def test_one_sample_iwae_is_the_single_sample_elbo_and_fit_runs():
     model, config = small_vae(objective="iwae", num_samples=1)
     x = binary(5, seed=2)
@@ -61,6 +62,7 @@ def test_one_sample_iwae_is_the_single_sample_elbo_and_fit_runs():
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.slow
 def test_cosine_learning_rate_closed_form_and_callback():
     assert cosine_learning_rate(0, 10, 1e-3) == pytest.approx(1e-3)
     assert cosine_learning_rate(5, 10, 1e-3) == pytest.approx(0.5e-3)
@@ -119,6 +121,7 @@ def test_weight_decay_shrinks_weights_without_gradient():
     np.testing.assert_allclose(var.numpy(), before * (1 - 0.1 * 0.5), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_cosine_learning_rate_drives_the_vaegan_generator_optimizer():
     """The schedule sets the VAEGAN's g_optimizer (it has no ``model.optimizer``), and leaves the
     discriminator's learning rate alone."""

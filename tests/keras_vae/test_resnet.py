@@ -68,6 +68,7 @@ def test_channel_progressive_filters_per_stage():
     assert wide.get_layer("stage0_up").output.shape[-1] == 2 and wide.output.shape[-1] == 1
 
 
+@pytest.mark.slow
 def test_progressive_preset_needs_at_least_2x_fewer_flops_than_celeba_64():
     full, progressive = get_preset("celeba-64").model, get_preset("celeba-64-progressive").model
     assert progressive.image_shape == full.image_shape and progressive.latent_dim == full.latent_dim
@@ -126,6 +127,7 @@ def _trainable(model, skip=()):
                for w in layer.trainable_weights)
 
 
+@pytest.mark.slow
 def test_parameter_counts_match_the_reference_at_the_paper_configuration():
     """marianorivera/How2TrainUrVAE reader.py at 256x256x3, latent 512, 128 filters, 6 stages: encoder
     5,867,584 trainable parameters (its Dense mean/log-variance heads live in a separate Sampler layer),

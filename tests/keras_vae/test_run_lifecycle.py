@@ -68,6 +68,7 @@ def test_force_replaces_a_run_only_after_the_new_one_finished(finished, capsys):
     assert any((finished / "logs").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_force_replacement_and_its_interruption(tmp_path, finished):
     import shutil
 
@@ -112,6 +113,7 @@ def test_a_failed_train_leaves_no_run_folder(tmp_path, capsys):
     assert os.listdir(tmp_path / "empty") == []
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_one_line_and_restart_recovers(tmp_path, capsys):
     run = interrupted_run(tmp_path / "r")
     state = json.loads((run / BACKUP / STATE_FILE).read_text())
@@ -130,6 +132,7 @@ def test_corrupt_checkpoint_is_one_line_and_restart_recovers(tmp_path, capsys):
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2] and metrics["resumed"] is False
 
 
+@pytest.mark.slow
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     """A crash while the weights file is written leaves the previous checkpoint usable."""
     run = interrupted_run(tmp_path / "r", merge(TWO_EPOCHS, {"train": {"epochs": 3}}))
@@ -170,6 +173,7 @@ class PoisonDecoder(keras.callbacks.Callback):
                 v.assign(np.full(v.shape, np.nan, np.float32))
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_last_good_epoch_as_the_model(tmp_path):
     poison = PoisonDecoder(epoch=1, batch=1)
     with pytest.raises(TrainingDiverged, match=r"loss term '(reconstruction|kl)' became nan at step 3 of "
@@ -189,6 +193,7 @@ def test_divergence_keeps_the_last_good_epoch_as_the_model(tmp_path):
         train(TWO_EPOCHS, tmp_path, verbose=0)
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_last_files_is_not_finished(tmp_path, monkeypatch):
     import keras_vae.training.loop as training
 
@@ -207,6 +212,7 @@ def test_a_run_killed_before_its_last_files_is_not_finished(tmp_path, monkeypatc
     assert [e["epoch"] for e in result.metrics["epochs"]] == [1, 2]
 
 
+@pytest.mark.slow
 def test_resuming_with_another_configuration_names_the_fields(tmp_path):
     run = interrupted_run(tmp_path / "r")
     config_json = (run / "config.json").read_text()

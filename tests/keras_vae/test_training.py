@@ -70,6 +70,7 @@ def test_rerun_into_a_finished_run_needs_force(cli_run):
         train(get_preset("tiny-vae"), cli_run)
 
 
+@pytest.mark.slow
 def test_short_training_improves_validation_elbo(tmp_path):
     config = merge(get_preset("tiny-vae"), {"train": {"epochs": 2, "steps_per_epoch": 30, "batch_size": 64},
                                             "data": {"max_examples": 2000}})
@@ -91,6 +92,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     config = merge(get_preset("tiny-vae"), {"train": {"epochs": 3}})
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -72,6 +72,7 @@ def test_iwae_matches_numpy_formula_on_fixed_samples():
     np.testing.assert_allclose(model._log_weights(x, eps).numpy(), log_px + log_pz - log_qz, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_fit_reports_nats_and_improves_elbo():
     config = tiny_config(latent_dim=2)
     keras.utils.set_random_seed(0)
@@ -94,6 +95,7 @@ def test_kl_warmup_ramps_beta():
     assert float(model.beta()) == pytest.approx(0.5 * 4 / 8)
 
 
+@pytest.mark.slow
 def test_save_load_roundtrip_and_resume(tmp_path):
     config = merge(tiny_config(likelihood="gaussian"), {"model": {"architecture": "conv", "conv_filters": (4,),
                                                                    "image_shape": (8, 8, 1)}})

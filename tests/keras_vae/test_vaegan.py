@@ -72,6 +72,7 @@ def _deterministic():
     return dict(model={"disc_dropout": 0.0}, loss={"sample_posterior": False})
 
 
+@pytest.mark.slow
 def test_save_load_restores_both_optimizers_and_resumes(tmp_path):
     model, x = make(**_deterministic()), images(16)
     model.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -115,6 +116,7 @@ def assert_same_step(plain, other, before, tolerance):
         assert np.abs(a - b).max() <= bound, (a.shape, np.abs(a - b).max(), bound)
 
 
+@pytest.mark.slow
 def test_jit_compile_matches_no_jit():
     """One step from the same weights and batch, compiled by XLA or not, is the same math.
 
@@ -145,6 +147,7 @@ def test_jit_compile_matches_no_jit():
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.slow
 def test_mixed_precision_trains(policy):
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
@@ -162,6 +165,7 @@ def test_mixed_precision_trains(policy):
         keras.mixed_precision.set_global_policy(previous)
 
 
+@pytest.mark.slow
 def test_kl_switch_and_test_step_reports_the_same_terms_without_updates():
     x = images(8)
     standard = make(loss={"kl": "standard"})
@@ -191,6 +195,7 @@ def test_switches_without_discriminator_and_without_regularizer():
     assert model.extra_diagnostics(images(4)) == {}
 
 
+@pytest.mark.slow
 def test_discriminator_start_step():
     model = make(loss={"disc_start_step": 2})
     d0 = values(model.discriminator.trainable_variables)
@@ -214,6 +219,7 @@ def test_n_critic_adaptive_weight_hinge_and_prior_samples():
     assert all(np.isfinite(float(v)) for v in logs.values())
 
 
+@pytest.mark.slow
 def test_prior_sample_branch_decodes_standard_normal_noise_and_averages_both_generator_terms():
     """disc_on_prior_samples (the mnist-28 preset): the fakes are [reconstructions, decoded N(0, I)
     draws of the step's second seed], and the generator's adversarial term is the mean of both halves."""
@@ -232,6 +238,7 @@ def test_prior_sample_branch_decodes_standard_normal_noise_and_averages_both_gen
     np.testing.assert_allclose(np.asarray(terms["adversarial"]), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_extra_diagnostics_and_sampling_api():
     model = make()
     model.fit(images(16), batch_size=8, epochs=1, verbose=0)
@@ -289,14 +296,30 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("population_variance", ["mixture", "covariance"])
-def test_mirrored_strategy_matches_single_device(population_variance):
+@pytest.fixture(scope="module")
+def mirrored_runs(request):
+    """MIRRORED_SCRIPT for each population_variance selected in this session, all started at once (each
+    process is mostly single-threaded tracing): {population_variance: Popen}."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), population_variance],
-                          capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    selected = [item.callspec.params["population_variance"] for item in request.session.items
+                if item.module is request.module and item.originalname == "test_mirrored_strategy_matches_single_device"]
+    procs = {variance: subprocess.Popen([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), variance], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for variance in selected}
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize("population_variance", ["mixture", "covariance"])
+@pytest.mark.slow
+def test_mirrored_strategy_matches_single_device(population_variance, mirrored_runs):
+    proc = mirrored_runs[population_variance]
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2 and result["iterations"] == 3
     assert result["max_moved"] > 1e-3  # training did change the weights ...
     assert result["max_diff"] < 1e-5, result  # ... identically on one device and on two replicas

@@ -152,6 +152,7 @@ def test_python_edit_decodes_like_keras(labelled_export):
     assert np.abs(_python_images(out, z) - _python_images(out, base)).max() > 0.01
 
 
+@pytest.mark.slow
 def test_node_attribute_option_matches_python(labelled_export, tmp_path):
     require_tool(shutil.which("node") is not None, "node is not installed (apt-get install nodejs)")
     require_tool((NODE_DIR / "node_modules" / "onnxruntime-node").is_dir(),
@@ -190,6 +191,7 @@ def test_node_attribute_option_matches_python(labelled_export, tmp_path):
     assert missing.returncode == 2 and "attribute file not found" in missing.stderr
 
 
+@pytest.mark.slow
 def test_browser_attribute_controls_match_python(labelled_export, tmp_path):
     _, out, _ = labelled_export
     table = AttributeTable.load(out / contract.ATTRIBUTES_JSON, latent_dim=D)
@@ -208,6 +210,7 @@ def test_browser_attribute_controls_match_python(labelled_export, tmp_path):
     np.testing.assert_array_equal(np.asarray(attribute["class_mean"]["z"], np.float32), table.mean(A))
 
 
+@pytest.mark.slow
 def test_no_attributes_export_has_no_file_and_removes_a_stale_one(labelled_export, tmp_path):
     """--no-attributes (the path of a run without labels): no attributes.json, a re-export removes a stale one."""
     from keras_vae.export.exporter import export_run

@@ -175,6 +175,7 @@ def test_onnx_decoder_refuses_a_wrong_or_changed_sampler(gmm_export, tmp_path):
         OnnxDecoder(copy)
 
 
+@pytest.mark.slow
 def test_node_samples_the_exported_sampler(gmm_export, tmp_path):
     require_tool(shutil.which("node") is not None, "node is not installed (apt-get install nodejs)")
     require_tool((NODE_DIR / "node_modules" / "onnxruntime-node").is_dir(),
@@ -203,6 +204,7 @@ def test_node_samples_the_exported_sampler(gmm_export, tmp_path):
     assert bad.returncode == 2 and "--seed must be an integer >= 0" in bad.stderr
 
 
+@pytest.mark.slow
 def test_browser_new_sample_draws_from_the_exported_sampler(gmm_export, tmp_path):
     _, out, sampler, _ = gmm_export
     report = drive_explorer(out, f"seed={SEED}&n={N}", "--interact")
@@ -214,29 +216,36 @@ def test_browser_new_sample_draws_from_the_exported_sampler(gmm_export, tmp_path
         _assert_close(f"browser seed {sample['seed']}", sample["z"], reference, tolerance)
 
 
+@pytest.mark.slow
 def test_cli_sample_run_and_export_draw_the_same_grid(gmm_export, tmp_path):
     run, out, _, _ = gmm_export
+    calls = {"run": (run,), "export": (out,), "onnx": (out / contract.DECODER_ONNX,),
+             "run-prior": (run, "--sampler", "prior"), "export-prior": (out, "--sampler", "prior")}
+    # independent processes, started at once (two load TensorFlow, the export ones only onnxruntime)
+    procs = {key: subprocess.Popen([sys.executable, "-m", "keras_vae", "sample", str(source), "--n", "9", "--seed", "3",
+                                    *flags, "--out", str(tmp_path / f"{key}.png")], cwd=REPO_ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for key, (source, *flags) in calls.items()}
+    refused = subprocess.Popen([sys.executable, "-m", "keras_vae", "sample", str(out), "--sampler", "gaussian",
+                                "--out", str(tmp_path / "x.png")], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     grids = {}
-    for key, source in (("run", run), ("export", out), ("onnx", out / contract.DECODER_ONNX)):
-        png = tmp_path / f"{key}.png"
-        proc = subprocess.run([sys.executable, "-m", "keras_vae", "sample", str(source), "--n", "9", "--seed", "3",
-                               "--out", str(png)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        grids[key] = np.asarray(Image.open(png)).astype(int)
+    try:
+        for key, proc in procs.items():
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+            grids[key] = np.asarray(Image.open(tmp_path / f"{key}.png")).astype(int)
+        _, err = refused.communicate(timeout=120)
+    finally:
+        for proc in (*procs.values(), refused):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     # same latents; Keras vs onnxruntime decoders agree within PARITY_TOLERANCE -> at most one grey level
     assert np.abs(grids["run"] - grids["export"]).max() <= 1
     np.testing.assert_array_equal(grids["export"], grids["onnx"])
     assert grids["run"].std() > 0
     # --sampler prior on both sides: the same prior grid, different from the mixture's
-    for key, source in (("run-prior", run), ("export-prior", out)):
-        png = tmp_path / f"{key}.png"
-        proc = subprocess.run([sys.executable, "-m", "keras_vae", "sample", str(source), "--n", "9", "--seed", "3",
-                               "--sampler", "prior", "--out", str(png)], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        grids[key] = np.asarray(Image.open(png)).astype(int)
     assert np.abs(grids["run-prior"] - grids["export-prior"]).max() <= 1
     assert np.abs(grids["export-prior"] - grids["export"]).max() > 1
-    proc = subprocess.run([sys.executable, "-m", "keras_vae", "sample", str(out), "--sampler", "gaussian",
-                           "--out", str(tmp_path / "x.png")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "this export carries a 'gmm' sampler" in proc.stderr
+    assert refused.returncode == 2 and "this export carries a 'gmm' sampler" in err

@@ -101,6 +101,7 @@ def parse_show_all(text: str) -> dict:
     return sigs
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_lists_every_signature(cli_runs):
     rc, out, err = cli_runs["results"]["show"]
     assert rc == 0, err[-2000:]
@@ -113,6 +114,7 @@ def test_saved_model_cli_show_lists_every_signature(cli_runs):
     assert "Method name is: tensorflow/serving/predict" in out
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_decode_uint8(cli_runs, tfs_loaded):
     rc, out, err = cli_runs["results"]["decode_uint8"]
     assert rc == 0, err[-2000:]
@@ -123,6 +125,7 @@ def test_saved_model_cli_run_decode_uint8(cli_runs, tfs_loaded):
     assert got.max() > got.min(), "a constant image would hide a broken decoder"
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_encode(cli_runs, tfs_loaded):
     rc, out, err = cli_runs["results"]["encode"]
     assert rc == 0, err[-2000:]

@@ -109,6 +109,7 @@ def test_js_home_comes_first_and_is_not_escaped(decoder_dir, tmp_path, monkeypat
         srv.server_close()
 
 
+@pytest.mark.slow
 def test_serve_demo_command(decoder_dir):
     _need_web_modules()
     proc = subprocess.Popen([sys.executable, "-m", "keras_vae", "serve-demo", str(decoder_dir), "--port", "0",
@@ -123,6 +124,7 @@ def test_serve_demo_command(decoder_dir):
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_serve_demo_refuses_a_changed_file(export_copy):
     path = export_copy / contract.DECODER_ONNX
     path.write_bytes(path.read_bytes() + b"\0")
@@ -132,6 +134,7 @@ def test_serve_demo_refuses_a_changed_file(export_copy):
     assert "does not match export.json" in proc.stderr
 
 
+@pytest.mark.slow
 def test_browser_decodes_like_python(server, decoder_path, tmp_path):
     require_tool(os.path.exists(CHROMIUM), f"{CHROMIUM} not found: apt-get install -y chromium")
     require_tool((WEB_DIR / "node_modules" / "playwright-core").is_dir(), "playwright-core missing: npm ci in serving/web")

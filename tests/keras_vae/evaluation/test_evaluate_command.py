@@ -40,6 +40,7 @@ def test_end_of_training_evaluation_in_metrics_json_and_tensorboard(vae_run):
     assert any((vae_run / "logs" / "evaluation").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_evaluate_writes_json_and_markdown_with_definitions_and_sizes(vae_run, capsys):
     code, out, err = cli(capsys, "evaluate", str(vae_run), "--samples", "40", "--iwae-samples", "4", "--examples", "16")
     assert code == 0, err
@@ -70,6 +71,7 @@ def test_sampler_choice_uses_the_runs_stored_candidates(vae_run, capsys):
     assert code == 2 and "--samples must be >= 1" in err
 
 
+@pytest.mark.slow
 def test_vaegan_report_explains_missing_likelihood_and_caches_its_feature_network(vaegan_run, capsys):
     metrics = json.loads((vaegan_run / "metrics.json").read_text())
     # 16x16 images: the shipped MNIST network does not fit and training does not train one
@@ -89,6 +91,7 @@ def test_vaegan_report_explains_missing_likelihood_and_caches_its_feature_networ
     assert 0 <= epoch["reconstruction"] <= 1  # logged on the [0, 1] scale
 
 
+@pytest.mark.slow
 def test_draws_report_the_mean_and_spread_of_independent_single_draw_evaluations(vae_run, capsys):
     singles = []
     for seed in (3, 4, 5):

@@ -49,6 +49,7 @@ def test_frechet_distance_separates_real_digits_from_noise_and_shuffled_pixels(s
     assert fd_train < fd_noise / 10 and fd_train < fd_shuffled / 10
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_the_rotation_task_needs_no_labels(digits):
     train_x, _, val_x, _ = digits
     runs = [features.train_feature_net(train_x[:256], None, val_x[:64], None, trained_on="test", epochs=1, seed=3)
