@@ -2,7 +2,7 @@
 
     python benchmarks/bench_onnx_decoder.py [--repeats 3] [--calls 40] [--out benchmarks/results]
 
-Measures, for two decoders built like tests/serving/conftest.py::build_test_decoder (random init;
+Measures, for two decoders built like tests/support/decoders.py::build_test_decoder (random init;
 the architecture, not the weights, sets the cost):
   - small: latent 8 -> 28x28x1 (Dense, one Conv2DTranspose) -- the test fixture;
   - conv64: latent 32 -> 64x64x3 (Dense -> 8x8x128, Conv2DTranspose 64, 32, 3; stride 2 each);
@@ -45,7 +45,7 @@ BATCHES = (1, 64)
 
 def build_decoders(tmp: Path, names) -> dict[str, Path]:
     """Build the decoders in a subprocess, so TensorFlow never loads in the measuring process."""
-    code = ("import json, sys; sys.path.insert(0, 'tests/serving'); from conftest import build_test_decoder; "
+    code = ("import json, sys; sys.path.insert(0, '.'); from tests.support.decoders import build_test_decoder; "
             "spec = json.loads(sys.argv[1]); "
             "[build_test_decoder(sys.argv[2] + '/' + n, s['latent_dim'], tuple(s['image_shape']), tuple(s['widths'])) "
             "for n, s in spec.items()]")
@@ -141,7 +141,7 @@ def to_markdown(result) -> str:
         f"onnxruntime-node 1.30.0, onnxruntime-web 1.30.0 (WASM, 1 thread) in {env['chromium']}. "
         f"Medians of {result['repeats']} repeats; Python: {result['calls']} calls per thread per repeat at batch 64, "
         f"{5 * result['calls']} at batch 1; throughput = all images / wall time of the repeat. "
-        "Random-init decoders built like tests/serving/conftest.py (cost depends on the architecture only). "
+        "Random-init decoders built like tests/support/decoders.py (cost depends on the architecture only). "
         f"1-minute load average {env['loadavg_start'][0]:.1f} at start, {env['loadavg_end'][0]:.1f} at end "
         f"(above {env['cpu_count']} means other processes competed for the cores: p99 and multi-thread "
         "numbers are then noisy).", "",
