@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="tf.distribute strategy (train.strategy): auto (the default) and none train in this "
                              "process; mirrored uses this machine's GPUs; multiworker joins the cluster that "
                              "the TF_CONFIG environment variable describes (only the chief writes --out; "
-                             "see README 'Multi-worker training')")
+                             "see docs/distributed.md)")
     return parser
 
 

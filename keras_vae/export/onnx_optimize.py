@@ -28,7 +28,7 @@ on a residual sum (``x + f(x)``), which feeds the skip path too: they cannot be 
 ``BatchNormalization`` nodes (``affine_to_batchnorm``), which onnxruntime's NCHWc pass runs in the
 blocked layout with the following ReLU fused.
 
-Measured (README "Performance"): every combination of these passes is within about 5% of tf2onnx's
+Measured (docs/performance.md): every combination of these passes is within about 5% of tf2onnx's
 graph in CPU time at celeba-64 and paper-256; onnxruntime's convolutions already run near this CPU's
 float32 SGEMM rate, so the graph is not where a large gain can come from.
 

@@ -2,7 +2,7 @@
 
 The kit files in this folder (models.config, batching_parameters.txt, docker-compose.yml,
 kubernetes.yaml) are the output of ``render_kit("vae")``, kept as a readable example; generate the
-ones for your export with ``write_kit(EXPORT_DIR, NAME)``. See "Deploy with TF Serving" in README.md.
+ones for your export with ``write_kit(EXPORT_DIR, NAME)``. See docs/tf-serving.md.
 """
 from __future__ import annotations
 
