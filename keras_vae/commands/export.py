@@ -68,12 +68,13 @@ def run(args: argparse.Namespace) -> int:
     for name in report["onnx"]:
         print(f"  {args.out}/{name}  {_fmt_bytes(files[name]['bytes'])}")
     parity = report["parity"]
-    print(f"parity vs Keras (max abs diff, batch sizes {', '.join(map(str, parity['batch_sizes']))}):")
+    print(f"parity vs Keras (max abs diff, batch sizes {', '.join(map(str, parity['batch_sizes']))}; bounds from "
+          f"{parity['arithmetic']['keras']} round-off of each network):")
     for signature, entry in parity["signatures"].items():
         onnx = f"  onnxruntime {entry['onnx_max_abs_diff']:.2g}" if "onnx_max_abs_diff" in entry else ""
         unit = " grey levels" if entry["units"] == "grey levels" else ""
         print(f"  {signature:16s} SavedModel {entry['savedmodel_max_abs_diff']:.2g}{unit}{onnx}"
-              f"  (tolerance {entry['tolerance']:g})")
+              f"  (bound {entry['tolerance']:.2g}, at most {max(entry['max_diff_over_bound'].values()):.2g} of it)")
     sampler, check = report["sampler"], parity["sampler"]
     print(f"  sampler {sampler['kind']} ({sampler['components']} component(s), from {sampler['source']}): "
           f"SavedModel sample and {sampler['onnx']} vs the run's sampler, max abs diff of z "

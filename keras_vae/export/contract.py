@@ -51,9 +51,15 @@ META_PRECISION = "keras_vae.training.precision"  # "float32" | "float16" | "int8
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # relative to savedmodel/<name>/<version>/
 
 # The SavedModel name defaults to the model kind ("vae" | "vaegan"); versions are integers >= 1.
-PARITY_TOLERANCE = 1e-4  # max abs difference Keras vs SavedModel vs onnxruntime (float32 outputs)
-PARITY_UINT8_TOLERANCE = 1  # decode_uint8: at most one grey level (rounding at a half step)
+# The exporter's parity bounds are derived per signature, output and batch from float32 round-off of the
+# network (keras_vae.export.roundoff; recorded in export.json "parity"). PARITY_TOLERANCE is NOT what the
+# exporter checks: it stays as a loose fixed tolerance for the tiny float32 test models only.
+PARITY_TOLERANCE = 1e-4
+PARITY_UINT8_TOLERANCE = 1  # one grey level (rounding at a half step); the exporter allows floor(255 b) + 1
 PARITY_BATCH_SIZES = (1, 7, 64)
+# A parity (and sampler-check) batch is used only while its largest float32 activation fits this many bytes
+# (batch 1 always): paper-256 (256x256x128 values per image) checks 1 and 7, the smaller presets all three.
+PARITY_MAX_ACTIVATION_BYTES = 256 << 20
 
 # The largest batch one call or request may carry: OnnxDecoder's max_batch default and the contract
 # server's limit (a bigger request is refused with 400, never decoded into gigabytes).

@@ -19,12 +19,19 @@ a kill between the ONNX renames leaves files that export.json's SHA-256s expose 
 refuses them) until the rerun. An existing version is replaced only with ``force``. A new version
 may be added beside others: the ONNX files and export.json then describe the newest export.
 
+The exported graphs compute in float32 whatever precision the run trained in: the model is loaded
+under the float32 dtype policy (a mixed_bfloat16 graph has no onnxruntime Conv kernel, and the float32
+weights are what training produced), and TensorFloat-32 is switched off while the export is built and
+checked (``float32_execution``), so parity compares float32 with float32 on GPUs too. Parity bounds come
+from the round-off of each network (``keras_vae.export.roundoff``), not from one fixed tolerance.
+
 One export per EXPORT_DIR at a time (a lock file with the pid, ``keras_vae.export.locking``); temporary
 folders left by a killed export are removed by the next one. export.json and the ONNX metadata
 name the source run by its folder name only (no absolute path of the exporting machine).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -157,6 +164,36 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def float32_execution():
+    """Within the block new Keras layers compute in float32 and TensorFlow runs float32 matmuls and
+    convolutions in full float32 (no TF32 on Ampere+ GPUs); both settings are restored afterwards."""
+    import keras
+    import tensorflow as tf
+
+    policy = keras.config.dtype_policy()
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    keras.config.set_dtype_policy("float32")
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+
+
+def check_float32_model(model) -> None:
+    """ArtifactError unless every layer of the model's encoder and decoder computes in float32."""
+    from keras_vae.export.roundoff import compute_dtype
+
+    dtype = compute_dtype(model)
+    if dtype != "float32":
+        raise ArtifactError(
+            f"the model computes in {dtype} (dtype policy {model.dtype_policy.name!r}); exports compute in float32: "
+            "load it with keras_vae.runs.folder.load_model inside keras_vae.export.exporter.float32_execution() "
+            "(export_run does), or export the run folder with keras-vae export")
+
+
 def load_run_sampler(run_dir: Path, latent_dim: int, kind: str | None = None):
     """(sampler, source): the run's sampler.json (or, with ``kind``, the prior or the stored candidate
     ``samplers/KIND.json``) checked against the model; the prior N(0, I) when the run has none."""
@@ -191,6 +228,7 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     from keras_vae.export.signatures import make_functions
     from keras_vae.export.warmup import read_warmup_requests, serving_api_available, write_warmup_requests
 
+    check_float32_model(model)
     functions = functions or make_functions(model)
     if sampler is None:
         sampler, sampler_source = prior_sampler(model.latent_dim), sampler_source or "prior N(0, I)"
@@ -305,6 +343,14 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     _check_out_dir(out_dir, out_dir / rel_version, force)
 
+    with float32_execution():
+        return _export_float32(run_dir, out_dir, config, name, rel_version, version, force, float16, quantize,
+                               sampler, attributes, progress)
+
+
+def _export_float32(run_dir: Path, out_dir: Path, config, name: str, rel_version: Path, version: int, force: bool,
+                    float16: bool, quantize: bool, sampler: str | None, attributes: bool,
+                    progress=None) -> dict[str, Any]:
     model_path = run_dir / MODEL_FILE
     source_sha256 = file_sha256(model_path)
     model = load_model(model_path)
@@ -357,7 +403,7 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
             "package_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": {"run_dir": source_run, "model_file": MODEL_FILE, "model_sha256": source_sha256,
-                       "preset": config.preset},
+                       "preset": config.preset, "training_precision": config.train.precision},
             "model": {"kind": model.model_config.kind, "latent_dim": int(model.latent_dim),
                       "image_shape": [int(s) for s in model.image_shape],
                       "value_range": [0, 1], "internal_value_range": list(model.value_range)},

@@ -2,15 +2,21 @@
 
 The Keras reference is computed here from the model's own methods (not from the exported
 functions), so a signature that scales or names things wrongly shows up as a difference.
+Each output's bound comes from float32 round-off of that network on those inputs
+(``keras_vae.export.roundoff``): the Keras model is evaluated once more with its weights moved by
+their round-off backward error, and the bound scales with the change that causes, so it follows
+the precision, the fan-ins, the depth, the gain and the magnitudes of each network.
+``decode_uint8`` may differ by ``floor(255 b) + 1`` grey levels, b the bound of the float image.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.export import contract
+from keras_vae.export import contract, roundoff
 from keras_vae.export.errors import ParityError
 from keras_vae.export.savedmodel import call_signature
 
@@ -32,21 +38,53 @@ def random_inputs(model, batch_size: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def keras_reference(model, signature: str, x: np.ndarray) -> dict[str, np.ndarray]:
-    """What signature ``signature`` must return, computed eagerly from the Keras model."""
-    x = tf.constant(x)
-    if signature in ("serving_default", "decode_uint8"):
-        image = model.to_unit(model.decode(x, training=False)).numpy()
-        if signature == "decode_uint8":
-            image = np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        return {contract.IMAGE_OUTPUT: image}
-    if signature == "encode":
-        mean, log_var = model.encode(model.from_unit(x), training=False)
-        return {contract.MEAN_OUTPUT: mean.numpy(), contract.LOG_VARIANCE_OUTPUT: log_var.numpy()}
-    if signature == "reconstruct":
-        mean, _ = model.encode(model.from_unit(x), training=False)
-        return {contract.IMAGE_OUTPUT: model.to_unit(model.decode(mean, training=False)).numpy()}
-    raise ValueError(f"unknown signature {signature!r}")
+def keras_references(model, inputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """What serving_default, encode and reconstruct must return for ``inputs`` (``random_inputs``), computed
+    eagerly from the Keras model's own methods; the encoder runs once (reconstruct decodes encode's mean)."""
+    z, images = tf.constant(inputs[contract.LATENT_INPUT]), tf.constant(inputs[contract.IMAGE_INPUT])
+    mean, log_var = model.encode(model.from_unit(images), training=False)
+    return {"serving_default": {contract.IMAGE_OUTPUT: model.to_unit(model.decode(z, training=False)).numpy()},
+            "encode": {contract.MEAN_OUTPUT: mean.numpy(), contract.LOG_VARIANCE_OUTPUT: log_var.numpy()},
+            "reconstruct": {contract.IMAGE_OUTPUT: model.to_unit(model.decode(mean, training=False)).numpy()}}
+
+
+def activation_elements(model) -> int:
+    """Values per image of the largest tensor the encoder or decoder computes (their layers' outputs)."""
+    largest = int(np.prod(model.image_shape))
+    for network in (model.encoder, model.decoder):
+        for layer in network.layers:
+            try:
+                outputs = layer.output
+            except (AttributeError, ValueError):  # a layer never called symbolically
+                continue
+            for out in (outputs if isinstance(outputs, (list, tuple)) else [outputs]):
+                dims = [d for d in tuple(out.shape)[1:]]
+                if dims and all(isinstance(d, int) for d in dims):
+                    largest = max(largest, math.prod(dims))
+    return largest
+
+
+def parity_batch_sizes(model, sizes: Sequence[int] = contract.PARITY_BATCH_SIZES,
+                       budget: int = contract.PARITY_MAX_ACTIVATION_BYTES) -> tuple[int, ...]:
+    """``sizes`` up to the largest whose biggest float32 activation fits ``budget`` bytes (batch 1 always):
+    paper-256 (256x256x128 per image, 32 MiB) checks batches 1 and 7, celeba-64 and smaller 1, 7 and 64."""
+    per_image = 4 * activation_elements(model)
+    kept = tuple(b for b in sizes if b == 1 or b * per_image <= budget)
+    return kept or (1,)
+
+
+def uint8_levels(image_bound: float) -> int:
+    """Grey levels two uint8 images may differ by when their float sources differ by ``image_bound``:
+    floor(clip(x) 255 + 0.5) moves by at most floor(255 b) + 1."""
+    return int(math.floor(255.0 * image_bound)) + 1
+
+
+def artifact_arithmetics(model) -> tuple[roundoff.Arithmetic, roundoff.Arithmetic]:
+    """(Keras, artifacts): the SavedModel runs in the Keras model's arithmetic, onnxruntime in float32;
+    one bound serves both with the less precise of the two."""
+    keras_side = roundoff.keras_arithmetic(model)
+    other = keras_side if keras_side.storage >= roundoff.FLOAT32.storage else roundoff.FLOAT32
+    return keras_side, other
 
 
 def _max_diff(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -63,42 +101,60 @@ def _max_diff(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
 
 
 def check_parity(model, loaded_savedmodel, onnx_sessions: Mapping[str, Any],
-                 batch_sizes=contract.PARITY_BATCH_SIZES, tolerance: float = contract.PARITY_TOLERANCE,
-                 seed: int = 0) -> dict[str, Any]:
+                 batch_sizes: Sequence[int] | None = None, seed: int = 0) -> dict[str, Any]:
     """Compare every signature (and its ONNX file, where there is one) with the Keras model.
 
-    Returns the report for export.json; raises ``ParityError`` naming the first signature,
-    artifact, output and batch size whose max abs difference exceeds the tolerance
-    (``PARITY_UINT8_TOLERANCE`` grey levels for ``decode_uint8``).
+    ``batch_sizes`` default to ``parity_batch_sizes(model)``. Returns the report for export.json (per
+    signature and batch: the max abs differences and the bounds); raises ``ParityError`` naming the first
+    signature, artifact, output and batch size whose max abs difference exceeds its bound.
     """
+    batch_sizes = tuple(batch_sizes or parity_batch_sizes(model))
+    arithmetics = artifact_arithmetics(model)
+    plan = roundoff.perturbation_plan(model, arithmetics)
     signatures: dict[str, Any] = {}
-    for signature, (input_name, onnx_file) in SIGNATURE_INPUTS.items():
-        limit = contract.PARITY_UINT8_TOLERANCE if signature == "decode_uint8" else tolerance
-        entry: dict[str, Any] = {"tolerance": limit, "units": "grey levels" if signature == "decode_uint8" else "abs",
-                                 "savedmodel": {}}
-        if onnx_file:
-            entry["onnx"] = {}
-        for batch in batch_sizes:
-            x = random_inputs(model, batch, seed + batch)[input_name]
-            reference = keras_reference(model, signature, x)
+    for signature, (_, onnx_file) in SIGNATURE_INPUTS.items():
+        uint8 = signature == "decode_uint8"
+        signatures[signature] = {"units": "grey levels" if uint8 else "abs", "savedmodel": {}, "bound": {},
+                                 **({"onnx": {}} if onnx_file else {})}
+    for batch in batch_sizes:
+        inputs = random_inputs(model, batch, seed + batch)
+        float_signatures = [s for s in SIGNATURE_INPUTS if s != "decode_uint8"]
+        references = keras_references(model, inputs)
+        image = references["serving_default"][contract.IMAGE_OUTPUT]
+        references["decode_uint8"] = {contract.IMAGE_OUTPUT: np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)}
+        with roundoff.perturbed(plan):
+            moved = keras_references(model, inputs)
+        bounds = {s: {k: roundoff.bound(references[s][k], moved[s][k], arithmetics) for k in references[s]}
+                  for s in float_signatures}
+        bounds["decode_uint8"] = {contract.IMAGE_OUTPUT: uint8_levels(bounds["serving_default"][contract.IMAGE_OUTPUT])}
+        for signature, (input_name, onnx_file) in SIGNATURE_INPUTS.items():
+            entry, x, reference = signatures[signature], inputs[input_name], references[signature]
             artifacts = {"savedmodel": call_signature(loaded_savedmodel, signature, {input_name: x})}
             if onnx_file:
                 session = onnx_sessions[onnx_file]
                 names = [o.name for o in session.get_outputs()]
                 artifacts["onnx"] = dict(zip(names, session.run(None, {input_name: x})))
+            entry["bound"][str(batch)] = bounds[signature]
             for artifact, outputs in artifacts.items():
                 label = "SavedModel signature" if artifact == "savedmodel" else onnx_file
                 try:
                     diffs = _max_diff(reference, outputs)
                 except KeyError as exc:
-                    raise ParityError(signature, label, batch, str(exc.args[0]), float("inf"), limit) from None
+                    name = str(exc.args[0])
+                    raise ParityError(signature, label, batch, name, float("inf"), bounds[signature][name]) from None
                 for output, diff in diffs.items():
-                    if not diff <= limit:  # NaN fails too
-                        raise ParityError(signature, label, batch, output, diff, limit)
+                    if not diff <= bounds[signature][output]:  # NaN fails too
+                        raise ParityError(signature, label, batch, output, diff, bounds[signature][output])
                 entry[artifact][str(batch)] = max(diffs.values())
+                ratio = max(d / b if b > 0 else (0.0 if d == 0 else math.inf)
+                            for d, b in ((diffs[k], bounds[signature][k]) for k in diffs))
+                entry.setdefault("max_diff_over_bound", {})
+                entry["max_diff_over_bound"][artifact] = max(entry["max_diff_over_bound"].get(artifact, 0.0), ratio)
+    for entry in signatures.values():
+        entry["tolerance"] = max(max(b.values()) for b in entry["bound"].values())  # the loosest bound used
         for artifact in ("savedmodel", "onnx"):
             if artifact in entry:
                 entry[f"{artifact}_max_abs_diff"] = max(entry[artifact].values())
-        signatures[signature] = entry
     return {"reference": "keras (eager, training=False)", "batch_sizes": list(batch_sizes),
-            "tolerance": tolerance, "passed": True, "signatures": signatures}
+            "arithmetic": {"keras": arithmetics[0].name, "artifacts": arithmetics[1].name},
+            "bound": roundoff.describe(), "passed": True, "signatures": signatures}
