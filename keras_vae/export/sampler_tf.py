@@ -7,9 +7,13 @@
     k_i = min(#{k : cumsum(weights)_k <= u_i}, K - 1),   z_i = means[k_i] + scale_tril[k_i] @ eps_i
 
 ``make_sample_functions(model, sampler)`` builds the ``sample`` / ``sample_uint8`` signatures:
-inputs ``n`` (int32 scalar, >= 1) and ``seed`` (int64 scalar in [0, 2^32)), outputs ``image``
-([n, H, W, C] float32 in [0, 1], or uint8) and ``z`` (the latents, [n, d] float32). Bad ``n`` or
-``seed`` fail the request with an InvalidArgument error naming the input.
+inputs ``n`` (int32 scalar in [1, ``sample_limit(d)``]: at most ``contract.MAX_BATCH``, the batch every
+other signature and client is bounded by) and ``seed`` (int64 scalar in [0, 2^32)), outputs ``image``
+([n, H, W, C] float32 in [0, 1], or uint8) and ``z`` (the latents, [n, d] float32). The bounds are
+assertions inside the graph, ahead of every op that allocates by ``n``, so TF Serving enforces them too:
+a bad ``n`` or ``seed`` fails the request with an InvalidArgument error whose message
+(``assertion failed: [sample: n must be <= 1024 (input n, ...: split larger draws ...)]``) names the
+input, its range and the fix.
 """
 from __future__ import annotations
 
@@ -60,15 +64,25 @@ def latents_tf(eps, u, weights, means, scale_tril) -> tf.Tensor:
     return tf.gather(means, k) + tf.einsum("nij,nj->ni", tf.gather(scale_tril, k), eps)
 
 
+def sample_limit(d: int, max_batch: int = contract.MAX_BATCH) -> int:
+    """The largest ``n`` the sample signatures take: ``max_batch``, and never more codes than one seed's
+    2^32 noise counters hold (n (2d + 1) <= 2^32)."""
+    return min(int(max_batch), SEED_LIMIT // (2 * int(d) + 1))
+
+
 def _checked(n, seed, d: int):
-    """Assertions on the signature's scalar inputs (InvalidArgument naming the input)."""
-    limit = tf.constant(SEED_LIMIT // (2 * d + 1), tf.int64)
+    """Assertions on the signature's scalar inputs (InvalidArgument naming the input, its range and the fix);
+    everything sized by ``n`` depends on the returned tensors, so nothing is allocated before they pass."""
+    limit = sample_limit(d)
+    # no quotes: TF escapes them in the message (TF Serving shows it as is)
+    n_is = f"input n, the number of images of one request, is an integer in [1, {limit}]"
+    seed_is = "input seed is an integer in [0, 2^32)"
     checks = [
-        tf.debugging.assert_greater_equal(n, tf.constant(1, tf.int32), message="sample: n must be >= 1"),
-        tf.debugging.assert_less_equal(tf.cast(n, tf.int64), limit,
-                                       message=f"sample: n must be <= {int(limit)} (2^32 noise counters)"),
-        tf.debugging.assert_greater_equal(seed, tf.constant(0, tf.int64), message="sample: seed must be >= 0"),
-        tf.debugging.assert_less(seed, tf.constant(SEED_LIMIT, tf.int64), message="sample: seed must be < 2^32"),
+        tf.debugging.assert_greater_equal(n, tf.constant(1, tf.int32), message=f"sample: n must be >= 1 ({n_is})"),
+        tf.debugging.assert_less_equal(n, tf.constant(limit, tf.int32), message=(
+            f"sample: n must be <= {limit} ({n_is}: split larger draws into requests with different seeds)")),
+        tf.debugging.assert_greater_equal(seed, tf.constant(0, tf.int64), message=f"sample: seed must be >= 0 ({seed_is})"),
+        tf.debugging.assert_less(seed, tf.constant(SEED_LIMIT, tf.int64), message=f"sample: seed must be < 2^32 ({seed_is})"),
     ]
     with tf.control_dependencies(checks):
         return tf.identity(n), tf.identity(seed)

@@ -115,6 +115,8 @@ class _Version:
         for name, value in inputs.items():
             spec = specs[name]
             _check_batch(name, value, max_batch)  # before conversion: a huge list must not be materialised
+            if spec.dtype.is_integer:  # np.asarray would truncate 1.5 to 1 without a word
+                _check_integers(name, value, spec.dtype.name)
             try:
                 with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf, refused below
                     arr = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
@@ -133,8 +135,51 @@ class _Version:
         try:
             out = fn(**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-            raise _invalid(str(e).splitlines()[0])
+            raise _invalid(graph_error_message(e))
         return {k: v.numpy() for k, v in out.items()}
+
+
+# "assertion failed: [MESSAGE] [Condition x <= y ...] [x (n:0) = ] [VALUE] [y ...]" inside a graph error (MESSAGE
+# may hold brackets itself)
+_ASSERTION = re.compile(r"assertion failed: \[(?P<message>[^\n]*?)\](?: \[Condition [^\n]*?\[x \((?P<input>[^:)]*)"
+                        r"[^)]*\) = \] \[(?P<value>[^\]]*)\]| *(?:\n|$))")
+
+
+def graph_error_message(error: Exception) -> str:
+    """One line a client can act on from a signature's error: a failed assertion's own message (the sample
+    signatures' bounds on n and seed, which name the input) with the value sent; otherwise the first line
+    of the error that is not TensorFlow's "Graph execution error:" / "Detected at node" preamble."""
+    text = getattr(error, "message", None) or str(error)
+    found = _ASSERTION.search(text)
+    if found:
+        got = f"; got {found['input']} = {found['value']}" if found["value"] is not None else ""
+        return f"{found['message']}{got}"
+    preamble = ("Graph execution error:", "Detected at node", "<stack traces unavailable>", "File ")
+    lines = [line.strip() for line in text.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(preamble)]
+    return (useful or lines or [type(error).__name__])[0][:500]
+
+
+def _check_integers(name: str, value, dtype: str) -> None:
+    """400 unless every value of an integer input is a JSON integer (TF Serving refuses 1.5 and 2.0 for int32;
+    np.asarray would silently truncate them); ndarrays (gRPC) must have an integer dtype."""
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if kind is not None:
+        if kind not in "iu":
+            raise _invalid(f"input '{name}' must hold integers ({dtype}), got an array of {value.dtype}")
+        return
+    if isinstance(value, json_arrays.NumericArray):  # a long array, still text: its values must be whole
+        numbers = np.asarray(value, np.float64)
+        if not np.all(np.floor(numbers) == numbers):
+            raise _invalid(f"input '{name}' must hold integers ({dtype}), got numbers with a fraction")
+        return
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, int):
+            raise _invalid(f"input '{name}' must be an integer ({dtype}), got {json.dumps(item)[:40]}")
 
 
 def _check_batch(name: str, value, max_batch: int | None) -> None:

@@ -450,7 +450,13 @@ class OnnxDecoder:
     def sample_latents(self, n: int, seed=None, temperature: float = 1.0) -> np.ndarray:
         """n latents float32 [n, latent_dim] from the exported sampler (z = m_k + L_k (temperature eps));
         the prior N(0, temperature^2 I) when there is no sampler.onnx. Same seed, same latents as
-        ``LatentSampler.sample(n, seed)`` of the run (at temperature 1)."""
+        ``LatentSampler.sample(n, seed)`` of the run (at temperature 1).
+
+        ``n``: an integer >= 1, at most the images that fit ``MAX_OUTPUT_BYTES`` (DataError otherwise, before
+        anything is drawn). sampler.onnx runs on at most ``max_batch`` codes per call (by default
+        ``contract.MAX_BATCH``, the bound of the SavedModel ``sample`` signature): its Gather of the Cholesky
+        factors is [n, d, d] float32, 1.4 GB for the 21,845 codes of a 1 GiB celeba-64 draw in one call. The
+        rule is row-wise, so the pieces give the latents one call would."""
         from keras_vae.sampling.samplers import check_latent_range
 
         with np.errstate(over="ignore"):
@@ -458,8 +464,11 @@ class OnnxDecoder:
         if self._sampler is None:
             z = eps
         else:
-            z = self._sampler.run([contract.LATENT_OUTPUT], {contract.SAMPLER_EPS_INPUT: eps,
-                                                             contract.SAMPLER_U_INPUT: u})[0]
+            z = np.empty_like(eps)
+            for start in range(0, len(eps), self.max_batch):
+                stop = start + self.max_batch
+                z[start:stop] = self._sampler.run([contract.LATENT_OUTPUT], {
+                    contract.SAMPLER_EPS_INPUT: eps[start:stop], contract.SAMPLER_U_INPUT: u[start:stop]})[0]
         check_latent_range(z)  # never decode infinite or overflowing latents into a picture
         return z
 

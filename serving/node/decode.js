@@ -3,7 +3,7 @@
 // keras-vae-decode: decode latents from a file with decoder.onnx and write one PNG per image.
 //
 //   node decode.js --model decoder.onnx --latents z.json|z.bin --out-dir DIR [--float-out images.bin|images.json]
-//   node decode.js --model decoder.onnx --sample N --seed S --out-dir DIR [--sampler sampler.onnx|prior]
+//   node decode.js --model decoder.onnx --sample N --seed S --out-dir DIR [--sampler sampler.onnx|prior]   (N <= 1024)
 //                  [--temperature T] [--latents-out z.json] [--float-out ...]
 //   either form also takes  --attribute A-B:ALPHA [--attributes attributes.json]
 //
@@ -24,7 +24,7 @@
 //   ({"shape": [...], "data": [flat values]}). A JSON summary goes to stdout; errors to stderr (exit 2).
 const fs = require('fs');
 const path = require('path');
-const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, toBatch, DecoderError, verifyListed } = require('./decoder.js');
+const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, toBatch, DecoderError, verifyListed, MAX_BATCH } = require('./decoder.js');
 const attributes = require('./attributes.js');
 
 const USAGE = 'usage: node decode.js --model decoder.onnx (--latents z.json|z.bin | --sample N --seed S ' +
@@ -48,9 +48,9 @@ function parseArgs(argv) {
   if (args.latents && args.sample) throw new DecoderError(`pass either --latents or --sample, not both\n${USAGE}`);
   if (!args.out_dir) throw new DecoderError(`missing --out-dir\n${USAGE}`);
   if (args.sample) {
-    for (const [k, min] of [['sample', 1], ['seed', 0]]) {
-      if (args[k] === undefined || !/^\d+$/.test(args[k]) || Number(args[k]) < min) {
-        throw new DecoderError(`--${k} must be an integer >= ${min}, got ${args[k]}`);
+    for (const [k, min, max, why] of [['sample', 1, MAX_BATCH, 'images per run'], ['seed', 0, 4294967295, 'seeds are < 2^32']]) {
+      if (args[k] === undefined || !/^\d+$/.test(args[k]) || Number(args[k]) < min || Number(args[k]) > max) {
+        throw new DecoderError(`--${k} must be an integer >= ${min} and <= ${max} (${why}), got ${args[k]}`);
       }
     }
   }

@@ -11,7 +11,7 @@ const fs = require('fs');
 const path = require('path');
 const ort = require('onnxruntime-node');
 const { PNG } = require('pngjs');
-const { portableNoise, NOISE_ALGORITHM } = require('./noise.js');
+const { portableNoise, checkCount, checkSeed, MAX_BATCH, NOISE_ALGORITHM } = require('./noise.js');
 
 class DecoderError extends Error {}
 
@@ -174,12 +174,13 @@ async function loadDecoder(modelPath) {
 /**
  * Load the latent sampler: sampler.onnx (checked against the decoder's latent size and the noise algorithm),
  * or, when samplerPath is null, the prior N(0, I). Returns {kind, latentDim, latents(n, seed, temperature)}
- * with latents -> {data: Float32Array, shape: [n, D]}.
+ * with latents -> {data: Float32Array, shape: [n, D]}; n must be an integer in [1, MAX_BATCH] (1024, the bound of
+ * the SavedModel sample signature) and seed an integer in [0, 2^32), else a DecoderError before anything is drawn.
  */
 async function loadSampler(samplerPath, latentDim) {
   if (samplerPath === null) {
     return { kind: 'prior', latentDim, path: null,
-      async latents(n, seed, temperature = 1) { return { data: checkLatentRange(scaled(portableNoise(seed, n, latentDim).eps, temperature)), shape: [n, latentDim] }; } };
+      async latents(n, seed, temperature = 1) { return { data: checkLatentRange(scaled(drawNoise(n, seed, latentDim).eps, temperature)), shape: [n, latentDim] }; } };
   }
   if (!fs.existsSync(samplerPath)) throw new DecoderError(`sampler file not found: ${samplerPath}`);
   verifyListed(samplerPath);
@@ -201,17 +202,21 @@ async function loadSampler(samplerPath, latentDim) {
   return {
     kind: 'sampler', latentDim, path: samplerPath,
     async latents(n, seed, temperature = 1) {
-      let noise;
-      try {
-        noise = portableNoise(seed, n, latentDim);
-      } catch (err) {
-        throw new DecoderError(err.message);
-      }
+      const noise = drawNoise(n, seed, latentDim);
       const out = await session.run({ eps: new ort.Tensor('float32', scaled(noise.eps, temperature), [n, latentDim]),
         u: new ort.Tensor('float32', noise.u, [n]) });
       return { data: checkLatentRange(out.z.data), shape: [n, latentDim] };
     },
   };
+}
+
+/** The portable noise of n samples, the bounds on n and seed checked first (DecoderError naming the input). */
+function drawNoise(n, seed, latentDim) {
+  try {
+    return portableNoise(checkSeed(seed), checkCount(n), latentDim);
+  } catch (err) {
+    throw new DecoderError(err.message);
+  }
 }
 
 function scaled(eps, temperature) {
@@ -290,4 +295,4 @@ function pngBuffer(result, i) {
 }
 
 module.exports = { loadDecoder, loadSampler, defaultSamplerPath, decode, toBatch, toByte, pngBuffer, DecoderError, NOISE_ALGORITHM,
-  verifyListed, checkListedPresent, checkLatentRange };
+  verifyListed, checkListedPresent, checkLatentRange, MAX_BATCH };

@@ -9,6 +9,10 @@
 //   key = lowbias32(seed ^ 0x9E3779B9); w(c) = lowbias32(lowbias32(c) ^ key); t(c) = w(c) >>> 8
 //   row i owns counters i (2d + 1) + k: eps[i, j] = sqrt(-2 ln((t(2j) + 1) / 2^24)) cos(2 pi t(2j + 1) / 2^24),
 //   u[i] = t(2d) / 2^24 (float64 arithmetic, stored as float32)
+//
+// checkCount(n) / checkSeed(seed): the bounds every sampler.onnx caller applies before drawing (RangeError naming
+// the input): n an integer in [1, MAX_BATCH] -- MAX_BATCH = keras_vae.export.contract.MAX_BATCH, the bound of the
+// SavedModel sample signatures and of one decoder call -- and seed an integer in [0, 2^32).
 (function (root, factory) {
   if (typeof module === 'object' && module.exports) module.exports = factory();
   else root.kerasVaeNoise = factory();
@@ -17,6 +21,7 @@
 
   const NOISE_ALGORITHM = 'lowbias32-box-muller-v1';
   const UNIT = 1 / 16777216; // 2^-24
+  const MAX_BATCH = 1024; // keras_vae.export.contract.MAX_BATCH (tests/serving/test_sample_bounds.py checks it)
 
   function lowbias32(x) {
     x >>>= 0;
@@ -33,6 +38,14 @@
       throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
     }
     return seed;
+  }
+
+  // n samples for one sampler.onnx / decoder call: an integer in [1, max].
+  function checkCount(n, max = MAX_BATCH) {
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > max) {
+      throw new RangeError(`n must be an integer in [1, ${max}] (samples per call; draw more with several seeds), got ${n}`);
+    }
+    return n;
   }
 
   function portableNoise(seed, n, d) {
@@ -58,5 +71,5 @@
     return { eps, u };
   }
 
-  return { NOISE_ALGORITHM, lowbias32, portableNoise, checkSeed };
+  return { NOISE_ALGORITHM, MAX_BATCH, lowbias32, portableNoise, checkSeed, checkCount };
 }));

@@ -7,8 +7,8 @@
 //   attributes=URL  per-class mean codes (default: attributes.json beside the model when its export.json lists it;
 //               attributes=none hides the attribute controls)
 //   ort=URL     folder with onnxruntime-web's dist files (default ./node_modules/onnxruntime-web/dist/)
-//   seed=INT    seed of the sample grid and the interpolation end points (default: time based)
-//   n=INT       number of samples in the grid (default 16)
+//   seed=INT    seed of the sample grid and the interpolation end points, in [0, 2^32) (default: time based)
+//   n=INT       number of samples in the grid, in [1, 256] (default 16); a value outside is an error, not clamped
 //   z=JSON      latents [[...], ...] to decode once; the result goes to <pre id="result"> as JSON
 //               {"dims": [N, H, W, C], "data": [flat float32 values], "load_ms": t, "decode_ms": t}
 // Tests and benchmarks may also call window.__kerasVaeTest.decode(rows) / .sample(n, seed) / .bench(batch, repeats)
@@ -31,12 +31,12 @@ const MODEL_URL = params.get('model') || './decoder.onnx';
 const SAMPLER_PARAM = params.get('sampler');
 const ATTRIBUTES_PARAM = params.get('attributes');
 const ORT_BASE = new URL(params.get('ort') || './node_modules/onnxruntime-web/dist/', location.href).href;
-const N_GRID = Math.max(1, Math.min(256, parseInt(params.get('n') || '16', 10)));
+const MAX_GRID = 256; // ?n= (checked in main(), so that a bad value shows on the page)
 const N_SLIDERS = 8;
 const STRIP_STEPS = 10;
 
 const $ = (id) => document.getElementById(id);
-const state = { ort: null, session: null, sampler: null, samplerKind: 'prior', latentDim: 0, imageShape: null, seed: 0,
+const state = { ort: null, session: null, sampler: null, samplerKind: 'prior', latentDim: 0, imageShape: null, seed: 0, grid: 16,
   current: null, base: null, attributes: null, codes: null, queue: Promise.resolve() };
 
 function setStatus(text, s) {
@@ -108,10 +108,13 @@ function checkLatentRange(flat) {
 }
 
 // n codes (Float32Array rows of length D) of the exported sampler for a seed in [0, 2^32): portable noise
-// (noise.js) -> sampler.onnx, or the noise itself (the prior N(0, I)) when there is no sampler.
+// (noise.js) -> sampler.onnx, or the noise itself (the prior N(0, I)) when there is no sampler. n must be an
+// integer in [1, 1024] (noise.js MAX_BATCH, the bound of the SavedModel sample signature) and the seed an
+// integer in [0, 2^32): anything else is a RangeError naming it, before anything is drawn.
 function sampleCodes(n, seed) {
   const D = state.latentDim;
-  const { eps, u } = window.kerasVaeNoise.portableNoise(seed >>> 0, n, D);
+  const noise = window.kerasVaeNoise;
+  const { eps, u } = noise.portableNoise(noise.checkSeed(seed), noise.checkCount(n), D);
   const rows = (flat) => Array.from({ length: n }, (_, i) => Float32Array.from(flat.subarray(i * D, (i + 1) * D)));
   if (!state.sampler) return Promise.resolve(rows(eps));
   return enqueue(async () => {
@@ -255,10 +258,10 @@ function syncSliders() {
 async function newSample() {
   state.seed = (state.seed + 1) >>> 0;
   const seed = state.seed;
-  const codes = await sampleCodes(N_GRID, seed);
+  const codes = await sampleCodes(state.grid, seed);
   state.codes = { seed, z: codes.map((r) => Array.from(r)) };
   const grid = await decode(codes);
-  canvases($('grid'), N_GRID).forEach((c, i) => {
+  canvases($('grid'), state.grid).forEach((c, i) => {
     draw(c, grid, i);
     c.title = `sample ${i} (seed ${state.seed})`;
     c.addEventListener('click', () => {
@@ -327,6 +330,7 @@ async function loadSampler() {
 
 async function main() {
   const t0 = performance.now();
+  state.grid = integerParam('n', params.get('n') || '16', 1, MAX_GRID);
   state.ort = await import(ORT_BASE + 'ort.wasm.bundle.min.mjs');
   state.ort.env.wasm.numThreads = 1; // threads need COOP/COEP headers; one thread works everywhere
   state.ort.env.wasm.wasmPaths = ORT_BASE;
@@ -358,7 +362,7 @@ async function main() {
     $('result').textContent = JSON.stringify({ dims: r.dims, data: Array.from(r.data), load_ms: loadMs, decode_ms: decodeMs });
   }
 
-  state.seed = params.has('seed') ? parseInt(params.get('seed'), 10) >>> 0 : Date.now() >>> 0;
+  state.seed = params.has('seed') ? integerParam('seed', params.get('seed'), 0, 4294967295) : Date.now() >>> 0;
   state.seed = (state.seed - 1) >>> 0; // newSample() advances it first
   buildSliders();
   buildAttributes();
@@ -370,6 +374,13 @@ async function main() {
   $('new-sample').disabled = false;
   $('new-sample').addEventListener('click', () => newSample().catch(fail));
   setStatus(`${MODEL_URL} (onnxruntime-web ${state.ort.env.versions.web}, wasm, 1 thread)`, 'ready');
+}
+
+// A query parameter that must be a whole number in [min, max] (an Error naming it otherwise).
+function integerParam(name, text, min, max) {
+  const value = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) throw new Error(`${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(text)}`);
+  return value;
 }
 
 function fail(err) {
