@@ -12,6 +12,9 @@ tests/support/; test modules import nothing from each other or from a conftest.
     trained_vaegan_run `keras-vae train --preset tiny`: the paper's model, a whole run folder
     decoder_dir        a random-init conv decoder.onnx (latent 8, 28x28x1) + export.json, no TensorFlow model
     tfs_export         a SavedModel 'tinyvae' (versions 1 and 2, random init) in TF Serving's layout
+
+The last four are made by processes of their own that start with the session (``background``), one at a
+time, on the core the test process leaves idle; so are the whole-flow processes some modules declare.
 """
 import os
 
@@ -29,11 +32,15 @@ else:  # the same examples on every run and machine: no random seed, no example 
 
 import contextlib  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.support.background import Background, Job  # noqa: E402
 from tests.support.runs import Exported, make_test_run, snapshot  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -82,34 +89,76 @@ def gmm_export(vae_run, tmp_path_factory):
         yield run, out, sampler, report
 
 
-def _cli_train(out: Path, *argv: str) -> Path:
-    from keras_vae.cli import main
+# Session folders made by a process of their own (tests.support.background), started when the session
+# begins: {fixture: (folder name, argv after the interpreter)}; OUT in argv is the folder.
+BUILT_IN_BACKGROUND = {
+    "trained_vae_run": ("trained-vae", ["-m", "keras_vae", "train", "--preset", "tiny-vae", "--seed", "3",
+                                        "--out", "OUT", "--quiet"]),
+    "trained_vaegan_run": ("trained-vaegan", ["-m", "keras_vae", "train", "--preset", "tiny", "--out", "OUT",
+                                              "--quiet"]),
+    "decoder_dir": ("export", ["-c", "import sys; from tests.support.decoders import build_test_decoder; "
+                                     "build_test_decoder(sys.argv[1])", "OUT"]),
+    "tfs_export": ("tfs_export", ["-c", "import sys; from tests.support.tfserving import TEST_MODEL_NAME as name, "
+                                        "build_test_savedmodel as build; "
+                                        "build(sys.argv[1], name, 1, seed=0); build(sys.argv[1], name, 2, seed=1)",
+                                  "OUT"]),
+}
 
-    assert main(["train", *argv, "--out", str(out), "--quiet"]) == 0
-    return out
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request, tmp_path_factory):
+    """Starts, one at a time and in the order the session needs them, the session folders of
+    BUILT_IN_BACKGROUND that a selected test uses and the jobs of the selected tests' modules
+    (``background_jobs(items, tmp_path_factory)``): they run while the first tests do."""
+    items = request.session.items
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    planned = []  # (index of the first test that needs it, key, job)
+    for name, (folder, argv) in BUILT_IN_BACKGROUND.items():
+        first = next((i for i, item in enumerate(items) if name in item.fixturenames), None)
+        if first is not None:
+            out = tmp_path_factory.mktemp(folder) / "out"
+            job = Job([sys.executable, *[str(out) if a == "OUT" else a for a in argv]],
+                      tmp_path_factory.mktemp(f"{folder}-log"), env=env, cwd=ROOT, out=out)
+            planned.append((first, name, job))
+    modules = {}
+    for i, item in enumerate(items):
+        modules.setdefault(item.module, []).append((i, item))
+    for module, entries in modules.items():
+        make = getattr(module, "background_jobs", None)
+        if make is not None:
+            jobs = make([item for _, item in entries], tmp_path_factory)
+            planned.extend((entries[0][0], key, job) for key, job in jobs.items())
+    pool = Background(workers=1)
+    for _, key, job in sorted(planned, key=lambda entry: entry[0]):
+        pool.submit(key, job)
+    yield pool
+    pool.close()
+
+
+def _built(background, name: str) -> Path:
+    result = background.result(name)
+    assert result.returncode == 0, f"building {name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return background.jobs[name].out
 
 
 @pytest.fixture(scope="session")
-def trained_vae_run(tmp_path_factory):
-    run = _cli_train(tmp_path_factory.mktemp("trained-vae") / "run", "--preset", "tiny-vae", "--seed", "3")
+def trained_vae_run(background):
+    run = _built(background, "trained_vae_run")
     with read_only(run):
         yield run
 
 
 @pytest.fixture(scope="session")
-def trained_vaegan_run(tmp_path_factory):
-    run = _cli_train(tmp_path_factory.mktemp("trained-vaegan") / "run", "--preset", "tiny")
+def trained_vaegan_run(background):
+    run = _built(background, "trained_vaegan_run")
     with read_only(run):
         yield run
 
 
 @pytest.fixture(scope="session")
-def decoder_dir(tmp_path_factory):
+def decoder_dir(background):
     """A read-only export folder with decoder.onnx and export.json (copy it before changing it)."""
-    from tests.support.decoders import build_test_decoder
-
-    d = tmp_path_factory.mktemp("export")
-    build_test_decoder(d)
+    d = _built(background, "decoder_dir")
     with read_only(d):
         yield d
 
@@ -130,13 +179,9 @@ def export_copy(decoder_dir, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def tfs_export(tmp_path_factory):
+def tfs_export(background):
     """An export folder with versions 1 (seed 0) and 2 (seed 1) of the SavedModel ``tinyvae``."""
-    from tests.support.tfserving import TEST_MODEL_NAME, build_test_savedmodel
-
-    export_dir = tmp_path_factory.mktemp("tfs_export")
-    build_test_savedmodel(export_dir, TEST_MODEL_NAME, 1, seed=0)
-    build_test_savedmodel(export_dir, TEST_MODEL_NAME, 2, seed=1)
+    export_dir = _built(background, "tfs_export")
     with read_only(export_dir):
         yield export_dir
 

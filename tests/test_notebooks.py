@@ -65,36 +65,31 @@ nbformat.write(nb, sys.argv[4])
 """
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(request, tmp_path_factory):
-    """The notebooks selected in this session, each executed at the tiny budget by its own process, all at
-    once (each is mostly one kernel's single-threaded work): {name: (Popen, executed notebook path)}."""
-    import subprocess
+def background_jobs(items, tmp_path_factory):
+    """Each selected notebook executed at the tiny budget by a process of its own (tests.support.background:
+    run ahead of the test, on the core the test process leaves idle)."""
     import sys
 
-    names = [item.callspec.params["name"] for item in request.session.items
-             if item.module is request.module and item.originalname == "test_notebook_runs_at_the_tiny_budget"]
+    from tests.support.background import Job
+
     env = {**os.environ, getattr(make_notebooks, "BUDGET_VARIABLE", "KERAS_VAE_NOTEBOOK_BUDGET"): "tiny",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    runs = {}
-    for name in names:
-        tmp = tmp_path_factory.mktemp(name)
-        executed = tmp / "executed.ipynb"
-        proc = subprocess.Popen([sys.executable, "-c", EXECUTE, str(ROOT / "notebooks"),
-                                 str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp), str(executed)],
-                                env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        runs[name] = (proc, executed)
-    yield runs
-    for proc, _ in runs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    jobs = {}
+    for item in items:
+        if item.originalname == "test_notebook_runs_at_the_tiny_budget":
+            name = item.callspec.params["name"]
+            tmp = tmp_path_factory.mktemp(name)
+            jobs[f"notebook {name}"] = Job([sys.executable, "-c", EXECUTE, str(ROOT / "notebooks"),
+                                            str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp),
+                                            str(tmp / "executed.ipynb")], tmp / "log", env=env, cwd=tmp,
+                                           out=tmp / "executed.ipynb")
+    return jobs
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs_at_the_tiny_budget(name, tiny_runs):
-    proc, executed = tiny_runs[name]
-    _, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err[-3000:]  # make_notebooks.execute raised: a cell failed or timed out
+def test_notebook_runs_at_the_tiny_budget(name, background):
+    result = background.result(f"notebook {name}")
+    assert result.returncode == 0, result.stderr[-3000:]  # make_notebooks.execute raised: a cell failed or timed out
+    executed = background.jobs[f"notebook {name}"].out
     assert make_notebooks.problems(nbformat.read(executed, as_version=4)) == []

@@ -57,21 +57,37 @@ def test_startup_noise_is_recognised_and_real_errors_are_kept(line, noise):
     assert is_startup_noise(line + "\n") is noise
 
 
-def _cli(*argv, cwd, verbose=False):
+def _cli_env():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
+    return env
+
+
+def _cli(*argv, cwd, verbose=False):
     args = [sys.executable, "-m", "keras_vae", *(["-v"] if verbose else []), *argv]
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run(args, capture_output=True, text=True, env=_cli_env(), cwd=cwd, timeout=600)
+
+
+def background_jobs(items, tmp_path_factory):
+    """The Quick tour's `keras-vae train` (``quick_tour``) in a process of its own, run ahead of its tests
+    (tests.support.background)."""
+    from tests.support.background import Job
+
+    if not any("quick_tour" in item.fixturenames for item in items):
+        return {}
+    cwd = tmp_path_factory.mktemp("tour")
+    argv = [sys.executable, "-m", "keras_vae", "train", "--preset", "tiny-vae", "--epochs", "1", "--iwae-samples", "4",
+            "--set", "train.iwae_examples=16"]
+    return {"quick tour": Job(argv, tmp_path_factory.mktemp("tour-log"), env=_cli_env(), cwd=cwd, timeout=600,
+                              out=cwd)}
 
 
 @pytest.fixture(scope="module")
-def quick_tour(tmp_path_factory):
+def quick_tour(background):
     """`keras-vae train` into runs/<timestamp> from a fresh folder, as the Quick tour runs it."""
-    cwd = tmp_path_factory.mktemp("tour")
-    result = _cli("train", "--preset", "tiny-vae", "--epochs", "1", "--iwae-samples", "4",
-                  "--set", "train.iwae_examples=16", cwd=cwd)
+    result = background.result("quick tour")
     assert result.returncode == 0, result.stderr[-3000:]
-    return cwd, result
+    return background.jobs["quick tour"].out, result
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """VAEGAN: alternating updates, switches, save/resume, XLA, mixed precision, MirroredStrategy."""
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -296,30 +295,24 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def mirrored_runs(request):
-    """MIRRORED_SCRIPT for each population_variance selected in this session, all started at once (each
-    process is mostly single-threaded tracing): {population_variance: Popen}."""
+def background_jobs(items, tmp_path_factory):
+    """MIRRORED_SCRIPT for each selected population_variance, in a process of its own (tests.support.background:
+    run ahead of the test, on the core the test process leaves idle)."""
+    from tests.support.background import Job
+
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    selected = [item.callspec.params["population_variance"] for item in request.session.items
-                if item.module is request.module and item.originalname == "test_mirrored_strategy_matches_single_device"]
-    procs = {variance: subprocess.Popen([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), variance], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for variance in selected}
-    yield procs
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    return {f"mirrored {variance}": Job([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), variance],
+                                        tmp_path_factory.mktemp(f"mirrored-{variance}"), env=env, timeout=300)
+            for variance in (item.callspec.params["population_variance"] for item in items
+                             if item.originalname == "test_mirrored_strategy_matches_single_device")}
 
 
 @pytest.mark.parametrize("population_variance", ["mixture", "covariance"])
 @pytest.mark.slow
-def test_mirrored_strategy_matches_single_device(population_variance, mirrored_runs):
-    proc = mirrored_runs[population_variance]
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
-    result = json.loads(stdout.strip().splitlines()[-1])
+def test_mirrored_strategy_matches_single_device(population_variance, background):
+    proc = background.result(f"mirrored {population_variance}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2 and result["iterations"] == 3
     assert result["max_moved"] > 1e-3  # training did change the weights ...
     assert result["max_diff"] < 1e-5, result  # ... identically on one device and on two replicas
