@@ -114,7 +114,7 @@ def background(request, tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     planned = []  # (index of the first test that needs it, key, job)
     for name, (folder, argv) in BUILT_IN_BACKGROUND.items():
-        first = next((i for i, item in enumerate(items) if name in item.fixturenames), None)
+        first = next((i for i, item in enumerate(items) if name in getattr(item, "fixturenames", ())), None)
         if first is not None:
             out = tmp_path_factory.mktemp(folder) / "out"
             job = Job([sys.executable, *[str(out) if a == "OUT" else a for a in argv]],
@@ -122,7 +122,7 @@ def background(request, tmp_path_factory):
             planned.append((first, name, job))
     modules = {}
     for i, item in enumerate(items):
-        modules.setdefault(item.module, []).append((i, item))
+        modules.setdefault(getattr(item, "module", None), []).append((i, item))
     for module, entries in modules.items():
         make = getattr(module, "background_jobs", None)
         if make is not None:

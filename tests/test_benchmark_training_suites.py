@@ -4,6 +4,9 @@ No timing is asserted."""
 from __future__ import annotations
 
 import json
+import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,38 @@ from benchmarks.common import write_result
 from benchmarks.training_common import paired_ratios
 
 GIB = 2 ** 30
+ROOT = Path(__file__).resolve().parents[1]
+
+# run(size="smoke", repeats=1) of the suite module argv[2], pickled to argv[3]: in a process of its own that
+# starts with the session (tests.support.background), on the core the test process leaves idle
+SMOKE = """
+import importlib, pickle, sys
+sys.path.insert(0, sys.argv[1])
+result = importlib.import_module(sys.argv[2]).run(size="smoke", repeats=1, log=lambda m: None)
+with open(sys.argv[3], "wb") as f:
+    pickle.dump(result, f)
+"""
+SMOKE_TESTS = {"test_step_suite_smoke": step_overhead, "test_input_suite_smoke": input_speed,
+               "test_precision_suite_smoke": precision_speed, "test_scale_suite_smoke": scale_cost}
+
+
+def background_jobs(items, tmp_path_factory):
+    from tests.support.background import Job
+
+    jobs = {}
+    for name in dict.fromkeys(item.originalname for item in items if item.originalname in SMOKE_TESTS):
+        tmp = tmp_path_factory.mktemp(name)
+        jobs[name] = Job([sys.executable, "-c", SMOKE, str(ROOT), SMOKE_TESTS[name].__name__,
+                          str(tmp / "result.pkl")], tmp, cwd=ROOT, out=tmp / "result.pkl")
+    return jobs
+
+
+def _smoke_result(background, name):
+    """What ``SMOKE_TESTS[name].run(size="smoke", repeats=1)`` returned."""
+    done = background.result(name)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(background.jobs[name].out, "rb") as f:
+        return pickle.load(f)
 
 
 def test_suites_are_registered():
@@ -71,8 +106,8 @@ def _check(module, result, name, tmp_path):
 
 
 @pytest.mark.slow
-def test_step_suite_smoke(tmp_path):
-    result = step_overhead.run(size="smoke", repeats=1, log=lambda m: None)
+def test_step_suite_smoke(tmp_path, background):
+    result = _smoke_result(background, "test_step_suite_smoke")
     loaded = _check(step_overhead, result, "step_overhead", tmp_path)
     variants = loaded["presets"]["tiny"]["variants"]
     assert set(variants) == set(step_overhead.VARIANTS)
@@ -110,8 +145,8 @@ def test_plain_alternating_step_matches_vaegan_losses():
 
 
 @pytest.mark.slow
-def test_input_suite_smoke(tmp_path):
-    result = input_speed.run(size="smoke", repeats=1, log=lambda m: None)
+def test_input_suite_smoke(tmp_path, background):
+    result = _smoke_result(background, "test_input_suite_smoke")
     loaded = _check(input_speed, result, "input_speed", tmp_path)
     p = loaded["presets"]["tiny"]
     assert set(p["inputs"]) == set(input_speed.INPUTS) and p["num_files"] == input_speed.NUM_FILES["smoke"]
@@ -119,8 +154,8 @@ def test_input_suite_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_precision_suite_smoke(tmp_path):
-    result = precision_speed.run(size="smoke", repeats=1, log=lambda m: None)
+def test_precision_suite_smoke(tmp_path, background):
+    result = _smoke_result(background, "test_precision_suite_smoke")
     loaded = _check(precision_speed, result, "precision_speed", tmp_path)
     p = loaded["presets"]["tiny"]
     assert set(p["validation_psnr_db"]) == set(precision_speed.POLICIES)
@@ -128,8 +163,8 @@ def test_precision_suite_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_scale_suite_smoke(tmp_path):
-    result = scale_cost.run(size="smoke", repeats=1, log=lambda m: None)
+def test_scale_suite_smoke(tmp_path, background):
+    result = _smoke_result(background, "test_scale_suite_smoke")
     loaded = _check(scale_cost, result, "scale_cost", tmp_path)
     assert [p.get("error") for p in loaded["points"]] == [None, None]
     assert [p["batch"] for p in loaded["points"]] == [1, 2]
