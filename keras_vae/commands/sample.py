@@ -1,19 +1,23 @@
-"""keras-vae sample: a PNG grid of samples of the model's latent sampler, from a run folder or an export."""
+"""keras-vae sample: samples of the model's latent sampler, from a run folder or an export, as a PNG/JPEG grid
+or as the images themselves (``.npz``: uint8 [n, height, width, channels] under ``images``)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from keras_vae.choices import SAMPLER_KINDS
+from keras_vae.utils.images import ARRAY_SUFFIX
 from keras_vae.utils.validation import IMAGE_SUFFIXES, check_output_file, positive_float, seed_type
 
-MAX_SAMPLES = 10_000  # one grid image; more is a memory error, not a picture
+MAX_SAMPLES = 10_000  # per call: one grid image (more is a memory error, not a picture) or one .npz
+OUT_SUFFIXES = (*IMAGE_SUFFIXES, ARRAY_SUFFIX)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "sample", help="write a grid of samples to a PNG",
-        description="Decode latents from the run's sampler and write a PNG grid. SOURCE is a run folder (uses "
+        "sample", help="write samples as a PNG grid or as an .npz array",
+        description="Decode latents from the run's sampler and write a PNG grid (or, with --out FILE.npz, the "
+                    "images themselves: uint8 [n, height, width, channels] under the key 'images'). SOURCE is a run folder (uses "
                     "TensorFlow) or an export folder / its decoder.onnx (the exported sampler.onnx; onnxruntime "
                     "only, TensorFlow is not imported). A run folder's default sampler is the one fitted after "
                     "training that gives held-out codes the highest likelihood (sampler.json): N(0, I), a "
@@ -29,7 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="latent sampler of a run folder (default: the run's best by held-out likelihood); "
                              "an export carries one sampler: only 'prior' or its own kind")
     parser.add_argument("--out", default="samples.png", metavar="FILE",
-                        help="image to write: .png, or .jpg/.jpeg for JPEG (by extension)")
+                        help="file to write, by extension: .png (grid), .jpg/.jpeg (JPEG grid), or .npz (the images as "
+                             "uint8 [n, height, width, channels] under 'images', with 'seed', 'temperature' "
+                             "and 'sampler')")
     parser.add_argument("--no-verify", action="store_true",
                         help="accept a decoder.onnx without export.json beside it (its SHA-256 is not checked)")
     return parser
@@ -47,11 +53,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--temperature must be a finite number > 0, got {args.temperature}")
     from keras_vae.utils.files import resolve_folder
 
-    check_output_file(args.out, suffixes=IMAGE_SUFFIXES)
+    check_output_file(args.out, suffixes=OUT_SUFFIXES)
     source = Path(args.source)  # a folder (runs/latest) resolved once; a file's folder likewise
     source = resolve_folder(source) if source.is_dir() else resolve_folder(source.parent) / source.name
     is_export = source.is_dir() and not (source / "model.keras").exists() and (source / "decoder.onnx").is_file()
-    from keras_vae.utils.images import save_grid
+    from keras_vae.utils.images import save_grid, save_images_npz
+
+    def save(images, sampler_kind: str) -> None:
+        if Path(args.out).suffix.lower() == ARRAY_SUFFIX:
+            save_images_npz(images, args.out, seed=args.seed, temperature=args.temperature, sampler=sampler_kind)
+        else:
+            save_grid(images, args.out)
 
     if source.suffix == ".onnx" or is_export:
         from keras_vae.serving.onnx_decoder import OnnxDecoder
@@ -60,13 +72,14 @@ def run(args: argparse.Namespace) -> int:
         if args.sampler not in (None, "prior") and decoder.sampler_kind != args.sampler:
             raise ConfigError(f"--sampler {args.sampler}: this export carries a {decoder.sampler_kind!r} sampler; "
                               f"use --sampler prior, or export a run whose sampler.json is {args.sampler!r}")
-        save_grid(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8"), args.out)
+        save(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8"), decoder.sampler_kind)
     else:
         from keras_vae.runs.folder import load_run
         from keras_vae.sampling.draw import draw_samples
 
         _, model = load_run(source, sampler=args.sampler)  # the model's sampler: the run's or --sampler's
-        save_grid(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature),
-                  args.out)  # the same latents and grid as the ONNX path
+        latent_sampler = getattr(model, "latent_sampler", None)
+        save(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature),  # the ONNX path's latents
+             latent_sampler.kind if latent_sampler is not None else "prior")
     print(f"wrote {args.n} samples to {args.out}")
     return 0

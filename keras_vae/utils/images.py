@@ -92,3 +92,18 @@ def save_grid(images, path, cols: int | None = None, pad: int = 0) -> Path:
     with atomic_path(path, suffix=".tmp") as tmp:
         image.save(tmp, format=fmt, **options)
     return path
+
+
+ARRAY_SUFFIX = ".npz"
+
+
+def save_images_npz(images, path, **metadata) -> Path:
+    """Write NHWC images as uint8 [n, height, width, channels] under the key ``images`` of an ``.npz``
+    (``to_uint8``'s rounding), with each ``metadata`` value beside it, atomically (temp file, then rename)."""
+    path = Path(path)
+    images = to_uint8(images)
+    if images.ndim != 4:
+        raise DataError(f"images must be [n, height, width, channels], got shape {images.shape}")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, images=images, **{key: np.asarray(value) for key, value in metadata.items()})
+    return path
