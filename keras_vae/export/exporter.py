@@ -11,13 +11,16 @@ copy of sampler.json in ``assets.extra/``; sampler.onnx and the signatures are c
 ``LatentSampler.sample`` (portable noise) before anything is placed.
 
 Everything is built in a temporary folder inside EXPORT_DIR and verified there (SavedModel
-reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity); only then is each
-piece moved into place with a rename: the ONNX files, export.json, and last the whole version
-folder with ONE rename (with ``force``, one atomic exchange with the old folder where Linux offers
-renameat2). A kill before that rename leaves no version folder, so a rerun needs no ``--force``;
-a kill between the ONNX renames leaves files that export.json's SHA-256s expose (OnnxDecoder
-refuses them) until the rerun. An existing version is replaced only with ``force``. A new version
-may be added beside others: the ONNX files and export.json then describe the newest export.
+reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity), and its export.json is
+written there too; only then is each piece moved into place with a rename: first the old export.json
+moves out (from here on the folder has no export.json, which every reader refuses), then the ONNX
+files, sampler.json, attributes.json, the whole version folder in ONE rename (with ``force``, one
+atomic exchange with the old folder where Linux offers renameat2), and last export.json: the commit.
+So at every moment EXPORT_DIR holds the old export whole, the new export whole, or no export.json.
+A placement cut short (kill -9) is undone by the next export: the files it placed that match its
+staged export.json are removed, so a rerun needs no ``--force`` unless the old export is still
+committed. An existing version is replaced only with ``force``. A new version may be added beside
+others: the ONNX files and export.json then describe the newest export.
 
 The exported graphs compute in float32 whatever precision the run trained in: the model is loaded
 under the float32 dtype policy (a mixed_bfloat16 graph has no onnxruntime Conv kernel, and the float32
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import re
@@ -113,8 +117,42 @@ def _ours(name: str) -> bool:
     return name.startswith(TMP_PREFIX) or name == LOCK_FILE
 
 
+def _staged_manifests(out_dir: Path) -> list[Path]:
+    """export.json files of temporary folders whose export was killed while placing its files."""
+    return sorted(p / contract.EXPORT_JSON for p in out_dir.glob(TMP_PREFIX + "*") if (p / contract.EXPORT_JSON).is_file())
+
+
+def _placement_cut_short(out_dir: Path) -> bool:
+    """True when an export was killed after it began to place files and before its commit (no export.json)."""
+    return not (out_dir / contract.EXPORT_JSON).exists() and bool(_staged_manifests(out_dir))
+
+
+def _undo_placement(out_dir: Path, manifest_path: Path) -> None:
+    """Remove what a placement cut short put into ``out_dir``: every file its staged export.json lists
+    that is there with that SHA-256 (a file that differs was not placed by it and stays)."""
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+        entries = [(out_dir / name, entry["sha256"]) for name, entry in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    root = out_dir.resolve()
+    for path, sha256 in entries:
+        with contextlib.suppress(OSError):
+            if path.is_file() and root in path.resolve().parents and file_sha256(path) == sha256:
+                log.warning("removing %s, placed by an export that was interrupted before its commit", path)
+                path.unlink()
+    base = out_dir / contract.SAVEDMODEL_DIR
+    for folder in sorted(base.rglob("*"), reverse=True) if base.is_dir() else ():
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def _remove_leftovers(out_dir: Path) -> None:
-    """Delete temporary folders of killed exports (call only while holding the lock)."""
+    """Undo a placement cut short (no export.json was committed) and delete temporary folders of
+    killed exports (call only while holding the lock)."""
+    if _placement_cut_short(out_dir):
+        for manifest_path in _staged_manifests(out_dir):
+            _undo_placement(out_dir, manifest_path)
     for p in out_dir.glob(TMP_PREFIX + "*"):
         log.warning("removing %s left by an interrupted export", p)
         shutil.rmtree(p, ignore_errors=True)
@@ -341,7 +379,8 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
     name = _check_name(name or config.model.kind)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
-    _check_out_dir(out_dir, out_dir / rel_version, force)
+    if not (out_dir.is_dir() and _placement_cut_short(out_dir)):  # else checked once that is undone, below
+        _check_out_dir(out_dir, out_dir / rel_version, force)
 
     with float32_execution():
         return _export_float32(run_dir, out_dir, config, name, rel_version, version, force, float16, quantize,
@@ -411,16 +450,21 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
             **({"attributes": attribute_info} if attribute_info is not None else {}),
             "files": files,
         }
-        # place: ONNX files, sampler.json, stale variants removed, export.json, and last the version
-        # folder in ONE rename (the commit point: before it, no version folder exists and a rerun needs no --force)
+        # place: the staged export.json first (a killed placement is undone from it, _remove_leftovers), the old
+        # export.json out (until the commit every reader refuses the folder), the ONNX files, sampler.json,
+        # stale variants removed, the version folder in ONE rename, and last export.json: the commit
+        staged = work / contract.EXPORT_JSON
+        write_json(staged, report)
+        os.chmod(staged, 0o644)  # mkstemp makes 0600; servers read it as others
+        if (out_dir / contract.EXPORT_JSON).exists():
+            os.replace(out_dir / contract.EXPORT_JSON, work / (contract.EXPORT_JSON + ".replaced"))
         for f in top_files:
             os.replace(work / f, out_dir / f)
         for f in (*VARIANT_FILES, contract.ATTRIBUTES_JSON):
             if f not in top_files and (out_dir / f).exists():
                 (out_dir / f).unlink()
-        write_json(out_dir / contract.EXPORT_JSON, report)
-        os.chmod(out_dir / contract.EXPORT_JSON, 0o644)  # mkstemp makes 0600; servers read it as others
         _replace_dir(work / rel_version, out_dir / rel_version)
+        os.replace(staged, out_dir / contract.EXPORT_JSON)
         (progress or _no_progress)(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)

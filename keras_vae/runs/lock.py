@@ -73,7 +73,13 @@ def folder_lock(folder: str | Path, busy: str = "another process (pid {pid} on {
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
-            pid, host = read_lock(path) or (0, "?")
+            owner = read_lock(path)
+            for _ in range(20):  # just created by the other process, which writes its pid next
+                if owner is not None:
+                    break
+                time.sleep(0.05)
+                owner = read_lock(path)
+            pid, host = owner or ("unknown", "?")
             raise ArtifactError(busy.format(pid=pid, host=host, folder=str(Path(folder)), lock=str(path))) from None
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()} {socket.gethostname()}\n")
