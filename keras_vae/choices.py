@@ -36,5 +36,6 @@ LATENT_PROJECTIONS = ("pca", "tsne")
 
 # applications (keras_vae.applications)
 DATA_SPLITS = ("all", "train", "validation")  # which examples of a source: both splits, or one
-ANOMALY_SCORES = ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis")
+ANOMALY_SCORES = ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis", "complexity_corrected",
+                  "likelihood_ratio")
 COMPLETION_METHODS = ("iterative", "latent")  # model-based completions; the baselines always run
