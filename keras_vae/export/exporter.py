@@ -456,15 +456,20 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
         staged = work / contract.EXPORT_JSON
         write_json(staged, report)
         os.chmod(staged, 0o644)  # mkstemp makes 0600; servers read it as others
-        if (out_dir / contract.EXPORT_JSON).exists():
-            os.replace(out_dir / contract.EXPORT_JSON, work / (contract.EXPORT_JSON + ".replaced"))
-        for f in top_files:
-            os.replace(work / f, out_dir / f)
-        for f in (*VARIANT_FILES, contract.ATTRIBUTES_JSON):
-            if f not in top_files and (out_dir / f).exists():
-                (out_dir / f).unlink()
-        _replace_dir(work / rel_version, out_dir / rel_version)
-        os.replace(staged, out_dir / contract.EXPORT_JSON)
+        try:
+            if (out_dir / contract.EXPORT_JSON).exists():
+                os.replace(out_dir / contract.EXPORT_JSON, work / (contract.EXPORT_JSON + ".replaced"))
+            for f in top_files:
+                os.replace(work / f, out_dir / f)
+            for f in (*VARIANT_FILES, contract.ATTRIBUTES_JSON):
+                if f not in top_files and (out_dir / f).exists():
+                    (out_dir / f).unlink()
+            _replace_dir(work / rel_version, out_dir / rel_version)
+            os.replace(staged, out_dir / contract.EXPORT_JSON)
+        except BaseException:  # an error or Ctrl-C while placing: undo it now, as the next export would
+            if staged.is_file():
+                _undo_placement(out_dir, staged)
+            raise
         (progress or _no_progress)(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
