@@ -31,11 +31,12 @@ LR_SCHEDULES = ("constant", "cosine")
 SOURCE_KINDS = ("embedded", "tfds", "folder", "npy")
 
 # after training
-SAMPLER_KINDS = ("prior", "gaussian", "gmm")
+SAMPLER_KINDS = ("prior", "gaussian", "gmm", "flow")
 LATENT_PROJECTIONS = ("pca", "tsne")
 
 # applications (keras_vae.applications)
 DATA_SPLITS = ("all", "train", "validation")  # which examples of a source: both splits, or one
 ANOMALY_SCORES = ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis", "complexity_corrected",
                   "likelihood_ratio")
-COMPLETION_METHODS = ("iterative", "latent")  # model-based completions; the baselines always run
+COMPLETION_METHODS = ("iterative", "latent", "metropolis", "importance")  # model-based; the baselines always run
+SAMPLING_COMPLETION_METHODS = ("metropolis", "importance")  # need the decoder's density p(x|z); draw K completions

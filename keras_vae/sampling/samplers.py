@@ -93,6 +93,8 @@ class LatentSampler:
 
     def __post_init__(self) -> None:
         problem = _problem(self.kind, self.weights, self.means, self.scale_tril)
+        if problem is None and self.kind == "flow" and type(self) is LatentSampler:
+            problem = "a 'flow' sampler needs its couplings: build it with keras_vae.sampling.flow.FlowSampler"
         if problem:
             raise ConfigError(f"invalid latent sampler: {problem}")
         for name in ("weights", "means", "scale_tril"):
@@ -184,7 +186,13 @@ class LatentSampler:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "sampler") -> "LatentSampler":
-        """Validate and build; any problem raises ArtifactError naming ``source`` and the field."""
+        """Validate and build; any problem raises ArtifactError naming ``source`` and the field. A ``flow``
+        sampler comes back as a ``keras_vae.sampling.flow.FlowSampler``."""
+        if isinstance(data, dict) and data.get("kind") == "flow" and data.get("format") == FORMAT:
+            from keras_vae.sampling.flow import FlowSampler
+
+            if cls is LatentSampler or issubclass(FlowSampler, cls):
+                return FlowSampler.from_dict(data, source)
         if not isinstance(data, dict):
             raise ArtifactError(f"{source} is not a keras-vae latent sampler (expected a JSON object)")
         if data.get("format") != FORMAT:
@@ -271,7 +279,7 @@ def _problem(kind: Any, weights: np.ndarray, means: np.ndarray, tril: np.ndarray
         return "scale_tril is not lower-triangular"
     if np.any(np.diagonal(tril, axis1=1, axis2=2) <= 0):
         return "scale_tril must have a positive diagonal (Cholesky factors)"
-    if kind in ("prior", "gaussian") and k != 1:
+    if kind in ("prior", "gaussian", "flow") and k != 1:
         return f"a {kind!r} sampler has one component, got {k}"
     if float(np.max(np.abs(means))) > LATENT_LIMIT:
         return (f"means holds a value ({float(np.max(np.abs(means))):.3g}) whose square overflows float32 "
