@@ -38,7 +38,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "process; mirrored uses this machine's GPUs; multiworker joins the cluster that "
                              "the TF_CONFIG environment variable describes (only the chief writes --out; "
                              "see docs/distributed.md)")
+    parser.add_argument("--peer-timeout", default="", type=_peer_timeout, metavar="SECONDS",
+                        help="multiworker: how long this task waits for the other tasks of TF_CONFIG to join the "
+                             "cluster (it names the ones it waits for every 10 s), then stops with an error; "
+                             "'none' or 0 waits without a limit (default: $KERAS_VAE_PEER_TIMEOUT, else 300)")
     return parser
+
+
+def _peer_timeout(text: str) -> float | None:
+    from keras_vae.training.peers import parse_peer_timeout
+
+    try:
+        return parse_peer_timeout(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     # before the rest of TensorFlow: checks TF_CONFIG and the batch, and starts a multi-worker strategy
     # while the process is still fresh (TensorFlow refuses to configure collectives later)
-    distribution = make_distribution(config.train.strategy, config.train.batch_size)
+    distribution = make_distribution(config.train.strategy, config.train.batch_size,
+                                     peer_timeout=getattr(args, "peer_timeout", ""))
     from keras_vae.utils.progress import Reporter
     from keras_vae.runs.folder import update_latest_link
     from keras_vae.training.loop import train  # imports TensorFlow

@@ -37,18 +37,25 @@ import os
 import shutil
 import socket
 import tempfile
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from keras_vae.choices import STRATEGIES
 from keras_vae.errors import ConfigError, KerasVAEError, choices
+from keras_vae.training import peers as peer_checks
+from keras_vae.utils.quiet import original_stderr
 from keras_vae.utils.validation import short
 
 log = logging.getLogger(__name__)
 
 JOBS = ("chief", "worker")  # the job types MultiWorkerMirroredStrategy trains with
 HEARTBEAT_TIMEOUT_S = 30  # a task silent this long counts as lost (TensorFlow's default: 10 s)
+# the formation watcher ends the process at 2 * --peer-timeout + this if TensorFlow still waits (its registration
+# timeout ends the wait first: after --peer-timeout on the leader, after about twice that on the others)
+GIVE_UP_GRACE_S = 30
 TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}')
 
@@ -85,6 +92,12 @@ class Cluster:
     @property
     def name(self) -> str:
         return f"{self.task_type}:{self.task_index}"
+
+    @property
+    def peers(self) -> list[tuple[str, str]]:
+        """(name, address) of every other task, chief first: ('worker:1', 'host1:12345')."""
+        return [(f"{job}:{i}", address) for job in JOBS for i, address in enumerate(self.jobs.get(job, ()))
+                if (job, i) != (self.task_type, self.task_index)]
 
 
 def _bad(why: str) -> DistributedError:
@@ -213,11 +226,13 @@ class Distribution:
 _CACHE: dict[str, Distribution] = {}  # a process creates its multi-worker strategy once (TF allows no second)
 
 
-def make_distribution(name: str, batch_size: int | None = None,
-                      environ: Mapping[str, str] | None = None) -> Distribution:
+def make_distribution(name: str, batch_size: int | None = None, environ: Mapping[str, str] | None = None,
+                      peer_timeout: float | None | str = "") -> Distribution:
     """The Distribution for strategy ``name`` (created once per process and reused), after checking
     TF_CONFIG (multiworker) and that ``batch_size`` splits over the replicas. ``environ`` is what the
-    checks read (default os.environ); TensorFlow itself always reads os.environ["TF_CONFIG"]."""
+    checks read (default os.environ); TensorFlow itself always reads os.environ["TF_CONFIG"].
+    ``peer_timeout``: seconds a multi-worker task waits for the cluster to form (None: no limit; '':
+    $KERAS_VAE_PEER_TIMEOUT, else 300), then PeerTimeoutError names the tasks that never joined."""
     if name not in STRATEGIES:
         raise DistributedError(f"unknown strategy {short(name)}: choose {choices(STRATEGIES)}")
     environ = os.environ if environ is None else environ
@@ -226,22 +241,23 @@ def make_distribution(name: str, batch_size: int | None = None,
             log.warning("TF_CONFIG is set but the strategy is 'auto': training in this process alone "
                         "(pass --strategy multiworker to join the cluster)")
         return Distribution("none")
-    cluster = None
+    cluster, timeout = None, None
     if name == "multiworker":
         cluster = parse_tf_config(environ.get("TF_CONFIG"))
+        timeout = peer_checks.peer_timeout(peer_timeout, environ)
         if batch_size is not None:  # each worker holds at least one replica: fail before TensorFlow starts
             check_global_batch(int(batch_size), cluster.num_workers)
     if name not in _CACHE:
         if cluster is not None:
             check_port_free(cluster)
-        _CACHE[name] = _create(name, cluster)
+        _CACHE[name] = _create(name, cluster, timeout)
     dist = _CACHE[name]
     if batch_size is not None:
         check_global_batch(int(batch_size), dist.replicas)
     return dist
 
 
-def _create(name: str, cluster: Cluster | None) -> Distribution:
+def _create(name: str, cluster: Cluster | None, timeout: float | None = None) -> Distribution:
     import tensorflow as tf
 
     install_build_fix()
@@ -250,25 +266,43 @@ def _create(name: str, cluster: Cluster | None) -> Distribution:
     if len(_CACHE):
         raise DistributedError("this process already uses another strategy: MultiWorkerMirroredStrategy must be "
                                "the first one a process creates (start a new process)")
-    _configure_coordination(cluster)
+    _configure_coordination(cluster, timeout)
+    every = peer_checks.REPORT_EVERY_S if timeout is None else min(peer_checks.REPORT_EVERY_S, max(1.0, timeout / 4))
+    log.info("multiworker: task %s joining the cluster of %d workers (peers: %s)", cluster.name,
+             cluster.num_workers, peer_checks.named(cluster.peers))
+    started = time.monotonic()
     try:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        with peer_checks.formation_watched(
+                cluster.name, cluster.peers, timeout, every_s=every, stderr=original_stderr(),
+                give_up_after_s=None if timeout is None else 2 * timeout + GIVE_UP_GRACE_S):
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as exc:
         raise DistributedError(
             f"cannot start MultiWorkerMirroredStrategy ({short(str(exc), 200)}): it must be created before "
             "TensorFlow runs anything in the process (run 'keras-vae train --strategy multiworker' as its own "
             "process)") from None
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError) as exc:
+        log.debug("the cluster did not form: %s", exc)  # TensorFlow's registration timeout (_configure_coordination)
+        raise peer_checks.PeerTimeoutError(peer_checks.timeout_message(
+            cluster.name, cluster.peers, timeout, time.monotonic() - started)) from None
     install_fit_fix()
     log.info("multiworker: task %s of %d, %d replicas", cluster.name, cluster.num_workers,
              strategy.num_replicas_in_sync)
     return Distribution("multiworker", strategy, cluster)
 
 
-def _configure_coordination(cluster: Cluster) -> None:
+def _configure_coordination(cluster: Cluster, timeout: float | None = None) -> None:
     """Start TensorFlow's coordination service as MultiWorkerMirroredStrategy would, but with a heartbeat
     timeout of HEARTBEAT_TIMEOUT_S instead of TensorFlow's 10 s: on 2 loaded cores a starved worker
     missed 10 s of heartbeats while starting and the cluster aborted (measured). A lost worker is then
-    reported after about this long. Uses TensorFlow internals; if they move, TensorFlow's default stays."""
+    reported after about this long.
+
+    With a ``timeout`` (seconds), every task registers through a barrier that fails after that long
+    (``cluster_register_with_barrier``, ``cluster_register_timeout_in_ms``): the strategy's creation then
+    raises DeadlineExceededError instead of waiting forever for a task that never starts (without the
+    barrier TensorFlow's leader ignores the timeout and waits in its first device exchange, measured).
+    Uses TensorFlow internals; if they move, TensorFlow's defaults stay (and the formation watcher still
+    ends the wait, keras_vae.training.peers)."""
     try:
         from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
         from tensorflow.python.distribute import multi_worker_util
@@ -282,7 +316,10 @@ def _configure_coordination(cluster: Cluster) -> None:
                 for job in JOBS if job in cluster.jobs]
         context.context().configure_coordination_service(
             service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
-            coordinated_jobs=jobs, heartbeat_timeout_in_ms=int(HEARTBEAT_TIMEOUT_S * 1000))
+            coordinated_jobs=jobs, heartbeat_timeout_in_ms=int(HEARTBEAT_TIMEOUT_S * 1000),
+            cluster_register_timeout_in_ms=0 if timeout is None else max(1, int(timeout * 1000)))
+        if timeout is not None:
+            context.context()._coordination_service_config.cluster_register_with_barrier = True
     except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - another TensorFlow
         log.warning("cannot set the coordination heartbeat timeout (%s): TensorFlow's default applies", exc)
 
@@ -350,14 +387,14 @@ class WorkerLost(KerasVAEError):
     """A task of the multi-worker cluster stopped: the collectives of the others fail."""
 
 
-def _lost_task(message: str) -> str:
-    """'worker:1' from TensorFlow's '/job:worker/replica:0/task:1' in an error message ('a task' if none)."""
-    import re
-
-    unhealthy = message.split("unhealthy", 1)[1] if "unhealthy" in message else ""
-    found = (re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", unhealthy)
-             or re.findall(r"reported from /job:(\w+)/task:(\d+)", message))
-    return ", ".join(sorted({f"{job}:{task}" for job, task in found})) or "a task"
+def _lost_task(message: str, cluster: Cluster | None = None,
+               probe: peer_checks.Probe | None = peer_checks.answers) -> str:
+    """The task(s) a TensorFlow error after a lost peer names ('worker:1'): from the task names in the
+    message, else the peer whose TF_CONFIG address is in it, else the peers that no longer answer
+    (``probe``), else 'a task' (keras_vae.training.peers.lost_tasks)."""
+    if cluster is None:
+        return peer_checks.lost_tasks(message, probe=None)
+    return peer_checks.lost_tasks(message, cluster.name, cluster.peers, probe)
 
 
 def _checkpoint_epoch(out_dir: Path) -> int | None:
@@ -384,7 +421,7 @@ def worker_loss_reported(dist: Distribution, out_dir: Path) -> Iterator[None]:
 
         text = re.sub(r"\{\{.*?\}\}\s*", "", str(exc.message)).strip()  # TensorFlow's {{function_node ...}}
         first = (text.splitlines() or [type(exc).__name__])[0]
-        lost = _lost_task(str(exc.message))
+        lost = _lost_task(str(exc.message), dist.cluster)
         epoch = _checkpoint_epoch(Path(out_dir))
         resume = (f"they resume from the chief's checkpoint after epoch {epoch}" if epoch is not None
                   else "no epoch had finished, so training starts over")

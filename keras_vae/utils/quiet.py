@@ -30,6 +30,15 @@ _GPU_ABSENT = re.compile(r"cuInit|Could not find cuda drivers|Unable to register
                          r"oneDNN supports DT_INT32 only on platforms with AVX-512")
 
 
+_ORIGINAL: list[int] = []  # descriptor 2 as it was before the innermost active StderrFilter
+
+
+def original_stderr() -> int:
+    """A descriptor of the real stderr while a StderrFilter is active (else 2): for a child process whose
+    lines must appear while this process cannot run the filter's thread (a C call holding the GIL)."""
+    return _ORIGINAL[-1] if _ORIGINAL else 2
+
+
 def is_startup_noise(line: str) -> bool:
     """True for TensorFlow's C++ INFO/WARNING lines and its no-GPU ERROR lines; False for anything else."""
     line = line.rstrip("\r\n")
@@ -60,6 +69,7 @@ class StderrFilter:
         os.dup2(write_end, 2)
         os.close(write_end)
         self._saved = saved
+        _ORIGINAL.append(saved)
         self._thread = threading.Thread(target=self._pump, args=(read_end, os.dup(saved)), daemon=True,
                                         name="keras-vae-stderr-filter")
         self._thread.start()
@@ -79,6 +89,8 @@ class StderrFilter:
         except (OSError, ValueError):
             pass
         os.dup2(self._saved, 2)  # closes the pipe's last write end: the thread sees EOF and drains
+        if self._saved in _ORIGINAL:
+            _ORIGINAL.remove(self._saved)
         os.close(self._saved)
         self._saved = None
         if self._thread is not None:
