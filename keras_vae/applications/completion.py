@@ -10,8 +10,20 @@
                   loss restricted to observed pixels: reconstruction_weight * sum_obs |x - x_hat| / P.
     mean_fill     missing pixels from the mean training image
     nearest       missing pixels from the training image nearest to x on the observed pixels (L2)
+    metropolis    Metropolis-within-Gibbs (Mattei & Frellsen 2018, Algorithm 1): a chain over (z, x_miss) per
+                  image; propose z' ~ q(z | x_obs, x_miss_t) (the encoder on the current completion), accept with
+                  rho = [p(x_t | z') p(z') q(z_t | x_t)] / [p(x_t | z_t) p(z_t) q(z' | x_t)], x_t = (x_obs, x_miss_t);
+                  then x_miss_{t+1} ~ p(x_miss | z_{t+1}). Completion: the mean of E[x_miss | z_t] over the
+                  states after burn-in (Rao-Blackwellised); K completions: E[x_miss | z_t] at K evenly spaced states.
+    importance    self-normalised importance sampling (same paper): z_s ~ q(z | x_init) for s = 1..S,
+                  w_s ~ p(x_obs | z_s) p(z_s) / q(z_s | x_init); completion sum_s w_s E[x_miss | z_s]; K completions
+                  E[x_miss | z_s] for s drawn from the weights (sampling-importance-resampling).
+    The two sampling methods need the decoder's density p(x|z): a VAEGAN (decoder trained by L1 + adversarial
+    loss) is refused (``require_likelihood``).
 
-``psnr`` on the masked region (``keras_vae.applications.encoding.psnr`` with the mask) measures each.
+``psnr`` on the masked region (``keras_vae.applications.encoding.psnr`` with the mask) measures each;
+``interval_coverage`` and ``brier_score`` score each completion as a per-pixel predictive probability of the
+binarised pixel (module functions' docstrings).
 ``load_reference`` reads the baselines' training images, ``complete_examples`` completes a batch of a
 source and keeps where each image came from, ``Completion.save`` writes the report, arrays and preview.
 """
@@ -19,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_vae.choices import COMPLETION_METHODS
+from keras_vae.choices import COMPLETION_METHODS, SAMPLING_COMPLETION_METHODS
 from keras_vae.errors import ConfigError
 
 
@@ -145,13 +157,204 @@ def latent_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, s
     return (filled, z.numpy()) if return_latents else filled
 
 
+def require_likelihood(model, method: str) -> None:
+    """Refuse a sampling method (``SAMPLING_COMPLETION_METHODS``) for a model without a decoder density p(x|z)."""
+    if not hasattr(model, "likelihood"):
+        raise ConfigError(f"completion method {method!r} needs the decoder's density p(x|z), which a "
+                          f"{type(model).__name__} does not have (its decoder is trained by an L1 + adversarial loss, "
+                          "not a likelihood): use --method iterative or latent")
+
+
+def log_importance_ratio(model, x, z, mean, log_var, observed=None):
+    """log p(x | z) + log p(z) - log q(z) per image for x [N, H, W, C] (model range), z [..., N, D] and
+    q = N(mean, diag exp(log_var)) ([N, D] each); with ``observed`` (1 = observed pixel, [N, H, W, C]) the
+    likelihood sums over observed pixels only. Returns (log ratio [..., N], decoder output [..., N, H, W, C'])."""
+    import tensorflow as tf
+
+    from keras_vae.distributions import diagonal_gaussian, standard_normal
+
+    z = tf.convert_to_tensor(z, tf.float32)
+    lead = tf.shape(z)[:-1]
+    flat = tf.reshape(z, [-1, model.latent_dim])
+    output = model.decoder(flat, training=False)
+    output = tf.reshape(output, tf.concat([lead, tf.shape(output)[1:]], 0))
+    log_p = model.likelihood(output).distribution.log_prob(x)  # per pixel, x broadcast over the leading axes
+    if observed is not None:
+        log_p = log_p * observed
+    log_px = tf.reduce_sum(log_p, axis=[-3, -2, -1])
+    log_ratio = log_px + standard_normal(model.latent_dim).log_prob(z) - diagonal_gaussian(mean, log_var).log_prob(z)
+    return log_ratio, output
+
+
+def mwg_step(model, x, missing, z, seed):
+    """One Metropolis-within-Gibbs step (module docstring) for chain states x [N, H, W, C] (model range) and
+    z [N, D]; ``missing`` float [N, H, W, 1 or C] (1 = missing), ``seed`` int32 [2] (stateless).
+
+    Returns {x, z: the next state; z_proposed; log_rho [N]: log acceptance ratio; accepted [N] bool;
+    mean: E[x | z_next] in the model's range}."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 3)
+    mean, log_var = model.encode(x)
+    eps = tf.random.stateless_normal(tf.shape(mean), seed=seeds[0])
+    z_proposed = mean + tf.exp(0.5 * log_var) * eps
+    log_w, output = log_importance_ratio(model, x, tf.stack([z_proposed, z]), mean, log_var)
+    log_rho = log_w[0] - log_w[1]
+    u = tf.random.stateless_uniform(tf.shape(log_rho), seed=seeds[1])
+    accepted = tf.math.log(u) < log_rho
+    z_next = tf.where(accepted[:, None], z_proposed, z)
+    out_next = tf.where(tf.reshape(accepted, [-1, 1, 1, 1]), output[0], output[1])
+    drawn = model.likelihood(out_next).sample(seed=seeds[2])
+    x_next = tf.where(missing > 0, tf.cast(drawn, tf.float32), x)
+    return {"x": x_next, "z": z_next, "z_proposed": z_proposed, "log_rho": log_rho, "accepted": accepted,
+            "mean": model.decode_output_to_image(out_next)}
+
+
+def _kept_steps(steps: int, burn_in: int, completions: int) -> np.ndarray:
+    if steps < 1 or not 0 <= burn_in < steps:
+        raise ConfigError(f"Metropolis-within-Gibbs needs steps >= 1 and 0 <= burn-in < steps, got steps {steps} and "
+                          f"burn-in {burn_in}: raise --mwg-steps or lower --burn-in")
+    if not 1 <= completions <= steps - burn_in:
+        raise ConfigError(f"{completions} completions need as many chain states after burn-in, there are "
+                          f"{steps - burn_in}: raise --mwg-steps or lower --completions")
+    return np.unique(np.linspace(burn_in + 1, steps, completions).round().astype(int))
+
+
+def metropolis_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, steps: int = 200,
+                    burn_in: int | None = None, completions: int = 10, seed: int = 0, stream: int = 0):
+    """Metropolis-within-Gibbs completion (module docstring) from ``init`` ([0, 1]); ``burn_in`` defaults to
+    steps // 2. Seeded by (``seed``, ``stream``) and the step number. Returns (completion [N, H, W, C]: the
+    mean of E[x | z_t] over the states after burn-in, K completions [K, N, H, W, C]: E[x | z_t] at K evenly
+    spaced states after burn-in, acceptance rate per image [N]); [0, 1], observed pixels kept."""
+    import tensorflow as tf
+
+    images, mask = _check(images, mask)
+    require_likelihood(model, "metropolis")
+    burn_in = steps // 2 if burn_in is None else int(burn_in)
+    kept = set(_kept_steps(steps, burn_in, completions).tolist())
+    x = tf.constant(np.asarray(model.from_unit(np.where(mask, init, images)), np.float32))
+    missing = tf.constant(mask, tf.float32)
+    z = model.encode(x)[0]
+    step = tf.function(lambda x, z, s: mwg_step(model, x, missing, z, s))
+    total, samples, accepted = 0.0, [], np.zeros(len(images))
+    for t in range(1, steps + 1):
+        state = step(x, z, tf.constant([int(seed) % 2 ** 31, (int(stream) * 100_003 + t) % 2 ** 31], tf.int32))
+        x, z = state["x"], state["z"]
+        accepted += np.asarray(state["accepted"])
+        if t > burn_in:
+            mean = np.asarray(model.to_unit(state["mean"]), np.float32)
+            total = total + mean
+            if t in kept:
+                samples.append(np.where(mask, mean, images))
+    filled = np.where(mask, total / (steps - burn_in), images)
+    return filled, np.stack(samples), accepted / steps
+
+
+def importance_log_weights(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, z):
+    """log w_s = log p(x_obs | z_s) + log p(z_s) - log q(z_s | x_init) for z [S, N, D] ([0, 1] images, x_init =
+    observed pixels with missing ones from ``init``); unnormalised, [S, N]. Also returns the decoder output."""
+    import tensorflow as tf
+
+    images, mask = _check(images, mask)
+    x_init = np.asarray(model.from_unit(np.where(mask, init, images)), np.float32)
+    mean, log_var = model.encode(x_init)
+    observed = tf.constant(np.repeat(~mask, images.shape[-1], axis=-1), tf.float32)
+    return log_importance_ratio(model, tf.constant(x_init), z, mean, log_var, observed)
+
+
+def importance_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, samples: int = 1000,
+                    completions: int = 10, seed: int = 0, stream: int = 0, chunk: int = 50):
+    """Self-normalised importance sampling (module docstring) with S = ``samples`` draws from q(z | x_init),
+    x_init = observed pixels and ``init``'s missing ones. Returns (completion sum_s w_s E[x_miss | z_s],
+    K completions [K, N, H, W, C] resampled with the weights, effective sample size 1 / sum_s w_s^2 [N]);
+    [0, 1], observed pixels kept."""
+    import tensorflow as tf
+
+    images, mask = _check(images, mask)
+    require_likelihood(model, "importance")
+    if samples < 1 or completions < 1:
+        raise ConfigError(f"importance sampling needs samples >= 1 and completions >= 1, got {samples} and "
+                          f"{completions}: raise --importance-samples or --completions")
+    x_init = np.asarray(model.from_unit(np.where(mask, init, images)), np.float32)
+    mean, log_var = model.encode(x_init)
+    observed = tf.constant(np.repeat(~mask, images.shape[-1], axis=-1), tf.float32)
+    x_init = tf.constant(x_init)
+
+    @tf.function
+    def weigh(z):
+        log_w, output = log_importance_ratio(model, x_init, z, mean, log_var, observed)
+        return log_w, model.decode_output_to_image(output)
+
+    n, d = len(images), model.latent_dim
+    zs, log_ws, peak, numerator, denominator = [], [], None, 0.0, 0.0
+    for start in range(0, samples, chunk):
+        c = min(chunk, samples - start)
+        eps = tf.random.stateless_normal([c, n, d], seed=[int(seed) % 2 ** 31, (int(stream) * 100_003 + start) % 2 ** 31])
+        z = mean + tf.exp(0.5 * log_var) * eps
+        log_w, decoded = weigh(z)
+        log_w, decoded = np.asarray(log_w, np.float64), np.asarray(model.to_unit(decoded), np.float64)
+        new_peak = log_w.max(0) if peak is None else np.maximum(peak, log_w.max(0))
+        rescale = np.ones_like(new_peak) if peak is None else np.exp(peak - new_peak)  # running log-sum-exp
+        w = np.exp(log_w - new_peak)
+        numerator = numerator * rescale[:, None, None, None] + np.einsum("sn,snhwc->nhwc", w, decoded)
+        denominator = denominator * rescale + w.sum(0)
+        peak = new_peak
+        zs.append(np.asarray(z))
+        log_ws.append(log_w)
+    log_w = np.concatenate(log_ws)  # [S, N]
+    weights = np.exp(log_w - log_w.max(0))
+    weights /= weights.sum(0)
+    ess = 1.0 / (weights ** 2).sum(0)
+    filled = np.where(mask, (numerator / denominator[:, None, None, None]).astype(np.float32), images)
+    rng = np.random.default_rng([int(seed), int(stream)])
+    chosen = np.stack([rng.choice(samples, size=completions, p=weights[:, i]) for i in range(n)], axis=1)  # [K, N]
+    z_all = np.concatenate(zs)  # [S, N, D]
+    z_chosen = z_all[chosen, np.arange(n)[None]]  # [K, N, D]
+    decoded = np.asarray(model.to_unit(model.decode(tf.constant(z_chosen.reshape(-1, d)))), np.float32)
+    decoded = decoded.reshape(completions, *images.shape)
+    return filled, np.where(mask[None], decoded, images[None]), ess
+
+
+def interval_coverage(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray, level: float = 0.9) -> float:
+    """Coverage of central ``level`` prediction intervals of each missing pixel, over all missing pixels.
+
+    A pixel's predictive distribution is Bernoulli(p), p = ``prob`` clipped to [0, 1], for the binarised truth
+    y = [truth > 0.5]. A discrete variable has no exact central interval, so the interval is randomised (the
+    randomised PIT): u ~ U(0, 1 - p) if y = 0, U(1 - p, 1) if y = 1, covered when u in [a, 1 - a], a = (1 - level)
+    / 2. Returned is its expectation over u: the length of [a, 1 - a] inside u's range over that range's length
+    (a point range counts 1 inside, 0 outside). Equals ``level`` in expectation when p is calibrated."""
+    p = np.clip(np.asarray(prob, np.float64), 0.0, 1.0)
+    y = np.asarray(truth) > 0.5
+    m = np.broadcast_to(np.asarray(mask, bool), p.shape)
+    p, y = p[m], y[m]
+    a = (1.0 - level) / 2.0
+    low = np.where(y, 1.0 - p, 0.0)
+    high = np.where(y, 1.0, 1.0 - p)
+    width = high - low
+    inside = np.clip(np.minimum(high, 1.0 - a) - np.maximum(low, a), 0.0, None)
+    point = ((low >= a) & (low <= 1.0 - a)).astype(np.float64)
+    return float(np.mean(np.where(width > 0, inside / np.where(width > 0, width, 1.0), point)))
+
+
+def brier_score(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of (p - y)^2 over the missing pixels, p = ``prob`` clipped to [0, 1], y = [truth > 0.5] (the
+    binarised pixel). For a binary outcome it equals the CRPS of the Bernoulli(p) predictive; lower is better."""
+    p = np.clip(np.asarray(prob, np.float64), 0.0, 1.0)
+    y = (np.asarray(truth) > 0.5).astype(np.float64)
+    m = np.broadcast_to(np.asarray(mask, bool), p.shape)
+    return float(np.mean((p[m] - y[m]) ** 2))
+
+
 class Completion:
     """Completed images ([0, 1], per method), the mask and the originals; PSNR on the masked region."""
 
     def __init__(self, images: np.ndarray, mask: np.ndarray, filled: dict[str, np.ndarray], mask_spec: str,
-                 index: np.ndarray | None = None, names: list[str] | None = None) -> None:
+                 index: np.ndarray | None = None, names: list[str] | None = None,
+                 samples: dict[str, np.ndarray] | None = None, diagnostics: dict[str, dict] | None = None) -> None:
         self.images, self.mask, self.filled, self.mask_spec = images, mask, filled, mask_spec
         self.index, self.names = index, names  # where each image came from, when known
+        self.samples = samples or {}  # sampling methods: K completions [K, N, H, W, C]
+        self.diagnostics = diagnostics or {}  # {method: {name: float}} (acceptance rate, effective sample size)
 
     @property
     def missing_fraction(self) -> float:
@@ -165,16 +368,27 @@ class Completion:
 
     def summary(self) -> dict[str, tuple[float, float]]:
         """{method: (mean PSNR, standard error)} over images."""
-        out = {}
-        for m, v in self.psnr().items():
-            v = v[np.isfinite(v)]
-            out[m] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
-        return out
+        return {m: _mean_and_stderr(v) for m, v in self.psnr().items()}
+
+    def best_of_k(self) -> dict[str, tuple[float, float]]:
+        """{sampling method: (mean, standard error) over images of the best PSNR among its K completions}."""
+        from keras_vae.applications.encoding import psnr
+
+        return {m: _mean_and_stderr(np.max([psnr(self.images, x, self.mask) for x in k], axis=0))
+                for m, k in self.samples.items()}
+
+    def calibration(self, level: float = 0.9) -> dict[str, dict[str, float]]:
+        """{method: {coverage, brier}}: each completion as the predictive probability of the binarised hidden
+        pixels (``interval_coverage`` at ``level``, ``brier_score``)."""
+        return {m: {"coverage": interval_coverage(x, self.images, self.mask, level),
+                    "brier": brier_score(x, self.images, self.mask)} for m, x in self.filled.items()}
 
     def save(self, out_dir, index: np.ndarray | None = None, names: list[str] | None = None,
              extra: dict | None = None, preview: int = 8) -> None:
         """Write report.json (``extra`` first), completed.npz (uint8 images per method and the original, mask,
-        index, names) and completions.png (rows: masked input, each method, original; ``preview`` columns).
+        index, names; per sampling method its K completions ``<method>_samples`` [K, N, H, W, C] and their
+        per-pixel standard deviation ``<method>_std``) and completions.png (rows: masked input, each method
+        (a sampling method: 4 of its completions, their mean, the spread), original; ``preview`` columns).
         ``index`` and ``names`` default to the Completion's own (positions 0..N-1 when it has none)."""
         from pathlib import Path
 
@@ -184,11 +398,21 @@ class Completion:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = self.summary()
-        report = {**(extra or {}), "mask": self.mask_spec, "images": int(len(self.images)),
+        report = {**(extra or {}), "mask": self.mask_spec, "images": len(self.images),
                   "missing_fraction": self.missing_fraction,
                   "psnr_masked_db": {m: {"mean": mean, "stderr": se} for m, (mean, se) in summary.items()},
                   "definition": "PSNR = 10 log10(1 / MSE) on [0, 1] pixels, MSE over the masked pixels of each "
-                                "image, averaged over images"}
+                                "image, averaged over images",
+                  "coverage_level": 0.9, "calibration": self.calibration(0.9),
+                  "calibration_definition": "each completion read as P(pixel = 1) of the binarised hidden pixels: "
+                                            "coverage of randomised central 90% Bernoulli intervals (expected over "
+                                            "the randomisation) and Brier score (= CRPS for a binary pixel), pooled "
+                                            "over all hidden pixels"}
+        if self.samples:
+            report["completions"] = len(next(iter(self.samples.values())))
+            report["best_of_k_psnr_db"] = {m: {"mean": mean, "stderr": se}
+                                           for m, (mean, se) in self.best_of_k().items()}
+            report["diagnostics"] = self.diagnostics
         write_json(out_dir / "report.json", report)
         arrays = {f"{m}": to_uint8(x) for m, x in self.filled.items()}
         index = self.index if index is None else index
@@ -197,38 +421,74 @@ class Completion:
         arrays.update(original=to_uint8(self.images), mask=self.mask, index=np.asarray(index, np.int64))
         if names is not None:
             arrays["names"] = np.array(names, dtype=str)
+        for m, k in self.samples.items():  # K completions and their per-pixel spread
+            arrays[f"{m}_samples"] = to_uint8(k)
+            arrays[f"{m}_std"] = k.std(axis=0).astype(np.float32)
         with atomic_path(out_dir / "completed.npz", suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
         n = min(preview, len(self.images))
         shown = np.where(self.mask[:n], 0.5, self.images[:n])  # missing pixels shown grey
-        rows = [shown] + [self.filled[m][:n] for m in self.filled] + [self.images[:n]]
+        rows = [shown]
+        for m in self.filled:
+            if m in self.samples:  # up to 4 completions, their mean, the spread (std scaled to the largest)
+                k = self.samples[m][:, :n]
+                std = k.std(axis=0)
+                rows += list(k[:4]) + [self.filled[m][:n], std / max(float(std.max()), 1e-6)]
+            else:
+                rows.append(self.filled[m][:n])
+        rows.append(self.images[:n])
         save_grid(np.concatenate(rows), out_dir / "completions.png", cols=n, pad=1)
 
 
 def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: str, *,
-                 methods=COMPLETION_METHODS, steps: int = 30, latent_steps: int = 200,
-                 learning_rate: float = 0.05, seed: int = 0, batch_size: int = 256) -> Completion:
+                 methods=("iterative", "latent"), steps: int = 30, latent_steps: int = 200,
+                 learning_rate: float = 0.05, seed: int = 0, batch_size: int = 256, completions: int = 10,
+                 mwg_steps: int = 200, burn_in: int | None = None, importance_samples: int = 1000) -> Completion:
     """Mask ``images`` ([0, 1]) with ``mask_spec`` and fill them with each method and both baselines
-    (``reference``: training images in [0, 1] for the mean image and the nearest neighbour)."""
+    (``reference``: training images in [0, 1] for the mean image and the nearest neighbour). The sampling
+    methods start from the MAP latent completion and draw ``completions`` completions each (Completion.samples)."""
     images = np.asarray(images, np.float32)
+    for method in methods:
+        if method not in COMPLETION_METHODS:
+            raise ConfigError(f"unknown completion method {method!r}: choose from {', '.join(COMPLETION_METHODS)}")
+        if method in SAMPLING_COMPLETION_METHODS:
+            require_likelihood(model, method)
+    if "metropolis" in methods:
+        _kept_steps(mwg_steps, mwg_steps // 2 if burn_in is None else burn_in, completions)
     mask = make_mask(mask_spec, len(images), images.shape[1:], seed=seed)
     mean_image = np.asarray(reference, np.float32).mean(axis=0)
     base = mean_fill(images, mask, mean_image)
-    for method in methods:
-        if method not in COMPLETION_METHODS:
-            raise ConfigError(f"unknown completion method {method!r}: choose 'iterative' or 'latent'")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    drawn: dict[str, list[np.ndarray]] = {m: [] for m in methods if m in SAMPLING_COMPLETION_METHODS}
+    stats: dict[str, list[np.ndarray]] = {m: [] for m in drawn}
     for s in range(0, len(images), batch_size):
         x, m, b = images[s:s + batch_size], mask[s:s + batch_size], base[s:s + batch_size]
-        it = iterative_fill(model, x, m, b, steps=steps)  # also the latent method's starting point
+        it = iterative_fill(model, x, m, b, steps=steps)  # the latent method's starting point
         if "iterative" in parts:
             parts["iterative"].append(it)
+        lat = None
+        if "latent" in parts or drawn:  # the sampling methods start from the MAP completion
+            lat = latent_fill(model, x, m, it, steps=latent_steps, learning_rate=learning_rate)
         if "latent" in parts:
-            parts["latent"].append(latent_fill(model, x, m, it, steps=latent_steps, learning_rate=learning_rate))
+            parts["latent"].append(lat)
+        for method, pieces in drawn.items():
+            if method == "metropolis":
+                filled, k, stat = metropolis_fill(model, x, m, lat, steps=mwg_steps, burn_in=burn_in,
+                                                  completions=completions, seed=seed, stream=s)
+            else:
+                filled, k, stat = importance_fill(model, x, m, lat, samples=importance_samples,
+                                                  completions=completions, seed=seed, stream=s)
+            parts[method].append(filled)
+            pieces.append(k)
+            stats[method].append(stat)
     filled = {m: np.concatenate(p) for m, p in parts.items()}
     filled["mean_fill"] = base
     filled["nearest"] = nearest_fill(images, mask, reference)
-    return Completion(images, mask, filled, mask_spec)
+    samples = {m: np.concatenate(k, axis=1) for m, k in drawn.items()}
+    names = {"metropolis": "acceptance_rate", "importance": "effective_sample_size"}
+    diagnostics = {m: {f"mean_{names[m]}": float(np.concatenate(v).mean()),
+                       f"min_{names[m]}": float(np.concatenate(v).min())} for m, v in stats.items()}
+    return Completion(images, mask, filled, mask_spec, samples=samples, diagnostics=diagnostics)
 
 
 def load_reference(model, config, max_examples: int = 5000) -> np.ndarray:
@@ -248,3 +508,8 @@ def complete_examples(model, examples, reference: np.ndarray, mask_spec: str, **
     result = complete_all(model, np.asarray(model.to_unit(examples.images)), reference, mask_spec, **kwargs)
     result.index, result.names = examples.index, examples.names
     return result
+
+
+def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+    v = np.asarray(values)[np.isfinite(values)]
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
