@@ -8,7 +8,7 @@ Five variants of one preset, trained with identical budgets (steps, batch size, 
     +patchgan               + the PatchGAN discriminator (the paper's full model)
     +patchgan-bn-reference  the full model with ``bn_mode=reference``: BatchNorm on moving statistics
                             and no dropout, what the reference code does under Keras 3 (the first
-                            four use ``bn_mode=batch``)
+                            four use ``bn_mode=batch``); its learning rates are capped (``TRAIN_NOTES``)
 
 Training fits each variant's aggregate-posterior sampler (``keras_vae.sampling.posterior``); each row
 then holds, from ``keras_vae.ablation.evaluate`` (the functions of ``keras_vae.evaluation``): sample Frechet
@@ -18,8 +18,10 @@ active units, posterior variance and the aggregate posterior's moments. Outputs 
 ablation.json (every number with its sample size and definition), ablation.md (the table),
 ablation.png (every variant's grids), and per variant a run folder with samples-aggregate.png,
 samples-prior.png, ablation_samples.npz (the samples the numbers come from) and ablation_row.json.
-The report covers every finished variant in the folder made with the same preset, budget, seed and
-sample size, so ``--variants`` runs (one process each, say) into one folder add up to one table.
+The report covers every variant in the folder made with the same preset, budget, seed and sample
+size, so ``--variants`` runs (one process each, say) into one folder add up to one table. A variant
+whose training diverges (``keras_vae.training.loop.TrainingDiverged``) gets a row too: status
+"diverged", where (epoch, step, loss term) and why its numbers are absent; the others still run.
 """
 from __future__ import annotations
 
@@ -42,7 +44,15 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "mixture-kl+varreg": {"loss": {"kl": "population", "use_variance_regularizer": True, "use_discriminator": False},
                           "model": {"bn_mode": "batch"}},
     "+patchgan": {"loss": _FULL, "model": {"bn_mode": "batch"}},
-    "+patchgan-bn-reference": {"loss": _FULL, "model": {"bn_mode": "reference"}},
+    "+patchgan-bn-reference": {"loss": _FULL, "model": {"bn_mode": "reference"},
+                               "train": {"max_learning_rate": 1e-3}},
+}
+# Why a variant's "train" override exists (the table's footnote). max_learning_rate caps both Adam rates
+# (generator and discriminator): min(preset's rate, cap), so presets already below it are unchanged.
+TRAIN_NOTES: dict[str, str] = {
+    "+patchgan-bn-reference": (
+        "BatchNorm on moving statistics diverges at mnist-28's 4e-3 (the adversarial term is NaN by step 3); "
+        "measured over mnist-28's first epoch (141 steps at the full rate), it trains at 1e-3 (see docs/ablation.md)"),
 }
 DEFAULT_SAMPLES = 1000
 DEFAULT_DRAWS = 5  # independent sample sets per variant and sampler: FD of 1000 samples moves by a few points
@@ -66,19 +76,76 @@ def select_variants(names: Sequence[str] | None) -> list[str]:
     return [name for name in VARIANTS if name in names]
 
 
+def _variant_train(train, override: dict[str, Any]):
+    """``train`` with a variant's "train" override: ``max_learning_rate`` caps both Adam learning rates."""
+    cap = override.get("max_learning_rate")
+    if cap is None:
+        return train
+    return dataclasses.replace(train, learning_rate=min(train.learning_rate, cap),
+                               disc_learning_rate=min(train.disc_learning_rate, cap))
+
+
 def variant_configs(config: RunConfig, steps: int, seed: int | None = None,
                     names: Sequence[str] | None = None) -> dict[str, RunConfig]:
     """The variants of ``config``: same everything, ``steps`` steps (spread over the preset's epochs
     when they divide it, so a per-epoch learning-rate schedule runs as in the preset; else one
-    epoch); only the loss switches and ``model.bn_mode`` differ."""
+    epoch); only the loss switches, ``model.bn_mode`` and a variant's learning-rate cap differ."""
     seed = config.train.seed if seed is None else int(seed)
     steps, epochs = int(steps), max(int(config.train.epochs), 1)
     epochs = epochs if steps % epochs == 0 else 1
     train = dataclasses.replace(config.train, epochs=epochs, steps_per_epoch=steps // epochs, seed=seed)
     return {name: dataclasses.replace(config, loss=dataclasses.replace(config.loss, **VARIANTS[name]["loss"]),
                                       model=dataclasses.replace(config.model, **VARIANTS[name]["model"]),
-                                      train=train)
+                                      train=_variant_train(train, VARIANTS[name].get("train", {})))
             for name in select_variants(names)}
+
+
+def learning_rates(variant: RunConfig) -> dict[str, float]:
+    """The Adam learning rates a variant trains at (generator: the cosine schedule's start, if any)."""
+    return {"generator": variant.train.learning_rate, "discriminator": variant.train.disc_learning_rate}
+
+
+def diverged(row: dict[str, Any]) -> bool:
+    """Whether a row is a variant whose training diverged (rows without a status finished)."""
+    return row.get("status") == "diverged"
+
+
+def where_diverged(row: dict[str, Any]) -> str:
+    """"step 3 of epoch 1, loss term 'adversarial' became nan" from a diverged row's ``divergence`` (the
+    status file keeps NaN/inf as null: then "became non-finite")."""
+    d = row.get("divergence") or {}
+    if not d:
+        return "where unknown"
+    step = f"step {d['step']}" if isinstance(d.get("step"), int) else f"the {d.get('step')}"
+    what = ("the weights became non-finite" if d.get("term") == "weights" else
+            f"loss term {d.get('term')!r} became {d.get('value') or 'non-finite'}")
+    return f"{step} of epoch {d.get('epoch')}, {what}"
+
+
+def diverged_row(variant: RunConfig, divergence: dict[str, Any] | None, error: str,
+                 seconds: float | None) -> dict[str, Any]:
+    """The row of a variant whose training diverged: where, the training's one-line error, its learning
+    rates, and why the evaluation numbers are absent (no trained model to sample, reconstruct or encode)."""
+    divergence = None if divergence is None else {
+        **divergence, "value": None if divergence.get("value") is None else str(divergence["value"])}
+    row: dict[str, Any] = {"status": "diverged", "divergence": divergence, "error": error,
+                           "learning_rate": learning_rates(variant),
+                           "training": {"train_seconds": None if seconds is None else round(seconds, 2)}}
+    row["absent"] = (f"training diverged ({where_diverged(row)}): no trained model, so no samples, "
+                     "reconstruction or latent numbers")
+    return row
+
+
+def _divergence_record(run_dir: Path) -> dict[str, Any] | None:
+    """The divergence the training recorded ({epoch, step, term, value}) in the run's status: in the
+    replacement folder when it was replacing a finished run (``train(force=True)``), else in the run."""
+    from keras_vae.runs import lifecycle
+
+    for folder in (run_dir / lifecycle.REPLACEMENT_DIR, run_dir):
+        status = lifecycle.read_status(folder) or {}
+        if status.get("status") == "diverged" and isinstance(status.get("divergence"), dict):
+            return status["divergence"]
+    return None
 
 
 def training_summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +172,7 @@ def _fmt(x: Any, digits: int = 4) -> str:
 
 def _fd(row: dict[str, Any], section: str) -> str:
     """FD, with its spread over the draws when there were several ("23.1 ± 1.9")."""
-    spread = row.get(section, {}).get("frechet_distance_std")
+    spread = (row.get(section) or {}).get("frechet_distance_std")
     fd = _fmt(value(row, section, "frechet_distance"), 3)
     return fd if spread is None else f"{fd} ± {_fmt(spread['value'], 2)}"
 
@@ -114,8 +181,18 @@ def _pr(row: dict[str, Any], section: str) -> str:
     return f"{_fmt(value(row, section, 'precision'), 2)} / {_fmt(value(row, section, 'recall'), 2)}"
 
 
+def _lr(name: str, row: dict[str, Any]) -> str:
+    """The generator's Adam rate ("0.001"; "4e-3 / 1e-3" when the discriminator's differs); a mark when
+    the variant's definition overrides the preset's (the footnote says why)."""
+    rates = row.get("learning_rate") or {}
+    g, d = rates.get("generator"), rates.get("discriminator")
+    text = _fmt(g, 3) if d in (None, g) else f"{_fmt(g, 3)} / {_fmt(d, 3)}"
+    return text + (" *" if name in TRAIN_NOTES else "")
+
+
 COLUMNS: list[tuple[str, Callable[[str, dict[str, Any]], str]]] = [
     ("variant", lambda name, row: name),
+    ("Adam lr", _lr),
     ("sampler", lambda name, row: f"{row['sampler']['kind']} (K={row['sampler']['components']})"),
     ("FD, sampler", lambda name, row: _fd(row, "aggregate_samples")),
     ("prec. / recall, sampler", lambda name, row: _pr(row, "aggregate_samples")),
@@ -133,12 +210,39 @@ COLUMNS: list[tuple[str, Callable[[str, dict[str, Any]], str]]] = [
 ]
 
 
+_ALWAYS = ("variant", "Adam lr", "train s")  # the columns a diverged row has
+
+
+def _diverged_cells(name: str, row: dict[str, Any]) -> list[str]:
+    """A diverged row: its name, learning rate and time; 'diverged at ...' in the sampler column, '-' elsewhere."""
+    cells = []
+    for title, cell in COLUMNS:
+        if title in _ALWAYS:
+            cells.append(cell(name, row))
+        elif title == "sampler":
+            cells.append(f"**diverged** ({where_diverged(row)})")
+        else:
+            cells.append("-")
+    return cells
+
+
 def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    """A markdown table, one row per variant, columns ``COLUMNS``."""
+    """A markdown table, one row per variant, columns ``COLUMNS``; a diverged variant's numbers are '-'."""
     lines = ["| " + " | ".join(title for title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name, row in rows.items():
-        lines.append("| " + " | ".join(cell(name, row) for _, cell in COLUMNS) + " |")
+        cells = _diverged_cells(name, row) if diverged(row) else [cell(name, row) for _, cell in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def footnotes(rows: dict[str, dict[str, Any]]) -> str:
+    """The lines under the table: why a variant's learning rate differs from the preset's, and why a
+    diverged variant has no numbers ("" when neither applies)."""
+    lines = [f"\\* {name}: Adam learning rates (generator and discriminator) at most "
+             f"{_fmt(VARIANTS[name]['train']['max_learning_rate'])}: {TRAIN_NOTES[name]}."
+             for name in rows if name in TRAIN_NOTES]
+    lines += [f"{name} diverged: {row.get('absent')}." for name, row in rows.items() if diverged(row)]
+    return "".join(line + "\n\n" for line in lines)
 
 
 def definitions_text(header: dict[str, Any]) -> str:
@@ -161,8 +265,10 @@ def definitions_text(header: dict[str, Any]) -> str:
         f"{DEFINITIONS['mae']}.",
         f"- active units: {DEFINITIONS['active_units']}. mean post. var: {DEFINITIONS['mean_posterior_variance']}.",
         f"- aggr. mean rms: {DEFINITIONS['aggregate_mean_rms']}. aggr. var: {DEFINITIONS['aggregate_variance_mean']}.",
-        "- train s: wall seconds of the variant's run (training and its end-of-run phases) from its metrics.json; "
-        "on a shared machine it measures the load as well.",
+        ("- Adam lr: the generator's learning rate (the cosine schedule's start when the preset has one; "
+         "generator / discriminator when they differ)."),
+        ("- train s: wall seconds of the variant's run (training and its end-of-run phases) from its metrics.json "
+         "(of a diverged variant: until it diverged); on a shared machine it measures the load as well."),
         "- KID, sharpness, MSE, KL and discriminator accuracies are in ablation.json.",
     ]
     return "\n".join(lines) + "\n"
@@ -175,9 +281,11 @@ def write_report(rows: dict[str, dict[str, Any]], out_dir: str | Path, header: d
     json_path, md_path = out_dir / "ablation.json", out_dir / "ablation.md"
     title = (f"# Ablation: {header.get('preset')}, {header.get('steps')} steps, batch {header.get('batch_size')}, "
              f"seed {header.get('seed')}")
-    grids = [f"![{name}]({folder_name(name)}/samples-aggregate.png)" for name in rows]
-    text = "\n".join([title, "", markdown_table(rows), definitions_text(header), f"![all variants]({FIGURE_FILE})",
-                      "", *grids, ""])
+    finished = [name for name, row in rows.items() if not diverged(row)]
+    grids = [f"![{name}]({folder_name(name)}/samples-aggregate.png)" for name in finished]
+    figure = [f"![all variants]({FIGURE_FILE})", ""] if finished else []
+    text = "\n".join([title, "", markdown_table(rows), footnotes(rows) + definitions_text(header), *figure,
+                      *grids, ""])
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps({**header, "variants": rows}, indent=2) + "\n")
     with atomic_path(md_path) as tmp:
@@ -198,7 +306,7 @@ def save_row(run_dir: str | Path, header: dict[str, Any], row: dict[str, Any]) -
 
 
 def collect_rows(out_dir: str | Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every finished variant in ``out_dir`` whose row was made with the same preset, budget, seed, samples
+    """Every variant (finished or diverged) in ``out_dir`` whose row was made with the same preset, budget, seed, samples
     and data as ``header``, in table order. So variants run separately (``--variants``, e.g. in parallel
     processes) into one folder make one table."""
     header = json.loads(json.dumps(header))  # as stored (tuples become lists)
@@ -213,17 +321,19 @@ def collect_rows(out_dir: str | Path, header: dict[str, Any]) -> dict[str, dict[
     return rows
 
 
-def plot_rows(out_dir: str | Path, rows: dict[str, dict[str, Any]], header: dict[str, Any]) -> Path:
-    """ablation.png from the grids saved in each variant's ablation_samples.npz."""
+def plot_rows(out_dir: str | Path, rows: dict[str, dict[str, Any]], header: dict[str, Any]) -> Path | None:
+    """ablation.png from the grids saved in each finished variant's ablation_samples.npz (None: none finished)."""
     import numpy as np
 
     from keras_vae.ablation.evaluate import SAMPLES_FILE
     from keras_vae.ablation.plots import plot_ablation
 
     grids = {}
-    for name in rows:
+    for name in [name for name, row in rows.items() if not diverged(row)]:
         with np.load(Path(out_dir) / folder_name(name) / SAMPLES_FILE) as saved:
             grids[name] = {key: saved[f"grid_{key}"][:FIGURE_SAMPLES] for key in ("aggregate", "prior")}
+    if not grids:
+        return None
     columns = [("aggregate", "fitted sampler"), ("prior", "prior N(0, I)")]
     return plot_ablation(grids, Path(out_dir) / FIGURE_FILE, columns,
                          f"{header['preset']}, {header['steps']} steps per variant, seed {header['seed']}")
@@ -235,10 +345,15 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
                  num_samples: int = DEFAULT_SAMPLES, draws: int = DEFAULT_DRAWS) -> dict[str, dict[str, Any]]:
     """Train the variants into ``out_dir/<folder>``, evaluate each, write the report and figure (after each
     variant, over every matching variant in ``out_dir``: see ``collect_rows``); returns the report's rows.
-    ``announce(line)``, if given, hears which variant starts and how the finished one scored."""
+    A variant whose training diverges (TrainingDiverged) is recorded as a diverged row and the next one
+    runs; any other error stops the study. ``announce(line)``, if given, hears which variant starts and
+    how the finished one scored (or where it diverged)."""
+    import time
+
     from keras_vae.ablation.evaluate import evaluate_variant
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluation_data
+    from keras_vae.training.loop import TrainingDiverged
     from keras_vae.training.loop import train as default_train
 
     train_fn = train_fn or default_train
@@ -253,13 +368,27 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
     rows: dict[str, dict[str, Any]] = {}
     for index, (name, variant) in enumerate(configs.items(), start=1):
         run_dir = out_dir / folder_name(name)
-        say(f"[{index}/{len(configs)}] {name}: {steps} steps -> {run_dir}")
-        result = train_fn(variant, run_dir, verbose=verbose, force=True)
+        say(f"[{index}/{len(configs)}] {name}: {steps} steps at Adam {_lr(name, {'learning_rate': learning_rates(variant)})}"
+            f" -> {run_dir}")
+        started = time.monotonic()
+        try:
+            result = train_fn(variant, run_dir, verbose=verbose, force=True)
+        except TrainingDiverged as exc:
+            row = diverged_row(variant, _divergence_record(run_dir), str(exc).splitlines()[0] if str(exc) else "",
+                               time.monotonic() - started)
+            save_row(run_dir, header, row)
+            say(f"[{index}/{len(configs)}] {name}: DIVERGED ({where_diverged(row)}); recorded as a diverged row, "
+                "going on with the other variants")
+            rows = collect_rows(out_dir, header)
+            write_report(rows, out_dir, header)
+            plot_rows(out_dir, rows, header)
+            continue
         say(f"[{index}/{len(configs)}] {name}: {draws} x {num_samples} samples from its sampler and from the prior, "
             "metrics ...")
         row, _ = evaluate_variant(result.model, variant, run_dir, data, feature, num_samples=num_samples,
                                   seed=variant.train.seed, grid=GRID_SAMPLES, draws=draws)
-        row["training"] = training_summary(result.metrics)
+        row = {"status": "finished", "learning_rate": learning_rates(variant), **row,
+               "training": training_summary(result.metrics)}
         save_row(run_dir, header, row)
         say(f"[{index}/{len(configs)}] {name}: done in {row['training']['train_seconds']} s, FD sampler "
             f"{_fd(row, 'aggregate_samples')} / prior {_fd(row, 'prior_samples')}, recon PSNR "

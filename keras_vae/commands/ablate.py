@@ -38,8 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from keras_vae.errors import ConfigError
     from keras_vae.config.presets import get_preset
+    from keras_vae.errors import ConfigError
 
     config = get_preset(args.preset)
     if config.model.kind != "vaegan":
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     select_variants(names)  # unknown names: one line before anything is created
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("ablate-%Y%m%d-%H%M%S"))
-    from keras_vae.ablation.study import markdown_table, run_ablation  # imports TensorFlow
+    from keras_vae.ablation.study import diverged, footnotes, markdown_table, run_ablation, where_diverged
 
     import sys
 
@@ -66,5 +66,17 @@ def run(args: argparse.Namespace) -> int:
     rows = run_ablation(config, args.steps, out, seed=args.seed, verbose=verbose, variants=names,
                         num_samples=args.samples, draws=args.draws, announce=lambda line: print(line, flush=True))
     print(markdown_table(rows))
-    print(f"table: {out / 'ablation.md'}  data: {out / 'ablation.json'}  samples: {out / 'ablation.png'}")
+    print(footnotes(rows), end="")
+    ran = {name: rows[name] for name in select_variants(names) if name in rows}
+    failed = [f"{name} ({where_diverged(row)})" for name, row in ran.items() if diverged(row)]
+    if failed:
+        print(f"diverged: {'; '.join(failed)}: recorded as diverged rows without numbers")
+    if failed and len(failed) == len(ran):
+        from keras_vae.training.loop import TrainingDiverged
+
+        raise TrainingDiverged(f"every variant diverged ({'; '.join(failed)}); their rows are in "
+                               f"{str(out / 'ablation.md')!r}: try another --seed, fewer --steps or a preset with "
+                               "a lower learning rate")
+    figure = f"  samples: {out / 'ablation.png'}" if not all(diverged(row) for row in rows.values()) else ""
+    print(f"table: {out / 'ablation.md'}  data: {out / 'ablation.json'}{figure}")
     return 0

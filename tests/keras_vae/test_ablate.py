@@ -33,6 +33,24 @@ def test_variants_share_budget_and_seed_and_differ_only_in_loss_switches_and_bn_
                         ("population", True, True, "reference")]
 
 
+def test_only_the_bn_reference_variant_caps_its_learning_rates():
+    """mnist-28 trains at Adam 4e-3 (both optimizers); the bn-reference variant at min(4e-3, its cap); a
+    preset already below the cap (tiny: 1e-4) keeps its rates in every variant."""
+    cap = VARIANTS["+patchgan-bn-reference"]["train"]["max_learning_rate"]
+    assert cap < 4e-3
+    for preset, expected in (("mnist-28", cap), ("tiny", 1e-4)):
+        config = get_preset(preset)
+        for name, variant in variant_configs(config, steps=10).items():
+            rates = (variant.train.learning_rate, variant.train.disc_learning_rate)
+            if name == "+patchgan-bn-reference":
+                assert rates == (expected, expected)
+            else:
+                assert rates == (config.train.learning_rate, config.train.disc_learning_rate)
+            assert dataclasses.replace(variant.train, learning_rate=1.0, disc_learning_rate=1.0) == dataclasses.replace(
+                config.train, learning_rate=1.0, disc_learning_rate=1.0, epochs=variant.train.epochs,
+                steps_per_epoch=variant.train.steps_per_epoch)
+
+
 def test_variants_spread_the_steps_over_the_presets_epochs_when_they_divide_them():
     config = merge(get_preset("mnist-28"), {"train": {"epochs": 6}})  # cosine learning rate per epoch
     assert config.train.lr_schedule == "cosine"
@@ -76,15 +94,17 @@ def _row(fd, psnr):
                        "mean_posterior_variance": entry("mean_posterior_variance", 0.125, 40),
                        "aggregate_mean_rms": entry("aggregate_mean_rms", 0.5, 40),
                        "aggregate_variance_mean": entry("aggregate_variance_mean", 1.5, 40)},
-            "training": {"train_seconds": 1.5}}
+            "training": {"train_seconds": 1.5}, "status": "finished",
+            "learning_rate": {"generator": 0.004, "discriminator": 0.004}}
 
 
 def test_table_and_report_show_the_rows_values(tmp_path):
     rows = {name: _row(10.0 + i, 20.0 + i) for i, name in enumerate(VARIANTS)}
     table = markdown_table(rows)
     assert table.count("\n") == 2 + len(VARIANTS)
-    assert table.splitlines()[-1] == ("| +patchgan-bn-reference | gmm (K=4) | 14 | 0.5 / 0.25 | 28 | 0.5 / 0.25 | 24 | "
-                                      "0.75 | 0.0625 | 3/8 | 0.125 | 0.5 | 1.5 | 1.5 |")
+    assert table.splitlines()[-1] == ("| +patchgan-bn-reference | 0.004 * | gmm (K=4) | 14 | 0.5 / 0.25 | 28 | 0.5 / 0.25 "
+                                      "| 24 | 0.75 | 0.0625 | 3/8 | 0.125 | 0.5 | 1.5 | 1.5 |")
+    assert table.splitlines()[-2].startswith("| +patchgan | 0.004 | gmm (K=4) | 13 |")
     header = {"preset": "tiny", "steps": 2, "batch_size": 8, "seed": 0, "samples": 50, "validation_images": 40,
               "feature_net": "a test net"}
     json_path, md_path = write_report(rows, tmp_path, header)
@@ -95,6 +115,7 @@ def test_table_and_report_show_the_rows_values(tmp_path):
     assert "# Ablation: tiny, 2 steps" in text and table in text
     assert "50 samples per variant and sampler (seed 0) against 40 validation images, embedded by a test net" in text
     assert "plus-patchgan-bn-reference/samples-aggregate.png" in text
+    assert "\\* +patchgan-bn-reference: Adam learning rates (generator and discriminator) at most 0.001: " in text
 
 
 def test_rows_of_separate_runs_are_collected_only_when_made_alike(tmp_path):
@@ -109,6 +130,141 @@ def test_rows_of_separate_runs_are_collected_only_when_made_alike(tmp_path):
     assert list(rows) == ["standard-kl", "+patchgan"]  # table order, the 3-step row left out
     assert value(rows["+patchgan"], "aggregate_samples", "frechet_distance") == 1.0
     assert list(collect_rows(tmp_path, {**header, "steps": 3})) == ["mixture-kl"]
+
+
+DIVERGENCE = {"epoch": 1, "step": 3, "term": "adversarial", "value": None}  # as the run's status keeps it
+
+
+def _stub_study(monkeypatch, diverging=()):
+    """run_ablation without TensorFlow work: validation data, feature net and evaluation stubbed; returns
+    a train_fn that, for the variants in ``diverging``, does what training does when a loss term turns NaN
+    (status 'diverged' with where, then TrainingDiverged), and otherwise returns a finished run."""
+    from types import SimpleNamespace
+
+    from keras_vae.ablation import evaluate
+    from keras_vae.evaluation import features, report
+    from keras_vae.runs import lifecycle
+    from keras_vae.training.loop import RunResult, TrainingDiverged
+
+    monkeypatch.setattr(report, "evaluation_data", lambda config: SimpleNamespace(real_unit=np.zeros((40, 4, 4, 1))))
+    monkeypatch.setattr(features, "feature_net_for_run", lambda *args, **kwargs: (None, "a test net"))
+    fd = {"standard-kl": 10.0, "mixture-kl": 11.0, "+patchgan": 13.0}
+
+    def evaluate_variant(model, variant, run_dir, data, feature, **kwargs):
+        grid = np.full((4, 4, 4, 1), 0.5, np.float32)
+        evaluate.save_samples(run_dir / evaluate.SAMPLES_FILE, grid_aggregate=grid, grid_prior=grid)
+        name = next(n for n in VARIANTS if folder_name(n) == run_dir.name)
+        row = _row(fd[name], 20.0)
+        return {key: row[key] for key in ("sampler", "aggregate_samples", "prior_samples", "reconstruction",
+                                          "latent")}, {}
+
+    monkeypatch.setattr(evaluate, "evaluate_variant", evaluate_variant)
+
+    def train_fn(config, run_dir, **kwargs):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        name = next(n for n in VARIANTS if folder_name(n) == run_dir.name)
+        if name in diverging:
+            lifecycle.write_status(run_dir, "diverged", divergence={**DIVERGENCE, "value": float("nan")})
+            raise TrainingDiverged("training diverged: loss term 'adversarial' became nan at step 3 of epoch 1, "
+                                   "before any epoch finished, so no model was saved: lower --learning-rate")
+        return RunResult(out_dir=run_dir, model=None, metrics={"train_seconds": 1.5, "epochs": []})
+
+    return train_fn
+
+
+def test_a_diverged_variant_is_a_row_and_the_other_variants_still_run(tmp_path, monkeypatch):
+    from keras_vae.ablation.study import ROW_FILE, run_ablation
+
+    train_fn = _stub_study(monkeypatch, diverging={"mixture-kl"})
+    heard = []
+    rows = run_ablation(get_preset("tiny"), 2, tmp_path, train_fn=train_fn, announce=heard.append,
+                        variants=["standard-kl", "mixture-kl", "+patchgan"], num_samples=8, draws=1)
+    assert list(rows) == ["standard-kl", "mixture-kl", "+patchgan"]  # the variant after the diverged one ran too
+    assert [row["status"] for row in rows.values()] == ["finished", "diverged", "finished"]
+    assert value(rows["+patchgan"], "aggregate_samples", "frechet_distance") == 13.0
+    bad = rows["mixture-kl"]
+    assert bad["divergence"] == DIVERGENCE and "became nan at step 3 of epoch 1" in bad["error"]
+    assert bad["absent"].startswith("training diverged (step 3 of epoch 1, loss term 'adversarial' became "
+                                    "non-finite): no trained model")
+    assert not {"sampler", "aggregate_samples", "prior_samples", "reconstruction", "latent"} & set(bad)
+    assert bad["learning_rate"] == {"generator": 1e-4, "discriminator": 1e-4}
+    assert any("mixture-kl: DIVERGED (step 3 of epoch 1" in line for line in heard)
+    stored = json.loads((tmp_path / "ablation.json").read_text())["variants"]
+    assert stored == json.loads(json.dumps(rows))
+    assert json.loads((tmp_path / "mixture-kl" / ROW_FILE).read_text())["row"] == stored["mixture-kl"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert ("| mixture-kl | 0.0001 | **diverged** (step 3 of epoch 1, loss term 'adversarial' became non-finite) | "
+            + "- | " * 11 + f"{bad['training']['train_seconds']:.4g} |") in table
+    assert "| +patchgan | 0.0001 | gmm (K=4) | 13 |" in table
+    assert f"mixture-kl diverged: {bad['absent']}." in table
+    assert "![mixture-kl]" not in table and "![+patchgan](plus-patchgan/samples-aggregate.png)" in table
+    assert (tmp_path / "ablation.png").is_file()  # the finished variants' grids
+
+
+def test_only_a_divergence_is_recorded_other_failures_stop_the_study(tmp_path, monkeypatch):
+    from keras_vae.ablation.study import run_ablation
+    from keras_vae.errors import ArtifactError
+
+    train_fn = _stub_study(monkeypatch)
+    for error in (KeyboardInterrupt(), ArtifactError("disk full")):
+        def failing(config, run_dir, error=error, **kwargs):
+            raise error
+
+        with pytest.raises(type(error)):
+            run_ablation(get_preset("tiny"), 2, tmp_path / type(error).__name__, train_fn=failing,
+                         variants=["standard-kl", "+patchgan"], num_samples=8, draws=1)
+        assert not (tmp_path / type(error).__name__ / "ablation.json").exists()
+    rows = run_ablation(get_preset("tiny"), 2, tmp_path / "fine", train_fn=train_fn, variants=["standard-kl"],
+                        num_samples=8, draws=1)
+    assert rows["standard-kl"]["status"] == "finished"
+
+
+def test_ablate_cli_exits_0_and_names_the_diverged_variants_when_one_finished(tmp_path, monkeypatch, capsys):
+    from keras_vae.training import loop
+
+    argv = ["ablate", "--preset", "tiny", "--steps", "2", "--quiet", "--samples", "8", "--draws", "1"]
+    monkeypatch.setattr(loop, "train", _stub_study(monkeypatch, diverging={"+patchgan"}))
+    assert main([*argv, "--out", str(tmp_path / "a"), "--variants", "standard-kl,+patchgan"]) == 0
+    out = capsys.readouterr().out
+    assert "| +patchgan | 0.0001 | **diverged** (step 3 of epoch 1, loss term 'adversarial' became non-finite) |" in out
+    assert ("diverged: +patchgan (step 3 of epoch 1, loss term 'adversarial' became non-finite): recorded as "
+            "diverged rows without numbers") in out
+    assert f"samples: {tmp_path / 'a' / 'ablation.png'}" in out
+    assert main([*argv, "--out", str(tmp_path / "b"), "--variants", "+patchgan"]) == 2  # nothing finished
+    captured = capsys.readouterr()
+    assert "diverged: +patchgan (step 3 of epoch 1" in captured.out
+    err = captured.err.strip()
+    assert err.startswith("keras-vae ablate: error: every variant diverged (+patchgan (step 3 of epoch 1, loss term "
+                          "'adversarial' became non-finite)); their rows are in") and len(err.splitlines()) == 1
+    assert json.loads((tmp_path / "b" / "ablation.json").read_text())["variants"]["+patchgan"]["status"] == "diverged"
+
+
+@pytest.mark.slow
+def test_a_variant_whose_training_really_diverges_is_recorded_while_the_other_finishes(tmp_path):
+    """Real training on the tiny preset: +patchgan at an absurd learning rate (1e30) turns a loss term NaN
+    in its first steps; standard-kl trains and gets its numbers."""
+    from keras_vae.ablation.study import run_ablation
+    from keras_vae.training.loop import train
+
+    def train_fn(config, run_dir, **kwargs):
+        if config.loss.use_discriminator:
+            config = dataclasses.replace(config, train=dataclasses.replace(
+                config.train, learning_rate=1e30, disc_learning_rate=1e30))
+        return train(config, run_dir, **kwargs)
+
+    rows = run_ablation(get_preset("tiny"), 2, tmp_path, train_fn=train_fn, variants=["standard-kl", "+patchgan"],
+                        num_samples=8, draws=1)
+    assert [row["status"] for row in rows.values()] == ["finished", "diverged"]
+    psnr = value(rows["standard-kl"], "reconstruction", "psnr")
+    assert np.isfinite(psnr) and psnr > 0
+    d = rows["+patchgan"]["divergence"]
+    assert d["epoch"] == 1 and d["step"] in (1, 2) and isinstance(d["term"], str)
+    from keras_vae.runs.lifecycle import read_status
+
+    status = read_status(tmp_path / "plus-patchgan")
+    assert status["status"] == "diverged" and status["divergence"]["term"] == d["term"]
+    assert f"loss term {d['term']!r} became" in rows["+patchgan"]["error"]
+    assert "| +patchgan | " in (tmp_path / "ablation.md").read_text()
 
 
 def test_ablation_figure_has_a_row_of_grids_per_variant(tmp_path):
