@@ -1,11 +1,14 @@
-"""Multi-worker training (keras_vae.training.distributed): TF_CONFIG checks, two workers on 127.0.0.1 against one
-process, a killed worker resuming from the chief's checkpoint, and the Kubernetes example's TF_CONFIG.
+"""Multi-worker training (keras_vae.training.distributed, keras_vae.training.peers): TF_CONFIG checks, the
+peer timeout (a missing peer named while the cluster forms, then one error line), naming the lost task
+from TensorFlow's messages, two workers on 127.0.0.1 against one process, a killed worker resuming from
+the chief's checkpoint, and the Kubernetes example's TF_CONFIG.
 
 The two-process tests start every worker under ``timeout -s KILL`` in its own session and kill the
 session by PID in teardown: a worker whose peer never starts waits forever and ignores SIGTERM.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,8 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_vae.training.distributed import (DistributedError, check_global_batch, check_port_free, make_distribution,
-                                   parse_tf_config)
+from keras_vae.training import peers
+from keras_vae.training.distributed import (
+    DistributedError,
+    _lost_task,
+    check_global_batch,
+    check_port_free,
+    make_distribution,
+    parse_tf_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -172,6 +182,178 @@ def test_cli_reports_tf_config_problems_in_one_line(tmp_path, monkeypatch, capsy
     assert main(["train", "--preset", "tiny-vae", "--set", "train.strategy=ring", "--out", str(out)]) == 2
     assert "unknown strategy 'ring'" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- the peer timeout (no TensorFlow) ----------------------------------------------------------------
+@pytest.mark.parametrize("text, seconds", [("300", 300.0), ("0.5", 0.5), ("none", None), ("None", None),
+                                           ("0", None), ("inf", None)])
+def test_peer_timeout_accepts_seconds_or_none(text, seconds):
+    assert peers.parse_peer_timeout(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1", "nan"])
+def test_peer_timeout_refuses_other_values(text):
+    with pytest.raises(ValueError, match="expected seconds"):
+        peers.parse_peer_timeout(text)
+
+
+def test_peer_timeout_comes_from_the_flag_then_the_environment_then_the_default():
+    assert peers.peer_timeout("", {}) == peers.DEFAULT_PEER_TIMEOUT_S
+    assert peers.peer_timeout("", {peers.PEER_TIMEOUT_ENV: "45"}) == 45.0
+    assert peers.peer_timeout("", {peers.PEER_TIMEOUT_ENV: "none"}) is None
+    assert peers.peer_timeout(12.0, {peers.PEER_TIMEOUT_ENV: "45"}) == 12.0  # the flag wins
+    assert peers.peer_timeout(None, {peers.PEER_TIMEOUT_ENV: "45"}) is None
+    with pytest.raises(peers.PeerTimeoutError, match="KERAS_VAE_PEER_TIMEOUT: expected seconds .* got 'soon'"):
+        peers.peer_timeout("", {peers.PEER_TIMEOUT_ENV: "soon"})
+
+
+def test_cli_parses_the_peer_timeout_option():
+    from keras_vae.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "--peer-timeout", "20"]).peer_timeout == 20.0
+    assert parse(["train", "--peer-timeout", "none"]).peer_timeout is None
+    assert not hasattr(parse(["train"]), "peer_timeout")  # not given: $KERAS_VAE_PEER_TIMEOUT, else the default
+    with pytest.raises(SystemExit):
+        parse(["train", "--peer-timeout", "soon"])
+
+
+def test_a_peer_answers_once_its_port_listens():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        assert not peers.answers(address)  # bound, not listening: refused, as before a worker starts
+        server.listen()
+        assert peers.answers(address)
+    assert not peers.answers(address)  # closed again, as after a worker ended
+
+
+def test_the_watch_names_the_silent_peers_with_the_time_waited_then_gives_up():
+    cluster = parse_tf_config(json.dumps({"cluster": {"chief": ["c:1"], "worker": ["w0:2", "w1:3"]},
+                                          "task": {"type": "worker", "index": 0}}))
+    assert cluster.peers == [("chief:0", "c:1"), ("worker:1", "w1:3")]
+    now = [0.0]
+    lines, errors = [], []
+    peers.watch(cluster.name, cluster.peers, 30.0, every_s=10.0, give_up_after_s=35.0, report=lines.append,
+                give_up=errors.append, probe=lambda address: address == "c:1", clock=lambda: now[0],
+                sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert lines == [f"multiworker: task worker:0 waits for worker:1 (w1:3) to start: no answer at that address "
+                     f"yet; {t} s so far (--peer-timeout 30 s)" for t in (10, 20, 30)]
+    assert errors == [("multi-worker task worker:0 gave up after 40 s (--peer-timeout 30 s): worker:1 (w1:3) never "
+                      "joined (no answer at that address); start every task that TF_CONFIG lists (the same "
+                      "cluster, each its own index) within the timeout, or raise --peer-timeout (or "
+                      "KERAS_VAE_PEER_TIMEOUT; 'none' waits without a limit)")]
+    lines.clear()
+    peers.watch("worker:0", cluster.peers, None, every_s=10.0, give_up_after_s=None, report=lines.append,
+                give_up=errors.append, probe=lambda address: True, clock=lambda: now[0],
+                sleep=lambda s: now.__setitem__(0, now[0] + s), alive=lambda: len(lines) < 2)
+    assert lines[0].startswith("multiworker: task worker:0 waits for the cluster to form (every peer answers: "
+                               "chief:0 (c:1), worker:1 (w1:3)); ") and lines[0].endswith("(no limit)")
+    assert len(lines) == 2 and len(errors) == 1  # stops once the cluster formed (alive() false); never gives up
+
+
+WATCHED_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    from keras_vae.training.peers import formation_watched
+    with formation_watched("worker:0", [("worker:1", sys.argv[2])], 0.2, every_s=0.2, give_up_after_s=1.0):
+        print("waiting", flush=True)
+        time.sleep(float(sys.argv[3]))  # stands in for TensorFlow's wait
+    print("formed", flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_the_watcher_process_ends_a_wait_that_outlives_the_timeout(tmp_path):
+    # the last resort when TensorFlow's own registration timeout has not ended the wait: the watcher
+    # (its own process: TensorFlow holds the GIL while it waits) prints the error line and kills the task
+    ports = free_ports(1)
+    hung = subprocess.run([PYTHON, "-c", WATCHED_SCRIPT, str(ROOT), f"127.0.0.1:{ports[0]}", "600"],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert hung.returncode == -signal.SIGKILL and hung.stdout == "waiting\n", hung
+    lines = hung.stderr.splitlines()
+    assert lines[-1].startswith(f"keras-vae train: error: multi-worker task worker:0 gave up after 1 s "
+                                f"(--peer-timeout 0.2 s): worker:1 (127.0.0.1:{ports[0]}) never joined"), lines
+    assert lines[0].startswith(f"multiworker: task worker:0 waits for worker:1 (127.0.0.1:{ports[0]}) to start")
+    formed = subprocess.run([PYTHON, "-c", WATCHED_SCRIPT, str(ROOT), f"127.0.0.1:{ports[0]}", "0"],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert (formed.returncode, formed.stdout, formed.stderr) == (0, "waiting\nformed\n", "")  # watcher stopped
+
+
+@pytest.mark.slow
+def test_a_task_whose_peer_never_starts_names_it_then_stops_with_one_error_line(workers, tmp_path):
+    # worker 0 (the coordination leader) of one cluster and worker 1 of another, each alone: both name
+    # the missing peer with the time waited, then stop by themselves (exit 2, not the safety kill)
+    timeout = 20
+    clusters = [free_ports(2), free_ports(2)]
+    procs = [workers.start([*_train_argv(tmp_path / f"run{i}", 1), "--peer-timeout", str(timeout)],
+                           {"TF_CONFIG": tf_config(ports, i)}, f"alone{i}") for i, ports in enumerate(clusters)]
+    assert workers.wait(procs) == [2, 2], workers.output()
+    for i, ports in enumerate(clusters):
+        missing = f"worker:{1 - i} (127.0.0.1:{ports[1 - i]})"
+        text = workers.logs[i].read_text()
+        waited = [int(m) for m in re.findall(
+            rf"^multiworker: task worker:{i} waits for {re.escape(missing)} to start: no answer at that address "
+            rf"yet; (\d+) s so far \(--peer-timeout {timeout} s\)$", text, flags=re.MULTILINE)]
+        assert waited and waited == sorted(waited), workers.output()
+        errors = [line for line in text.splitlines() if line.startswith("keras-vae train: error:")]
+        assert len(errors) == 1, workers.output()
+        assert re.match(rf"keras-vae train: error: multi-worker task worker:{i} gave up after \d+ s "
+                        rf"\(--peer-timeout {timeout} s\): {re.escape(missing)} never joined", errors[0]), errors
+        assert int(re.search(r"gave up after (\d+) s", errors[0]).group(1)) >= timeout
+        assert not (tmp_path / f"run{i}").exists()
+
+
+# --- which task was lost ---------------------------------------------------------------------------
+CLUSTER = parse_tf_config(tf_config([45123, 45124], 0))
+
+
+def _never(address):
+    raise AssertionError(f"probed {address}: the message names the task")
+
+
+@pytest.mark.parametrize("message", [
+    # the coordination service's heartbeat check
+    ("The following tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks "
+    "have crashed. Check the task logs for an earlier error to debug further."),
+    # a peer's own error, relayed by the service
+    "Task /job:worker/replica:0/task:0 aborted. Error reported from /job:worker/task:1: Socket closed",
+    # a failed RPC to the peer (the remote target names it; this task's name also appears)
+    ("Collective ops is aborted by: Connection reset by peer\nThe error could be from a previous operation. Restart "
+    "your program to reset.\nAdditional GRPC error information from remote target /job:worker/replica:0/task:1 "
+    "while calling /tensorflow.WorkerService/RecvBuf:\n:{\"created\":\"@1796545634.1\",\"description\":"
+    "\"Error received from peer ipv4:127.0.0.1:45124\"} [[{{node CollectiveReduceV2}}]] on /job:worker/replica:0/task:0"),
+    # only gRPC's peer address: the task with that address in TF_CONFIG
+    ("Collective ops is aborted by: recvmsg:Connection reset by peer {grpc_status:14, created_time:\"2026-01-01\", "
+    "description:\"Error received from peer ipv4:127.0.0.1:45124\"}"),
+    ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:45124: Failed to connect to remote host: "
+    "Connection refused"),
+])
+def test_the_lost_task_is_named_from_the_message(message):
+    assert _lost_task(message, CLUSTER, probe=_never) == "worker:1"
+
+
+def test_a_message_that_names_no_task_falls_back_to_the_peers_that_stopped_answering():
+    message = "Collective ops is aborted by: recvmsg:Connection reset by peer"  # seen under load
+    assert _lost_task(message, CLUSTER, probe=lambda address: address != "127.0.0.1:45124") == "worker:1"
+    assert _lost_task(message, CLUSTER, probe=lambda address: True) == "a task"  # every peer still answers
+    three = parse_tf_config(json.dumps({"cluster": {"chief": ["10.0.0.1:2222"],
+                                                    "worker": ["10.0.0.2:2222", "10.0.0.3:2222"]},
+                                        "task": {"type": "worker", "index": 1}}))
+    assert _lost_task(message, three, probe=lambda address: False) == "chief:0, worker:0"  # never itself
+    # an address in the message that is a host name in TF_CONFIG: matched through the name's IP
+    by_name = parse_tf_config(tf_config([45123, 45124], 1).replace("127.0.0.1:45123", "localhost:45123"))
+    assert _lost_task("Error received from peer ipv4:127.0.0.1:45123", by_name, probe=_never) == "worker:0"
+
+
+def test_the_probe_names_the_peer_whose_port_closed():
+    # real sockets: the peer's port does not listen (as after its process died), this task's own does
+    with socket.socket() as mine, socket.socket() as theirs:
+        for s in (mine, theirs):
+            s.bind(("127.0.0.1", 0))
+        mine.listen()
+        cluster = parse_tf_config(tf_config([mine.getsockname()[1], theirs.getsockname()[1]], 0))
+        assert _lost_task("Collective ops is aborted by: recvmsg:Connection reset by peer", cluster) == "worker:1"
 
 
 # --- two workers vs one process -------------------------------------------------------------------
@@ -390,9 +572,9 @@ def test_the_classic_vae_draws_distinct_posterior_noise_on_each_replica(workers,
 
 
 def test_a_run_may_resume_under_another_strategy(tmp_path):
-    from keras_vae.runs import lifecycle as lifecycle
-    from keras_vae.errors import ConfigError
     from keras_vae.config.presets import get_preset
+    from keras_vae.errors import ConfigError
+    from keras_vae.runs import lifecycle
     from keras_vae.utils.files import write_json
 
     config = get_preset("tiny-vae")

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "process; mirrored uses this machine's GPUs; multiworker joins the cluster that "
                              "the TF_CONFIG environment variable describes (only the chief writes --out; "
                              "see docs/distributed.md)")
-    parser.add_argument("--peer-timeout", default="", type=_peer_timeout, metavar="SECONDS",
+    parser.add_argument("--peer-timeout", default=argparse.SUPPRESS, type=_peer_timeout, metavar="SECONDS",
                         help="multiworker: how long this task waits for the other tasks of TF_CONFIG to join the "
                              "cluster (it names the ones it waits for every 10 s), then stops with an error; "
                              "'none' or 0 waits without a limit (default: $KERAS_VAE_PEER_TIMEOUT, else 300)")
