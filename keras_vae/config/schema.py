@@ -259,6 +259,7 @@ class TrainConfig:
     latent_projection: str = "pca"  # latent.png for latent > 2: "pca" or "tsne"
     summary_every: int = 1  # TensorBoard images and code histograms every N epochs (0: never)
     strategy: str = "auto"  # auto | none | mirrored | multiworker (TF_CONFIG): keras_vae.training.distributed
+    flow_steps: int = 0  # > 0: a RealNVP flow on the codes joins the latent samplers (keras_vae.sampling.flow_fit)
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
@@ -282,6 +283,7 @@ class TrainConfig:
         check_seed("seed", self.seed)
         if self.steps_per_epoch is not None:
             _check_positive("steps_per_epoch", self.steps_per_epoch)
+        _check_range("flow_steps", self.flow_steps, 0, 10_000_000)
 
 
 # TrainConfig fields that belong to the model (its optimizers and compile settings): the model keeps them

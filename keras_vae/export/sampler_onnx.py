@@ -11,6 +11,9 @@ counting runs in float so every onnxruntime build, WASM included, has the kernel
 itself is not in the graph: clients draw it with ``keras_vae.sampling.noise.portable_noise`` (or its JS
 twin ``serving/node/noise.js``) and feed it, so the same seed gives the same latents everywhere.
 
+A ``flow`` sampler (``keras_vae.sampling.flow``) has the same inputs and output; its graph
+(``flow_nodes``) runs the affine couplings on eps and leaves u unused.
+
 ``latent_tolerance`` is the bound used to compare two float32 evaluations of the drawing rule.
 """
 from __future__ import annotations
@@ -31,10 +34,15 @@ def cumulative_weights(weights) -> np.ndarray:
 
 
 def build_sampler_proto(sampler, metadata: Mapping[str, str], opset: int = contract.ONNX_OPSET):
-    """The sampler.onnx ModelProto of a ``LatentSampler`` (not yet checked or saved)."""
+    """The sampler.onnx ModelProto of a ``LatentSampler`` (not yet checked or saved); a ``flow`` sampler's
+    graph is ``flow_nodes``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    if sampler.kind == "flow":
+        nodes, consts = flow_nodes(sampler)
+        initializers = [numpy_helper.from_array(v, name) for name, v in consts.items()]
+        return _sampler_model(nodes, initializers, sampler.latent_dim, metadata, opset)
     d, k_count = sampler.latent_dim, sampler.num_components
     consts = {
         "cumulative_weights": cumulative_weights(sampler.weights)[None, :],  # [1, K]
@@ -59,6 +67,14 @@ def build_sampler_proto(sampler, metadata: Mapping[str, str], opset: int = contr
         helper.make_node("Squeeze", ["spread_column", "axis_2"], ["spread"]),  # [N, d]
         helper.make_node("Add", ["mean", "spread"], [contract.LATENT_OUTPUT]),
     ]
+    return _sampler_model(nodes, initializers, d, metadata, opset)
+
+
+def _sampler_model(nodes, initializers, d: int, metadata: Mapping[str, str], opset: int):
+    """The ModelProto around ``nodes``: inputs eps [N, d] and u [N], output z [N, d]."""
+    import onnx
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
         nodes, "keras_vae_latent_sampler",
         inputs=[helper.make_tensor_value_info(contract.SAMPLER_EPS_INPUT, TensorProto.FLOAT, [contract.BATCH_AXIS, d]),
@@ -70,6 +86,60 @@ def build_sampler_proto(sampler, metadata: Mapping[str, str], opset: int = contr
     proto.ir_version = min(proto.ir_version, 8)  # opset 17 <-> IR 8: loadable by older runtimes too
     onnx.helper.set_model_props(proto, dict(metadata))
     return proto
+
+
+def flow_nodes(sampler) -> tuple[list, dict[str, np.ndarray]]:
+    """The ``flow`` sampler's drawing rule z = m + L g(eps) as ONNX nodes and constants (``u`` is an input the
+    graph does not use: the contract's inputs stay eps and u). Per coupling j:
+
+        a = Gather(x, cond_j, axis 1);  b = Gather(x, trans_j, axis 1)
+        h = Relu(MatMul(a, W1) + b1);  h = Relu(MatMul(h, W2) + b2);  o = MatMul(h, W3) + b3
+        r, t = Slice(o) at |trans_j|;  s = C Tanh(r / C)
+        x = Gather(Concat(a, b Exp(s) + t), order_j, axis 1)   (order_j puts the axes back in place)
+
+    then z = m + MatMul(x, L^T). Ops: Gather, MatMul, Add, Relu, Slice, Div, Tanh, Mul, Exp, Concat."""
+    from onnx import helper
+
+    consts: dict[str, np.ndarray] = {"clamp": np.asarray(sampler.clamp, np.float32)}
+    nodes = []
+    x = contract.SAMPLER_EPS_INPUT
+    for j, c in enumerate(sampler.couplings):
+        p = f"c{j}_"
+        width = len(c.trans)
+        consts.update({p + "cond": c.cond.astype(np.int64), p + "trans": c.trans.astype(np.int64),
+                       p + "order": np.argsort(np.concatenate([c.cond, c.trans])).astype(np.int64),
+                       p + "r_start": np.asarray([0], np.int64), p + "split": np.asarray([width], np.int64),
+                       p + "end": np.asarray([2 * width], np.int64), p + "axis": np.asarray([1], np.int64)})
+        nodes += [helper.make_node("Gather", [x, p + "cond"], [p + "a"], axis=1),
+                  helper.make_node("Gather", [x, p + "trans"], [p + "b"], axis=1)]
+        h = p + "a"
+        for i, (kernel, bias) in enumerate(zip(c.kernels, c.biases)):
+            consts[f"{p}kernel{i}"] = np.asarray(kernel, np.float32)
+            consts[f"{p}bias{i}"] = np.asarray(bias, np.float32)
+            nodes += [helper.make_node("MatMul", [h, f"{p}kernel{i}"], [f"{p}mm{i}"]),
+                      helper.make_node("Add", [f"{p}mm{i}", f"{p}bias{i}"], [f"{p}pre{i}"])]
+            h = f"{p}pre{i}"
+            if i < len(c.kernels) - 1:
+                nodes.append(helper.make_node("Relu", [h], [f"{p}h{i}"]))
+                h = f"{p}h{i}"
+        nodes += [
+            helper.make_node("Slice", [h, p + "r_start", p + "split", p + "axis"], [p + "r"]),
+            helper.make_node("Slice", [h, p + "split", p + "end", p + "axis"], [p + "t"]),
+            helper.make_node("Div", [p + "r", "clamp"], [p + "r_scaled"]),
+            helper.make_node("Tanh", [p + "r_scaled"], [p + "tanh"]),
+            helper.make_node("Mul", [p + "tanh", "clamp"], [p + "s"]),
+            helper.make_node("Exp", [p + "s"], [p + "scale"]),
+            helper.make_node("Mul", [p + "b", p + "scale"], [p + "b_scaled"]),
+            helper.make_node("Add", [p + "b_scaled", p + "t"], [p + "b_new"]),
+            helper.make_node("Concat", [p + "a", p + "b_new"], [p + "joined"], axis=1),
+            helper.make_node("Gather", [p + "joined", p + "order"], [p + "x"], axis=1),
+        ]
+        x = p + "x"
+    consts["whitening_t"] = np.ascontiguousarray(np.asarray(sampler.scale_tril[0], np.float32).T)
+    consts["whitening_mean"] = np.asarray(sampler.means[0], np.float32)
+    nodes += [helper.make_node("MatMul", [x, "whitening_t"], ["spread"]),
+              helper.make_node("Add", ["whitening_mean", "spread"], [contract.LATENT_OUTPUT])]
+    return nodes, consts
 
 
 def sampler_metadata(model, sampler, source_run: str, source_sha256: str) -> dict[str, str]:
@@ -106,6 +176,8 @@ def latent_tolerance(sampler, eps, u) -> np.ndarray:
     """
     from keras_vae.sampling.noise import float32_ulp
 
+    if sampler.kind == "flow":  # the flow's own round-off bound (keras_vae.sampling.flow.FlowSampler.error_bound)
+        return sampler.error_bound(eps)
     eps = np.asarray(eps, np.float32)
     k = sampler.components(u)
     means = np.abs(np.asarray(sampler.means, np.float32)[k]).astype(np.float64)

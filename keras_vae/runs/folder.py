@@ -72,7 +72,7 @@ def load_model(path: str | Path):
 
 def load_run(run_dir: str | Path, sampler: str | None = None):
     """(RunConfig, model) of a finished run folder; the model samples from the run's latent sampler
-    (``sampler.json``, or ``sampler`` = 'prior' | 'gaussian' | 'gmm'; see keras_vae.sampling.posterior)."""
+    (``sampler.json``, or ``sampler`` = 'prior' | 'gaussian' | 'gmm' | 'flow'; see keras_vae.sampling.posterior)."""
     from keras_vae.sampling.posterior import load_sampler
 
     config = load_run_config(run_dir)

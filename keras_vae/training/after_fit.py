@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from keras_vae.evaluation.metrics import posterior_diagnostics
+from keras_vae.sampling.flow_fit import fit_flow, flow_fit_steps
 from keras_vae.sampling.posterior import encode_batches, held_out_codes, save_samplers
 from keras_vae.sampling.samplers import choose_sampler, fit_samplers, gmm_search_steps
 
@@ -50,17 +51,19 @@ def _rebatched(batches: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]
 FINISH_STEPS_BEFORE_SEARCH = 2  # BatchNorm refresh; encoding the training set and the held-out codes
 
 
-def finish_training_steps() -> int:
+def finish_training_steps(flow_steps: int = 0) -> int:
     """Units of work ``finish_training`` reports to its ``progress``: the steps before the mixture search,
-    the search's (size, shrinkage) grid, and saving."""
-    return FINISH_STEPS_BEFORE_SEARCH + gmm_search_steps() + 1
+    the search's (size, shrinkage) grid, the flow's evaluations (``flow_steps`` > 0) and saving."""
+    return FINISH_STEPS_BEFORE_SEARCH + gmm_search_steps() + flow_fit_steps(flow_steps) + 1
 
 
 def finish_training(model, train_dataset: Iterable, validation_images: np.ndarray, out_dir: str | Path,
-                    seed: int = 0, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                    seed: int = 0, progress: Callable[[int], None] | None = None,
+                    flow_steps: int = 0) -> dict[str, Any]:
     """BatchNorm refresh + sampler fit (``keras_vae.sampling.posterior``); sets ``model.latent_sampler`` and writes
-    the samplers into ``out_dir``. Returns what metrics.json records about it. ``progress(n)`` is called as
-    the ``finish_training_steps()`` units are done (most of them: the mixture search)."""
+    the samplers into ``out_dir``. With ``flow_steps`` > 0 (``train.flow_steps``) a RealNVP flow
+    (``keras_vae.sampling.flow_fit``) joins the candidates. Returns what metrics.json records about it.
+    ``progress(n)`` is called as the ``finish_training_steps(flow_steps)`` units are done."""
     step = progress or (lambda n=1: None)
     recomputed = model.recompute_batch_norm(_limited(train_dataset, RECOMPUTE_EXAMPLES), seed=seed)
     step(1)
@@ -68,6 +71,8 @@ def finish_training(model, train_dataset: Iterable, validation_images: np.ndarra
     held_out = held_out_codes(model, validation_images, seed=seed)
     step(1)
     candidates = fit_samplers(means, variances, held_out, seed=seed, progress=progress)
+    if flow_steps > 0:
+        candidates["flow"] = fit_flow(means, variances, held_out, steps=flow_steps, seed=seed, progress=progress)
     chosen = choose_sampler(candidates, held_out)
     save_samplers(out_dir, chosen, candidates)
     step(1)
@@ -80,3 +85,30 @@ def finish_training(model, train_dataset: Iterable, validation_images: np.ndarra
                     "fitted_on_examples": int(len(means)), **chosen.selection},
         "training_posterior": {k: v for k, v in diagnostics.items() if k != "kl_per_dimension"},
     }
+
+
+def add_flow_sampler(run_dir: str | Path, steps: int = 3000, seed: int | None = None,
+                     progress: Callable[[int], None] | None = None, **flow_options) -> dict[str, Any]:
+    """Fit the ``flow`` sampler for a finished run (one trained before flows, or with ``train.flow_steps`` 0):
+    encode its training codes as ``finish_training`` does (no BatchNorm refresh: the run already has it),
+    fit the flow, store ``samplers/flow.json`` and choose ``sampler.json`` again among all the run's candidates
+    by held-out code likelihood. Returns {"chosen", "candidates" (scores), "flow" (its selection record)}."""
+    from keras_vae.data import make_datasets
+    from keras_vae.runs.folder import load_run
+    from keras_vae.sampling.posterior import SAMPLERS_DIR, load_sampler
+
+    run_dir = Path(run_dir)
+    config, model = load_run(run_dir)
+    seed = config.train.seed if seed is None else int(seed)
+    data = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
+                         batch_size=config.train.batch_size, seed=config.train.seed)
+    val_images, _ = data.validation_arrays()
+    means, variances = encode_batches(model, _rebatched(_limited(data.train, FIT_EXAMPLES), ENCODE_BATCH))
+    held_out = held_out_codes(model, val_images, seed=seed)
+    flow = fit_flow(means, variances, held_out, steps=steps, seed=seed, progress=progress, **flow_options)
+    candidates = {kind: load_sampler(run_dir, model.latent_dim, kind) for kind in ("prior", "gaussian", "gmm")
+                  if kind == "prior" or (run_dir / SAMPLERS_DIR / f"{kind}.json").is_file()}
+    candidates["flow"] = flow
+    chosen = choose_sampler(candidates, held_out)
+    save_samplers(run_dir, chosen, {"flow": flow})
+    return {"chosen": chosen.kind, "candidates": dict(chosen.selection["candidates"]), "flow": dict(flow.selection)}

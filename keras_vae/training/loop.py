@@ -214,10 +214,10 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         if checkpoint.divergence is not None:
             _keep_last_good(model, checkpoint, metrics, out_dir)
         with report.phase("BatchNorm statistics and latent samplers (training set; the mixture search)",
-                          finish_training_steps(), lines=True) as bar:
+                          finish_training_steps(config.train.flow_steps), lines=True) as bar:
             # BatchNorm statistics recomputed, latent samplers fitted and stored (keras_vae.sampling.posterior)
             posterior = finish_training(model, data.train, val_images, out_dir, seed=config.train.seed,
-                                        progress=bar.update)
+                                        progress=bar.update, flow_steps=config.train.flow_steps)
         with report.phase("saving model.keras", 1) as bar:
             with atomic_path(out_dir / MODEL_FILE) as tmp:
                 model.save(tmp)

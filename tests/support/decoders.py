@@ -102,3 +102,25 @@ def hand_made_gmm_sampler():
     tril = np.tril(rng.normal(size=(3, d, d)) * 0.3, -1) + np.eye(d)[None] * np.array([0.5, 1.0, 0.8])[:, None, None]
     return LatentSampler("gmm", np.array([0.25, 0.45, 0.3]), means, tril,
                          fitted_on={"examples": 0, "mode": "test"}, selection={"note": "hand-made for tests"})
+
+
+def hand_made_flow_sampler(d: int = 4, couplings: int = 4, hidden: int = 8, seed: int = 5):
+    """A RealNVP ``flow`` sampler over latent ``d`` with random (untrained) weights large enough that every
+    coupling bends the noise (log-scales reach the clamp's curved part), and a full whitening factor."""
+    import numpy as np
+
+    from keras_vae.sampling.flow import Coupling, make_flow
+    from keras_vae.sampling.flow_fit import coupling_splits
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for cond, trans in coupling_splits(d, couplings, seed):
+        widths = [len(cond), hidden, hidden, 2 * len(trans)]
+        kernels = tuple((rng.normal(size=(widths[j], widths[j + 1])) * (0.7 if j < 2 else 0.15)).astype(np.float32)
+                        for j in range(3))
+        biases = tuple((rng.normal(size=widths[j + 1]) * 0.1).astype(np.float32) for j in range(3))
+        layers.append(Coupling(cond, trans, kernels, biases))
+    means = np.array([0.5, -1.0, 0.25, 1.5, 0.0, -0.5, 1.0, 0.75][:d] + [0.0] * max(0, d - 8))
+    tril = np.tril(rng.normal(size=(d, d)) * 0.3, -1) + np.diag(np.linspace(0.6, 1.2, d))
+    return make_flow(means, tril, layers, fitted_on={"examples": 0, "mode": "test"},
+                     selection={"note": "hand-made for tests"})
