@@ -36,7 +36,6 @@ def cumulative_weights(weights) -> np.ndarray:
 def build_sampler_proto(sampler, metadata: Mapping[str, str], opset: int = contract.ONNX_OPSET):
     """The sampler.onnx ModelProto of a ``LatentSampler`` (not yet checked or saved); a ``flow`` sampler's
     graph is ``flow_nodes``."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if sampler.kind == "flow":
