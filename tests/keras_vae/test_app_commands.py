@@ -76,19 +76,64 @@ def test_anomaly_csv_thresholds_and_roc_auc(capsys, vae_run, npz, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 20
     assert list(rows[0]) == ["index", "name", "label", "neg_elbo", "iwae_nll", "reconstruction_error",
-                             "mahalanobis", "anomalous"]
+                             "mahalanobis", "complexity_corrected", "anomalous"]
     summary = json.loads(out_csv.with_suffix(".json").read_text())
     t = summary["thresholds"]["iwae_nll"]
     assert [int(r["anomalous"]) for r in rows] == [int(float(r["iwae_nll"]) > t) for r in rows]
     assert summary["validation_examples"] == 500  # the run's validation split (the run caps 600 per split)
-    for rate in summary["validation_flag_rate"].values():
-        assert 0.1 - 1 / 500 < rate <= 0.1
+    # thresholds on a random half (250), realised rate on the other 250: reported, in the summary and on stdout
+    assert summary["calibration_examples"] == summary["check_examples"] == 250
+    for rate in summary["calibration_flag_rate"].values():
+        assert 0.1 - 1 / 250 < rate <= 0.1
+    assert set(summary["realised_fpr"]) == set(summary["thresholds"])
+    assert f"realised fpr on the other 250: {summary['realised_fpr']['iwae_nll']:.3f}" in out
+    # complexity_corrected = IWAE NLL in bits minus 8 * PNG bytes: the PNG term is a whole number of bytes
+    for r in rows:
+        png_bits = float(r["iwae_nll"]) / np.log(2) - float(r["complexity_corrected"])
+        assert png_bits / 8 == pytest.approx(round(png_bits / 8), abs=1e-3) and png_bits > 8 * 67
     # ROC-AUC recomputed from the CSV by pairwise comparison
     truth = np.array([int(r["label"]) == 1 for r in rows])
     assert truth.any() and set(int(r["label"]) for r in rows) == set(labels.tolist())
     s = np.array([float(r["reconstruction_error"]) for r in rows])
     pairwise = np.mean([(a > b) + 0.5 * (a == b) for a in s[truth] for b in s[~truth]])
     assert summary["roc_auc"]["reconstruction_error"] == pytest.approx(pairwise)
+
+
+@pytest.mark.slow
+def test_anomaly_trains_a_background_run_and_scores_the_likelihood_ratio(capsys, vae_run, npz, tmp_path, monkeypatch):
+    from keras_vae.runs.folder import load_run as load
+
+    monkeypatch.setenv("KERAS_VAE_MAX_STEPS", "3")
+    path, _, _ = npz
+    out_csv, bg = tmp_path / "scores.csv", tmp_path / "bg"
+    code, out, _ = run_cli(capsys, "anomaly", vae_run, "--data", f"npy:{path}", "--out", out_csv, "--iwae-samples", 4,
+                           "--elbo-samples", 1, "--fit-examples", 100, "--background", bg, "--train-background",
+                           "--perturb", "0.3", "--background-epochs", 1, "--score", "likelihood_ratio", "--seed", 5)
+    assert code == 0, out
+    assert f"training the background run {bg}" in out and (tmp_path / "bg.perturbed.npz").is_file()
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    summary = json.loads(out_csv.with_suffix(".json").read_text())
+    assert summary["background"] == str(bg) and summary["score"] == "likelihood_ratio"
+    # likelihood_ratio = -log p_model(x) + log p_background(x), both IWAE with the same K and seed
+    _, model = load(vae_run)
+    _, background = load(bg)
+    from keras_vae.data import DataConfig, load_source
+    from keras_vae.data.examples import load_examples
+
+    # the run binarizes: its images are scored binarized (the fixed validation draws, keyed by index)
+    batch = load_examples(load_source(DataConfig(source=f"npy:{path}")), image_shape=(28, 28, 1),
+                          value_range=(0.0, 1.0), split="all", binarize=True)
+    x = batch.images[np.argsort(batch.index)][[int(r["index"]) for r in rows]]
+    assert set(np.unique(x)) <= {0.0, 1.0}
+    expected = -np.asarray(model.log_likelihood(x, num_samples=4, seed=5)) + np.asarray(
+        background.log_likelihood(x, num_samples=4, seed=5))
+    np.testing.assert_allclose([float(r["likelihood_ratio"]) for r in rows], expected, rtol=1e-4, atol=1e-3)
+    t = summary["thresholds"]["likelihood_ratio"]
+    assert [int(r["anomalous"]) for r in rows] == [int(float(r["likelihood_ratio"]) > t) for r in rows]
+    # a second --train-background into the same folder is refused
+    code, _, err = run_cli(capsys, "anomaly", vae_run, "--background", bg, "--train-background")
+    assert code == 2 and "is not empty: drop --train-background" in err
 
 
 @pytest.mark.slow
@@ -128,12 +173,50 @@ def test_complete_reports_masked_psnr_that_matches_its_outputs(capsys, vae_run, 
     (["complete", "{run}", "--mask", "random:2", "--out", "x"], "must be in (0, 1)"),
     (["anomaly", "{run}", "--fpr", "0"], "false-positive rate must be in (0, 1)"),
     (["anomaly", "{run}", "--anomalous-labels", "a"], "--anomalous-labels must be integers"),
+    (["anomaly", "{run}", "--score", "likelihood_ratio"], "--score likelihood_ratio needs --background BG_RUN"),
+    (["anomaly", "{run}", "--train-background"], "--train-background needs --background BG_RUN"),
+    (["anomaly", "{run}", "--background", "/nonexistent/bg"], "--background /nonexistent/bg is not a run folder"),
+    (["anomaly", "{run}", "--background", "bg", "--train-background", "--perturb", "1"], "--perturb must be in (0, 1)"),
     (["encode", "{run}", "--data", "npy:/nonexistent/x.npz"], "NumPy file /nonexistent/x.npz does not exist"),
     (["encode", "{run}", "--max-examples", "0"], "--max-examples must be >= 1"),
     (["reconstruct", "/nonexistent/run", "--out", "x"], "run folder '/nonexistent/run' does not exist"),
     (["encode", "{run}", "--data", "ftp:x"], "unknown data source 'ftp:x'"),
 ])
 def test_bad_input_is_one_line_with_exit_2(capsys, vae_run, argv, message):
+    code, _, err = run_cli(capsys, *[a.format(run=vae_run) for a in argv])
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_complete_metropolis_writes_k_completions_and_calibration(capsys, vae_run, npz, tmp_path):
+    path, images, _ = npz
+    code, out, _ = run_cli(capsys, "complete", vae_run, "--data", f"npy:{path}", "--split", "all", "--mask", "left",
+                           "--method", "metropolis", "--completions", 3, "--mwg-steps", 6, "--steps", 2,
+                           "--latent-steps", 3, "--reference-examples", 100, "--out", tmp_path / "c")
+    assert code == 0 and "best of 3" in out and "90% coverage" in out
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    done = np.load(tmp_path / "c" / "completed.npz")
+    assert set(report["psnr_masked_db"]) == {"metropolis", "mean_fill", "nearest"}
+    assert report["completions"] == 3 and set(report["best_of_k_psnr_db"]) == {"metropolis"}
+    samples, mask, original = done["metropolis_samples"] / 255.0, done["mask"], done["original"] / 255.0
+    assert samples.shape == (3, 20, 28, 28, 1) and done["metropolis_std"].shape == (20, 28, 28, 1)
+    np.testing.assert_allclose(done["metropolis_std"], samples.std(axis=0), atol=1 / 255)  # uint8 rounding
+    mse = ((samples - original[None]) ** 2 * mask).sum((2, 3, 4)) / mask.sum((1, 2, 3))  # [K, N]
+    best = np.mean(np.max(10 * np.log10(1 / np.maximum(mse, 1e-10)), axis=0))
+    assert report["best_of_k_psnr_db"]["metropolis"]["mean"] == pytest.approx(best, abs=0.1)
+    coverage = report["calibration"]["metropolis"]["coverage"]
+    assert 0 <= coverage <= 1 and report["calibration"]["nearest"]["brier"] == pytest.approx(
+        ((done["nearest"] / 255.0 - (original > 0.5)) ** 2)[mask].mean(), abs=1e-3)
+    assert (tmp_path / "c" / "completions.png").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["complete", "{run}", "--completions", "0", "--out", "x"], "--completions must be >= 1"),
+    (["complete", "{run}", "--method", "metropolis", "--mwg-steps", "4", "--completions", "5", "--out", "x"],
+     "5 completions need as many chain states after burn-in"),
+])
+def test_complete_sampling_options_are_checked(capsys, vae_run, argv, message):
     code, _, err = run_cli(capsys, *[a.format(run=vae_run) for a in argv])
     assert code == 2 and message in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
