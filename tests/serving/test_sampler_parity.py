@@ -249,3 +249,84 @@ def test_cli_sample_run_and_export_draw_the_same_grid(gmm_export, tmp_path):
     assert np.abs(grids["run-prior"] - grids["export-prior"]).max() <= 1
     assert np.abs(grids["export-prior"] - grids["export"]).max() > 1
     assert refused.returncode == 2 and "this export carries a 'gmm' sampler" in err
+
+
+# ------------------------------------------------------------------ the flow sampler, every runtime
+FLOW_OPS = {"Gather", "MatMul", "Add", "Relu", "Slice", "Div", "Tanh", "Mul", "Exp", "Concat"}
+
+
+@pytest.fixture(scope="module")
+def flow_export(vae_run, tmp_path_factory):
+    """(run_dir, export_dir, sampler, report): ``vae_run`` with a hand-made RealNVP ``flow`` sampler.json
+    (4 couplings, random weights that bend the noise), exported."""
+    from keras_vae.export.exporter import export_run
+    from tests.support.decoders import hand_made_flow_sampler
+
+    run = tmp_path_factory.mktemp("run-flow") / "run-flow"
+    shutil.copytree(vae_run, run)
+    sampler = hand_made_flow_sampler(d=D)
+    sampler.save(run / contract.SAMPLER_JSON)
+    out = tmp_path_factory.mktemp("export-flow") / "exp"
+    report = export_run(run, out)
+    yield run, out, sampler, report
+
+
+def test_flow_export_is_plain_onnx_and_passes_the_exporter_parity(flow_export):
+    import onnxruntime as ort
+
+    from keras_vae.sampling.flow import FlowSampler
+
+    _, out, sampler, report = flow_export
+    assert report["sampler"]["kind"] == "flow" and report["sampler"]["components"] == 1
+    parity = report["parity"]["sampler"]
+    assert parity["passed"] and max(parity["max_diff_over_bound"].values()) <= 1
+    exported = LatentSampler.load(out / contract.SAMPLER_JSON, latent_dim=D)
+    assert isinstance(exported, FlowSampler)
+    proto = onnx.load(str(out / contract.SAMPLER_ONNX))
+    onnx.checker.check_model(proto, full_check=True)
+    assert {node.op_type for node in proto.graph.node} <= FLOW_OPS
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta[contract.META_SAMPLER_KIND] == "flow" and meta[contract.META_NOISE] == NOISE_ALGORITHM
+    assert report["onnx"]["sampler.onnx"]["inputs"] == {"eps": {"dtype": "float32", "shape": ["N", D]},
+                                                        "u": {"dtype": "float32", "shape": ["N"]}}
+    session = ort.InferenceSession(str(out / contract.SAMPLER_ONNX), providers=["CPUExecutionProvider"])
+    eps = (np.random.default_rng(0).standard_normal((500, D)) * 1.5).astype(np.float32)
+    u = np.random.default_rng(1).uniform(size=500).astype(np.float32)
+    _assert_close("flow sampler.onnx (random noise)", session.run(["z"], {"eps": eps, "u": u})[0],
+                  sampler.latents(eps, u).astype(np.float64), latent_tolerance(sampler, eps, u))
+
+
+def test_flow_savedmodel_and_onnx_decoder_draw_the_run_folder_latents(flow_export):
+    import tensorflow as tf
+
+    _, out, sampler, _ = flow_export
+    reference, tolerance = _reference(sampler)
+    loaded = tf.saved_model.load(str(out / "savedmodel" / "vae" / "1"))
+    result = loaded.signatures["sample"](n=tf.constant(N, tf.int32), seed=tf.constant(SEED, tf.int64))
+    _assert_close("flow SavedModel sample", result["z"].numpy(), reference, tolerance)
+    dec = OnnxDecoder(out)
+    assert dec.sampler_kind == "flow"
+    _assert_close("flow OnnxDecoder", dec.sample_latents(N, SEED), reference, tolerance)
+    np.testing.assert_array_equal(dec.sample(N, SEED), dec.decode(dec.sample_latents(N, SEED)))
+    # temperature scales the noise before the flow: temperature 0 is g(0), the same point for every code
+    eps0, u = np.zeros((N, D), np.float32), portable_noise(SEED, N, D)[1]
+    _assert_close("flow OnnxDecoder at temperature 0", dec.sample_latents(N, SEED, temperature=0.0),
+                  sampler.latents(eps0, u).astype(np.float64), latent_tolerance(sampler, eps0, u))
+
+
+@pytest.mark.slow
+def test_node_and_browser_sample_the_exported_flow(flow_export, tmp_path):
+    """The Node decoder and the browser explorer feed the portable noise to the flow's sampler.onnx unchanged."""
+    require_tool(shutil.which("node") is not None, "node is not installed (apt-get install nodejs)")
+    require_tool((NODE_DIR / "node_modules" / "onnxruntime-node").is_dir(),
+                 f"{NODE_DIR}/node_modules is missing: run serving/install_test_deps.sh")
+    _, out, sampler, _ = flow_export
+    cmd = ["node", str(NODE_DIR / "decode.js"), "--model", str(out / contract.DECODER_ONNX), "--sample", str(N),
+           "--seed", str(SEED), "--out-dir", str(tmp_path / "png"), "--latents-out", str(tmp_path / "z.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    reference, tolerance = _reference(sampler)
+    _assert_close("flow Node (onnxruntime-node)", json.loads((tmp_path / "z.json").read_text()), reference, tolerance)
+    report = drive_explorer(out, f"seed={SEED}&n={N}")
+    assert report["sampler"] == "sampler.onnx" and report["last_sample"]["seed"] == SEED
+    _assert_close("flow browser (onnxruntime-web)", report["last_sample"]["z"], reference, tolerance)
