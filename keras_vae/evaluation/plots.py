@@ -60,7 +60,8 @@ def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, temperatur
     images = _unit(model, model.sample(n, seed=seed, temperature=temperature))
     cols = int(np.ceil(np.sqrt(n)))
     sampler = model.get_latent_sampler()
-    what = {"prior": "the prior N(0, I)", "gaussian": "a Gaussian fitted to the codes"}.get(
+    what = {"prior": "the prior N(0, I)", "gaussian": "a Gaussian fitted to the codes",
+            "flow": "a RealNVP flow fitted to the codes"}.get(
         sampler.kind, f"a {sampler.num_components}-component mixture fitted to the codes")
     title = f"samples from {what} (n={n}, seed={seed}, temperature={temperature:g})"
     return _save(_grid_figure(make_grid(images, cols, pad=1, pad_value=255), title), path)

@@ -2,7 +2,8 @@
 
 With ``KERAS_VAE_MAX_STEPS=N`` in the environment, ``keras_vae.train`` (and so ``keras-vae train`` and
 ``keras-vae ablate``) trains ``min(epochs, N)`` epochs of at most ``N // epochs`` steps each, so at most N
-steps in all; everything after the epochs (sampler fit, evaluation, figures) runs as usual. The capped
+steps in all, and the flow sampler's fit (``train.flow_steps``) takes at most N steps too; everything after
+the epochs (sampler fit, evaluation, figures) runs as usual. The capped
 values are what the run's config.json records. Unset or empty: no cap. Meant for a few steps: an epoch
 shorter than ``N // epochs`` steps is repeated up to that many.
 """
@@ -45,9 +46,11 @@ def cap_steps(config, environ: Mapping[str, str] | None = None):
     per_epoch = cap // epochs
     if train.steps_per_epoch is not None:
         per_epoch = min(per_epoch, train.steps_per_epoch)
-    if epochs == train.epochs and per_epoch == train.steps_per_epoch:
+    flow_steps = min(train.flow_steps, cap)
+    if epochs == train.epochs and per_epoch == train.steps_per_epoch and flow_steps == train.flow_steps:
         return config
     log.warning("%s=%d: training %d epoch(s) of %d step(s) instead of %d epoch(s) of %s", MAX_STEPS_VARIABLE,
                 cap, epochs, per_epoch, train.epochs,
                 f"{train.steps_per_epoch} step(s)" if train.steps_per_epoch else "one pass over the data")
-    return dataclasses.replace(config, train=dataclasses.replace(train, epochs=epochs, steps_per_epoch=per_epoch))
+    return dataclasses.replace(config, train=dataclasses.replace(train, epochs=epochs, steps_per_epoch=per_epoch,
+                                                                 flow_steps=flow_steps))

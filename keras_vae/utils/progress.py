@@ -147,7 +147,8 @@ def start_summary(config, out_dir, data, model, first_epoch: int = 0) -> list[st
     # the phases of keras_vae.training.loop after the epochs, in its order
     # (the residual networks have BatchNorm, refreshed in bn_mode "batch": LatentVariableModel.recompute_batch_norm)
     refresh = "BatchNorm statistics, " if config.model.kind == "vaegan" and config.model.bn_mode == "batch" else ""
-    after = [f"{refresh}latent sampler fit (a mixture search, the longest phase after training)",
+    flow = " and a RealNVP flow" if getattr(config.train, "flow_steps", 0) > 0 else ""
+    after = [f"{refresh}latent sampler fit (a mixture search{flow}, the longest phase after training)",
              "save model.keras", "reconstruction error"]
     if hasattr(model, "log_likelihood"):
         after.append(f"IWAE estimate (K={config.train.iwae_samples}, {config.train.iwae_examples} examples)")

@@ -25,6 +25,14 @@ def test_cap_spreads_the_steps_over_at_most_that_many_epochs():
     assert capped.model == config.model and capped.loss == config.loss  # only the run's length changes
 
 
+def test_cap_bounds_the_flow_sampler_fit_too():
+    config = get_preset("mnist-28")
+    assert config.train.flow_steps == 3000
+    assert cap_steps(config, {MAX_STEPS_VARIABLE: "2"}).train.flow_steps == 2
+    no_flow = get_preset("tiny")
+    assert no_flow.train.flow_steps == 0 and cap_steps(no_flow, {MAX_STEPS_VARIABLE: "2"}).train.flow_steps == 0
+
+
 def test_a_run_already_under_the_cap_is_unchanged():
     config = get_preset("tiny-vae")
     assert config.train.epochs * config.train.steps_per_epoch <= 10
