@@ -249,7 +249,9 @@ def _kill_at_each_rename(renames, run: Path, force: bool, prepare, tmp_path: Pat
         assert len(_renames(tmp_path / f"kill-{k}.jsonl")) == k
         state = _state(out)
         assert state in {"refused", old_sha, new_sha}, (k, state)
-        _version_is_whole(out, old_manifests + _staged_manifests(out))
+        committed = [json.loads((out / contract.EXPORT_JSON).read_text())] if (out / contract.EXPORT_JSON).is_file() \
+            else []
+        _version_is_whole(out, old_manifests + _staged_manifests(out) + committed)
         # the same command again, in this process: it completes (or, when the kill came after the commit,
         # finds the complete export and asks for --force)
         code = main(_export_argv(run, out, force))
