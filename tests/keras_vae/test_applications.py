@@ -106,7 +106,8 @@ def test_anomaly_scores_are_the_models_quantities(vae):
     mean, _ = vae.encode(x)
     fit = LatentGaussian.fit(np.asarray(vae.encode((_digits(40, seed=20) > 0.5).astype(np.float32))[0]))
     scores = anomaly_scores(vae, x, fit, iwae_samples=8, elbo_samples=3, seed=4)
-    assert tuple(scores) == available_scores(vae) == ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis")
+    assert tuple(scores) == available_scores(vae) == ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis",
+                                                      "complexity_corrected")
     np.testing.assert_allclose(scores["neg_elbo"], -vae.elbo(x, num_samples=3, seed=4), rtol=1e-6)
     np.testing.assert_allclose(scores["iwae_nll"], -vae.log_likelihood(x, num_samples=8, seed=4), rtol=1e-6)
     recon = np.asarray(vae.reconstruct(x))
