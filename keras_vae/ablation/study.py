@@ -123,30 +123,36 @@ def where_diverged(row: dict[str, Any]) -> str:
     return f"{step} of epoch {d.get('epoch')}, {what}"
 
 
-def diverged_row(variant: RunConfig, divergence: dict[str, Any] | None, error: str,
-                 seconds: float | None) -> dict[str, Any]:
-    """The row of a variant whose training diverged: where, the training's one-line error, its learning
-    rates, and why the evaluation numbers are absent (no trained model to sample, reconstruct or encode)."""
+def diverged_row(variant: RunConfig, status: dict[str, Any], error: str, seconds: float | None) -> dict[str, Any]:
+    """The row of a variant whose training diverged: where (``status``: what training recorded, see
+    ``_diverged_status``), the training's one-line error, its learning rates, and why the evaluation
+    numbers are absent (the variant did not train its budget, so it is not evaluated)."""
+    divergence = status.get("divergence")
     divergence = None if divergence is None else {
         **divergence, "value": None if divergence.get("value") is None else str(divergence["value"])}
     row: dict[str, Any] = {"status": "diverged", "divergence": divergence, "error": error,
                            "learning_rate": learning_rates(variant),
                            "training": {"train_seconds": None if seconds is None else round(seconds, 2)}}
-    row["absent"] = (f"training diverged ({where_diverged(row)}): no trained model, so no samples, "
-                     "reconstruction or latent numbers")
+    kept = status.get("kept_epoch")
+    if kept is not None:
+        row["kept_epoch"] = kept
+    row["absent"] = (f"training diverged ({where_diverged(row)}) before the budget's end, so the variant is not "
+                     "evaluated: no samples, reconstruction or latent numbers"
+                     + (f" (its last good checkpoint, after epoch {kept}, is its model.keras)" if kept else ""))
     return row
 
 
-def _divergence_record(run_dir: Path) -> dict[str, Any] | None:
-    """The divergence the training recorded ({epoch, step, term, value}) in the run's status: in the
-    replacement folder when it was replacing a finished run (``train(force=True)``), else in the run."""
+def _diverged_status(run_dir: Path) -> dict[str, Any]:
+    """What the training recorded in the run's status ({"divergence": {epoch, step, term, value}, "kept_epoch"}):
+    in the replacement folder when it was replacing a finished run (``train(force=True)``), else in the run;
+    {} when neither says 'diverged'."""
     from keras_vae.runs import lifecycle
 
     for folder in (run_dir / lifecycle.REPLACEMENT_DIR, run_dir):
         status = lifecycle.read_status(folder) or {}
         if status.get("status") == "diverged" and isinstance(status.get("divergence"), dict):
-            return status["divergence"]
-    return None
+            return status
+    return {}
 
 
 def training_summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -369,13 +375,14 @@ def run_ablation(config: RunConfig, steps: int, out_dir: str | Path, seed: int |
     rows: dict[str, dict[str, Any]] = {}
     for index, (name, variant) in enumerate(configs.items(), start=1):
         run_dir = out_dir / folder_name(name)
-        say(f"[{index}/{len(configs)}] {name}: {steps} steps at Adam {_lr(name, {'learning_rate': learning_rates(variant)})}"
+        capped = " (this variant's cap: see the table's footnote)" if name in TRAIN_NOTES else ""
+        say(f"[{index}/{len(configs)}] {name}: {steps} steps at Adam lr {_fmt(variant.train.learning_rate, 3)}{capped}"
             f" -> {run_dir}")
         started = time.monotonic()
         try:
             result = train_fn(variant, run_dir, verbose=verbose, force=True)
         except TrainingDiverged as exc:
-            row = diverged_row(variant, _divergence_record(run_dir), str(exc).splitlines()[0] if str(exc) else "",
+            row = diverged_row(variant, _diverged_status(run_dir), str(exc).splitlines()[0] if str(exc) else "",
                                time.monotonic() - started)
             save_row(run_dir, header, row)
             say(f"[{index}/{len(configs)}] {name}: DIVERGED ({where_diverged(row)}); recorded as a diverged row, "

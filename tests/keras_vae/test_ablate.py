@@ -184,8 +184,9 @@ def test_a_diverged_variant_is_a_row_and_the_other_variants_still_run(tmp_path, 
     assert value(rows["+patchgan"], "aggregate_samples", "frechet_distance") == 13.0
     bad = rows["mixture-kl"]
     assert bad["divergence"] == DIVERGENCE and "became nan at step 3 of epoch 1" in bad["error"]
-    assert bad["absent"].startswith("training diverged (step 3 of epoch 1, loss term 'adversarial' became "
-                                    "non-finite): no trained model")
+    assert bad["absent"] == ("training diverged (step 3 of epoch 1, loss term 'adversarial' became non-finite) "
+                             "before the budget's end, so the variant is not evaluated: no samples, reconstruction "
+                             "or latent numbers")
     assert not {"sampler", "aggregate_samples", "prior_samples", "reconstruction", "latent"} & set(bad)
     assert bad["learning_rate"] == {"generator": 1e-4, "discriminator": 1e-4}
     assert any("mixture-kl: DIVERGED (step 3 of epoch 1" in line for line in heard)
@@ -199,6 +200,20 @@ def test_a_diverged_variant_is_a_row_and_the_other_variants_still_run(tmp_path, 
     assert f"mixture-kl diverged: {bad['absent']}." in table
     assert "![mixture-kl]" not in table and "![+patchgan](plus-patchgan/samples-aggregate.png)" in table
     assert (tmp_path / "ablation.png").is_file()  # the finished variants' grids
+
+
+def test_a_diverged_row_after_a_finished_epoch_names_the_kept_checkpoint():
+    from keras_vae.ablation.study import diverged_row, where_diverged
+
+    variant = variant_configs(get_preset("mnist-28"), 705, names=["+patchgan"])["+patchgan"]
+    status = {"status": "diverged", "divergence": {"epoch": 3, "step": "end", "term": "weights", "value": None},
+              "kept_epoch": 2}
+    row = diverged_row(variant, status, "training diverged: ...", 12.345)
+    assert where_diverged(row) == "the end of epoch 3, the weights became non-finite"
+    assert row["kept_epoch"] == 2 and row["training"] == {"train_seconds": 12.35}
+    assert row["learning_rate"] == {"generator": 4e-3, "discriminator": 4e-3}
+    assert row["absent"].endswith("latent numbers (its last good checkpoint, after epoch 2, is its model.keras)")
+    assert "kept_epoch" not in diverged_row(variant, {}, "", None) and where_diverged({}) == "where unknown"
 
 
 def test_only_a_divergence_is_recorded_other_failures_stop_the_study(tmp_path, monkeypatch):
