@@ -12,7 +12,7 @@ itself is not in the graph: clients draw it with ``keras_vae.sampling.noise.port
 twin ``serving/node/noise.js``) and feed it, so the same seed gives the same latents everywhere.
 
 A ``flow`` sampler (``keras_vae.sampling.flow``) has the same inputs and output; its graph
-(``flow_nodes``) runs the affine couplings on eps and leaves u unused.
+(``flow_nodes``) draws its whitened base mixture by the rule above and runs the affine couplings on it.
 
 ``latent_tolerance`` is the bound used to compare two float32 evaluations of the drawing rule.
 """
@@ -36,37 +36,45 @@ def cumulative_weights(weights) -> np.ndarray:
 def build_sampler_proto(sampler, metadata: Mapping[str, str], opset: int = contract.ONNX_OPSET):
     """The sampler.onnx ModelProto of a ``LatentSampler`` (not yet checked or saved); a ``flow`` sampler's
     graph is ``flow_nodes``."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     if sampler.kind == "flow":
         nodes, consts = flow_nodes(sampler)
-        initializers = [numpy_helper.from_array(v, name) for name, v in consts.items()]
-        return _sampler_model(nodes, initializers, sampler.latent_dim, metadata, opset)
-    d, k_count = sampler.latent_dim, sampler.num_components
-    consts = {
-        "cumulative_weights": cumulative_weights(sampler.weights)[None, :],  # [1, K]
-        "means": np.asarray(sampler.means, np.float32),  # [K, d]
-        "scale_tril": np.asarray(sampler.scale_tril, np.float32),  # [K, d, d]
-        "last_component": np.asarray(k_count - 1, np.float32),
-        "axis_1": np.asarray([1], np.int64),
-        "axis_2": np.asarray([2], np.int64),
-    }
+    else:
+        nodes, consts = mixture_nodes(sampler, contract.LATENT_OUTPUT)
     initializers = [numpy_helper.from_array(v, name) for name, v in consts.items()]
+    return _sampler_model(nodes, initializers, sampler.latent_dim, metadata, opset)
+
+
+def mixture_nodes(sampler, output: str, prefix: str = "") -> tuple[list, dict[str, np.ndarray]]:
+    """The mixture drawing rule (module doc) as ONNX nodes writing ``output``, and their constants."""
+    from onnx import TensorProto, helper
+
+    p = prefix
+    k_count = sampler.num_components
+    consts = {
+        p + "cumulative_weights": cumulative_weights(sampler.weights)[None, :],  # [1, K]
+        p + "means": np.asarray(sampler.means, np.float32),  # [K, d]
+        p + "scale_tril": np.asarray(sampler.scale_tril, np.float32),  # [K, d, d]
+        p + "last_component": np.asarray(k_count - 1, np.float32),
+        p + "axis_1": np.asarray([1], np.int64),
+        p + "axis_2": np.asarray([2], np.int64),
+    }
     nodes = [
-        helper.make_node("Unsqueeze", [contract.SAMPLER_U_INPUT, "axis_1"], ["u_column"]),  # [N, 1]
-        helper.make_node("LessOrEqual", ["cumulative_weights", "u_column"], ["below"]),  # [N, K]
-        helper.make_node("Cast", ["below"], ["below_float"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceSum", ["below_float", "axis_1"], ["count"], keepdims=0),  # [N]
-        helper.make_node("Min", ["count", "last_component"], ["component_float"]),
-        helper.make_node("Cast", ["component_float"], ["component"], to=TensorProto.INT64),
-        helper.make_node("Gather", ["means", "component"], ["mean"], axis=0),  # [N, d]
-        helper.make_node("Gather", ["scale_tril", "component"], ["tril"], axis=0),  # [N, d, d]
-        helper.make_node("Unsqueeze", [contract.SAMPLER_EPS_INPUT, "axis_2"], ["eps_column"]),  # [N, d, 1]
-        helper.make_node("MatMul", ["tril", "eps_column"], ["spread_column"]),  # [N, d, 1]
-        helper.make_node("Squeeze", ["spread_column", "axis_2"], ["spread"]),  # [N, d]
-        helper.make_node("Add", ["mean", "spread"], [contract.LATENT_OUTPUT]),
+        helper.make_node("Unsqueeze", [contract.SAMPLER_U_INPUT, p + "axis_1"], [p + "u_column"]),  # [N, 1]
+        helper.make_node("LessOrEqual", [p + "cumulative_weights", p + "u_column"], [p + "below"]),  # [N, K]
+        helper.make_node("Cast", [p + "below"], [p + "below_float"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", [p + "below_float", p + "axis_1"], [p + "count"], keepdims=0),  # [N]
+        helper.make_node("Min", [p + "count", p + "last_component"], [p + "component_float"]),
+        helper.make_node("Cast", [p + "component_float"], [p + "component"], to=TensorProto.INT64),
+        helper.make_node("Gather", [p + "means", p + "component"], [p + "mean"], axis=0),  # [N, d]
+        helper.make_node("Gather", [p + "scale_tril", p + "component"], [p + "tril"], axis=0),  # [N, d, d]
+        helper.make_node("Unsqueeze", [contract.SAMPLER_EPS_INPUT, p + "axis_2"], [p + "eps_column"]),  # [N, d, 1]
+        helper.make_node("MatMul", [p + "tril", p + "eps_column"], [p + "spread_column"]),  # [N, d, 1]
+        helper.make_node("Squeeze", [p + "spread_column", p + "axis_2"], [p + "spread"]),  # [N, d]
+        helper.make_node("Add", [p + "mean", p + "spread"], [output]),
     ]
-    return _sampler_model(nodes, initializers, d, metadata, opset)
+    return nodes, consts
 
 
 def _sampler_model(nodes, initializers, d: int, metadata: Mapping[str, str], opset: int):
@@ -88,20 +96,20 @@ def _sampler_model(nodes, initializers, d: int, metadata: Mapping[str, str], ops
 
 
 def flow_nodes(sampler) -> tuple[list, dict[str, np.ndarray]]:
-    """The ``flow`` sampler's drawing rule z = m + L g(eps) as ONNX nodes and constants (``u`` is an input the
-    graph does not use: the contract's inputs stay eps and u). Per coupling j:
+    """The ``flow`` sampler's drawing rule as ONNX nodes and constants: the whitened base mixture's rule
+    (``mixture_nodes``, constants prefixed ``base_``) gives x0, then per coupling j:
 
         a = Gather(x, cond_j, axis 1);  b = Gather(x, trans_j, axis 1)
         h = Relu(MatMul(a, W1) + b1);  h = Relu(MatMul(h, W2) + b2);  o = MatMul(h, W3) + b3
         r, t = Slice(o) at |trans_j|;  s = C Tanh(r / C)
         x = Gather(Concat(a, b Exp(s) + t), order_j, axis 1)   (order_j puts the axes back in place)
 
-    then z = m + MatMul(x, L^T). Ops: Gather, MatMul, Add, Relu, Slice, Div, Tanh, Mul, Exp, Concat."""
+    then z = m + MatMul(x, L^T). Ops: the mixture's and Relu, Slice, Div, Tanh, Mul, Exp, Concat."""
     from onnx import helper
 
-    consts: dict[str, np.ndarray] = {"clamp": np.asarray(sampler.clamp, np.float32)}
-    nodes = []
-    x = contract.SAMPLER_EPS_INPUT
+    nodes, consts = mixture_nodes(sampler.whitened_base, "x0", prefix="base_")
+    consts["clamp"] = np.asarray(sampler.clamp, np.float32)
+    x = "x0"
     for j, c in enumerate(sampler.couplings):
         p = f"c{j}_"
         width = len(c.trans)
@@ -134,8 +142,8 @@ def flow_nodes(sampler) -> tuple[list, dict[str, np.ndarray]]:
             helper.make_node("Gather", [p + "joined", p + "order"], [p + "x"], axis=1),
         ]
         x = p + "x"
-    consts["whitening_t"] = np.ascontiguousarray(np.asarray(sampler.scale_tril[0], np.float32).T)
-    consts["whitening_mean"] = np.asarray(sampler.means[0], np.float32)
+    consts["whitening_t"] = np.ascontiguousarray(np.asarray(sampler.whitening_tril, np.float32).T)
+    consts["whitening_mean"] = np.asarray(sampler.whitening_mean, np.float32)
     nodes += [helper.make_node("MatMul", [x, "whitening_t"], ["spread"]),
               helper.make_node("Add", ["whitening_mean", "spread"], [contract.LATENT_OUTPUT])]
     return nodes, consts
@@ -176,7 +184,7 @@ def latent_tolerance(sampler, eps, u) -> np.ndarray:
     from keras_vae.sampling.noise import float32_ulp
 
     if sampler.kind == "flow":  # the flow's own round-off bound (keras_vae.sampling.flow.FlowSampler.error_bound)
-        return sampler.error_bound(eps)
+        return sampler.error_bound(eps, u)
     eps = np.asarray(eps, np.float32)
     k = sampler.components(u)
     means = np.abs(np.asarray(sampler.means, np.float32)[k]).astype(np.float64)

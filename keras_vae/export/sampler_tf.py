@@ -6,7 +6,7 @@
 
     k_i = min(#{k : cumsum(weights)_k <= u_i}, K - 1),   z_i = means[k_i] + scale_tril[k_i] @ eps_i
 
-``flow_latents_tf(eps, sampler)`` is the twin of the ``flow`` sampler's drawing rule (``keras_vae.sampling.flow``).
+``flow_latents_tf(eps, u, sampler)`` is the twin of the ``flow`` sampler's drawing rule (``keras_vae.sampling.flow``).
 ``make_sample_functions(model, sampler)`` builds the ``sample`` / ``sample_uint8`` signatures:
 inputs ``n`` (int32 scalar in [1, ``sample_limit(d)``]: at most ``contract.MAX_BATCH``, the batch every
 other signature and client is bounded by) and ``seed`` (int64 scalar in [0, 2^32)), outputs ``image``
@@ -65,11 +65,13 @@ def latents_tf(eps, u, weights, means, scale_tril) -> tf.Tensor:
     return tf.gather(means, k) + tf.einsum("nij,nj->ni", tf.gather(scale_tril, k), eps)
 
 
-def flow_latents_tf(eps, sampler) -> tf.Tensor:
+def flow_latents_tf(eps, u, sampler) -> tf.Tensor:
     """The ``flow`` sampler's drawing rule in float32 (the twin of ``FlowSampler.latents``, and of the graph of
-    ``keras_vae.export.sampler_onnx.flow_nodes``): the affine couplings on eps, then z = m + x L^T."""
+    ``keras_vae.export.sampler_onnx.flow_nodes``): the whitened base mixture's rule, the affine couplings,
+    then z = m + x L^T."""
     clamp = tf.constant(sampler.clamp, tf.float32)
-    x = eps
+    base = sampler.whitened_base
+    x = latents_tf(eps, u, base.weights, base.means, base.scale_tril)
     for c in sampler.couplings:
         a = tf.gather(x, c.cond, axis=1)
         h = a
@@ -82,8 +84,8 @@ def flow_latents_tf(eps, sampler) -> tf.Tensor:
         b = tf.gather(x, c.trans, axis=1) * tf.exp(s) + h[:, width:]
         order = np.argsort(np.concatenate([c.cond, c.trans]))
         x = tf.gather(tf.concat([a, b], axis=1), order, axis=1)
-    whitening_t = tf.constant(np.ascontiguousarray(np.asarray(sampler.scale_tril[0], np.float32).T))
-    return tf.constant(np.asarray(sampler.means[0], np.float32)) + tf.matmul(x, whitening_t)
+    whitening_t = tf.constant(np.ascontiguousarray(np.asarray(sampler.whitening_tril, np.float32).T))
+    return tf.constant(np.asarray(sampler.whitening_mean, np.float32)) + tf.matmul(x, whitening_t)
 
 
 def sample_limit(d: int, max_batch: int = contract.MAX_BATCH) -> int:
@@ -125,7 +127,7 @@ def make_sample_functions(model, sampler) -> dict[str, tuple[Callable, list[tf.T
     def draw(n, seed):
         n, seed = _checked(n, seed, d)
         eps, u = portable_noise_tf(seed, n, d)
-        z = flow_latents_tf(eps, sampler) if sampler.kind == "flow" else latents_tf(eps, u, *arrays)
+        z = flow_latents_tf(eps, u, sampler) if sampler.kind == "flow" else latents_tf(eps, u, *arrays)
         return z, model.to_unit(model.decode(z, training=False))
 
     @tf.function(input_signature=sample_specs())

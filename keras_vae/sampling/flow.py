@@ -1,28 +1,35 @@
-"""The ``flow`` latent sampler: a RealNVP normalizing flow on the aggregate posterior, NumPy only.
+"""The ``flow`` latent sampler: a RealNVP normalizing flow on top of a Gaussian mixture, NumPy only.
 
-A Gaussian mixture on 32-d codes cannot follow their curved shape; a flow can. The sampler is
+A Gaussian mixture on 32-d codes cannot follow their curved shape; a flow can, but a flow from N(0, I)
+over-fits a few thousand codes long before it matches a mixture's held-out likelihood. So the flow
+transforms the fitted mixture (the ``gmm`` sampler, or one Gaussian), in whitened coordinates:
 
-    z = m + L g(eps),   g = c_1 o c_2 o ... o c_J   (affine couplings, Dinh et al. 2017)
+    y = means[k] + scale_tril[k] @ eps            the base mixture's drawing rule (k from u, as for ``gmm``)
+    x0 = L^-1 (y - m)                             whitening by the codes' mean m and Cholesky factor L
+    z = m + L g(x0),   g = c_1 o ... o c_J        affine couplings (Dinh et al. 2017)
 
-with (m, L) the codes' mean and Cholesky factor of their covariance (the ``gaussian`` sampler's
-whitening, kept in the mixture fields ``weights`` [1], ``means`` [1, d], ``scale_tril`` [1, d, d], so
-readers of ``sampler.json`` that only check those fields accept the file) and each coupling c_j:
+with each coupling c_j:
 
     a = x[:, cond_j],  b = x[:, trans_j]                       (a fixed split of the d axes)
     h = relu(relu(a W1 + b1) W2 + b2);  [r, t] = h W3 + b3      (r, t: [n, |trans_j|])
     s = C tanh(r / C)                                          (log-scale, soft-clamped to (-C, C))
     x[:, trans_j] = b * exp(s) + t                             (x[:, cond_j] = a unchanged)
 
-Drawing rule (as every sampler: a deterministic map of the portable noise): z = m + L g(eps); ``u``
-is unused (one component). Densities run the couplings backwards:
-log p(z) = log N(eps; 0, I) - sum_j sum s_j - log |det L| with eps = g^-1(L^-1 (z - m)).
+With g the identity (zero last layers, the fit's start) the sampler is the base mixture itself, so the fit
+(``keras_vae.sampling.flow_fit``, early-stopped on held-out codes) never scores below its base. Drawing is a
+deterministic map of the portable noise (eps, u), as for every sampler. The whitened base is computed once,
+x0 = means_w[k] + tril_w[k] @ eps with means_w = L^-1 (means - m), tril_w = L^-1 scale_tril (lower-triangular),
+so every runtime evaluates the same float32 arrays. Density: log p(z) = log base(m + L x0) - sum_j sum s_j
+with x0 = g^-1(L^-1 (z - m)) (the couplings backwards).
 
-Stored in ``sampler.json`` as ``kind: "flow"`` with a ``flow`` object: ``clamp`` C and ``couplings``, a
-list of {"cond": [...], "trans": [...], "layers": [{"kernel": A, "bias": A} x 3]} where every array A is
+Stored in ``sampler.json`` as ``kind: "flow"``: the base mixture in the usual fields ``weights`` [K],
+``means`` [K, d], ``scale_tril`` [K, d, d] (readers that only check mixtures accept the file), and a
+``flow`` object: ``whitening`` {"mean": [d], "scale_tril": [d][d]}, ``clamp`` C and ``couplings``, a list
+of {"cond": [...], "trans": [...], "layers": [{"kernel": A, "bias": A} x 3]} where every array A is
 {"shape": [...], "float32_base64": little-endian float32 bytes}: exact, compact (a JSON list of floats
 takes four times the bytes).
 
-``error_bound(eps)`` bounds |z_a - z_b| between two float32 evaluations of the drawing rule whose noise
+``error_bound(eps, u)`` bounds |z_a - z_b| between two float32 evaluations of the drawing rule whose noise
 agrees to one float32 ulp (the parity bound of sampler.onnx and the SavedModel signature), by the backward
 error argument of ``keras_vae.export.roundoff``; ``TRANSCENDENTAL_ULPS`` is the error it allows each exp/tanh.
 """
@@ -31,14 +38,16 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from keras_vae.errors import ArtifactError, DataError
-from keras_vae.sampling.samplers import LatentSampler, check_latent_range
+from keras_vae.errors import ArtifactError
+from keras_vae.sampling.samplers import LatentSampler, _problem, check_latent_range
 
 FLOW_KIND = "flow"
+ARCHITECTURE = "realnvp-on-mixture-v1"
 DEFAULT_CLAMP = 3.0
 UNIT_ROUNDOFF = 2.0**-24
 # exp and tanh are not correctly rounded in any runtime: NumPy/libm are within 1-2 ulp, onnxruntime's
@@ -113,38 +122,66 @@ def _coupling_problem(c: Coupling, d: int, index: int) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class FlowSampler(LatentSampler):
-    """RealNVP flow sampler: ``means``/``scale_tril`` [1, ...] hold the whitening (m, L), ``couplings``
-    the affine couplings applied to eps (first coupling first), ``clamp`` the log-scale bound C."""
+    """RealNVP flow on a base mixture: ``weights``/``means``/``scale_tril`` are the base mixture (code space),
+    ``whitening_mean`` [d] and ``whitening_tril`` [d, d] the whitening (m, L), ``couplings`` the affine couplings
+    applied to the whitened base draw (first coupling first), ``clamp`` the log-scale bound C."""
 
     couplings: tuple = ()
     clamp: float = DEFAULT_CLAMP
+    whitening_mean: Any = None
+    whitening_tril: Any = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.kind != FLOW_KIND or self.num_components != 1:
-            raise ArtifactError(f"a flow sampler has kind 'flow' and one whitening component, got {self.kind!r} "
-                                f"with {self.num_components}")
-        if not (math.isfinite(self.clamp) and 0 < self.clamp <= 20):
+        d = self.latent_dim
+        if self.kind != FLOW_KIND:
+            raise ArtifactError(f"a flow sampler has kind 'flow', got {self.kind!r}")
+        if not (isinstance(self.clamp, (int, float)) and math.isfinite(self.clamp) and 0 < self.clamp <= 20):
             raise ArtifactError(f"flow clamp must be in (0, 20], got {self.clamp!r}")
+        mean = np.zeros(d) if self.whitening_mean is None else np.asarray(self.whitening_mean, np.float64)
+        tril = np.eye(d) if self.whitening_tril is None else np.asarray(self.whitening_tril, np.float64)
+        problem = _problem("gaussian", np.ones(1), mean.reshape(1, -1), tril.reshape(1, *tril.shape))
+        if problem is None and mean.shape != (d,):
+            problem = f"mean has shape {mean.shape}, expected ({d},)"
+        if problem:
+            raise ArtifactError(f"invalid flow sampler whitening: {problem}")
+        for name, value in (("whitening_mean", mean), ("whitening_tril", tril)):
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
         couplings = []
         for i, c in enumerate(self.couplings):
             c = Coupling(np.asarray(c.cond, np.int64), np.asarray(c.trans, np.int64),
                          tuple(np.asarray(k, np.float32) for k in c.kernels),
                          tuple(np.asarray(b, np.float32) for b in c.biases))
-            problem = _coupling_problem(c, self.latent_dim, i)
+            problem = _coupling_problem(c, d, i)
             if problem:
                 raise ArtifactError(f"invalid flow sampler: {problem}")
             couplings.append(c)
         object.__setattr__(self, "couplings", tuple(couplings))
+        # the base mixture in whitened coordinates (float64; every runtime uses its float32 rounding)
+        inverse = np.linalg.inv(tril)
+        object.__setattr__(self, "_base_w", LatentSampler(
+            "gmm", self.weights, (self.means - mean) @ inverse.T,
+            np.tril(np.einsum("ij,kjl->kil", inverse, self.scale_tril))))
+
+    @property
+    def base(self) -> LatentSampler:
+        """The base mixture in code space (what the flow transforms; the sampler itself when g = identity)."""
+        return LatentSampler("gmm", self.weights, self.means, self.scale_tril)
+
+    @property
+    def whitened_base(self) -> LatentSampler:
+        """The base mixture in whitened coordinates: means_w = L^-1 (means - m), tril_w = L^-1 scale_tril."""
+        return self._base_w
 
     @property
     def num_parameters(self) -> int:
         return int(sum(k.size + b.size for c in self.couplings for k, b in zip(c.kernels, c.biases)))
 
     # --- drawing -------------------------------------------------------------------------
-    def flow_forward(self, eps: np.ndarray, dtype=np.float32) -> np.ndarray:
-        """g(eps): the couplings in order (the whitened latents), in ``dtype``."""
-        x = np.array(eps, dtype=dtype)
+    def flow_forward(self, x0: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """g(x0): the couplings in order, in ``dtype``."""
+        x = np.array(x0, dtype=dtype)
         clamp = dtype(self.clamp)
         with np.errstate(over="ignore", invalid="ignore"):
             for c in self.couplings:
@@ -154,28 +191,21 @@ class FlowSampler(LatentSampler):
         return x
 
     def latents(self, eps: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """z = m + L g(eps) in float32 (``u`` is checked but unused): the drawing rule."""
-        eps = np.asarray(eps, np.float32)
-        u = np.asarray(u, np.float32).reshape(-1)
-        if eps.ndim != 2 or eps.shape[1] != self.latent_dim or eps.shape[0] != u.shape[0]:
-            raise DataError(f"noise of shape eps {eps.shape}, u {u.shape} does not fit a sampler of latent "
-                            f"dimension {self.latent_dim}: pass eps [n, {self.latent_dim}] and u [n]")
-        if not (np.all(np.isfinite(eps)) and np.all(np.isfinite(u))):
-            raise DataError("the noise holds NaN or infinite values (a temperature beyond the float32 range?): "
-                            "pass finite eps and u")
-        x = self.flow_forward(eps)
+        """z = m + L g(means_w[k] + tril_w[k] eps) in float32: the drawing rule."""
+        x0 = self._base_w.latents(eps, u)  # checks the noise; the whitened draw is float32
+        x = self.flow_forward(x0)
         with np.errstate(over="ignore", invalid="ignore"):
-            z = (self.means.astype(np.float32)[0] + x @ self.scale_tril.astype(np.float32)[0].T).astype(np.float32)
+            z = (self.whitening_mean.astype(np.float32) + x @ self.whitening_tril.astype(np.float32).T)
+        z = z.astype(np.float32)
         check_latent_range(z)
         return z
 
     # --- density -------------------------------------------------------------------------
     def inverse(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(eps = g^-1(L^-1 (z - m)), log |det d eps / d z|), float64."""
+        """(x0 = g^-1(L^-1 (z - m)), log |det d x0 / d x|) in float64 (x the whitened z)."""
         z = np.asarray(z, np.float64)
-        tril = self.scale_tril[0]
-        x = np.linalg.solve(tril, (z - self.means[0]).T).T
-        log_det = np.full(len(z), -float(np.sum(np.log(np.diag(tril)))))
+        x = np.linalg.solve(self.whitening_tril, (z - self.whitening_mean).T).T
+        log_det = np.zeros(len(z))
         for c in reversed(self.couplings):
             r, t = c.conditioner(x[:, c.cond], np.float64)
             s = self.clamp * np.tanh(r / self.clamp)
@@ -184,34 +214,28 @@ class FlowSampler(LatentSampler):
         return x, log_det
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
-        """log p(z), float64 [n] (change of variables through the couplings and the whitening)."""
-        eps, log_det = self.inverse(z)
-        d = self.latent_dim
-        return -0.5 * (np.sum(eps * eps, axis=1) + d * math.log(2 * math.pi)) + log_det
-
-    @property
-    def marginal_std(self) -> np.ndarray:
-        """Per-axis standard deviation of the fitted codes (the whitening's; the flow keeps it close)."""
-        return np.sqrt(np.sum(self.scale_tril[0] ** 2, axis=1))
+        """log p(z), float64 [n]: the base mixture's density at m + L x0 plus the couplings' log-determinant."""
+        x0, log_det = self.inverse(z)
+        return LatentSampler.log_prob(self, self.whitening_mean + x0 @ self.whitening_tril.T) + log_det
 
     # --- parity bound --------------------------------------------------------------------
-    def error_bound(self, eps: np.ndarray) -> np.ndarray:
+    def error_bound(self, eps: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
         """Bound on |z_a - z_b| (an [n, d] array holding one value) between two float32 evaluations of the
         drawing rule on noise that agrees to one float32 ulp, derived as ``keras_vae.export.roundoff`` derives
         the decoders' (Higham's backward error): each evaluation is the exact map at parameters moved by a
         relative rho, so the two differ by at most the change of z when every parameter moves by 2 rho:
 
-            kernels (fan-in K):          rho = sqrt(K) u + 4 u     (summed over both evaluations)
-            biases, m, L's products:     rho = 8 u
-            exp, tanh:                   rho = (2 + T) u on their outputs (T = TRANSCENDENTAL_ULPS)
-            eps:                         one float32 ulp (the noise's cross-runtime difference)
+            kernels (fan-in K; tril_w, L: K = d):   rho = sqrt(K) u + 4 u     (summed over both evaluations)
+            biases, means_w, m:                     rho = 8 u
+            exp, tanh:                              rho = (2 + T) u on their outputs (T = TRANSCENDENTAL_ULPS)
+            eps:                                    one float32 ulp (the noise's cross-runtime difference)
 
         The change is measured in float64 with every value moved by exactly that amount and a random sign:
         ``bound = 2 max |z(moved) - z| + 16 u max |z|`` (u = 2^-24; the roundoff module's SAMPLE_FACTOR and
-        OUTPUT_ROUNDINGS)."""
+        OUTPUT_ROUNDINGS). ``u`` picks the components (exact in every runtime); None: u = 0."""
         from keras_vae.sampling.noise import float32_ulp
 
-        u = UNIT_ROUNDOFF
+        unit = UNIT_ROUNDOFF
         rng = np.random.default_rng(PERTURBATION_SEED)
 
         def moved(array: np.ndarray, rho: float) -> np.ndarray:
@@ -219,79 +243,88 @@ class FlowSampler(LatentSampler):
             return array * (1.0 + rho * np.where(rng.random(array.shape) < 0.5, -1.0, 1.0))
 
         eps = np.asarray(eps, np.float32)
-        reference = self._latents64(eps.astype(np.float64))
-        elementwise = 2 * ELEMENTWISE_ROUNDINGS * u
-        transcendental = 2 * (2 + TRANSCENDENTAL_ULPS) * u
+        k = self._base_w.components(np.zeros(len(eps), np.float32) if u is None else u)
+        reference = self._latents64(eps.astype(np.float64), k)
+        d = self.latent_dim
+        elementwise = 2 * ELEMENTWISE_ROUNDINGS * unit
+        square = 2 * (math.sqrt(d) + KERNEL_ROUNDINGS) * unit
+        transcendental = 2 * (2 + TRANSCENDENTAL_ULPS) * unit
         couplings = [Coupling(c.cond, c.trans,
-                              tuple(moved(k, 2 * (math.sqrt(k.shape[0]) + KERNEL_ROUNDINGS) * u) for k in c.kernels),
+                              tuple(moved(w, 2 * (math.sqrt(w.shape[0]) + KERNEL_ROUNDINGS) * unit) for w in c.kernels),
                               tuple(moved(b, elementwise) for b in c.biases)) for c in self.couplings]
         signs = np.where(rng.random(eps.shape) < 0.5, -1.0, 1.0)
         noise = eps.astype(np.float64) + signs * float32_ulp(eps)
-        d = self.latent_dim
         perturbed = self._latents64(
-            noise, couplings, means=moved(self.means[0], elementwise),
-            tril=moved(self.scale_tril[0], 2 * (math.sqrt(d) + KERNEL_ROUNDINGS) * u),
-            jitter=lambda values: moved(values, transcendental))
+            noise, k, couplings, base_means=moved(self._base_w.means, elementwise),
+            base_tril=moved(self._base_w.scale_tril, square), mean=moved(self.whitening_mean, elementwise),
+            tril=moved(self.whitening_tril, square), jitter=lambda values: moved(values, transcendental))
         spread = float(np.max(np.abs(perturbed - reference))) if reference.size else 0.0
-        value = SAMPLE_FACTOR * spread + 2 * OUTPUT_ROUNDINGS * u * float(np.max(np.abs(reference), initial=0.0))
+        value = SAMPLE_FACTOR * spread + 2 * OUTPUT_ROUNDINGS * unit * float(np.max(np.abs(reference), initial=0.0))
         return np.full(reference.shape, value)
 
-    def _latents64(self, eps: np.ndarray, couplings=None, means=None, tril=None, jitter=None) -> np.ndarray:
-        """z = m + L g(eps) in float64, optionally with other parameters and ``jitter`` applied to every
-        tanh and exp output (the error bound's moved evaluation)."""
+    def _latents64(self, eps: np.ndarray, k: np.ndarray, couplings=None, base_means=None, base_tril=None,
+                   mean=None, tril=None, jitter=None) -> np.ndarray:
+        """The drawing rule in float64 for components ``k``, optionally with other parameters and ``jitter``
+        applied to every tanh and exp output (the error bound's moved evaluation)."""
         jitter = jitter or (lambda values: values)
-        x = np.array(eps, dtype=np.float64)
+        base_means = self._base_w.means if base_means is None else base_means
+        base_tril = self._base_w.scale_tril if base_tril is None else base_tril
+        x = base_means[k] + np.einsum("nij,nj->ni", base_tril[k], np.asarray(eps, np.float64))
         for c in couplings if couplings is not None else self.couplings:
             r, t = c.conditioner(x[:, c.cond], np.float64)
             s = self.clamp * jitter(np.tanh(r / self.clamp))
             x[:, c.trans] = x[:, c.trans] * jitter(np.exp(s)) + t
-        means = self.means[0] if means is None else means
-        tril = self.scale_tril[0] if tril is None else tril
-        return means + x @ tril.T
+        mean = self.whitening_mean if mean is None else mean
+        tril = self.whitening_tril if tril is None else tril
+        return mean + x @ tril.T
 
     # --- serialization -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         data["flow"] = {
-            "architecture": "realnvp-affine-coupling-v1", "clamp": float(self.clamp),
+            "architecture": ARCHITECTURE, "clamp": float(self.clamp),
+            "whitening": {"mean": self.whitening_mean.tolist(), "scale_tril": self.whitening_tril.tolist()},
             "couplings": [{"cond": c.cond.tolist(), "trans": c.trans.tolist(),
                            "layers": [{"kernel": _encode_array(k), "bias": _encode_array(b)}
                                       for k, b in zip(c.kernels, c.biases)]} for c in self.couplings]}
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "sampler") -> "FlowSampler":
-        base = LatentSampler.from_dict({**data, "kind": "gaussian"}, source)  # the whitening's checks
+    def from_dict(cls, data: Any, source: str = "sampler") -> FlowSampler:
+        base = LatentSampler.from_dict({**data, "kind": "gmm"}, source)  # the base mixture's checks
         flow = data.get("flow")
         if not isinstance(flow, dict) or not isinstance(flow.get("couplings"), list):
             raise ArtifactError(f"{source} is corrupt: a 'flow' sampler needs a 'flow' object with 'couplings'")
-        if flow.get("architecture") != "realnvp-affine-coupling-v1":
+        if flow.get("architecture") != ARCHITECTURE:
             raise ArtifactError(f"{source} has flow architecture {flow.get('architecture')!r}; this keras-vae "
-                                "reads 'realnvp-affine-coupling-v1': upgrade keras-vae or re-fit the sampler")
+                                f"reads {ARCHITECTURE!r}: upgrade keras-vae or re-fit the sampler")
         couplings = []
-        for i, entry in enumerate(flow["couplings"]):
-            try:
+        try:
+            whitening = flow["whitening"]
+            mean = np.asarray(whitening["mean"], np.float64)
+            tril = np.asarray(whitening["scale_tril"], np.float64)
+            for i, entry in enumerate(flow["couplings"]):
                 layers = entry["layers"]
                 couplings.append(Coupling(
                     np.asarray(entry["cond"], np.int64), np.asarray(entry["trans"], np.int64),
                     tuple(_decode_array(layer["kernel"], f"{source} coupling {i} kernel") for layer in layers),
                     tuple(_decode_array(layer["bias"], f"{source} coupling {i} bias") for layer in layers)))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ArtifactError(f"{source} is corrupt: coupling {i} ({exc!r})") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{source} is corrupt: the flow's {exc!r} is missing or malformed") from None
         try:
             return cls(kind=FLOW_KIND, weights=base.weights, means=base.means, scale_tril=base.scale_tril,
                        fitted_on=base.fitted_on, selection=base.selection, couplings=tuple(couplings),
-                       clamp=float(flow.get("clamp", DEFAULT_CLAMP)))
+                       clamp=flow.get("clamp", DEFAULT_CLAMP), whitening_mean=mean, whitening_tril=tril)
         except ArtifactError as exc:
             raise ArtifactError(f"{source} is corrupt: {exc}") from None
 
 
-def make_flow(means: np.ndarray, scale_tril: np.ndarray, couplings: Sequence[Coupling],
-              clamp: float = DEFAULT_CLAMP, fitted_on: Mapping[str, Any] | None = None,
-              selection: Mapping[str, Any] | None = None) -> FlowSampler:
-    """A FlowSampler from the whitening (m [d], L [d, d]) and couplings."""
-    means = np.asarray(means, np.float64).reshape(1, -1)
-    tril = np.asarray(scale_tril, np.float64).reshape(1, means.shape[1], means.shape[1])
-    return FlowSampler(kind=FLOW_KIND, weights=np.ones(1), means=means, scale_tril=tril,
+def make_flow(base: LatentSampler, whitening_mean: np.ndarray, whitening_tril: np.ndarray,
+              couplings: Sequence[Coupling], clamp: float = DEFAULT_CLAMP,
+              fitted_on: Mapping[str, Any] | None = None, selection: Mapping[str, Any] | None = None) -> FlowSampler:
+    """A FlowSampler: ``couplings`` on the mixture ``base`` (a LatentSampler) whitened by (m [d], L [d, d])."""
+    return FlowSampler(kind=FLOW_KIND, weights=base.weights, means=base.means, scale_tril=base.scale_tril,
                        fitted_on=dict(fitted_on or {}), selection=dict(selection or {}),
-                       couplings=tuple(couplings), clamp=float(clamp))
+                       couplings=tuple(couplings), clamp=float(clamp),
+                       whitening_mean=np.asarray(whitening_mean, np.float64),
+                       whitening_tril=np.asarray(whitening_tril, np.float64))

@@ -1,11 +1,13 @@
 """Fitting the ``flow`` sampler (``keras_vae.sampling.flow``) on the aggregate posterior, in TensorFlow.
 
-The flow is trained by maximum likelihood on draws of the aggregate posterior q(z) = 1/N sum_i
-N(mu_i, diag sigma_i^2): every batch draws fresh z = mu_i + sigma_i e (the codes' own noise acts as
-data augmentation), whitened by the ``gaussian`` sampler's (m, L). Adam; every ``eval_every`` steps the
-flow scores the held-out ``validation_codes`` (mean log-likelihood, float64, the score every sampler
-is chosen by) and the best weights so far are kept; training stops after ``patience`` evaluations
-without improvement. Seeded: the same codes and seed give the same flow on one machine.
+The couplings start at the identity (zero last layers), so the flow starts as its ``base`` mixture (the
+fitted ``gmm``; one Gaussian without it), and are trained by maximum likelihood on draws of the aggregate
+posterior q(z) = 1/N sum_i N(mu_i, diag sigma_i^2): every batch draws fresh z = mu_i + sigma_i e (the
+codes' own noise acts as data augmentation), whitened by the ``gaussian`` sampler's (m, L); the base
+mixture's density is evaluated in those coordinates. Adam; every ``eval_every`` steps the flow scores the
+held-out ``validation_codes`` (mean log-likelihood, float64, the score every sampler is chosen by) and the
+best weights so far are kept (step 0, the base itself, included); training stops after ``patience``
+evaluations without improvement. Seeded: the same codes and seed give the same flow on one machine.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ import numpy as np
 
 from keras_vae.errors import ConfigError, DataError
 from keras_vae.sampling.flow import DEFAULT_CLAMP, Coupling, FlowSampler, make_flow
-from keras_vae.sampling.samplers import _check_codes, fit_gaussian
+from keras_vae.sampling.samplers import LatentSampler, _check_codes, fit_gaussian
 
-FLOW_COUPLINGS = 8
-FLOW_HIDDEN = 128
+FLOW_COUPLINGS = 4
+FLOW_HIDDEN = 64
 FLOW_BATCH = 256
 FLOW_LEARNING_RATE = 1e-3
 FLOW_EVAL_EVERY = 100
@@ -53,9 +55,10 @@ def fit_flow(means: np.ndarray, variances: np.ndarray | None, validation_codes: 
              steps: int = 3000, couplings: int = FLOW_COUPLINGS, hidden: int = FLOW_HIDDEN,
              batch_size: int = FLOW_BATCH, learning_rate: float = FLOW_LEARNING_RATE,
              eval_every: int = FLOW_EVAL_EVERY, patience: int = FLOW_PATIENCE, clamp: float = DEFAULT_CLAMP,
-             seed: int = 0, mode: str = "inference",
+             weight_decay: float = 0.0, base: LatentSampler | None = None, seed: int = 0, mode: str = "inference",
              progress: Callable[[int], None] | None = None) -> FlowSampler:
-    """A RealNVP flow on the codes (see the module doc); ``progress(n)`` follows ``flow_fit_steps(steps)``."""
+    """A RealNVP flow on the mixture ``base`` (None: one Gaussian, the codes' moments) fitted to the codes (see
+    the module doc); ``progress(n)`` follows ``flow_fit_steps(steps)``."""
     import tensorflow as tf
 
     mu, var = _check_codes(means, variances)
@@ -70,6 +73,15 @@ def fit_flow(means: np.ndarray, variances: np.ndarray | None, validation_codes: 
     whitening = fit_gaussian(mu, var, mode=mode)
     m, tril = whitening.means[0], whitening.scale_tril[0]
     tril_inv = np.linalg.inv(tril)
+    base = whitening if base is None else base
+    if base.latent_dim != d:
+        raise DataError(f"the base mixture has latent size {base.latent_dim}, the codes {d}")
+    whitened = make_flow(base, m, tril, []).whitened_base
+    base_consts = {"log_weights": tf.constant(np.log(np.maximum(whitened.weights, 1e-300)), tf.float32),
+                   "means": tf.constant(whitened.means, tf.float32),
+                   "inv_tril": tf.constant(np.linalg.inv(whitened.scale_tril), tf.float32),  # [K, d, d]
+                   "log_det": tf.constant(np.sum(np.log(np.diagonal(whitened.scale_tril, axis1=1, axis2=2)), 1),
+                                          tf.float32)}
     splits = coupling_splits(d, couplings, seed)
     rng = np.random.default_rng(seed)
 
@@ -89,7 +101,8 @@ def fit_flow(means: np.ndarray, variances: np.ndarray | None, validation_codes: 
     inverse_orders = [tf.constant(np.argsort(np.concatenate([c, t])), tf.int32) for c, t in splits]
     consts = dict(mu=tf.constant(mu, tf.float32), sd=tf.constant(np.sqrt(var), tf.float32),
                   m=tf.constant(m, tf.float32), tril_inv_t=tf.constant(tril_inv.T, tf.float32))
-    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    optimizer = (tf.keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay) if weight_decay > 0
+                 else tf.keras.optimizers.Adam(learning_rate))
     generator = tf.random.Generator.from_seed(seed)
     c_value = float(clamp)
 
@@ -106,7 +119,10 @@ def fit_flow(means: np.ndarray, variances: np.ndarray | None, validation_codes: 
             b = (tf.gather(x, trans, axis=1) - t) * tf.exp(-s)
             x = tf.gather(tf.concat([a, b], axis=1), order, axis=1)
             total_s += tf.reduce_sum(s, axis=1)
-        return tf.reduce_mean(0.5 * tf.reduce_sum(x * x, axis=1) + total_s)
+        # -log base_w(x0): log-sum-exp over the whitened mixture's components (constants dropped)
+        y = tf.einsum("kij,nkj->nki", base_consts["inv_tril"], x[:, None, :] - base_consts["means"][None])
+        per_component = base_consts["log_weights"] - base_consts["log_det"] - 0.5 * tf.reduce_sum(y * y, axis=2)
+        return tf.reduce_mean(total_s - tf.reduce_logsumexp(per_component, axis=1))
 
     n_codes = mu.shape[0]
     batch = min(int(batch_size), n_codes)
@@ -128,7 +144,7 @@ def fit_flow(means: np.ndarray, variances: np.ndarray | None, validation_codes: 
                 for (cond, trans), layer_vars in zip(splits, variables)]
 
     def score(current: list[Coupling]) -> float:
-        flow = make_flow(m, tril, current, clamp)
+        flow = make_flow(base, m, tril, current, clamp)
         value = float(np.mean(flow.log_prob(val)))
         return value if math.isfinite(value) else -math.inf
 
@@ -160,7 +176,9 @@ def fit_flow(means: np.ndarray, variances: np.ndarray | None, validation_codes: 
                  "validation_examples": int(len(val)), "held_out_log_likelihood": best_score,
                  "best_step": best_step, "steps_run": step, "history": history,
                  "couplings": int(couplings), "hidden": int(hidden), "batch_size": batch,
-                 "learning_rate": float(learning_rate), "clamp": float(clamp),
+                 "learning_rate": float(learning_rate), "clamp": float(clamp), "weight_decay": float(weight_decay),
+                 "base": {"kind": base.kind, "components": base.num_components,
+                          "held_out_log_likelihood": history["0"]},
                  "fit_seconds": round(time.perf_counter() - started, 1)}
-    return make_flow(m, tril, best_couplings, clamp, fitted_on={"examples": int(n_codes), "mode": mode},
+    return make_flow(base, m, tril, best_couplings, clamp, fitted_on={"examples": int(n_codes), "mode": mode},
                      selection=selection)

@@ -279,7 +279,7 @@ def _problem(kind: Any, weights: np.ndarray, means: np.ndarray, tril: np.ndarray
         return "scale_tril is not lower-triangular"
     if np.any(np.diagonal(tril, axis1=1, axis2=2) <= 0):
         return "scale_tril must have a positive diagonal (Cholesky factors)"
-    if kind in ("prior", "gaussian", "flow") and k != 1:
+    if kind in ("prior", "gaussian") and k != 1:
         return f"a {kind!r} sampler has one component, got {k}"
     if float(np.max(np.abs(means))) > LATENT_LIMIT:
         return (f"means holds a value ({float(np.max(np.abs(means))):.3g}) whose square overflows float32 "

@@ -72,7 +72,8 @@ def finish_training(model, train_dataset: Iterable, validation_images: np.ndarra
     step(1)
     candidates = fit_samplers(means, variances, held_out, seed=seed, progress=progress)
     if flow_steps > 0:
-        candidates["flow"] = fit_flow(means, variances, held_out, steps=flow_steps, seed=seed, progress=progress)
+        candidates["flow"] = fit_flow(means, variances, held_out, steps=flow_steps, base=candidates["gmm"],
+                                      seed=seed, progress=progress)
     chosen = choose_sampler(candidates, held_out)
     save_samplers(out_dir, chosen, candidates)
     step(1)
@@ -91,7 +92,7 @@ def add_flow_sampler(run_dir: str | Path, steps: int = 3000, seed: int | None = 
                      progress: Callable[[int], None] | None = None, **flow_options) -> dict[str, Any]:
     """Fit the ``flow`` sampler for a finished run (one trained before flows, or with ``train.flow_steps`` 0):
     encode its training codes as ``finish_training`` does (no BatchNorm refresh: the run already has it),
-    fit the flow, store ``samplers/flow.json`` and choose ``sampler.json`` again among all the run's candidates
+    fit the flow on the run's ``gmm`` sampler (``flow_options`` go to ``fit_flow``), store ``samplers/flow.json`` and choose ``sampler.json`` again among all the run's candidates
     by held-out code likelihood. Returns {"chosen", "candidates" (scores), "flow" (its selection record)}."""
     from keras_vae.data import make_datasets
     from keras_vae.runs.folder import load_run
@@ -105,9 +106,10 @@ def add_flow_sampler(run_dir: str | Path, steps: int = 3000, seed: int | None = 
     val_images, _ = data.validation_arrays()
     means, variances = encode_batches(model, _rebatched(_limited(data.train, FIT_EXAMPLES), ENCODE_BATCH))
     held_out = held_out_codes(model, val_images, seed=seed)
-    flow = fit_flow(means, variances, held_out, steps=steps, seed=seed, progress=progress, **flow_options)
     candidates = {kind: load_sampler(run_dir, model.latent_dim, kind) for kind in ("prior", "gaussian", "gmm")
                   if kind == "prior" or (run_dir / SAMPLERS_DIR / f"{kind}.json").is_file()}
+    flow_options.setdefault("base", candidates.get("gmm"))
+    flow = fit_flow(means, variances, held_out, steps=steps, seed=seed, progress=progress, **flow_options)
     candidates["flow"] = flow
     chosen = choose_sampler(candidates, held_out)
     save_samplers(run_dir, chosen, {"flow": flow})

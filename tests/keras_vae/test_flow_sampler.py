@@ -30,19 +30,19 @@ def _curved(n: int, seed: int) -> np.ndarray:
     return np.concatenate([arc, rest], 1)
 
 
-def test_drawing_rule_matches_float64_within_its_bound_and_ignores_u():
+def test_drawing_rule_matches_float64_within_its_bound():
     sampler = hand_made_flow_sampler()
     eps, u = portable_noise(3, 200, D)
     z = sampler.latents(eps, u)
     assert z.dtype == np.float32 and z.shape == (200, D)
-    bound = sampler.error_bound(eps)
-    exact = sampler._latents64(eps.astype(np.float64))
+    bound = sampler.error_bound(eps, u)
+    k = sampler.whitened_base.components(u)
+    assert set(k) == {0, 1, 2}  # every base component drawn
+    exact = sampler._latents64(eps.astype(np.float64), k)
     assert np.all(np.abs(z - exact) <= bound)
-    np.testing.assert_array_equal(sampler.latents(eps, np.zeros_like(u)), z)  # one component: u unused
     np.testing.assert_array_equal(sampler.sample(200, seed=3), z)
-    # the flow bends the noise: it is not the whitening Gaussian m + L eps
-    affine = sampler.means[0] + eps.astype(np.float64) @ sampler.scale_tril[0].T
-    assert np.max(np.abs(exact - affine)) > 100 * bound.max()
+    # the flow bends its base: the draw is not the base mixture's m_k + L_k eps
+    assert np.max(np.abs(exact - sampler.base.latents(eps, u))) > 100 * bound.max()
 
 
 def test_bound_catches_a_one_percent_weight_change():
@@ -51,41 +51,43 @@ def test_bound_catches_a_one_percent_weight_change():
     c = sampler.couplings[1]
     changed = Coupling(c.cond, c.trans, (c.kernels[0], c.kernels[1], c.kernels[2] * 1.01), c.biases)
     other = dataclasses.replace(sampler, couplings=(sampler.couplings[0], changed, *sampler.couplings[2:]))
-    assert np.max(np.abs(other.latents(eps, u) - sampler.latents(eps, u))) > 10 * sampler.error_bound(eps).max()
+    assert np.max(np.abs(other.latents(eps, u) - sampler.latents(eps, u))) > 10 * sampler.error_bound(eps, u).max()
 
 
-def test_identity_couplings_give_the_whitening_gaussian():
-    """Zero last layers: r = t = 0, so g = identity and the flow is N(m, L L^T) exactly."""
-    base = hand_made_flow_sampler()
-    zeroed = [Coupling(c.cond, c.trans, (*c.kernels[:2], np.zeros_like(c.kernels[2])),
-                       (*c.biases[:2], np.zeros_like(c.biases[2]))) for c in base.couplings]
-    flow = make_flow(base.means[0], base.scale_tril[0], zeroed)
-    gaussian = LatentSampler("gaussian", np.ones(1), base.means, base.scale_tril)
-    z = np.random.default_rng(0).normal(size=(50, D)) * 2
-    np.testing.assert_allclose(flow.log_prob(z), gaussian.log_prob(z), rtol=1e-12, atol=1e-12)
+def test_identity_couplings_give_the_base_mixture():
+    """Zero last layers: r = t = 0, so g = identity and the flow is its base mixture (whitening undone)."""
     from keras_vae.export.sampler_onnx import latent_tolerance
 
-    eps, u = portable_noise(1, 50, D)  # the same z = m + L eps, summed in another order
-    assert np.all(np.abs(flow.latents(eps, u) - gaussian.latents(eps, u)) <= latent_tolerance(gaussian, eps, u))
+    base_flow = hand_made_flow_sampler()
+    zeroed = [Coupling(c.cond, c.trans, (*c.kernels[:2], np.zeros_like(c.kernels[2])),
+                       (*c.biases[:2], np.zeros_like(c.biases[2]))) for c in base_flow.couplings]
+    flow = make_flow(base_flow.base, base_flow.whitening_mean, base_flow.whitening_tril, zeroed)
+    z = np.random.default_rng(0).normal(size=(50, D)) * 2
+    np.testing.assert_allclose(flow.log_prob(z), flow.base.log_prob(z), rtol=1e-12, atol=1e-10)
+    eps, u = portable_noise(1, 50, D)  # m + L (L^-1 (m_k - m) + L^-1 L_k eps) = m_k + L_k eps, float32 round-off
+    tolerance = latent_tolerance(flow, eps, u) + latent_tolerance(flow.base, eps, u)
+    assert np.all(np.abs(flow.latents(eps, u) - flow.base.latents(eps, u)) <= tolerance)
 
 
 def test_log_prob_is_the_change_of_variables():
-    """log p(z) = log N(f(z)) + log|det df/dz|, the Jacobian by central differences in float64."""
+    """log p(z) = log base(m + L x0) + log|det dx0/dx|, the Jacobian by central differences in float64."""
     sampler = hand_made_flow_sampler()
     z = sampler.sample(5, seed=2).astype(np.float64)
-    eps, log_det = sampler.inverse(z)
+    x0, log_det = sampler.inverse(z)
     h = 1e-6
     for i in range(len(z)):
         forward = [sampler.inverse(z[i:i + 1] + h * e)[0][0] for e in np.eye(D)]
         backward = [sampler.inverse(z[i:i + 1] - h * e)[0][0] for e in np.eye(D)]
-        jac = np.stack([(f - b) / (2 * h) for f, b in zip(forward, backward)], axis=1)
-        assert log_det[i] == pytest.approx(np.linalg.slogdet(jac)[1], abs=1e-5)
-    np.testing.assert_allclose(sampler.log_prob(z),
-                               -0.5 * np.sum(eps**2, 1) - 0.5 * D * math.log(2 * math.pi) + log_det, rtol=1e-12)
-    # inverse(latents(eps)) = eps (float32 draw, float64 inverse: a few float32 ulps amplified by the flow)
+        jac = np.stack([(f - b) / (2 * h) for f, b in zip(forward, backward)], axis=1)  # d x0 / d z
+        # d x0/dz = (d x0/dx) L^-1: log|det| = log_det - log|det L|
+        expected = log_det[i] - np.sum(np.log(np.diag(sampler.whitening_tril)))
+        assert np.linalg.slogdet(jac)[1] == pytest.approx(expected, abs=1e-5)
+    y = sampler.whitening_mean + x0 @ sampler.whitening_tril.T
+    np.testing.assert_allclose(sampler.log_prob(z), sampler.base.log_prob(y) + log_det, rtol=1e-12)
+    # inverse(latents(eps)) = the whitened base draw (float32 draw, float64 inverse)
     eps32, u = portable_noise(4, 20, D)
     back, _ = sampler.inverse(sampler.latents(eps32, u))
-    assert np.max(np.abs(back - eps32)) < 1e-4
+    assert np.max(np.abs(back - sampler.whitened_base.latents(eps32, u))) < 1e-4
 
 
 def test_log_prob_integrates_to_one():
@@ -106,13 +108,13 @@ def test_json_round_trip_is_exact_and_atomic(tmp_path):
     path = sampler.save(tmp_path / "flow.json")
     assert [p.name for p in tmp_path.iterdir()] == ["flow.json"]  # no temporary file left
     loaded = LatentSampler.load(path, latent_dim=D)
-    assert isinstance(loaded, FlowSampler) and loaded.kind == "flow" and loaded.num_components == 1
+    assert isinstance(loaded, FlowSampler) and loaded.kind == "flow" and loaded.num_components == 3
     eps, u = portable_noise(0, 32, D)
     np.testing.assert_array_equal(loaded.latents(eps, u), sampler.latents(eps, u))
     data = json.loads(path.read_text())
-    # readers that only know mixtures find a valid one-component mixture (the whitening)
-    assert len(data["weights"]) == 1 and np.shape(data["scale_tril"]) == (1, D, D)
-    assert data["flow"]["architecture"] == "realnvp-affine-coupling-v1"
+    # readers that only know mixtures find a valid mixture (the base)
+    assert len(data["weights"]) == 3 and np.shape(data["scale_tril"]) == (3, D, D)
+    assert data["flow"]["architecture"] == "realnvp-on-mixture-v1"
 
 
 @pytest.mark.parametrize("change, match", [
@@ -122,6 +124,8 @@ def test_json_round_trip_is_exact_and_atomic(tmp_path):
     (lambda d: d["flow"]["couplings"][1]["layers"][2]["bias"].update(shape=[3]), "corrupt"),
     (lambda d: d["flow"]["couplings"][0]["layers"][0]["kernel"].update(float32_base64="@@"), "corrupt"),
     (lambda d: d["flow"].update(clamp=float("inf")), "clamp"),
+    (lambda d: d["flow"]["whitening"].pop("mean"), "'mean'"),
+    (lambda d: d["flow"]["whitening"].update(scale_tril=[[1.0, 0.0], [0.0, 1.0]]), "whitening"),
 ])
 def test_corrupt_flow_files_are_refused(tmp_path, change, match):
     data = hand_made_flow_sampler().to_dict()
@@ -151,7 +155,15 @@ def test_fit_beats_the_gaussian_on_curved_codes_and_is_seeded():
     flow_score, gaussian_score = np.mean(flow.log_prob(held_out)), np.mean(gaussian.log_prob(held_out))
     print(f"held-out log-likelihood: flow {flow_score:.3f}, gaussian {gaussian_score:.3f} nats")
     assert flow.selection["held_out_log_likelihood"] == pytest.approx(flow_score, rel=1e-12)
+    assert flow.selection["base"]["held_out_log_likelihood"] == pytest.approx(gaussian_score, rel=1e-9)
     assert flow_score > gaussian_score + 0.5
+    # on a mixture base the flow starts at the mixture: never below it on the held-out codes
+    from keras_vae.sampling.samplers import fit_gmm
+
+    gmm = fit_gmm(train, variances, held_out, components=(2, 4), shrinkage=(0.01,))
+    on_gmm = fit_flow(train, variances, held_out, steps=200, couplings=2, hidden=16, eval_every=100, base=gmm)
+    assert on_gmm.num_components == gmm.num_components
+    assert np.mean(on_gmm.log_prob(held_out)) >= np.mean(gmm.log_prob(held_out)) - 1e-9
     again = fit_flow(train, variances, held_out, steps=300, couplings=4, hidden=32, eval_every=100, seed=1)
     eps, u = portable_noise(0, 16, D)
     np.testing.assert_array_equal(again.latents(eps, u), flow.latents(eps, u))
@@ -170,15 +182,16 @@ def test_sampler_onnx_and_tf_twin_match_numpy():
     proto = build_sampler_proto(sampler, {"keras_vae.role": "sampler"})
     onnx.checker.check_model(proto, full_check=True)
     ops = {node.op_type for node in proto.graph.node}
-    assert ops <= {"Gather", "MatMul", "Add", "Relu", "Slice", "Div", "Tanh", "Mul", "Exp", "Concat"}
+    assert ops <= {"Unsqueeze", "LessOrEqual", "Cast", "ReduceSum", "Min", "Gather", "MatMul", "Squeeze", "Add",
+                   "Relu", "Slice", "Div", "Tanh", "Mul", "Exp", "Concat"}
     assert [i.name for i in proto.graph.input] == ["eps", "u"] and [o.name for o in proto.graph.output] == ["z"]
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     for seed, n in ((0, 1), (1, 7), (2, 300)):
         eps, u = portable_noise(seed, n, D)
         reference, tolerance = sampler.latents(eps, u), latent_tolerance(sampler, eps, u)
         assert np.all(np.abs(run_sampler_onnx(session, eps, u) - reference) <= tolerance)
-        tf_eps, _ = portable_noise_tf(tf.constant(seed, tf.int64), tf.constant(n, tf.int32), D)
-        assert np.all(np.abs(flow_latents_tf(tf_eps, sampler).numpy() - reference) <= tolerance)
+        tf_eps, tf_u = portable_noise_tf(tf.constant(seed, tf.int64), tf.constant(n, tf.int32), D)
+        assert np.all(np.abs(flow_latents_tf(tf_eps, tf_u, sampler).numpy() - reference) <= tolerance)
 
 
 @pytest.mark.slow

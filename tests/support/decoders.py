@@ -106,11 +106,14 @@ def hand_made_gmm_sampler():
 
 def hand_made_flow_sampler(d: int = 4, couplings: int = 4, hidden: int = 8, seed: int = 5):
     """A RealNVP ``flow`` sampler over latent ``d`` with random (untrained) weights large enough that every
-    coupling bends the noise (log-scales reach the clamp's curved part), and a full whitening factor."""
+    coupling bends its input (log-scales reach the clamp's curved part), on a base mixture (d = 4: the
+    3-component ``hand_made_gmm_sampler``, so the component choice matters; else one Gaussian) and a full
+    whitening factor."""
     import numpy as np
 
     from keras_vae.sampling.flow import Coupling, make_flow
     from keras_vae.sampling.flow_fit import coupling_splits
+    from keras_vae.sampling.samplers import LatentSampler
 
     rng = np.random.default_rng(seed)
     layers = []
@@ -120,7 +123,12 @@ def hand_made_flow_sampler(d: int = 4, couplings: int = 4, hidden: int = 8, seed
                         for j in range(3))
         biases = tuple((rng.normal(size=widths[j + 1]) * 0.1).astype(np.float32) for j in range(3))
         layers.append(Coupling(cond, trans, kernels, biases))
-    means = np.array([0.5, -1.0, 0.25, 1.5, 0.0, -0.5, 1.0, 0.75][:d] + [0.0] * max(0, d - 8))
-    tril = np.tril(rng.normal(size=(d, d)) * 0.3, -1) + np.diag(np.linspace(0.6, 1.2, d))
-    return make_flow(means, tril, layers, fitted_on={"examples": 0, "mode": "test"},
+    if d == 4:
+        base = hand_made_gmm_sampler()
+    else:
+        base = LatentSampler("gaussian", np.ones(1), rng.normal(size=(1, d)) * 0.5,
+                             (np.tril(rng.normal(size=(d, d)) * 0.2, -1) + np.eye(d))[None])
+    mean = np.linspace(-0.5, 0.5, d)
+    tril = np.tril(rng.normal(size=(d, d)) * 0.3, -1) + np.diag(np.linspace(0.8, 1.6, d))
+    return make_flow(base, mean, tril, layers, fitted_on={"examples": 0, "mode": "test"},
                      selection={"note": "hand-made for tests"})
