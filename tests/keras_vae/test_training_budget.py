@@ -27,7 +27,7 @@ def test_cap_spreads_the_steps_over_at_most_that_many_epochs():
 
 def test_cap_bounds_the_flow_sampler_fit_too():
     config = get_preset("mnist-28")
-    assert config.train.flow_steps == 3000
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, flow_steps=3000))
     assert cap_steps(config, {MAX_STEPS_VARIABLE: "2"}).train.flow_steps == 2
     no_flow = get_preset("tiny")
     assert no_flow.train.flow_steps == 0 and cap_steps(no_flow, {MAX_STEPS_VARIABLE: "2"}).train.flow_steps == 0
