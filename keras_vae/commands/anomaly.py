@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
           f"by {score} > {report.threshold:.4g} (fitted for fpr {args.fpr:g} on {summary['calibration_examples']} "
           f"validation images; realised fpr on the other {summary['check_examples']}: "
           f"{summary['realised_fpr'][score]:.3f})")
+    print("realised fpr per score (thresholds for fpr " + f"{args.fpr:g}): "
+          + ", ".join(f"{s} {v:.3f}" for s, v in summary["realised_fpr"].items()))
     if "roc_auc" in summary:
         print("ROC-AUC (labels " + ",".join(map(str, anomalous)) + " anomalous): "
               + ", ".join(f"{s} {v:.3f}" for s, v in summary["roc_auc"].items()))

@@ -87,6 +87,8 @@ def test_anomaly_csv_thresholds_and_roc_auc(capsys, vae_run, npz, tmp_path):
         assert 0.1 - 1 / 250 < rate <= 0.1
     assert set(summary["realised_fpr"]) == set(summary["thresholds"])
     assert f"realised fpr on the other 250: {summary['realised_fpr']['iwae_nll']:.3f}" in out
+    assert "realised fpr per score (thresholds for fpr 0.1): " + ", ".join(
+        f"{s} {v:.3f}" for s, v in summary["realised_fpr"].items()) in out
     # complexity_corrected = IWAE NLL in bits minus 8 * PNG bytes: the PNG term is a whole number of bytes
     for r in rows:
         png_bits = float(r["iwae_nll"]) / np.log(2) - float(r["complexity_corrected"])
