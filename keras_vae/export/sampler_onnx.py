@@ -11,7 +11,7 @@ counting runs in float so every onnxruntime build, WASM included, has the kernel
 itself is not in the graph: clients draw it with ``keras_vae.sampling.noise.portable_noise`` (or its JS
 twin ``serving/node/noise.js``) and feed it, so the same seed gives the same latents everywhere.
 
-A ``flow`` sampler (``keras_vae.sampling.flow``) has the same inputs and output; its graph
+A ``flow`` sampler (``keras_vae.sampling.samplers.FlowSampler``) has the same inputs and output; its graph
 (``flow_nodes``) draws its whitened base mixture by the rule above and runs the affine couplings on it.
 
 ``latent_tolerance`` is the bound used to compare two float32 evaluations of the drawing rule.
@@ -183,7 +183,7 @@ def latent_tolerance(sampler, eps, u) -> np.ndarray:
     """
     from keras_vae.sampling.noise import float32_ulp
 
-    if sampler.kind == "flow":  # the flow's own round-off bound (keras_vae.sampling.flow.FlowSampler.error_bound)
+    if sampler.kind == "flow":  # the flow's own round-off bound (keras_vae.sampling.samplers.FlowSampler.error_bound)
         return sampler.error_bound(eps, u)
     eps = np.asarray(eps, np.float32)
     k = sampler.components(u)

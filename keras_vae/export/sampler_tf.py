@@ -6,7 +6,7 @@
 
     k_i = min(#{k : cumsum(weights)_k <= u_i}, K - 1),   z_i = means[k_i] + scale_tril[k_i] @ eps_i
 
-``flow_latents_tf(eps, u, sampler)`` is the twin of the ``flow`` sampler's drawing rule (``keras_vae.sampling.flow``).
+``flow_latents_tf(eps, u, sampler)`` is the twin of the ``flow`` sampler's drawing rule (``keras_vae.sampling.samplers.FlowSampler``).
 ``make_sample_functions(model, sampler)`` builds the ``sample`` / ``sample_uint8`` signatures:
 inputs ``n`` (int32 scalar in [1, ``sample_limit(d)``]: at most ``contract.MAX_BATCH``, the batch every
 other signature and client is bounded by) and ``seed`` (int64 scalar in [0, 2^32)), outputs ``image``

@@ -1,4 +1,4 @@
-"""Fitting the ``flow`` sampler (``keras_vae.sampling.flow``) on the aggregate posterior, in TensorFlow.
+"""Fitting the ``flow`` sampler (``keras_vae.sampling.samplers.FlowSampler``) on the aggregate posterior, in TensorFlow.
 
 The couplings start at the identity (zero last layers), so the flow starts as its ``base`` mixture (the
 fitted ``gmm``; one Gaussian without it), and are trained by maximum likelihood on draws of the aggregate
@@ -18,8 +18,15 @@ from typing import Callable
 import numpy as np
 
 from keras_vae.errors import ConfigError, DataError
-from keras_vae.sampling.flow import DEFAULT_CLAMP, Coupling, FlowSampler, make_flow
-from keras_vae.sampling.samplers import LatentSampler, _check_codes, fit_gaussian
+from keras_vae.sampling.samplers import (
+    DEFAULT_CLAMP,
+    Coupling,
+    FlowSampler,
+    LatentSampler,
+    _check_codes,
+    fit_gaussian,
+    make_flow,
+)
 
 # Measured on the default VAEGAN's codes (benchmarks/results/flow_sampler.md): 8 couplings of 128 units at Adam
 # 1e-4 reach the best held-out likelihood (-26.84 nats against the mixture's -27.38; 4 x 64 at 1e-3: -27.33,

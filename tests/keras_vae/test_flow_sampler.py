@@ -1,4 +1,4 @@
-"""The ``flow`` latent sampler (keras_vae.sampling.flow, flow_fit): the drawing rule against a float64
+"""The ``flow`` latent sampler (keras_vae.sampling.samplers.FlowSampler, flow_fit): the drawing rule against a float64
 evaluation and its round-off bound, the density against closed forms (identity couplings = the whitening
 Gaussian; the change of variables against a finite-difference Jacobian), exact storage, corrupt files,
 the fit (held-out likelihood above the Gaussian's on a curved distribution, seeded, progress), the
@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from keras_vae.errors import ArtifactError
-from keras_vae.sampling.flow import Coupling, FlowSampler, make_flow
 from keras_vae.sampling.noise import portable_noise
-from keras_vae.sampling.samplers import LatentSampler, fit_gaussian
+from keras_vae.sampling.samplers import Coupling, FlowSampler, LatentSampler, fit_gaussian, make_flow
 from tests.support.decoders import hand_made_flow_sampler
 
 D = 4

@@ -245,7 +245,7 @@ def test_json_round_trip_is_exact(tmp_path):
     (lambda d: d.update(version=99), "sampler version 99"),
     (lambda d: d.pop("means"), "field 'means' is missing"),
     (lambda d: d.update(weights=[0.5, 0.2]), "sum to 1"),
-    (lambda d: d.update(kind="flow"), "kind 'flow'"),
+    (lambda d: d.update(kind="maf"), "kind 'maf'"),
     (lambda d: d["scale_tril"][0][0].__setitem__(1, 1.0), "not lower-triangular"),
     (lambda d: d["scale_tril"][0][0].__setitem__(0, -1.0), "positive diagonal"),
     (lambda d: d.update(latent_dim=3), "latent_dim 3"),

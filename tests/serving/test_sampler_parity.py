@@ -274,7 +274,7 @@ def flow_export(vae_run, tmp_path_factory):
 def test_flow_export_is_plain_onnx_and_passes_the_exporter_parity(flow_export):
     import onnxruntime as ort
 
-    from keras_vae.sampling.flow import FlowSampler
+    from keras_vae.sampling.samplers import FlowSampler
 
     _, out, sampler, report = flow_export
     assert report["sampler"]["kind"] == "flow" and report["sampler"]["components"] == 3

@@ -111,7 +111,7 @@ def hand_made_flow_sampler(d: int = 4, couplings: int = 4, hidden: int = 8, seed
     whitening factor."""
     import numpy as np
 
-    from keras_vae.sampling.flow import Coupling, make_flow
+    from keras_vae.sampling.samplers import Coupling, make_flow
     from keras_vae.sampling.flow_fit import coupling_splits
     from keras_vae.sampling.samplers import LatentSampler
 
