@@ -5,6 +5,11 @@ SHA-256, OnnxDecoder decodes) or a state that OnnxDecoder refuses in one line na
 folder OnnxDecoder loads while its files do not match export.json, never a SavedModel version mixing two
 exports. The kill goes through a wrapper process (``WRAPPER``) that counts the renames of
 ``os.replace``/``os.rename`` and the exporter's renameat2 exchange: production code has no test hook.
+
+Every rename is covered by one unkilled wrapped export that copies the folder after each placing rename
+(what a SIGKILL right then leaves: nothing is written between a rename and the next one); real SIGKILLs at
+the first rename, the last one before the commit and the commit show that the copies are those states, and
+the same command is rerun on those states (each kill and rerun is two whole exports: a few seconds of CPU each).
 """
 from __future__ import annotations
 
@@ -29,12 +34,14 @@ from keras_vae.utils.files import file_sha256
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 900  # a safety limit for one export process on a loaded machine, not a speed check
 
-# argv: KILL_AT LOG CLI-ARGS...; kills itself right after the KILL_AT-th rename that places a file in EXPORT_DIR
-# (source or destination outside the .export-tmp-* staging folder; renames inside it are part of the build, whose
-# kill leaves only that folder). KILL_AT 0: never; every counted rename is logged as JSON, one a line.
+# argv: KILL_AT LOG SNAPSHOTS CLI-ARGS...; kills itself right after the KILL_AT-th rename that places a file in
+# the --out folder (source or destination outside the .export-tmp-* staging folder; renames inside it are part of
+# the build, whose kill leaves only that folder). KILL_AT 0: never; every counted rename is logged as JSON, one a
+# line; with SNAPSHOTS (a folder; '-' for none) the --out folder is copied to SNAPSHOTS/K after the K-th rename.
 WRAPPER = r"""
-import json, os, signal, sys
-kill_at, log, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+import json, os, shutil, signal, sys
+kill_at, log, snapshots, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+out = argv[argv.index("--out") + 1]
 from keras_vae.export import exporter
 count = 0
 
@@ -50,6 +57,8 @@ def renamed(kind, src, dst):
         f.write(json.dumps([count, kind, os.fspath(src), os.fspath(dst)]) + "\n")
     if count == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
+    if snapshots != "-":
+        shutil.copytree(out, os.path.join(snapshots, str(count)), symlinks=True)
 
 def counting(real, kind):
     def rename(src, dst, *args, **kwargs):
@@ -76,9 +85,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def _wrapped(kill_at: int, log: Path, argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", WRAPPER, str(kill_at), str(log), *argv], check=False, cwd=REPO,
-                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+def _wrapped(kill_at: int, log: Path, argv: list[str], snapshots: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WRAPPER, str(kill_at), str(log), str(snapshots or "-"), *argv],
+                          check=False, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
 def _renames(log: Path) -> list[list]:
@@ -221,57 +230,92 @@ def test_two_exports_started_together_leave_one_complete_export(vae_run, trained
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no lock, no staging folder
 
 
+def _tree(out: Path) -> set[str]:
+    """The relative paths of the files under ``out``, the staging folder's random name left out: two exports of
+    one run differ in bytes (export.json's time, SavedModel ids) but a kill at one rename leaves these paths."""
+    def name(p: Path) -> str:
+        rel = p.relative_to(out).as_posix()
+        return ".export-tmp-*" + rel[rel.index("/"):] if rel.startswith(exporter_module.TMP_PREFIX) else rel
+
+    return {name(p) for p in out.rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def baseline(vae_run, trained_vae_run, tmp_path_factory):
     """Unkilled wrapped exports: ``vae_run`` into an empty folder, then ``trained_vae_run`` over it with --force;
-    the renames each placed, and a copy of the first (complete) export."""
-    out = tmp_path_factory.mktemp("races") / "exp"
-    logs = tmp_path_factory.mktemp("race-logs")
-    first = _wrapped(0, logs / "empty.jsonl", _export_argv(vae_run, out, force=False))
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert _state(out) == _model_sha(vae_run)
-    old = tmp_path_factory.mktemp("races-old") / "exp"
-    shutil.copytree(out, old)
-    second = _wrapped(0, logs / "existing.jsonl", _export_argv(trained_vae_run, out, force=True))
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert _state(out) == _model_sha(trained_vae_run)
-    return {"empty": _renames(logs / "empty.jsonl"), "existing": _renames(logs / "existing.jsonl"), "old": old}
+    per scenario the renames it placed, the folder after each of them, and the folder before the first."""
+    root = tmp_path_factory.mktemp("races")
+    out = root / "exp"
+    scenarios = {}
+    for scenario, run, force in (("empty", vae_run, False), ("existing", trained_vae_run, True)):
+        before = root / f"{scenario}-before"
+        if out.exists():
+            shutil.copytree(out, before, symlinks=True)
+        result = _wrapped(0, root / f"{scenario}.jsonl", _export_argv(run, out, force), root / scenario)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert _state(out) == _model_sha(run)
+        scenarios[scenario] = {"renames": _renames(root / f"{scenario}.jsonl"), "snapshots": root / scenario,
+                               "before": before, "run": run, "force": force}
+    return scenarios
 
 
-def _kill_at_each_rename(renames, run: Path, force: bool, prepare, tmp_path: Path, old_sha: str | None):
+def _rerun_completes(out: Path, run: Path, force: bool, state: str) -> None:
+    """The same command again, in this process: it completes (or, when the kill came after the commit, finds the
+    complete export and asks for --force); no lock and no staging folder are left."""
+    code = main(_export_argv(run, out, force))
+    assert code == 0 or (state == _model_sha(run) and not force and code == 2), (state, code)
+    assert _state(out) == _model_sha(run)
+    if code == 2:  # refused before taking the lock: the killed export's stale lock is still there until the
+        assert main(_export_argv(run, out, True)) == 0  # next export that writes, which takes it over
+        assert _state(out) == _model_sha(run)
+    assert not (out / LOCK_FILE).exists() and not list(out.glob(exporter_module.TMP_PREFIX + "*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["empty", "existing"], ids=["into-an-empty-folder", "over-a-complete-export"])
+def test_the_folder_after_each_rename_is_old_new_or_refused(baseline, scenario, tmp_path):
+    case = baseline[scenario]
+    renames, run = case["renames"], case["run"]
     assert len(renames) >= 5, renames  # the ONNX files, the version folder and export.json are placed
-    new_sha = _model_sha(run)
+    old_manifests = ([json.loads((case["before"] / contract.EXPORT_JSON).read_text())]
+                     if case["before"].exists() else [])
+    old_sha = old_manifests[0]["source"]["model_sha256"] if old_manifests else None
+    states = []
     for k in range(1, len(renames) + 1):
-        out = prepare(tmp_path / f"kill-{k}" / "exp")
-        old_manifests = [json.loads((out / contract.EXPORT_JSON).read_text())] if old_sha else []
-        killed = _wrapped(k, tmp_path / f"kill-{k}.jsonl", _export_argv(run, out, force))
-        assert killed.returncode == -signal.SIGKILL, (k, killed.returncode, killed.stderr[-3000:])
-        assert len(_renames(tmp_path / f"kill-{k}.jsonl")) == k
+        out = tmp_path / f"after-{k}"
+        shutil.copytree(case["snapshots"] / str(k), out, symlinks=True)
         state = _state(out)
-        assert state in {"refused", old_sha, new_sha}, (k, state)
+        assert state in {"refused", old_sha, _model_sha(run)}, (k, state)
         committed = [json.loads((out / contract.EXPORT_JSON).read_text())] if (out / contract.EXPORT_JSON).is_file() \
             else []
         _version_is_whole(out, old_manifests + _staged_manifests(out) + committed)
-        # the same command again, in this process: it completes (or, when the kill came after the commit,
-        # finds the complete export and asks for --force)
-        code = main(_export_argv(run, out, force))
-        assert code == 0 or (state == new_sha and not force and code == 2), (k, state, code)
-        assert _state(out) == new_sha, k
-        assert not (out / LOCK_FILE).exists() and not list(out.glob(".export-tmp-*")), k
+        # what the rerun decides first, for every state: the leftovers go and the same command is accepted
+        exporter_module._remove_leftovers(out)
+        version = out / "savedmodel" / "vae" / "1"
+        if state == _model_sha(run) and not case["force"]:
+            with pytest.raises(ArtifactError, match="already exists"):
+                exporter_module._check_out_dir(out, version, force=False)
+        else:
+            exporter_module._check_out_dir(out, version, force=case["force"])
+        states.append(state)
+    assert states[-1] == _model_sha(run) and "refused" in states  # the commit is the last rename
 
 
 @pytest.mark.slow
-def test_a_kill_at_each_rename_into_an_empty_folder(vae_run, baseline, tmp_path):
-    def empty(out: Path) -> Path:
-        return out
-
-    _kill_at_each_rename(baseline["empty"], vae_run, False, empty, tmp_path, None)
-
-
-@pytest.mark.slow
-def test_a_kill_at_each_rename_over_a_complete_export(vae_run, trained_vae_run, baseline, tmp_path):
-    def previous(out: Path) -> Path:
-        shutil.copytree(baseline["old"], out)
-        return out
-
-    _kill_at_each_rename(baseline["existing"], trained_vae_run, True, previous, tmp_path, _model_sha(vae_run))
+@pytest.mark.parametrize("scenario", ["empty", "existing"], ids=["into-an-empty-folder", "over-a-complete-export"])
+def test_a_real_kill_leaves_that_state_and_the_rerun_completes(baseline, scenario, tmp_path):
+    case = baseline[scenario]
+    last = len(case["renames"])
+    # into an empty folder: the last rename before the commit and the commit; over an export: the first rename
+    # (the old export.json moved out) and the last before the commit (each kill and rerun is two exports)
+    for k in ([last - 1, last] if scenario == "empty" else [1, last - 1]):
+        out = tmp_path / f"kill-{k}" / "exp"
+        if case["before"].exists():
+            shutil.copytree(case["before"], out, symlinks=True)
+        killed = _wrapped(k, tmp_path / f"kill-{k}.jsonl", _export_argv(case["run"], out, case["force"]))
+        assert killed.returncode == -signal.SIGKILL, (k, killed.returncode, killed.stderr[-3000:])
+        assert len(_renames(tmp_path / f"kill-{k}.jsonl")) == k
+        assert _tree(out) == _tree(case["snapshots"] / str(k)), k  # the copy the other test checks
+        state = _state(out)
+        assert state == _state(case["snapshots"] / str(k)), k
+        _rerun_completes(out, case["run"], case["force"], state)
