@@ -137,7 +137,7 @@ def fit_flow(means: np.ndarray, variances: np.ndarray | None, validation_codes: 
     n_codes = mu.shape[0]
     batch = min(int(batch_size), n_codes)
 
-    @tf.function
+    @tf.function(autograph=False)  # Python loops over the couplings only: nothing for AutoGraph to convert
     def train_step():
         index = generator.uniform([batch], 0, n_codes, dtype=tf.int32)
         z = tf.gather(consts["mu"], index) + tf.gather(consts["sd"], index) * generator.normal([batch, d])
