@@ -3,7 +3,7 @@ posterior, store them with the run and load them back (``keras_vae.training.afte
 
     RUN_DIR/sampler.json              the sampler ``sample()`` uses by default: the candidate whose
                                       density gives held-out codes the highest likelihood
-    RUN_DIR/samplers/{prior,gaussian,gmm}.json   every candidate, for ``--sampler KIND``
+    RUN_DIR/samplers/{prior,gaussian,gmm,flow}.json   every candidate, for ``--sampler KIND`` (flow: on request)
 
 Steps (``keras_vae.training.after_fit.finish_training``): (1) for models trained on batch statistics, the BatchNorm moving
 statistics are recomputed as the average batch statistics over training batches, so that inference
@@ -63,6 +63,10 @@ def load_sampler(run_dir: str | Path, latent_dim: int, kind: str | None = None) 
     if kind == "prior":
         return prior_sampler(latent_dim)
     path = run_dir / SAMPLERS_DIR / f"{kind}.json"
+    if not path.is_file() and kind == "flow":
+        raise ArtifactError(f"run folder {str(run_dir)!r} has no 'flow' sampler ({SAMPLERS_DIR}/flow.json): the flow "
+                            "is fitted only on request; add it with keras_vae.training.after_fit.add_flow_sampler(RUN) "
+                            "or train with --set train.flow_steps=3000")
     if not path.is_file():
         raise ArtifactError(f"run folder {str(run_dir)!r} has no {kind!r} sampler ({SAMPLERS_DIR}/{kind}.json): "
                             "it was trained before samplers were fitted; use --sampler prior or re-run training")

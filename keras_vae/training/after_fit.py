@@ -92,8 +92,9 @@ def add_flow_sampler(run_dir: str | Path, steps: int = 3000, seed: int | None = 
                      progress: Callable[[int], None] | None = None, **flow_options) -> dict[str, Any]:
     """Fit the ``flow`` sampler for a finished run (one trained before flows, or with ``train.flow_steps`` 0):
     encode its training codes as ``finish_training`` does (no BatchNorm refresh: the run already has it),
-    fit the flow on the run's ``gmm`` sampler (``flow_options`` go to ``fit_flow``), store ``samplers/flow.json`` and choose ``sampler.json`` again among all the run's candidates
-    by held-out code likelihood. Returns {"chosen", "candidates" (scores), "flow" (its selection record)}."""
+    fit the flow on the run's ``gmm`` sampler (``flow_options`` go to ``fit_flow``), store ``samplers/flow.json``
+    and choose ``sampler.json`` again among all the run's candidates by held-out code likelihood.
+    Returns {"chosen", "candidates" (scores), "flow" (its selection record)}."""
     from keras_vae.data import make_datasets
     from keras_vae.runs.folder import load_run
     from keras_vae.sampling.posterior import SAMPLERS_DIR, load_sampler

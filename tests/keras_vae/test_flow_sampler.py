@@ -215,3 +215,10 @@ def test_add_flow_sampler_to_a_finished_run(trained_vae_run, tmp_path):
     sampler, description = resolve_sampler(run, "flow", config.model.latent_dim)
     assert isinstance(sampler, FlowSampler) and description == "flow sampler (--sampler flow)"
     np.testing.assert_array_equal(np.asarray(model.sample_latents(5, seed=1)), sampler.sample(5, seed=1))
+
+
+def test_a_run_without_a_flow_says_how_to_fit_one(tmp_path):
+    from keras_vae.sampling.posterior import load_sampler
+
+    with pytest.raises(ArtifactError, match="add_flow_sampler.*train.flow_steps"):
+        load_sampler(tmp_path, D, "flow")
