@@ -192,7 +192,7 @@ def test_out_is_a_folder(capsys, tmp_path, command):
     (["--temperature", "inf"], "must be a finite number > 0, got 'inf'"),
     (["--temperature", "-1"], "must be a finite number > 0"),
     (["--seed", "-1"], "seed must be an integer in [0, 4294967295]"),
-    (["--out", "grid.gif"], "unknown image type '.gif': use a name ending in .jpeg, .jpg, .png"),
+    (["--out", "grid.gif"], "unknown image type '.gif': use a name ending in .jpeg, .jpg, .npz, .png"),
     (["--out", "grid"], "unknown image type '(no extension)'"),
 ])
 def test_bad_sample_flags(capsys, tmp_path, argv, fragment):
