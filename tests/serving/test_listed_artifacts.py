@@ -68,7 +68,7 @@ def tiny_export(folder: Path, sampler: dict | None = None) -> Path:
     onnx.save(_decoder_proto(), str(folder / contract.DECODER_ONNX))
     sampler = sampler or _sampler_dict([0.5, -0.5, 0.25, 0.0])
     arrays = {k: np.asarray(sampler[k], np.float64) for k in ("weights", "means", "scale_tril")}
-    stand_in = types.SimpleNamespace(latent_dim=D, num_components=len(sampler["weights"]), **arrays)
+    stand_in = types.SimpleNamespace(kind=sampler["kind"], latent_dim=D, num_components=len(sampler["weights"]), **arrays)
     with np.errstate(over="ignore"):  # an out-of-range sampler becomes inf constants, as it would have then
         proto = build_sampler_proto(stand_in, {contract.META_ROLE: "sampler", contract.META_LATENT_DIM: str(D),
                                                contract.META_SAMPLER_KIND: sampler["kind"],
