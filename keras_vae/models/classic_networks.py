@@ -2,6 +2,10 @@
 
 Encoders map images [B, H, W, C] to (mean, log_var), each [B, D]; decoders map z [B, D] to the
 likelihood's parameters [B, H, W, C * k] (see ``keras_vae.models.likelihoods``).
+
+A class-conditional model (``num_classes`` > 0, Sohn et al. 2015) has a second input on each network, the
+label one-hot [B, num_classes]: the encoder concatenates it to the flattened image (the conv net: to its
+flattened features), the decoder to z. An unconditional model has the single-input networks, unchanged.
 """
 from __future__ import annotations
 
@@ -30,9 +34,14 @@ def build_encoder(config: ModelConfig) -> keras.Model:
             h = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=config.activation,
                                     name=f"conv_{i}")(h)
     h = keras.layers.Flatten(name="flatten")(h)
+    inputs = x_in
+    if config.num_classes:
+        y_in = keras.Input(shape=(config.num_classes,), name="label")
+        h = keras.layers.Concatenate(name="with_label")([h, y_in])
+        inputs = [x_in, y_in]
     for i, units in enumerate(config.hidden_units):
         h = keras.layers.Dense(units, activation=config.activation, name=f"hidden_{i}")(h)
-    return keras.Model(x_in, _heads(h, config.latent_dim), name="encoder")
+    return keras.Model(inputs, _heads(h, config.latent_dim), name="encoder")
 
 
 def build_decoder(config: ModelConfig) -> keras.Model:
@@ -40,7 +49,11 @@ def build_decoder(config: ModelConfig) -> keras.Model:
     height, width, channels = config.image_shape
     out_channels = channels * params_per_channel(config.likelihood, config.learn_variance)
     z_in = keras.Input(shape=(config.latent_dim,), name="z")
-    h = z_in
+    h, inputs = z_in, z_in
+    if config.num_classes:
+        y_in = keras.Input(shape=(config.num_classes,), name="label")
+        h = keras.layers.Concatenate(name="with_label")([z_in, y_in])
+        inputs = [z_in, y_in]
     for i, units in enumerate(reversed(config.hidden_units)):
         h = keras.layers.Dense(units, activation=config.activation, name=f"hidden_{i}")(h)
     if config.architecture == "conv":
@@ -56,7 +69,7 @@ def build_decoder(config: ModelConfig) -> keras.Model:
     else:
         h = keras.layers.Dense(height * width * out_channels, name="params")(h)
         params = keras.layers.Reshape((height, width, out_channels), name="unflatten")(h)
-    return keras.Model(z_in, params, name="decoder")
+    return keras.Model(inputs, params, name="decoder")
 
 
 def _check_conv_size(config: ModelConfig) -> None:

@@ -8,6 +8,14 @@ With ``loss.objective = "iwae"`` the loss is the importance-weighted bound of Bu
     loss = -mean_batch log (1/L) sum_l exp(log p(x|z_l) + beta_t [log p(z_l) - log q(z_l|x)])
 
 which is the IWAE bound (tighter than the ELBO, equal to it for L = 1) when beta_t = 1.
+
+With ``model.num_classes = K > 0`` it is the class-conditional VAE of Sohn et al. (2015): q(z|x, y) and
+p(x|z, y) with y a one-hot label of K classes, the prior N(0, I) as before, and every term above conditioned on y:
+
+    ELBO(x|y) = E_q(z|x,y)[log p(x|z, y)] - KL(q(z|x, y) || N(0, I)).
+
+Its data are (images, integer labels) pairs, ``fit``, ``encode``, ``decode``, ``log_likelihood`` and ``elbo``
+take the labels, and ``sample(n, label=7)`` decodes N(0, I) latents with label 7.
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ import tensorflow as tf
 
 from keras_vae.config import TrainConfig
 from keras_vae.distributions import diagonal_gaussian, kl_to_standard_normal, standard_normal
-from keras_vae.errors import ConfigError
+from keras_vae.errors import ConfigError, DataError
 from keras_vae.models.likelihoods import decoder_distribution, decoder_mean
 from keras_vae.models.base import LatentVariableModel
 from keras_vae.models.classic_networks import build_decoder, build_encoder
@@ -65,6 +73,101 @@ class VAE(LatentVariableModel):
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker,
                 self.beta_tracker]
 
+    # --- class-conditional inputs ----------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        """True for the class-conditional VAE (``model_config.num_classes`` > 0)."""
+        return self.model_config.num_classes > 0
+
+    @property
+    def num_classes(self) -> int:
+        return self.model_config.num_classes
+
+    def label_one_hot(self, labels):
+        """Labels -> the one-hot [B, num_classes] the networks take (None for an unconditional model without
+        labels). Integer labels [B] (eagerly: checked to lie in [0, num_classes)) or a float one-hot [B, K]."""
+        k = self.num_classes
+        if not self.conditional:
+            if labels is None:
+                return None
+            raise ConfigError("this model is not class-conditional (model.num_classes is 0): drop the labels, or "
+                              "train a conditional model (keras-vae train --conditional)")
+        if labels is None:
+            raise ConfigError(f"this model is class-conditional ({k} classes): pass the labels, integers in "
+                              f"[0, {k}), one per image (labels=...)")
+        labels = tf.convert_to_tensor(labels)
+        if labels.dtype.is_floating and labels.shape.rank == 2:
+            return tf.cast(labels, tf.float32)
+        if not (labels.dtype.is_integer or labels.dtype.is_floating):
+            raise DataError(f"labels are {labels.dtype.name}: pass integers in [0, {k})")
+        if tf.executing_eagerly():
+            values = labels.numpy()
+            if values.size and (values.min() < 0 or values.max() >= k or (values != values.astype(int)).any()):
+                raise DataError(f"labels hold values in [{values.min():g}, {values.max():g}]; this model has {k} "
+                                f"classes: pass integers in [0, {k})")
+        return tf.one_hot(tf.cast(labels, tf.int32), k, dtype=tf.float32)
+
+    def _inputs(self, tensor, one_hot):
+        """A network's input: the tensor, or [tensor, one-hot] for a conditional model."""
+        return tensor if one_hot is None else [tf.cast(tensor, tf.float32), tf.cast(one_hot, tf.float32)]
+
+    def encode(self, images, training: bool = False, labels=None):
+        """Posterior parameters (mean, log_var), each [B, D]; a conditional model needs ``labels`` [B]."""
+        one_hot = self.label_one_hot(labels)
+        mean, log_var = self.encoder(self._inputs(images, one_hot), training=training)
+        return tf.cast(mean, tf.float32), tf.cast(log_var, tf.float32)
+
+    def posterior(self, images, labels=None):
+        """q(z|x[, y]) as a TFP MultivariateNormalDiag with batch_shape [B]."""
+        return diagonal_gaussian(*self.encode(images, labels=labels))
+
+    def decode(self, z, training: bool = False, labels=None):
+        """Images (the decoder's mean, model range) for latents z [B, D]; a conditional model needs ``labels``."""
+        one_hot = self.label_one_hot(labels)
+        return self.decode_output_to_image(self.decoder(self._inputs(z, one_hot), training=training))
+
+    def reconstruct(self, images, labels=None):
+        """decode(posterior mean), both with ``labels`` for a conditional model."""
+        mean, _ = self.encode(images, labels=labels)
+        return self.decode(mean, labels=labels)
+
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0, label=None):
+        """n images decoded from the model's sampler (model range). A conditional model decodes p(x|z, y=label)
+        (``label`` an integer, or n integers) with z from its sampler; without ``label`` the classes cycle
+        0, 1, ..., K-1, 0, ... An unconditional model refuses a label."""
+        z = self.sample_latents(n, seed, temperature)
+        return self.decode(z, labels=self.sample_labels(n, label))
+
+    def sample_labels(self, n: int, label=None):
+        """The labels ``sample`` decodes with: None (unconditional), ``label`` repeated n times, the n labels
+        given, or 0, 1, ..., K-1, 0, ... (ConfigError for a label on an unconditional model)."""
+        import numpy as np
+
+        if not self.conditional:
+            if label is None:
+                return None
+            raise ConfigError("this model is not class-conditional (model.num_classes is 0), so it samples no "
+                              "class: drop the label, or train a conditional model (keras-vae train --conditional)")
+        if label is None:
+            return np.arange(n) % self.num_classes
+        labels = np.asarray(label)
+        if labels.ndim == 0:
+            labels = np.full(n, labels)
+        if labels.shape != (n,):
+            raise DataError(f"label has shape {labels.shape}: pass one integer, or {n} (one per sample)")
+        return labels
+
+    def call(self, inputs, training: bool = False):
+        """Reconstruction through the posterior mean; a conditional model takes (images, labels)."""
+        if not self.conditional:
+            return super().call(inputs, training=training)
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise ConfigError(f"this model is class-conditional ({self.num_classes} classes): call it on "
+                              "(images, labels)")
+        images, labels = inputs
+        mean, _ = self.encode(images, training=training, labels=labels)
+        return self.decode(mean, training=training, labels=labels)
+
     # --- likelihood ----------------------------------------------------------------------
     def likelihood(self, decoder_output):
         """p(x|z) as a TFP distribution with event_shape [H, W, C]."""
@@ -101,43 +204,56 @@ class VAE(LatentVariableModel):
         step = tf.cast(self.optimizer.iterations, tf.float32)
         return beta * tf.minimum(1.0, step / float(warmup))
 
-    def elbo_terms(self, x, training: bool = False):
-        """Per-example (log p(x|z) averaged over L samples, KL), each [B], in nats."""
-        mean, log_var = self.encode(x, training=training)
+    def _tiled(self, one_hot, times):
+        """The one-hot repeated for ``times`` samples per example ([times * B, K]); None stays None."""
+        return None if one_hot is None else tf.tile(one_hot, [times, 1])
+
+    def elbo_terms(self, x, training: bool = False, labels=None):
+        """Per-example (log p(x|z[, y]) averaged over L samples, KL), each [B], in nats."""
+        one_hot = self.label_one_hot(labels)
+        mean, log_var = self.encode(x, training=training, labels=one_hot)
         num_samples = self.loss_config.num_samples
         z = self.sample_posterior(mean, log_var, num_samples, training=training)  # [L, B, D]
         flat_z = tf.reshape(z, [-1, self.latent_dim])
-        output = self.decoder(flat_z, training=training)
+        output = self.decoder(self._inputs(flat_z, self._tiled(one_hot, num_samples)), training=training)
         x_rep = tf.tile(tf.cast(x, tf.float32), [num_samples, 1, 1, 1])
         log_px = tf.reshape(self.likelihood(output).log_prob(x_rep), [num_samples, -1])
         return tf.reduce_mean(log_px, axis=0), kl_to_standard_normal(mean, log_var)
 
-    def iwae_terms(self, x, training: bool = False):
+    def iwae_terms(self, x, training: bool = False, labels=None):
         """Per-sample log p(x|z_l) and log p(z_l) - log q(z_l|x), each [L, B], and the analytic KL [B]."""
-        mean, log_var = self.encode(x, training=training)
+        one_hot = self.label_one_hot(labels)
+        mean, log_var = self.encode(x, training=training, labels=one_hot)
         num_samples = self.loss_config.num_samples
         z = self.sample_posterior(mean, log_var, num_samples)  # [L, B, D]
-        output = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
+        output = self.decoder(self._inputs(tf.reshape(z, [-1, self.latent_dim]), self._tiled(one_hot, num_samples)),
+                              training=training)
         x_rep = tf.tile(tf.cast(x, tf.float32), [num_samples, 1, 1, 1])
         log_px = tf.reshape(self.likelihood(output).log_prob(x_rep), [num_samples, -1])
         log_ratio = standard_normal(self.latent_dim).log_prob(z) - diagonal_gaussian(mean, log_var).log_prob(z)
         return log_px, log_ratio, kl_to_standard_normal(mean, log_var)
 
-    def _per_example_loss(self, x, beta, training: bool):
+    def _per_example_loss(self, x, beta, training: bool, labels=None):
         """(loss per example, mean log p(x|z) [B], KL [B]) under the configured objective."""
         if self.loss_config.objective == "iwae":
-            log_px, log_ratio, kl = self.iwae_terms(x, training=training)
+            log_px, log_ratio, kl = self.iwae_terms(x, training=training, labels=labels)
             num_samples = tf.cast(tf.shape(log_px)[0], tf.float32)
             bound = tf.reduce_logsumexp(log_px + beta * log_ratio, axis=0) - tf.math.log(num_samples)
             return -bound, tf.reduce_mean(log_px, axis=0), kl
-        log_px, kl = self.elbo_terms(x, training=training)
+        log_px, kl = self.elbo_terms(x, training=training, labels=labels)
         return -log_px + beta * kl, log_px, kl
 
     def _step(self, data, training: bool):
         x = data[0] if isinstance(data, (tuple, list)) else data
+        labels = None
+        if self.conditional:
+            if not isinstance(data, (tuple, list)) or len(data) < 2 or data[1] is None:
+                raise ConfigError(f"this model is class-conditional ({self.num_classes} classes): fit it on "
+                                  "(images, labels) (model.fit(x, y), or a dataset of (image, label) batches)")
+            labels = data[1]
         with tf.GradientTape() as tape:
             beta = self.beta()
-            per_example, log_px, kl = self._per_example_loss(x, beta, training)
+            per_example, log_px, kl = self._per_example_loss(x, beta, training, labels)
             loss = tf.nn.compute_average_loss(per_example)
             scaled = self.optimizer.scale_loss(loss) if training else loss
         if training:
@@ -159,40 +275,45 @@ class VAE(LatentVariableModel):
 
     # --- evaluation ----------------------------------------------------------------------
     @tf.function(reduce_retracing=True)
-    def _log_weights(self, x, eps):
-        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k = mu + sigma eps_k; [k, B]."""
-        mean, log_var = self.encode(x)
+    def _log_weights(self, x, eps, one_hot=None):
+        """log w_k = log p(x|z_k[, y]) + log p(z_k) - log q(z_k|x[, y]) for z_k = mu + sigma eps_k; [k, B]."""
+        mean, log_var = self.encode(x, labels=one_hot)
         z = mean + tf.exp(0.5 * log_var) * eps  # [k, B, D]
         k = tf.shape(eps)[0]
-        output = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
+        output = self.decoder(self._inputs(tf.reshape(z, [-1, self.latent_dim]), self._tiled(one_hot, k)))
         x_rep = tf.tile(tf.cast(x, tf.float32), [k, 1, 1, 1])
         log_px = tf.reshape(self.likelihood(output).log_prob(x_rep), [k, -1])
         log_pz = standard_normal(self.latent_dim).log_prob(z)
         log_qz = diagonal_gaussian(mean, log_var).log_prob(z)
         return log_px + log_pz - log_qz
 
-    def log_likelihood(self, x, num_samples: int = 1000, chunk_size: int = 100, seed: int = 0) -> tf.Tensor:
+    def log_likelihood(self, x, num_samples: int = 1000, chunk_size: int = 100, seed: int = 0,
+                       labels=None) -> tf.Tensor:
         """Importance-sampled log p(x) per example (the IWAE bound with K = num_samples), a [B] tensor in nats:
 
             log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K,  z_k ~ q(z|x).
 
         Samples are drawn in chunks of ``chunk_size`` so K = 1000 fits in memory for MNIST batches.
+        A conditional model estimates log p(x|y) with ``labels``.
         """
         x = tf.convert_to_tensor(x, tf.float32)
+        one_hot = self.label_one_hot(labels)
         batch = int(x.shape[0])
         running = None
         for start in range(0, num_samples, chunk_size):
             k = min(chunk_size, num_samples - start)
             eps = tf.random.stateless_normal([k, batch, self.latent_dim], seed=[int(seed), start])
-            chunk = tf.reduce_logsumexp(self._log_weights(x, eps), axis=0)
+            chunk = tf.reduce_logsumexp(self._log_weights(x, eps, one_hot), axis=0)
             running = chunk if running is None else tf.reduce_logsumexp(tf.stack([running, chunk]), axis=0)
         return running - math.log(num_samples)
 
-    def elbo(self, x, num_samples: int = 1, seed: int = 0) -> tf.Tensor:
-        """Per-example ELBO estimate, the mean of log w over ``num_samples`` draws, a [B] tensor in nats."""
+    def elbo(self, x, num_samples: int = 1, seed: int = 0, labels=None) -> tf.Tensor:
+        """Per-example ELBO estimate, the mean of log w over ``num_samples`` draws, a [B] tensor in nats
+        (with ``labels``, of log p(x|y) for a conditional model)."""
         x = tf.convert_to_tensor(x, tf.float32)
+        one_hot = self.label_one_hot(labels)
         eps = tf.random.stateless_normal([num_samples, int(x.shape[0]), self.latent_dim], seed=[int(seed), 0])
-        return tf.reduce_mean(self._log_weights(x, eps), axis=0)
+        return tf.reduce_mean(self._log_weights(x, eps, one_hot), axis=0)
 
 
 def _adam(train: TrainConfig) -> keras.optimizers.Adam:
