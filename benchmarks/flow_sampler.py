@@ -99,7 +99,8 @@ def to_markdown(rows: list[dict], args) -> str:
              "Held-out log-likelihood: mean log p(z) in nats of z = mu + sigma eps of the validation digits "
              "(the score sampler.json is chosen by).", ""]
     for r in rows:
-        lines += [f"## {r['run']} ({r['model']}, {r['preset']}, latent {r['latent_dim']}; sampler.json: {r['chosen']})", "",
+        title = f"{r['run']} ({r['model']}, {r['preset']}, latent {r['latent_dim']}; sampler.json: {r['chosen']})"
+        lines += [f"## {title}", "",
                   "| latents | held-out log-lik | FD | precision | recall | mean intensity |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for kind, e in r["samplers"].items():
@@ -109,8 +110,8 @@ def to_markdown(rows: list[dict], args) -> str:
             lines.append(f"| {what} | {e['held_out_log_likelihood']:.2f} | {e['fd']:.1f} +- {e['fd_std']:.1f} | "
                          f"{e['precision']:.2f} | {e['recall']:.2f} | {e['mean_intensity']:.4f} |")
         for name, e in r["floors"].items():
-            lines.append(f"| {name} | | {e['fd']:.1f} +- {e['fd_std']:.1f} | {e['precision']:.2f} | {e['recall']:.2f} | "
-                         f"{e['mean_intensity']:.4f} |")
+            lines.append(f"| {name} | | {e['fd']:.1f} +- {e['fd_std']:.1f} | {e['precision']:.2f} | "
+                         f"{e['recall']:.2f} | {e['mean_intensity']:.4f} |")
         lines += ["", f"Real validation digits: mean intensity {r['real_mean_intensity']:.4f}.", ""]
     return "\n".join(lines) + "\n"
 

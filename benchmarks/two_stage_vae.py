@@ -49,7 +49,8 @@ def main() -> None:
 
     def mlp(out: int, name: str):
         return keras.Sequential([keras.layers.Dense(args.hidden, activation="relu"),
-                                 keras.layers.Dense(args.hidden, activation="relu"), keras.layers.Dense(out)], name=name)
+                                 keras.layers.Dense(args.hidden, activation="relu"), keras.layers.Dense(out)],
+                                name=name)
 
     encoder, decoder = mlp(2 * d, "encoder"), mlp(d, "decoder")
     log_gamma = tf.Variable(0.0)
@@ -90,7 +91,8 @@ def main() -> None:
             g = float(log_gamma.numpy())
             log_p = (-0.5 * np.sum((z[i] - recon) ** 2, 1) / math.exp(2 * g) - d * g - 0.5 * np.sum(u**2, 1)
                      - d * math.log(2 * math.pi))
-            log_q = -0.5 * np.sum(((u - m[i]) / sd[i]) ** 2, 1) - np.sum(np.log(sd[i])) - 0.5 * d * math.log(2 * math.pi)
+            log_q = (-0.5 * np.sum(((u - m[i]) / sd[i]) ** 2, 1) - np.sum(np.log(sd[i]))
+                     - 0.5 * d * math.log(2 * math.pi))
             w = log_p - log_q
             out.append(np.max(w) + np.log(np.mean(np.exp(w - np.max(w)))))
         return np.asarray(out)
