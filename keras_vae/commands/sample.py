@@ -32,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--sampler", choices=SAMPLER_KINDS, default=None,
                         help="latent sampler of a run folder (default: the run's best by held-out likelihood); "
                              "an export carries one sampler: only 'prior' or its own kind")
+    parser.add_argument("--class", dest="label", type=int, default=None, metavar="K",
+                        help="a class-conditional run (keras-vae train --conditional): decode p(x|z, y=K) for every "
+                             "sample (default: the classes in turn, 0, 1, ..., K-1, 0, ...); refused for other runs")
     parser.add_argument("--out", default="samples.png", metavar="FILE",
                         help="file to write, by extension: .png (grid), .jpg/.jpeg (JPEG grid), or .npz (the images as "
                              "uint8 [n, height, width, channels] under 'images', with 'seed', 'temperature' "
@@ -66,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
             save_grid(images, args.out)
 
     if source.suffix == ".onnx" or is_export:
+        if args.label is not None:
+            raise ConfigError(f"--class {args.label}: {str(args.source)!r} is an export, and exports take no class "
+                              "(conditional models cannot be exported yet): sample the run folder instead")
         from keras_vae.serving.onnx_decoder import OnnxDecoder
 
         decoder = OnnxDecoder(source, sampler=False if args.sampler == "prior" else None, verify=not args.no_verify)
@@ -79,7 +85,16 @@ def run(args: argparse.Namespace) -> int:
 
         _, model = load_run(source, sampler=args.sampler)  # the model's sampler: the run's or --sampler's
         latent_sampler = getattr(model, "latent_sampler", None)
-        save(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature),  # the ONNX path's latents
+        labels = None
+        if args.label is not None:
+            if not getattr(model, "conditional", False):
+                raise ConfigError(f"--class {args.label}: the run {str(args.source)!r} is not class-conditional "
+                                  "(model.num_classes is 0): drop --class, or train a conditional run "
+                                  "(keras-vae train --conditional)")
+            if not 0 <= args.label < model.num_classes:
+                raise ConfigError(f"--class must be in [0, {model.num_classes}) (the run's classes), got {args.label}")
+            labels = model.sample_labels(args.n, args.label)
+        save(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature, labels=labels),  # the ONNX path's latents
              latent_sampler.kind if latent_sampler is not None else "prior")
     print(f"wrote {args.n} samples to {args.out}")
     return 0

@@ -12,6 +12,7 @@ from keras_vae.commands.options import add_config_options, resolve_config
 from keras_vae.utils.validation import check_output_dir
 
 QUICK_PRESET = "quick"  # keras_vae.config.presets
+CONDITIONAL_CLASSES = 10  # --conditional without model.num_classes: the ten digits (or the ten classes of CIFAR-10, ...)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,6 +28,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="a first run in about a minute on 2 CPU cores: --preset quick (the default model and "
                              "recipe for 10 epochs, a smaller IWAE estimate); prints where its images are")
+    parser.add_argument("--conditional", action="store_true",
+                        help="train the class-conditional VAE (Sohn et al. 2015): the label one-hot joins the "
+                             f"encoder's and the decoder's input; sets model.num_classes to {CONDITIONAL_CLASSES} "
+                             "unless --set model.num_classes=N gives it; needs a labelled source (docs/conditional.md)")
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<timestamp>)")
     parser.add_argument("--force", action="store_true", help="replace a finished run already in --out")
     parser.add_argument("--restart", action="store_true",
@@ -62,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--quick is --preset {QUICK_PRESET}, and --preset is {args.preset!r}: drop one of them")
         args.preset = QUICK_PRESET
     config = resolve_config(args)
+    if getattr(args, "conditional", False) and not config.model.num_classes:
+        from keras_vae.config import merge
+
+        config = merge(config, {"model": {"num_classes": CONDITIONAL_CLASSES}})
     if config.train.strategy == "multiworker" and not args.out:
         from keras_vae.errors import ConfigError
 

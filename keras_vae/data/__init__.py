@@ -66,8 +66,10 @@ def make_datasets(
     value_range: tuple[float, float],
     batch_size: int,
     seed: int,
+    labels: bool = False,
 ) -> Datasets:
-    """Datasets of float32 [B, H, W, C] image batches in ``value_range`` from the source in ``config``."""
+    """Datasets of float32 [B, H, W, C] image batches in ``value_range`` from the source in ``config``; with
+    ``labels`` (a class-conditional model), (images, int64 labels) batches, refused for a source without labels."""
     from keras_vae.data.pipeline import build, check_request
 
     check_request(image_shape, value_range, batch_size, config.binarize)  # before any data is read
@@ -81,6 +83,7 @@ def make_datasets(
         flip=config.flip,
         cache=config.cache,
         shuffle_buffer=config.shuffle_buffer,
+        labels=labels,
     )
 
 

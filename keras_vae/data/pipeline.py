@@ -210,9 +210,16 @@ def build(
     flip: bool = False,
     cache: bool = True,
     shuffle_buffer: int = 10_000,
+    labels: bool = False,
 ) -> Datasets:
-    """Turn a Source into batched Datasets (see the module docstring for the order of the steps)."""
+    """Turn a Source into batched Datasets (see the module docstring for the order of the steps).
+    ``labels=True`` (a class-conditional model): ``train`` and ``validation`` yield (images, int64 labels)
+    batches; a source without labels is refused (DataError naming it)."""
     image_shape, value_range = check_request(image_shape, value_range, batch_size, binarize)
+    if labels and not source.has_labels:
+        raise DataError(f"a class-conditional model (model.num_classes > 0) trains on labelled images, and "
+                        f"{source.name} has no labels: use a labelled source (--data embedded, a labelled "
+                        "tfds:NAME, or npy:FILE.npz holding 'labels'), or train without --conditional")
     for name, ds in (("training data", source.train), ("validation data", source.validation)):
         check_element_spec(ds.element_spec[0], image_shape, f"{source.name} {name}")
     if source.num_train < 1 or source.num_validation < 1:
@@ -226,7 +233,9 @@ def build(
     seed = int(seed)
 
     # Training: prepare -> cache -> shuffle -> batch -> (binarize, flip) with per-batch seeds -> scale.
-    train = source.train.map(prepare, num_parallel_calls=autotune, deterministic=True).map(lambda x, y: x)
+    train = source.train.map(prepare, num_parallel_calls=autotune, deterministic=True)
+    if not labels:
+        train = train.map(lambda x, y: x)
     if cache:
         train = train.cache()
     train = train.shuffle(min(shuffle_buffer, source.num_train), seed=seed, reshuffle_each_iteration=True)
@@ -234,6 +243,12 @@ def build(
     noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def augment(x, r):
+        if labels:
+            images, y = x
+            return augment_images(images, r), y
+        return augment_images(x, r)
+
+    def augment_images(x, r):
         x = _to_unit_float(x)
         if binarize:
             x = _bernoulli(x, tf.stack([r, tf.constant(0, tf.int64)]))
@@ -259,7 +274,8 @@ def build(
             ds = ds.cache()
         return ds.batch(batch_size).map(lambda x, y: (_scale(_to_unit_float(x), value_range), y))
 
-    validation = val_pairs(cache).map(lambda x, y: x).prefetch(autotune)
+    validation = val_pairs(cache)
+    validation = (validation if labels else validation.map(lambda x, y: x)).prefetch(autotune)
     description = f"{source.name}: {source.num_train} train / {source.num_validation} validation"
     logger.info("data: %s, images %s in %s, batch %d", description, image_shape, value_range, batch_size)
     return Datasets(

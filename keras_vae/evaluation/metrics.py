@@ -12,11 +12,17 @@ import numpy as np
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-def encode_all(model, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and log-variances, each [N, D], for all images."""
+def _labels_of(labels, start: int, stop: int) -> dict[str, Any]:
+    """``{"labels": labels[start:stop]}`` for a class-conditional model's calls, ``{}`` without labels."""
+    return {} if labels is None else {"labels": np.asarray(labels)[start:stop]}
+
+
+def encode_all(model, images: np.ndarray, batch_size: int = 256, labels=None) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances, each [N, D], for all images (with their ``labels`` for a
+    class-conditional model)."""
     means, log_vars = [], []
     for start in range(0, len(images), batch_size):
-        mean, log_var = model.encode(images[start:start + batch_size])
+        mean, log_var = model.encode(images[start:start + batch_size], **_labels_of(labels, start, start + batch_size))
         means.append(np.asarray(mean))
         log_vars.append(np.asarray(log_var))
     return np.concatenate(means), np.concatenate(log_vars)
@@ -52,34 +58,36 @@ def posterior_diagnostics(means: np.ndarray, log_vars: np.ndarray) -> dict[str, 
     }
 
 
-def model_diagnostics(model, images: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+def model_diagnostics(model, images: np.ndarray, batch_size: int = 256, labels=None) -> dict[str, Any]:
     """``posterior_diagnostics`` of a model on images, plus the model's ``extra_diagnostics`` if any."""
-    result = posterior_diagnostics(*encode_all(model, images, batch_size))
+    result = posterior_diagnostics(*encode_all(model, images, batch_size, labels=labels))
     extra = getattr(model, "extra_diagnostics", None)
     if callable(extra):
         result.update({k: float(v) for k, v in extra(images).items()})
     return result
 
 
-def reconstruction_error(model, images: np.ndarray, batch_size: int = 256) -> float:
+def reconstruction_error(model, images: np.ndarray, batch_size: int = 256, labels=None) -> float:
     """Mean absolute error in [0, 1] pixel units between images and their reconstructions."""
     errors = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
-        recon = np.asarray(model.to_unit(model.reconstruct(x)))
+        recon = np.asarray(model.to_unit(model.reconstruct(x, **_labels_of(labels, start, start + batch_size))))
         errors.append(np.abs(recon - np.asarray(model.to_unit(x))).mean(axis=(1, 2, 3)))
     return float(np.concatenate(errors).mean())
 
 
 def likelihood_evaluation(model, images: np.ndarray, num_samples: int = 1000, batch_size: int = 100,
-                          seed: int = 0, progress=None) -> dict[str, Any]:
-    """ELBO (single-sample average) and IWAE estimate of log p(x) in nats per example, for a VAE.
+                          seed: int = 0, progress=None, labels=None) -> dict[str, Any]:
+    """ELBO (single-sample average) and IWAE estimate of log p(x) in nats per example, for a VAE (of
+    log p(x|y) with ``labels``, for a class-conditional one).
     ``progress(n)``, if given, is called with the number of examples done after each batch."""
     elbos, lls = [], []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
-        elbos.append(model.elbo(x, num_samples=1, seed=seed + start))
-        lls.append(model.log_likelihood(x, num_samples=num_samples, seed=seed + start))
+        given = _labels_of(labels, start, start + batch_size)
+        elbos.append(model.elbo(x, num_samples=1, seed=seed + start, **given))
+        lls.append(model.log_likelihood(x, num_samples=num_samples, seed=seed + start, **given))
         if progress is not None:
             progress(len(x))
     elbo, ll = np.concatenate(elbos), np.concatenate(lls)

@@ -67,6 +67,20 @@ def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, temperatur
     return _save(_grid_figure(make_grid(images, cols, pad=1, pad_value=255), title), path)
 
 
+def plot_class_samples(model, path: str | Path, per_class: int = 10, seed: int = 0,
+                       temperature: float = 1.0) -> Path:
+    """A class-conditional model's samples, one row per class: row k decodes p(x|z, y=k) with z from N(0, I)
+    (the same ``per_class`` latents in every row, so a column keeps its style across the classes)."""
+    k = model.num_classes
+    z = np.tile(np.asarray(model.sample_latents(per_class, seed=seed, temperature=temperature)), (k, 1))
+    labels = np.repeat(np.arange(k), per_class)
+    images = _unit(model, model.decode(z, labels=labels))
+    title = f"samples p(x|z, y) per class y, z from N(0, I) (seed={seed}, temperature={temperature:g})"
+    fig = _grid_figure(make_grid(images, per_class, pad=1, pad_value=255), title,
+                       row_labels=[str(i) for i in range(k)], rows=k)
+    return _save(fig, path)
+
+
 def plot_reconstructions(model, images: np.ndarray, path: str | Path, n: int = 16) -> Path:
     """Inputs (top row) above their reconstructions decode(E[z|x]) (bottom row)."""
     x = images[:n]

@@ -377,6 +377,10 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
+    if config.model.num_classes:
+        raise ConfigError(f"conditional models cannot be exported yet: {str(run_dir)!r} is a class-conditional VAE "
+                          f"({config.model.num_classes} classes) and the exports' signatures take no class; sample "
+                          "it from the run folder (keras-vae sample RUN --class K)")
     name = _check_name(name or config.model.kind)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     if not (out_dir.is_dir() and _placement_cut_short(out_dir)):  # else checked once that is undone, below

@@ -25,10 +25,11 @@ def resolve_sampler(run_dir: str | Path | None, sampler: str | None, latent_dim:
 
 
 def draw_samples(model, n: int, seed: int = 0, latent_sampler=None, batch_size: int = 256,
-                 temperature: float = 1.0) -> np.ndarray:
+                 temperature: float = 1.0, labels=None) -> np.ndarray:
     """n decoded samples in [0, 1], [n, H, W, C], decoded ``batch_size`` at a time. z comes from
     ``latent_sampler`` or, without one, from the model's own sampler (``model.sample_latents``: the same
-    latents as ``model.sample``); ``temperature`` scales the noise around the sampler's mean(s) as there."""
+    latents as ``model.sample``); ``temperature`` scales the noise around the sampler's mean(s) as there.
+    A class-conditional model decodes with ``labels`` (n integers) as ``model.sample_labels`` gives them."""
     if latent_sampler is None:
         z = np.asarray(model.sample_latents(n, seed=seed, temperature=temperature), np.float32)
     elif temperature == 1.0:
@@ -38,5 +39,9 @@ def draw_samples(model, n: int, seed: int = 0, latent_sampler=None, batch_size: 
 
         eps, u = draw_noise(int(seed), int(n), latent_sampler.latent_dim)
         z = np.asarray(latent_sampler.latents(float(temperature) * eps, u), np.float32)
-    images = [np.asarray(model.to_unit(model.decode(z[i:i + batch_size]))) for i in range(0, n, batch_size)]
+    if labels is None and getattr(model, "conditional", False):
+        labels = model.sample_labels(n)
+    given = (lambda i: {}) if labels is None else (lambda i: {"labels": np.asarray(labels)[i:i + batch_size]})
+    images = [np.asarray(model.to_unit(model.decode(z[i:i + batch_size], **given(i))))
+              for i in range(0, n, batch_size)]
     return np.concatenate(images)

@@ -59,9 +59,10 @@ class EpochRecorder(keras.callbacks.Callback):
     A diverged epoch is recorded without diagnostics (its weights are not finite)."""
 
     def __init__(self, metrics: dict[str, Any], images: np.ndarray, path: Path,
-                 checkpoint: RunCheckpoint | None = None) -> None:
+                 checkpoint: RunCheckpoint | None = None, labels: np.ndarray | None = None) -> None:
         super().__init__()
         self.record, self.images, self.path, self.checkpoint = metrics, images, path, checkpoint
+        self.labels = labels  # a class-conditional model's validation labels
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from keras_vae.training.schedules import split_logs
@@ -70,7 +71,7 @@ class EpochRecorder(keras.callbacks.Callback):
         entry = {
             "epoch": epoch + 1,
             **split_logs(logs, self.model),  # train, validation, schedules (beta, learning rates, ...)
-            "diagnostics": None if diverged else model_diagnostics(self.model, self.images),
+            "diagnostics": None if diverged else model_diagnostics(self.model, self.images, labels=self.labels),
         }
         epochs = [e for e in self.record["epochs"] if e["epoch"] < entry["epoch"]]
         self.record["epochs"] = epochs + [entry]
@@ -159,15 +160,17 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
     keras.mixed_precision.set_global_policy(policy)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        conditional = config.model.num_classes > 0  # class-conditional: (images, labels) batches
         data = make_datasets(config.data, image_shape=config.model.image_shape,
                              value_range=config.model.value_range, batch_size=config.train.batch_size,
-                             seed=config.train.seed)
+                             seed=config.train.seed, labels=conditional)
         val_images, val_labels = data.validation_arrays()
+        cond_labels = _check_class_labels(config, val_labels) if conditional else None
         with dist.scope():  # distributed variables and optimizers (keras_vae.training.distributed)
             model = build_model(config)
             model.compile_for_training(config.train)
         if not resuming:
-            initialize_output_bias(model, data.train)  # model.output_bias (a no-op unless "data_mean")
+            initialize_output_bias(model, data.train.map(lambda x, y: x) if conditional else data.train)  # model.output_bias (a no-op unless "data_mean")
             write_json(out_dir / CONFIG_FILE, config.to_dict())
         else:
             model.output_bias_initialized = True  # the checkpoint holds the bias: fit must not set it again
@@ -205,33 +208,48 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
                 checkpoint,
                 keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False),
                 clock,
-                EpochRecorder(metrics, val_images[:DIAGNOSTIC_EXAMPLES], out_dir / METRICS_FILE, checkpoint),
+                EpochRecorder(metrics, val_images[:DIAGNOSTIC_EXAMPLES], out_dir / METRICS_FILE, checkpoint,
+                              labels=None if cond_labels is None else cond_labels[:DIAGNOSTIC_EXAMPLES]),
                 *recipe_callbacks(config, metrics),
-                *visual_summaries(config, out_dir / "logs", val_images, metrics),
+                *([] if conditional else visual_summaries(config, out_dir / "logs", val_images, metrics)),
                 *callbacks,
             ],
         )
         if checkpoint.divergence is not None:
             _keep_last_good(model, checkpoint, metrics, out_dir)
-        with report.phase("BatchNorm statistics and latent samplers (training set; the mixture search)",
-                          finish_training_steps(config.train.flow_steps), lines=True) as bar:
-            # BatchNorm statistics recomputed, latent samplers fitted and stored (keras_vae.sampling.posterior)
-            posterior = finish_training(model, data.train, val_images, out_dir, seed=config.train.seed,
-                                        progress=bar.update, flow_steps=config.train.flow_steps)
+        if conditional:  # the samplers model the codes of all classes together: p(x|z, y) samples z ~ N(0, I)
+            report.line(f"latent samplers: skipped ({CONDITIONAL_SKIP}: samples decode z ~ N(0, I) with the class)")
+            posterior = {"sampler": {"chosen": "prior", "skipped": CONDITIONAL_SKIP}}
+        else:
+            with report.phase("BatchNorm statistics and latent samplers (training set; the mixture search)",
+                              finish_training_steps(config.train.flow_steps), lines=True) as bar:
+                # BatchNorm statistics recomputed, latent samplers fitted and stored (keras_vae.sampling.posterior)
+                posterior = finish_training(model, data.train, val_images, out_dir, seed=config.train.seed,
+                                            progress=bar.update, flow_steps=config.train.flow_steps)
         with report.phase("saving model.keras", 1) as bar:
             with atomic_path(out_dir / MODEL_FILE) as tmp:
                 model.save(tmp)
             bar.update()
-        metrics["final"] = {**_final_evaluation(model, config, val_images, report), **posterior,
-                            "diagnostics": model_diagnostics(model, val_images[:DIAGNOSTIC_EXAMPLES])}
-        with report.phase("sample quality and reconstruction metrics (keras_vae.evaluation)", 1) as bar:
-            metrics["evaluation"] = end_of_training(model, config, out_dir, step=config.train.epochs)
-            bar.update()
+        metrics["final"] = {**_final_evaluation(model, config, val_images, report, labels=cond_labels), **posterior,
+                            "diagnostics": model_diagnostics(model, val_images[:DIAGNOSTIC_EXAMPLES],
+                                                             labels=None if cond_labels is None
+                                                             else cond_labels[:DIAGNOSTIC_EXAMPLES])}
+        if conditional:
+            report.line(f"sample quality metrics: skipped ({CONDITIONAL_SKIP}; see benchmarks/conditional_vae.py "
+                        "for the class agreement of its samples)")
+            metrics["evaluation"] = {"skipped": CONDITIONAL_SKIP}
+        else:
+            with report.phase("sample quality and reconstruction metrics (keras_vae.evaluation)", 1) as bar:
+                metrics["evaluation"] = end_of_training(model, config, out_dir, step=config.train.epochs)
+                bar.update()
         metrics["resumed"] = resuming
         metrics["train_seconds"] = round(clock.elapsed(), 2)  # both parts of a resumed run
         metrics["elapsed_seconds"] = metrics["train_seconds"]
         write_json(out_dir / METRICS_FILE, metrics)  # the numbers so far, before the figures
-        _write_figures(model, config, val_images, val_labels, out_dir, report)
+        if conditional:
+            _write_conditional_figures(model, config, out_dir, report)
+        else:
+            _write_figures(model, config, val_images, val_labels, out_dir, report)
         write_final_summaries(out_dir / "logs", metrics, config.train.epochs)
         metrics["status"] = "finished"
         write_json(out_dir / METRICS_FILE, metrics)
@@ -293,18 +311,50 @@ def _previous_seconds(out_dir: Path) -> float:
 
 
 def _final_evaluation(model, config: RunConfig, val_images: np.ndarray,
-                      report: Reporter | None = None) -> dict[str, Any]:
+                      report: Reporter | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Reconstruction MAE and the IWAE estimate (of log p(x|y) with a conditional model's ``labels``)."""
     report = report or Reporter(enabled=False)
     with report.phase(f"reconstruction error ({len(val_images)} validation images)", 1) as bar:
-        final: dict[str, Any] = {"reconstruction_mae": reconstruction_error(model, val_images)}
+        final: dict[str, Any] = {"reconstruction_mae": reconstruction_error(model, val_images, labels=labels)}
         bar.update()
     if hasattr(model, "log_likelihood"):
         subset = val_images[: config.train.iwae_examples]
         k = config.train.iwae_samples
         with report.phase(f"IWAE estimate of log p(x) (K={k}, {len(subset)} examples)", len(subset)) as bar:
-            final["validation"] = likelihood_evaluation(model, subset, num_samples=k, seed=config.train.seed,
-                                                        progress=bar.update)
+            final["validation"] = likelihood_evaluation(
+                model, subset, num_samples=k, seed=config.train.seed, progress=bar.update,
+                labels=None if labels is None else labels[: config.train.iwae_examples])
     return final
+
+
+CONDITIONAL_SKIP = "the model is class-conditional"
+
+
+def _check_class_labels(config: RunConfig, labels: np.ndarray | None) -> np.ndarray:
+    """The validation labels of a class-conditional run, checked against ``model.num_classes``."""
+    from keras_vae.errors import DataError
+
+    k = config.model.num_classes
+    if labels is None:  # make_datasets refuses unlabelled sources first; a hand-built Datasets may lack them
+        raise DataError(f"a class-conditional run needs labels and {config.data.source!r} gave none: use a "
+                        "labelled source, or train without --conditional")
+    if len(labels) and (labels.min() < 0 or labels.max() >= k):
+        raise DataError(f"{config.data.source!r} has labels in [{labels.min()}, {labels.max()}] and the model "
+                        f"has {k} classes: set model.num_classes to {int(labels.max()) + 1} "
+                        f"(--set model.num_classes={int(labels.max()) + 1})")
+    return labels
+
+
+def _write_conditional_figures(model, config: RunConfig, out_dir: Path, report: Reporter | None = None) -> None:
+    """samples.png, one row per class; the other figures need the fitted samplers or label-free codes."""
+    from keras_vae.evaluation.plots import plot_class_samples
+
+    report = report or Reporter(enabled=False)
+    with report.phase("figures (samples, one row per class)", 1) as bar:
+        plot_class_samples(model, out_dir / "samples.png", seed=config.train.seed)
+        bar.update()
+    report.line(f"figures: only samples.png ({CONDITIONAL_SKIP}: reconstructions, latent, interpolations and "
+                "traversals are not drawn)")
 
 
 def _write_figures(model, config: RunConfig, val_images, val_labels, out_dir: Path,
