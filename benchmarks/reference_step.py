@@ -27,7 +27,9 @@ Arms, each a compiled ``tf.function`` over one fixed batch, run in interleaved r
 - ``reference``: the reference as written: its networks are called without ``training=``, so under
   Keras 3 BatchNorm runs on its moving statistics and dropout never fires;
 - ``reference-train``: the same with ``training=True`` (batch statistics, dropout on), the mode
-  keras-vae trains in.
+  keras-vae trains in;
+- ``keras-vae-keras-bn``: ``VAEGAN.train_step`` with every BatchNorm running Keras' own training-mode
+  code instead of the fused kernel (``FusedBatchNormalization``): keras-vae before that change.
 
 The reference as written draws its epsilon in float32, which fails under mixed_bfloat16; here it is
 drawn in the means' dtype (the only change). mixed_bfloat16 runs only where the CPU has native bf16
@@ -169,6 +171,20 @@ def reference_step(encoder, decoder, discriminator, training=None):
     return step
 
 
+def unfuse(model) -> int:
+    """Make every BatchNorm of ``model`` run Keras' own call (the unfused training-mode ops); returns how many."""
+    import types
+
+    import keras
+
+    from keras_vae.models.batchnorm import batch_norm_layers
+
+    layers = batch_norm_layers(*model.batch_norm_networks())
+    for layer in layers:
+        layer.call = types.MethodType(keras.layers.BatchNormalization.call, layer)
+    return len(layers)
+
+
 def count_params(*networks) -> int:
     return int(sum(np.prod(v.shape) for n in networks for v in n.trainable_variables))
 
@@ -191,6 +207,12 @@ def build_arms(precision: str, extra_arms=None):
     model.compile_for_training(config.train)
     arms = {"keras-vae": tf.function(model.train_step)}
     params = {"keras-vae": count_params(model.encoder, model.decoder, model.discriminator)}
+    keras.utils.set_random_seed(0)
+    before = build_model(config)
+    before.compile_for_training(config.train)
+    unfuse(before)
+    arms["keras-vae-keras-bn"] = tf.function(before.train_step)
+    params["keras-vae-keras-bn"] = params["keras-vae"]
     for name, training in (("reference", None), ("reference-train", True)):
         keras.utils.set_random_seed(0)
         nets = reference_networks(tuple(config.model.image_shape), config.model.latent_dim, 128, config.model.num_stages)

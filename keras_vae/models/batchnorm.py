@@ -89,3 +89,42 @@ def _restore(layers, saved) -> None:
     for layer, (_, mean, variance) in zip(layers, saved):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(variance)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training-mode call on 4-D NHWC inputs runs TF's fused
+    kernel (``FusedBatchNormV3``: statistics, normalisation and, in the backward pass, all three
+    gradients in one op) instead of Keras 3's separate moments and arithmetic ops.
+
+    Same math as the Keras layer: y = gamma (x - mean_B) / sqrt(var_B + epsilon) + beta with the
+    batch's mean and biased variance, and moving = momentum * moving + (1 - momentum) * batch with the
+    biased variance (the fused op returns the unbiased one; it is rescaled by (n - 1) / n). Round-off
+    differs. Inference mode, masks, ``synchronized=True``, renorm, other axes and non-TF backends use
+    the Keras layer's code. On these CPUs the fused training-mode forward + backward of a
+    16x64x64x128 tensor costs about a third of the CPU time of the unfused ops.
+    """
+
+    def _fusable(self, inputs, training, mask) -> bool:
+        return (bool(training) and self.trainable and mask is None and not self.synchronized
+                and not self.renorm and keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4
+                and self.axis in (-1, 3) and inputs.shape[-1] is not None)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) else tf.cast(inputs, tf.float32)
+        channels = int(inputs.shape[-1])
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
+                                                             data_format="NHWC", is_training=True)
+        n = tf.cast(tf.size(x) // channels, tf.float32)
+        variance = unbiased * ((n - 1.0) / tf.maximum(n, 1.0))
+        momentum = self.momentum
+        self.moving_mean.assign(tf.cast(self.moving_mean, tf.float32) * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(tf.cast(self.moving_variance, tf.float32) * momentum
+                                    + variance * (1.0 - momentum))
+        return tf.cast(y, self.compute_dtype)

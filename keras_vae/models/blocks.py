@@ -17,13 +17,15 @@ from typing import Any
 
 import keras
 
+from keras_vae.models.batchnorm import FusedBatchNormalization
+
 
 class _PreActivation(keras.layers.Layer):
     """BatchNorm -> ReLU -> convolution, the unit every block is made of."""
 
     def __init__(self, conv: keras.layers.Layer, sync_batch_norm: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.norm = keras.layers.BatchNormalization(synchronized=sync_batch_norm, name="bn")
+        self.norm = FusedBatchNormalization(synchronized=sync_batch_norm, name="bn")  # fused kernel in training mode
         self.conv = conv
 
     def build(self, input_shape) -> None:

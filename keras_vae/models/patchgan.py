@@ -17,6 +17,7 @@ from typing import Sequence
 import keras
 
 from keras_vae.config import ModelConfig, check_resnet_geometry
+from keras_vae.models.batchnorm import FusedBatchNormalization
 
 
 def receptive_field(kernel_sizes: Sequence[int], strides: Sequence[int]) -> int:
@@ -50,7 +51,7 @@ def build_patchgan(config: ModelConfig) -> keras.Model:
     for i, (filters, stride) in enumerate(zip(config.disc_filters, config.disc_strides)):
         x = keras.layers.Conv2D(int(filters), config.disc_kernel_size, strides=int(stride), padding="same",
                                 use_bias=False, name=f"conv{i}")(x)  # BatchNorm follows
-        x = keras.layers.BatchNormalization(synchronized=config.sync_batch_norm,
+        x = FusedBatchNormalization(synchronized=config.sync_batch_norm,
                                             dtype="float32" if i == last else None, name=f"bn{i}")(x)
         if i != last:
             x = keras.layers.LeakyReLU(negative_slope=0.3, name=f"lrelu{i}")(x)  # Keras' default, as the reference
