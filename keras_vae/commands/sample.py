@@ -33,8 +33,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="latent sampler of a run folder (default: the run's best by held-out likelihood); "
                              "an export carries one sampler: only 'prior' or its own kind")
     parser.add_argument("--class", dest="label", type=int, default=None, metavar="K",
-                        help="a class-conditional run (keras-vae train --conditional): decode p(x|z, y=K) for every "
-                             "sample (default: the classes in turn, 0, 1, ..., K-1, 0, ...); refused for other runs")
+                        help="sample class K. An unconditional run decodes from class K's own latent sampler, fitted "
+                             "on the codes of its training images of class K (once, on first use, into "
+                             "samplers/classes.json; the run's data must have labels). A class-conditional run "
+                             "(keras-vae train --conditional) decodes p(x|z, y=K) with z from class K's sampler when "
+                             "the run has class samplers, else from N(0, I) (its default without --class: the "
+                             "classes in turn, 0, 1, ..., K-1, 0, ...)")
     parser.add_argument("--out", default="samples.png", metavar="FILE",
                         help="file to write, by extension: .png (grid), .jpg/.jpeg (JPEG grid), or .npz (the images as "
                              "uint8 [n, height, width, channels] under 'images', with 'seed', 'temperature' "
@@ -85,16 +89,42 @@ def run(args: argparse.Namespace) -> int:
 
         _, model = load_run(source, sampler=args.sampler)  # the model's sampler: the run's or --sampler's
         latent_sampler = getattr(model, "latent_sampler", None)
-        labels = None
+        labels, class_sampler, kind = None, None, latent_sampler.kind if latent_sampler is not None else "prior"
         if args.label is not None:
-            if not getattr(model, "conditional", False):
-                raise ConfigError(f"--class {args.label}: the run {str(args.source)!r} is not class-conditional "
-                                  "(model.num_classes is 0): drop --class, or train a conditional run "
-                                  "(keras-vae train --conditional)")
-            if not 0 <= args.label < model.num_classes:
-                raise ConfigError(f"--class must be in [0, {model.num_classes}) (the run's classes), got {args.label}")
-            labels = model.sample_labels(args.n, args.label)
-        save(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature, labels=labels),  # the ONNX path's latents
-             latent_sampler.kind if latent_sampler is not None else "prior")
+            class_sampler, kind, labels = _class_sampling(source, model, args)
+        save(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature, labels=labels,  # the ONNX path's latents
+                          latent_sampler=class_sampler), kind)  # None: the model's own sampler
     print(f"wrote {args.n} samples to {args.out}")
     return 0
+
+
+def _class_sampling(run_dir: Path, model, args: argparse.Namespace):
+    """(latent sampler or None for the model's own, sampler kind for the .npz, labels or None) of ``--class K``.
+
+    An unconditional run decodes from class K's sampler (``samplers/classes.json``, fitted here on first use);
+    a conditional run decodes p(x|z, y=K) with z from class K's sampler when the run has class samplers, else
+    from N(0, I) (``--sampler prior`` forces N(0, I))."""
+    from keras_vae.errors import ConfigError
+    from keras_vae.sampling.classes import CLASSES_FILE, has_class_samplers, load_class_sampler
+
+    conditional = getattr(model, "conditional", False)
+    if conditional:
+        if not 0 <= args.label < model.num_classes:
+            raise ConfigError(f"--class must be in [0, {model.num_classes}) (the run's classes), got {args.label}")
+        labels = model.sample_labels(args.n, args.label)
+        if args.sampler == "prior" or not has_class_samplers(run_dir):
+            return None, "prior", labels
+        return load_class_sampler(run_dir, args.label, model.latent_dim), f"class-{args.label}", labels
+    if args.sampler is not None:
+        raise ConfigError(f"--class {args.label} decodes from the class's own sampler ({CLASSES_FILE}): "
+                          f"drop --sampler {args.sampler}")
+    if args.label < 0:
+        raise ConfigError(f"--class must be a class label >= 0, got {args.label}")
+    if not has_class_samplers(run_dir):
+        from keras_vae.training.class_samplers import fit_class_samplers
+
+        print(f"fitting one latent sampler per class on the run's labelled training codes (once; stored in "
+              f"{run_dir / CLASSES_FILE}) ...", flush=True)
+        fitted = fit_class_samplers(run_dir)
+        print(f"fitted {len(fitted)} class samplers: classes {sorted(fitted)}", flush=True)
+    return load_class_sampler(run_dir, args.label, model.latent_dim), f"class-{args.label}", None
