@@ -150,8 +150,8 @@ def test_cli_train_conditional_then_sample_class_and_refusals(tmp_path, capsys, 
 
         np.testing.assert_array_equal(saved["images"], to_uint8(np.asarray(model.to_unit(model.sample(6, seed=0, label=3)))))
     capsys.readouterr()
-    assert main(["sample", str(vae_run), "--class", "3", "--out", str(tmp_path / "u.png")]) == 2
-    assert "not class-conditional" in capsys.readouterr().err
+    assert main(["sample", str(run), "--class", "10", "--out", str(tmp_path / "u.png")]) == 2
+    assert "--class must be in [0, 10)" in capsys.readouterr().err
     assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 2
     assert "conditional models cannot be exported yet" in capsys.readouterr().err
     assert not (tmp_path / "exp").exists()
