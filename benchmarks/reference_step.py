@@ -13,7 +13,8 @@ configured like the celeba-64 preset (64x64x3, 128 filters, 4 down-samplings, la
   Dense heads for mu and log sigma^2; z = mu + exp(log_var / 2) * eps;
 - decoder: Dense, reshape to the encoder's last feature shape, 3x3 conv, per stage one identity block
   and one up-sampling block (BN-ReLU-Conv1x1, BN-ReLU-Conv2DTranspose3x3/2, + BN-ReLU-Conv2DTranspose
-  shortcut), 1x1 conv to 3 channels (linear); every conv with a bias (Keras' default);
+  shortcut), the last one ending in the image's 3 channels (the reference's decoder filter list ends in
+  the channel count), 1x1 conv to 3 channels (linear); every conv with a bias (Keras' default);
 - PatchGAN: Conv2D [128, 128, 128, 64, 64, 1], kernel 3, strides [2, 2, 2, 1, 1, 1], each followed by
   BatchNorm, LeakyReLU (slope 0.3, not after the last) and Dropout 0.25;
 - the step: one forward pass, D called on x and on x_hat, two GradientTapes (VAE and D), both
@@ -40,6 +41,7 @@ Never a test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import sys
@@ -110,9 +112,9 @@ def reference_networks(image_shape=(64, 64, 3), latent_dim=128, filters=128, sta
     z = keras.Input((latent_dim,))
     y = layers.Reshape(start_shape)(layers.Dense(int(np.prod(start_shape)))(z))
     y = layers.Conv2D(filters, 3, padding="same")(y)
-    for _ in range(stages):
+    for stage in range(stages):
         y = identity(y, filters)
-        y = up(y, filters)
+        y = up(y, image_shape[-1] if stage == stages - 1 else filters)  # the last block ends in image channels
     decoder = keras.Model(z, layers.Conv2D(image_shape[-1], 1, padding="same", dtype="float32")(y),
                           name="ref_decoder")
 
@@ -238,6 +240,11 @@ def bench_precision(precision: str, rounds: int, steps: int, warmup: int, log=pr
                 tf.nest.map_structure(np.asarray, out)
             return go
 
+        gflops = {}
+        if precision == "float32":  # TF's graph profiler on each traced step (model FLOPs, same counter)
+            from benchmarks.flops import graph_flops
+            spec = tf.TensorSpec(x.shape, x.dtype)
+            gflops = {name: graph_flops(fn, spec) / batch / 1e9 for name, fn in arms.items()}
         for name, fn in arms.items():  # trace + warm up
             log(f"[{precision}] warm-up {name}")
             loop(fn, warmup)()
@@ -247,7 +254,7 @@ def bench_precision(precision: str, rounds: int, steps: int, warmup: int, log=pr
     ours = timing["keras-vae"]
     ratios = {f"keras-vae_vs_{k}": paired_ratios(ours, v) for k, v in timing.items() if k != "keras-vae"}
     return {"batch": batch, "steps_per_round": steps, "warmup_steps": warmup, "params": params,
-            "arms": timing, "ratios": ratios}
+            "graph_gflop_per_img": gflops, "arms": timing, "ratios": ratios}
 
 
 def cpu_has_bf16() -> bool:
@@ -277,18 +284,102 @@ def to_markdown(result: dict) -> str:
              "benchmarks/reference_step.py (see its docstring). " + shared_machine_note(result["environment"]),
              "", f"{result['warmup']} warm-up steps, then {result['rounds']} interleaved rounds of "
              f"{result['steps']} steps per arm; medians over rounds. Ratios are medians of per-round ratios "
-             "(speed: keras-vae / other; CPU: other / keras-vae; above 1 = keras-vae cheaper).", "",
-             "| precision | arm | trainable params | img/s | CPU ms/img |", "|---|---|---:|---:|---:|"]
+             "(speed: keras-vae / other; CPU: other / keras-vae; above 1 = keras-vae cheaper). Trainable "
+             "parameters include the discriminator's; graph GFLOP/img is TF's graph profiler on each traced "
+             "float32 step (before Grappler prunes unused gradient ops).", "",
+             "| precision | arm | trainable params | graph GFLOP/img | img/s | CPU ms/img |",
+             "|---|---|---:|---:|---:|---:|"]
     for precision, p in result["precisions"].items():
         for name, v in p["arms"].items():
-            lines.append(f"| {precision} | {name} | {p['params'].get(name, '')} | {v['img_per_s']:.2f} | "
-                         f"{v['cpu_ms_per_img']:.0f} |")
+            g = p.get("graph_gflop_per_img", {}).get(name)
+            lines.append(f"| {precision} | {name} | {p['params'].get(name, ''):,} | "
+                         f"{'' if g is None else f'{g:.2f}'} | {v['img_per_s']:.2f} | {v['cpu_ms_per_img']:.0f} |")
     lines += ["", "| precision | comparison | speed ratio | CPU ratio |", "|---|---|---:|---:|"]
     for precision, p in result["precisions"].items():
         for key, r in p["ratios"].items():
             lines.append(f"| {precision} | {key.replace('_vs_', ' vs ')} | {r['speed']:.3f} | {r['cpu']:.3f} |")
     for precision, why in result.get("skipped", {}).items():
         lines.append(f"\n{precision} skipped: {why}.")
+    return "\n".join(lines) + "\n"
+
+
+# --- where the time of VAEGAN.train_step goes ----------------------------------------------------------
+def breakdown(precision: str = "float32", rounds: int = 3, steps: int = 2, warmup: int = 1, log=print) -> dict:
+    """CPU ms per image of parts of ``VAEGAN.train_step`` (celeba-64), interleaved in one process:
+    the full step; the same step with Keras' unfused BatchNorm, without dropout, without the Monte Carlo
+    mixture KL diagnostic; the VAE's half (``vae_step``: forward, D in the loss, VAE update), the
+    discriminator's half (``discriminator_step``: forward, D update), the encoder + decoder forward
+    pass alone, and the diagnostic alone."""
+    import keras
+    import tensorflow as tf
+
+    from keras_vae.config.presets import get_preset
+    from keras_vae.distributions import mixture_kl_monte_carlo
+    from keras_vae.models import build_model
+    from keras_vae.models import vaegan as vaegan_module
+
+    config = get_preset(PRESET)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        batch = config.train.batch_size
+        x = tf.random.stateless_uniform((batch,) + tuple(config.model.image_shape), seed=(1, 2), minval=-1.0,
+                                        maxval=1.0)
+
+        def model_of(**changes):
+            keras.utils.set_random_seed(0)
+            model = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, **changes)))
+            model.compile_for_training(config.train)
+            return model
+
+        full, keras_bn, no_dropout, no_mc = model_of(), model_of(), model_of(disc_dropout=0.0), model_of()
+        unfuse(keras_bn)
+        original = vaegan_module.mixture_kl_monte_carlo
+        vaegan_module.mixture_kl_monte_carlo = lambda mean, *a, **k: tf.zeros([], tf.float32)
+        try:
+            no_mc_step = tf.function(no_mc.train_step)
+            no_mc_step.get_concrete_function(tf.TensorSpec(x.shape, x.dtype))  # traced without the diagnostic
+        finally:
+            vaegan_module.mixture_kl_monte_carlo = original
+        mean, log_var = full.encode(x, training=True)
+        arms = {
+            "train_step": tf.function(full.train_step),
+            "train_step, Keras BatchNorm": tf.function(keras_bn.train_step),
+            "train_step, no dropout": tf.function(no_dropout.train_step),
+            "train_step, no Monte Carlo KL": no_mc_step,
+            "vae_step (forward + D in loss + VAE update)": tf.function(full.vae_step),
+            "discriminator_step (forward + D update)": tf.function(full.discriminator_step),
+            "encoder + decoder forward": tf.function(lambda t: full.decoder(full.encode(t, training=True)[0],
+                                                                            training=True)),
+            "Monte Carlo mixture KL alone": tf.function(
+                lambda t: mixture_kl_monte_carlo(mean, log_var, config.loss.kl_monte_carlo_samples, seed=[1, 2])),
+        }
+
+        def loop(fn, n):
+            def go():
+                for _ in range(n):
+                    out = fn(x)
+                tf.nest.map_structure(np.asarray, out)
+            return go
+
+        for name, fn in arms.items():
+            log(f"[breakdown {precision}] warm-up {name}")
+            loop(fn, warmup)()
+        timing = interleaved({k: loop(fn, steps) for k, fn in arms.items()}, steps * batch, rounds, log,
+                             f"breakdown {precision}")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return {"precision": precision, "batch": batch, "steps_per_round": steps, "rounds": rounds,
+            "parts": {k: {"cpu_ms_per_img": v["cpu_ms_per_img"], "rounds": v["rounds"]} for k, v in timing.items()}}
+
+
+def breakdown_markdown(result: dict) -> str:
+    lines = [f"## Where the time of VAEGAN.train_step goes ({result['precision']}, {PRESET}, batch {result['batch']})",
+             "", f"{result['rounds']} interleaved rounds of {result['steps_per_round']} calls; medians of process "
+             "CPU ms per image. The train_step rows are whole steps with one thing changed.", "",
+             "| part | CPU ms/img |", "|---|---:|"]
+    for name, v in result["parts"].items():
+        lines.append(f"| {name} | {v['cpu_ms_per_img']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -299,11 +390,21 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time parts of VAEGAN.train_step instead (writes reference_step_breakdown.{json,md})")
     args = parser.parse_args(argv)
+    from pathlib import Path
+    if args.breakdown:
+        parts = {p: breakdown(p, args.rounds, args.steps, args.warmup, log=lambda m: print(m, flush=True))
+                 for p in args.precisions if p != "mixed_bfloat16" or cpu_has_bf16()}
+        result = {"suite": "reference_step_breakdown", "parts": parts, "environment": finish_environment(environment())}
+        _, md = write_result("reference_step_breakdown", result,
+                             "\n".join(breakdown_markdown(p) for p in parts.values()), Path(args.out))
+        print(md.read_text())
+        return 0
     result = run(args.rounds, args.steps, args.warmup, tuple(args.precisions), log=lambda m: print(m, flush=True))
     result["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     result["command"] = "python -m benchmarks.reference_step " + " ".join(argv if argv is not None else sys.argv[1:])
-    from pathlib import Path
     _, md = write_result("reference_step", result, to_markdown(result), Path(args.out))
     print(md.read_text())
     return 0
