@@ -4,7 +4,8 @@ pseudo-Gibbs re-encoding, MAP latent optimisation and the baselines, on the embe
     PYTHONPATH=. python benchmarks/completion_sampling.py [--run DIR] [--epochs 40] [--completions 10]
 
 The classic VAE of bench_applications.py (preset mnist-mlp, binarised embedded digits, --epochs epochs;
-trained into --run when that folder holds no run, reused otherwise); ``keras-vae complete --method all``
+trained into --run when that folder holds no run, reused otherwise: e.g. --run runs/vae-default, the
+150-epoch run of the default ``keras-vae train`` job, which is only read); ``keras-vae complete --method all``
 on the 500 validation digits for the masks center, left and random:0.5. Reported per method and mask:
 PSNR (dB) on the hidden pixels, mean ± standard error over images; for the sampling methods the best of
 their K completions; the coverage of 90% intervals and the Brier score on the hidden pixels (definitions
@@ -34,7 +35,9 @@ def markdown(result: dict) -> str:
     reports = result["completion"]
     k = next(iter(reports.values()))["completions"]
     lines = ["# Completion by sampling the conditional", "",
-             f"Classic VAE (preset mnist-mlp, {result['epochs']} epochs) on the {result['images']} embedded validation "
+             f"Classic VAE (preset {result.get('preset', 'mnist-mlp')}, {result['epochs']} epochs"
+             + (f", run folder `{result['run']}`" if result.get("run") else "")
+             + f") on the {result['images']} embedded validation "
              f"digits; K = {k} completions, Metropolis-within-Gibbs {result['mwg_steps']} steps (half burn-in), "
              f"{result['importance_samples']} importance samples. Produced by `benchmarks/completion_sampling.py` "
              f"in {result['seconds']:.0f} s on {result['environment']['cpu']} ({result['environment']['cpu_count']} "
@@ -88,8 +91,10 @@ def main() -> int:
             from benchmarks.bench_applications import train_run
 
             train_seconds = round(train_run(run, args.epochs, []), 1)
-        epochs = json.loads((run / "config.json").read_text())["train"]["epochs"]
-        result = {"environment": environment(), "epochs": epochs, "train_seconds": train_seconds,
+        config = json.loads((run / "config.json").read_text())
+        epochs = config["train"]["epochs"]
+        result = {"environment": environment(), "preset": config.get("preset"), "epochs": epochs,
+                  "run": run.name if args.run else None, "train_seconds": train_seconds,
                   "mwg_steps": args.mwg_steps, "importance_samples": args.importance_samples, "completion": {}}
         for mask in args.masks:
             out = Path(tmp) / f"complete-{mask.replace(':', '_')}"
