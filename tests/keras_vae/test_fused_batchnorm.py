@@ -88,3 +88,19 @@ def test_one_vaegan_train_step_equals_the_keras_batchnorm_step():
     assert fused.keys() == stock.keys()
     for name in fused:
         assert fused[name] == pytest.approx(stock[name], rel=1e-3, abs=1e-4), name
+
+
+def test_mixed_bfloat16_matches_keras_layer_within_bfloat16_round_off():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        x = tf.cast(tf.random.stateless_normal((4, 5, 5, 6), seed=(5, 6)) * 3.0 + 2.0, tf.bfloat16)
+        stock, fused = _pair(x.shape)
+        (y0, g0), (y1, g1) = _train_call(stock, x), _train_call(fused, x)
+        assert y1.dtype == y0.dtype == tf.bfloat16
+        np.testing.assert_allclose(tf.cast(y1, tf.float32), tf.cast(y0, tf.float32), rtol=2e-2, atol=2e-2)
+        for a, b in zip(g1[1:], g0[1:]):  # gamma, beta (float32 variables)
+            np.testing.assert_allclose(a, b, rtol=5e-2, atol=5e-2)
+        np.testing.assert_allclose(fused.moving_mean, stock.moving_mean, atol=1e-5)
+        np.testing.assert_allclose(fused.moving_variance, stock.moving_variance, rtol=1e-4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
