@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--conditional", action="store_true",
                         help="train the class-conditional VAE (Sohn et al. 2015): the label one-hot joins the "
                              f"encoder's and the decoder's input; sets model.num_classes to {CONDITIONAL_CLASSES} "
-                             "unless --set model.num_classes=N gives it; needs a labelled source (docs/conditional.md)")
+                             "unless --set model.num_classes=N gives it; needs a labelled source (docs/conditional.md) "
+                             "(default: unconditional)")
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<timestamp>)")
     parser.add_argument("--force", action="store_true", help="replace a finished run already in --out")
     parser.add_argument("--restart", action="store_true",
