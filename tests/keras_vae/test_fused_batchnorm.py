@@ -73,6 +73,7 @@ def test_vaegan_uses_the_fused_layer_everywhere():
     assert layers and all(isinstance(layer, FusedBatchNormalization) for layer in layers)
 
 
+@pytest.mark.slow
 def test_one_vaegan_train_step_equals_the_keras_batchnorm_step():
     """Losses of the step and the VAE's gradients equal within float32 round-off (fixed seeds, tiny preset)."""
     x = tf.random.stateless_uniform((8, 16, 16, 1), seed=(3, 4), minval=-1.0, maxval=1.0)
