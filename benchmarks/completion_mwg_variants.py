@@ -29,34 +29,10 @@ VARIANTS = {"default": dict(steps=200), "long": dict(steps=1000),
 
 
 def chain(model, images, mask, init, steps, z0=None, completions=10, seed=0):
-    """metropolis_fill's loop with an optional start z0 (x_hidden_0 then drawn from p(x_hidden | z0))."""
-    import numpy as np
-    import tensorflow as tf
+    """metropolis_fill with burn-in steps // 2, optionally started at z0."""
+    from keras_vae.applications.completion import metropolis_fill
 
-    from keras_vae.applications.completion import _kept_steps, mwg_step
-
-    burn_in = steps // 2
-    kept = set(_kept_steps(steps, burn_in, completions).tolist())
-    x = tf.constant(np.asarray(model.from_unit(np.where(mask, init, images)), np.float32))
-    missing = tf.constant(mask, tf.float32)
-    if z0 is None:
-        z = model.encode(x)[0]
-    else:
-        z = tf.constant(z0, tf.float32)
-        drawn = model.likelihood(model.decoder(z, training=False)).sample(seed=[seed, 2 ** 30])
-        x = tf.where(missing > 0, tf.cast(drawn, tf.float32), x)
-    step = tf.function(lambda x, z, s: mwg_step(model, x, missing, z, s))
-    total, samples, accepted = 0.0, [], np.zeros(len(images))
-    for t in range(1, steps + 1):
-        state = step(x, z, tf.constant([seed, t], tf.int32))
-        x, z = state["x"], state["z"]
-        accepted += np.asarray(state["accepted"])
-        if t > burn_in:
-            mean = np.asarray(model.to_unit(state["mean"]), np.float32)
-            total = total + mean
-            if t in kept:
-                samples.append(np.where(mask, mean, images))
-    return np.where(mask, total / (steps - burn_in), images), np.stack(samples), accepted / steps
+    return metropolis_fill(model, images, mask, init, steps=steps, completions=completions, seed=seed, z0=z0)
 
 
 def main() -> int:

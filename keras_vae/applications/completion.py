@@ -221,9 +221,11 @@ def _kept_steps(steps: int, burn_in: int, completions: int) -> np.ndarray:
 
 
 def metropolis_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, steps: int = 200,
-                    burn_in: int | None = None, completions: int = 10, seed: int = 0, stream: int = 0):
+                    burn_in: int | None = None, completions: int = 10, seed: int = 0, stream: int = 0,
+                    z0: np.ndarray | None = None):
     """Metropolis-within-Gibbs completion (module docstring) from ``init`` ([0, 1]); ``burn_in`` defaults to
-    steps // 2. Seeded by (``seed``, ``stream``) and the step number. Returns (completion [N, H, W, C]: the
+    steps // 2. The chain starts at z_0 = the encoder's mean of ``init``, or at ``z0`` [N, d] when given (the
+    hidden pixels then drawn from p(x_hidden | z0)). Seeded by (``seed``, ``stream``) and the step number. Returns (completion [N, H, W, C]: the
     mean of E[x | z_t] over the states after burn-in, K completions [K, N, H, W, C]: E[x | z_t] at K evenly
     spaced states after burn-in, acceptance rate per image [N]); [0, 1], observed pixels kept."""
     import tensorflow as tf
@@ -234,7 +236,12 @@ def metropolis_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarra
     kept = set(_kept_steps(steps, burn_in, completions).tolist())
     x = tf.constant(np.asarray(model.from_unit(np.where(mask, init, images)), np.float32))
     missing = tf.constant(mask, tf.float32)
-    z = model.encode(x)[0]
+    if z0 is None:
+        z = model.encode(x)[0]
+    else:
+        z = tf.constant(z0, tf.float32)
+        drawn = model.likelihood(model.decoder(z, training=False)).sample(seed=[int(seed) % 2 ** 31, 2 ** 30])
+        x = tf.where(missing > 0, tf.cast(drawn, tf.float32), x)
     step = tf.function(lambda x, z, s: mwg_step(model, x, missing, z, s))
     total, samples, accepted = 0.0, [], np.zeros(len(images))
     for t in range(1, steps + 1):
