@@ -58,6 +58,18 @@ R_LOSS_FACTOR, VARIANCE_WEIGHT, ADVERSARIAL_WEIGHT = 5000.0, 0.1, 100.0
 
 
 # --- the reference networks ---------------------------------------------------------------------
+
+def repeated(fn, x, n: int):
+    """A callable running ``fn(x)`` n times, then bringing the last output to NumPy (the work is done)."""
+    def go():
+        import tensorflow as tf
+
+        for _ in range(n):
+            out = fn(x)
+        tf.nest.map_structure(np.asarray, out)
+    return go
+
+
 def _br(x, name, training):
     import keras
     return keras.layers.Activation("relu")(keras.layers.BatchNormalization(name=name)(x, training=training))
@@ -233,13 +245,6 @@ def bench_precision(precision: str, rounds: int, steps: int, warmup: int, log=pr
     try:
         arms, x, batch, params = build_arms(precision, extra_arms)
 
-        def loop(fn, n):
-            def go():
-                for _ in range(n):
-                    out = fn(x)
-                tf.nest.map_structure(np.asarray, out)
-            return go
-
         gflops = {}
         if precision == "float32":  # TF's graph profiler on each traced step (model FLOPs, same counter)
             from benchmarks.flops import graph_flops
@@ -247,8 +252,8 @@ def bench_precision(precision: str, rounds: int, steps: int, warmup: int, log=pr
             gflops = {name: graph_flops(fn, spec) / batch / 1e9 for name, fn in arms.items()}
         for name, fn in arms.items():  # trace + warm up
             log(f"[{precision}] warm-up {name}")
-            loop(fn, warmup)()
-        timing = interleaved({k: loop(fn, steps) for k, fn in arms.items()}, steps * batch, rounds, log, precision)
+            repeated(fn, x, warmup)()
+        timing = interleaved({k: repeated(fn, x, steps) for k, fn in arms.items()}, steps * batch, rounds, log, precision)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     ours = timing["keras-vae"]
@@ -355,17 +360,10 @@ def breakdown(precision: str = "float32", rounds: int = 3, steps: int = 2, warmu
                 lambda t: mixture_kl_monte_carlo(mean, log_var, config.loss.kl_monte_carlo_samples, seed=[1, 2])),
         }
 
-        def loop(fn, n):
-            def go():
-                for _ in range(n):
-                    out = fn(x)
-                tf.nest.map_structure(np.asarray, out)
-            return go
-
         for name, fn in arms.items():
             log(f"[breakdown {precision}] warm-up {name}")
-            loop(fn, warmup)()
-        timing = interleaved({k: loop(fn, steps) for k, fn in arms.items()}, steps * batch, rounds, log,
+            repeated(fn, x, warmup)()
+        timing = interleaved({k: repeated(fn, x, steps) for k, fn in arms.items()}, steps * batch, rounds, log,
                              f"breakdown {precision}")
     finally:
         keras.mixed_precision.set_global_policy(previous)
