@@ -250,28 +250,108 @@ class LatentVariableModel(keras.Model):
                 raise DataError(f"{name} holds values in [{lo:g}, {hi:g}]; this model takes images in "
                                 f"[{low:g}, {high:g}]{hint}")
 
-    # --- the latent-variable API ---------------------------------------------------------
-    def encode(self, images, training: bool = False):
-        """Posterior parameters (mean, log_var), each [B, D], for images in the model's range."""
-        mean, log_var = self.encoder(images, training=training)
+    # --- the latent-variable API; a class-conditional model (num_classes > 0) takes labels ----------------
+    @property
+    def conditional(self) -> bool:
+        """True for a class-conditional model (``model_config.num_classes`` > 0)."""
+        return self.model_config.num_classes > 0
+
+    @property
+    def num_classes(self) -> int:
+        return self.model_config.num_classes
+
+    def label_one_hot(self, labels):
+        """Labels -> the one-hot [B, num_classes] the networks take (None for an unconditional model without
+        labels). Integer labels [B] (eagerly: checked to lie in [0, num_classes)) or a float one-hot [B, K]."""
+        k = self.num_classes
+        if not self.conditional:
+            if labels is None:
+                return None
+            raise ConfigError("this model is not class-conditional (model.num_classes is 0): drop the labels, or "
+                              "train a conditional model (keras-vae train --conditional)")
+        if labels is None:
+            raise ConfigError(f"this model is class-conditional ({k} classes): pass the labels, integers in "
+                              f"[0, {k}), one per image (labels=...)")
+        labels = tf.convert_to_tensor(labels)
+        if labels.dtype.is_floating and labels.shape.rank == 2:
+            return tf.cast(labels, tf.float32)
+        if not (labels.dtype.is_integer or labels.dtype.is_floating):
+            raise DataError(f"labels are {labels.dtype.name}: pass integers in [0, {k})")
+        if tf.executing_eagerly():
+            values = labels.numpy()
+            if values.size and (values.min() < 0 or values.max() >= k or (values != values.astype(int)).any()):
+                raise DataError(f"labels hold values in [{values.min():g}, {values.max():g}]; this model has {k} "
+                                f"classes: pass integers in [0, {k})")
+        return tf.one_hot(tf.cast(labels, tf.int32), k, dtype=tf.float32)
+
+    def _inputs(self, tensor, one_hot):
+        """A network's input: the tensor, or [tensor, one-hot] for a conditional model."""
+        return tensor if one_hot is None else [tf.cast(tensor, tf.float32), tf.cast(one_hot, tf.float32)]
+
+    def encode(self, images, training: bool = False, labels=None):
+        """Posterior parameters (mean, log_var), each [B, D]; a conditional model needs ``labels`` [B]."""
+        one_hot = self.label_one_hot(labels)
+        mean, log_var = self.encoder(self._inputs(images, one_hot), training=training)
         return tf.cast(mean, tf.float32), tf.cast(log_var, tf.float32)
 
-    def posterior(self, images):
-        """q(z|x) as a TFP MultivariateNormalDiag with batch_shape [B]."""
-        return diagonal_gaussian(*self.encode(images))
+    def posterior(self, images, labels=None):
+        """q(z|x[, y]) as a TFP MultivariateNormalDiag with batch_shape [B]."""
+        return diagonal_gaussian(*self.encode(images, labels=labels))
+
+    def decode(self, z, training: bool = False, labels=None):
+        """Images (the decoder's mean, model range) for latents z [B, D]; a conditional model needs ``labels``."""
+        one_hot = self.label_one_hot(labels)
+        return self.decode_output_to_image(self.decoder(self._inputs(z, one_hot), training=training))
+
+    def reconstruct(self, images, labels=None):
+        """decode(posterior mean), both with ``labels`` for a conditional model."""
+        mean, _ = self.encode(images, labels=labels)
+        return self.decode(mean, labels=labels)
+
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0, label=None):
+        """n images decoded from the model's sampler (model range). A conditional model decodes p(x|z, y=label)
+        (``label`` an integer, or n integers) with z from its sampler; without ``label`` the classes cycle
+        0, 1, ..., K-1, 0, ... An unconditional model refuses a label."""
+        z = self.sample_latents(n, seed, temperature)
+        return self.decode(z, labels=self.sample_labels(n, label))
+
+    def sample_labels(self, n: int, label=None):
+        """The labels ``sample`` decodes with: None (unconditional), ``label`` repeated n times, the n labels
+        given, or 0, 1, ..., K-1, 0, ... (ConfigError for a label on an unconditional model)."""
+        if not self.conditional:
+            if label is None:
+                return None
+            raise ConfigError("this model is not class-conditional (model.num_classes is 0), so it samples no "
+                              "class: drop the label, or train a conditional model (keras-vae train --conditional)")
+        if label is None:
+            return np.arange(n) % self.num_classes
+        labels = np.asarray(label)
+        if labels.ndim == 0:
+            labels = np.full(n, labels)
+        if labels.shape != (n,):
+            raise DataError(f"label has shape {labels.shape}: pass one integer, or {n} (one per sample)")
+        return labels
+
+    def call(self, inputs, training: bool = False):
+        """Reconstruction through the posterior mean (so ``predict`` gives reconstructions); a conditional model
+        takes (images, labels)."""
+        if not self.conditional:
+            mean, _ = self.encode(inputs, training=training)
+            return self.decode(mean, training=training)
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise ConfigError(f"this model is class-conditional ({self.num_classes} classes): call it on "
+                              "(images, labels)")
+        images, labels = inputs
+        mean, _ = self.encode(images, training=training, labels=labels)
+        return self.decode(mean, training=training, labels=labels)
+
+    def _tiled(self, one_hot, times):
+        """The one-hot repeated for ``times`` samples per example ([times * B, K]); None stays None."""
+        return None if one_hot is None else tf.tile(one_hot, [times, 1])
 
     def decode_output_to_image(self, output):
         """Decoder output -> image in the model's value range (plain TF ops). Subclasses define it."""
         raise NotImplementedError
-
-    def decode(self, z, training: bool = False):
-        """Images (the decoder's mean, in the model's range) for latents z [B, D]."""
-        return self.decode_output_to_image(self.decoder(z, training=training))
-
-    def reconstruct(self, images):
-        """decode(posterior mean): the deterministic reconstruction."""
-        mean, _ = self.encode(images)
-        return self.decode(mean)
 
     def get_latent_sampler(self, kind: str | None = None):
         """The sampler ``sample`` uses: ``latent_sampler`` (fitted after training, see
@@ -294,10 +374,6 @@ class LatentVariableModel(keras.Model):
 
         eps, u = draw_noise(int(seed), int(n), self.latent_dim)
         return tf.constant(self.get_latent_sampler().latents(float(temperature) * eps, u))
-
-    def sample(self, n: int, seed: int = 0, temperature: float = 1.0):
-        """n images decoded from the model's sampler (model range)."""
-        return self.decode(self.sample_latents(n, seed, temperature))
 
     def sample_posterior(self, mean, log_var, num_samples: int | None = None, training: bool = True):
         """Reparameterized z = mean + sigma * eps; [B, D] or [L, B, D]. Noise from the model's
@@ -339,11 +415,6 @@ class LatentVariableModel(keras.Model):
 
     def _recompute_extra(self, images, decoder_output) -> None:
         """Hook for networks beyond encoder/decoder (the VAEGAN's discriminator)."""
-
-    def call(self, images, training: bool = False):
-        """Reconstruction through the posterior mean (so ``predict`` gives reconstructions)."""
-        mean, _ = self.encode(images, training=training)
-        return self.decode(mean, training=training)
 
     def predict_in_batches(self, fn, array: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Apply ``fn`` (tensor -> tensor) to a NumPy array in batches; returns NumPy."""

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_vae.config import TrainConfig
 from keras_vae.distributions import diagonal_gaussian, kl_to_standard_normal, standard_normal
-from keras_vae.errors import ConfigError, DataError
+from keras_vae.errors import ConfigError
 from keras_vae.models.likelihoods import decoder_distribution, decoder_mean
 from keras_vae.models.base import LatentVariableModel
 from keras_vae.models.classic_networks import build_decoder, build_encoder
@@ -73,101 +73,6 @@ class VAE(LatentVariableModel):
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker,
                 self.beta_tracker]
 
-    # --- class-conditional inputs ----------------------------------------------------------
-    @property
-    def conditional(self) -> bool:
-        """True for the class-conditional VAE (``model_config.num_classes`` > 0)."""
-        return self.model_config.num_classes > 0
-
-    @property
-    def num_classes(self) -> int:
-        return self.model_config.num_classes
-
-    def label_one_hot(self, labels):
-        """Labels -> the one-hot [B, num_classes] the networks take (None for an unconditional model without
-        labels). Integer labels [B] (eagerly: checked to lie in [0, num_classes)) or a float one-hot [B, K]."""
-        k = self.num_classes
-        if not self.conditional:
-            if labels is None:
-                return None
-            raise ConfigError("this model is not class-conditional (model.num_classes is 0): drop the labels, or "
-                              "train a conditional model (keras-vae train --conditional)")
-        if labels is None:
-            raise ConfigError(f"this model is class-conditional ({k} classes): pass the labels, integers in "
-                              f"[0, {k}), one per image (labels=...)")
-        labels = tf.convert_to_tensor(labels)
-        if labels.dtype.is_floating and labels.shape.rank == 2:
-            return tf.cast(labels, tf.float32)
-        if not (labels.dtype.is_integer or labels.dtype.is_floating):
-            raise DataError(f"labels are {labels.dtype.name}: pass integers in [0, {k})")
-        if tf.executing_eagerly():
-            values = labels.numpy()
-            if values.size and (values.min() < 0 or values.max() >= k or (values != values.astype(int)).any()):
-                raise DataError(f"labels hold values in [{values.min():g}, {values.max():g}]; this model has {k} "
-                                f"classes: pass integers in [0, {k})")
-        return tf.one_hot(tf.cast(labels, tf.int32), k, dtype=tf.float32)
-
-    def _inputs(self, tensor, one_hot):
-        """A network's input: the tensor, or [tensor, one-hot] for a conditional model."""
-        return tensor if one_hot is None else [tf.cast(tensor, tf.float32), tf.cast(one_hot, tf.float32)]
-
-    def encode(self, images, training: bool = False, labels=None):
-        """Posterior parameters (mean, log_var), each [B, D]; a conditional model needs ``labels`` [B]."""
-        one_hot = self.label_one_hot(labels)
-        mean, log_var = self.encoder(self._inputs(images, one_hot), training=training)
-        return tf.cast(mean, tf.float32), tf.cast(log_var, tf.float32)
-
-    def posterior(self, images, labels=None):
-        """q(z|x[, y]) as a TFP MultivariateNormalDiag with batch_shape [B]."""
-        return diagonal_gaussian(*self.encode(images, labels=labels))
-
-    def decode(self, z, training: bool = False, labels=None):
-        """Images (the decoder's mean, model range) for latents z [B, D]; a conditional model needs ``labels``."""
-        one_hot = self.label_one_hot(labels)
-        return self.decode_output_to_image(self.decoder(self._inputs(z, one_hot), training=training))
-
-    def reconstruct(self, images, labels=None):
-        """decode(posterior mean), both with ``labels`` for a conditional model."""
-        mean, _ = self.encode(images, labels=labels)
-        return self.decode(mean, labels=labels)
-
-    def sample(self, n: int, seed: int = 0, temperature: float = 1.0, label=None):
-        """n images decoded from the model's sampler (model range). A conditional model decodes p(x|z, y=label)
-        (``label`` an integer, or n integers) with z from its sampler; without ``label`` the classes cycle
-        0, 1, ..., K-1, 0, ... An unconditional model refuses a label."""
-        z = self.sample_latents(n, seed, temperature)
-        return self.decode(z, labels=self.sample_labels(n, label))
-
-    def sample_labels(self, n: int, label=None):
-        """The labels ``sample`` decodes with: None (unconditional), ``label`` repeated n times, the n labels
-        given, or 0, 1, ..., K-1, 0, ... (ConfigError for a label on an unconditional model)."""
-        import numpy as np
-
-        if not self.conditional:
-            if label is None:
-                return None
-            raise ConfigError("this model is not class-conditional (model.num_classes is 0), so it samples no "
-                              "class: drop the label, or train a conditional model (keras-vae train --conditional)")
-        if label is None:
-            return np.arange(n) % self.num_classes
-        labels = np.asarray(label)
-        if labels.ndim == 0:
-            labels = np.full(n, labels)
-        if labels.shape != (n,):
-            raise DataError(f"label has shape {labels.shape}: pass one integer, or {n} (one per sample)")
-        return labels
-
-    def call(self, inputs, training: bool = False):
-        """Reconstruction through the posterior mean; a conditional model takes (images, labels)."""
-        if not self.conditional:
-            return super().call(inputs, training=training)
-        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
-            raise ConfigError(f"this model is class-conditional ({self.num_classes} classes): call it on "
-                              "(images, labels)")
-        images, labels = inputs
-        mean, _ = self.encode(images, training=training, labels=labels)
-        return self.decode(mean, training=training, labels=labels)
-
     # --- likelihood ----------------------------------------------------------------------
     def likelihood(self, decoder_output):
         """p(x|z) as a TFP distribution with event_shape [H, W, C]."""
@@ -203,10 +108,6 @@ class VAE(LatentVariableModel):
             return beta
         step = tf.cast(self.optimizer.iterations, tf.float32)
         return beta * tf.minimum(1.0, step / float(warmup))
-
-    def _tiled(self, one_hot, times):
-        """The one-hot repeated for ``times`` samples per example ([times * B, K]); None stays None."""
-        return None if one_hot is None else tf.tile(one_hot, [times, 1])
 
     def elbo_terms(self, x, training: bool = False, labels=None):
         """Per-example (log p(x|z[, y]) averaged over L samples, KL), each [B], in nats."""
