@@ -236,6 +236,9 @@ class LossConfig:
     use_variance_regularizer: bool = True
     sample_posterior: bool = True  # False: decode the posterior mean (deterministic, for tests)
     kl_monte_carlo_samples: int = 16  # samples of the logged Monte Carlo KL(batch mixture || prior)
+    # semi-supervised M2 (Kingma et al. 2014): the classifier's cross-entropy weight alpha = this * N (N training
+    # images; the paper's 0.1)
+    classification_weight: float = 0.1
 
     def __post_init__(self) -> None:
         _check_choice("kl", self.kl, KL_KINDS)
@@ -248,7 +251,8 @@ class LossConfig:
         _check_positive("n_critic", self.n_critic)
         _check_positive("disc_start_step", self.disc_start_step, allow_zero=True)
         _check_range("kl_monte_carlo_samples", self.kl_monte_carlo_samples, 1, MAX_SAMPLES_PER_EXAMPLE)
-        for name in ("kl_weight", "variance_weight", "reconstruction_weight", "adversarial_weight"):
+        for name in ("kl_weight", "variance_weight", "reconstruction_weight", "adversarial_weight",
+                     "classification_weight"):
             _check_positive(name, getattr(self, name), allow_zero=True)
 
 

@@ -47,6 +47,9 @@ class DataConfig:
     shuffle_buffer: int = 10_000
     max_examples: int | None = None  # cap on examples read per split (None = all)
     exclude_labels: tuple[int, ...] = ()  # classes left out of both splits (labelled sources only)
+    # > 0: semi-supervised training (model M2, keras_vae.models.semi_supervised): only this many training images
+    # keep their labels, chosen seeded and stratified (labelled / num_classes per class); the rest train unlabelled
+    labelled: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -80,3 +83,6 @@ class DataConfig:
             raise ConfigError(f"shuffle_buffer must be >= 1, got {short(self.shuffle_buffer)}")
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError(f"max_examples must be >= 1, got {short(self.max_examples)}")
+        if isinstance(self.labelled, bool) or not isinstance(self.labelled, int) or self.labelled < 0:
+            raise ConfigError(f"labelled must be an integer >= 0 (0: every label, or none; N: semi-supervised with N "
+                              f"labelled training images), got {short(self.labelled)}")
