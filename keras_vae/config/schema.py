@@ -120,8 +120,9 @@ class ModelConfig:
     output_bias: str = "zero"  # zero | data_mean: decoder logits start at the training mean (keras_vae.models.output_bias)
     learn_variance: bool = True  # gaussian decoder: per-pixel variance output, else fixed
     fixed_log_variance: float = 0.0
-    # class-conditional VAE (Sohn et al. 2015): > 0 feeds a one-hot label of that many classes to the encoder
-    # (beside the flattened image) and to the decoder (beside z); 0 is the unconditional VAE
+    # class-conditional model (Sohn et al. 2015): > 0 feeds a one-hot label of that many classes to the encoder
+    # (beside the flattened image or features), the decoder (beside z) and the VAEGAN's discriminator (a
+    # projection); 0 is the unconditional model
     num_classes: int = 0
     # residual VAE (paper): filters per stage, from the input resolution down
     filters: tuple[int, ...] = (128,)
@@ -174,10 +175,7 @@ class ModelConfig:
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or \
                 not (self.num_classes == 0 or 2 <= self.num_classes <= MAX_WIDTH):
             raise ConfigError(f"num_classes must be 0 (unconditional) or an integer in [2, {MAX_WIDTH}] (the "
-                              f"classes of a conditional VAE), got {short(self.num_classes)}")
-        if self.num_classes and self.kind != "vae":
-            raise ConfigError("num_classes > 0 (a class-conditional model) is for model kind 'vae': "
-                              "use --model vae, or num_classes=0")
+                              f"classes of a conditional model), got {short(self.num_classes)}")
         if not 1 <= self.num_stages <= 16:
             raise ConfigError(f"num_stages must be an integer >= 1 and <= 16, got {short(self.num_stages)}")
         if self.disc_kernel_size < 1 or self.disc_kernel_size > 64:
@@ -196,7 +194,7 @@ class ModelConfig:
 
     @property
     def conditional(self) -> bool:
-        """True for a class-conditional VAE (``num_classes`` > 0)."""
+        """True for a class-conditional model (``num_classes`` > 0)."""
         return self.num_classes > 0
 
     @property
