@@ -40,3 +40,6 @@ ANOMALY_SCORES = ("neg_elbo", "iwae_nll", "reconstruction_error", "mahalanobis",
                   "likelihood_ratio")
 COMPLETION_METHODS = ("iterative", "latent", "metropolis", "importance")  # model-based; the baselines always run
 SAMPLING_COMPLETION_METHODS = ("metropolis", "importance")  # need the decoder's density p(x|z); draw K completions
+DESIGN_METHODS = ("subset", "cem", "rejection")  # keras_vae.applications.design: latent search
+DESIGN_PROPOSALS = ("sampler", "prior", "class")  # where a design search draws latents from
+DIVERSITY_SPACES = ("pixel", "latent")  # where design candidates are spread
