@@ -21,6 +21,9 @@ def run_attributes(model, config, enabled: bool = True) -> tuple[Any, dict[str, 
 
     if not enabled:
         return None, {"file": None, "reason": "not requested (--no-attributes)"}
+    if getattr(model, "num_classes", 0):
+        return None, {"file": None, "reason": "the model is class-conditional: its decoder takes the class as a label "
+                                               "input, so per-class mean codes are not how a class is chosen"}
     table = fit_attributes(model, config.data)
     if isinstance(table, str):
         log.warning("no %s: %s", contract.ATTRIBUTES_JSON, table)

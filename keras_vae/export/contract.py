@@ -92,3 +92,21 @@ SAMPLER_PARITY_SEEDS = (0, 1)  # seeds the exporter checks: SavedModel and sampl
 #                             format), written when the run's data source has labels; the explorer and the
 #                             Node CLI edit z + alpha * (mean[a] - mean[b]) with it. Listed and hashed in export.json.
 ATTRIBUTES_JSON = "attributes.json"
+# --- class-conditional exports (the model's num_classes = K > 0) -------------------------------
+# Every signature and ONNX graph of a conditional export takes the class beside its other input, as an
+# integer label (not a one-hot): one name, one dtype in every runtime (JSON, Node, the browser).
+# - decoder.onnx (and its variants), encoder.onnx: input "label" int32 [N] in [0, K) beside "z" / "image".
+# - sampler.onnx: inputs eps, u and "label" int32 [N] -> z drawn from class label's sampler (the run's
+#   samplers/classes.json, copied as EXPORT_DIR/class_samplers.json; N(0, I) for a class it lacks or when the
+#   run has none). The per-class rule is the mixture rule above with that class's weights, means and factors.
+# - SavedModel: serving_default, decode_uint8 take "label" int32 [N] beside "z"; encode, reconstruct beside
+#   "image"; sample, sample_uint8 take "label" int32 scalar beside n and seed (all n draws of one class). A label
+#   outside [0, K) fails the request with InvalidArgument naming the input and its range.
+# - export.json "conditional": {"num_classes": K, "label_input": "label", "label_dtype": "int32",
+#   "class_samplers": {class: kind}, ...}; absent for an unconditional export (which takes no label).
+# - every ONNX file of a conditional export carries META_NUM_CLASSES; an unconditional one does not.
+LABEL_INPUT = "label"
+LABEL_DTYPE = "int32"
+META_NUM_CLASSES = "keras_vae.num_classes"  # "10"
+CLASS_SAMPLERS_JSON = "class_samplers.json"  # keras_vae.sampling.classes format (samplers/classes.json of the run)
+SAMPLER_KIND_CLASSES = "classes"  # META_SAMPLER_KIND of a sampler.onnx that takes a label

@@ -10,6 +10,13 @@ The SavedModel also gets the ``sample`` / ``sample_uint8`` signatures (n, seed -
 copy of sampler.json in ``assets.extra/``; sampler.onnx and the signatures are checked against
 ``LatentSampler.sample`` (portable noise) before anything is placed.
 
+A class-conditional run (``model.num_classes`` = K > 0) exports the same files, each taking the class as an
+int32 ``label`` input (``keras_vae.export.contract``): the decode/encode signatures and ONNX files beside z or
+the image, sampler.onnx and the sample signatures beside their noise or (n, seed). Each class is drawn from
+the run's ``samplers/classes.json`` sampler (copied as EXPORT_DIR/class_samplers.json), or N(0, I) where the run
+has none (``keras_vae.export.class_table``); export.json ``conditional`` says which, and that the export takes
+labels.
+
 Everything is built in a temporary folder inside EXPORT_DIR and verified there (SavedModel
 reloaded, warmup replayed, every ONNX file loaded in onnxruntime, parity), and its export.json is
 written there too; only then is each piece moved into place with a rename: first the old export.json
@@ -248,9 +255,10 @@ def load_run_sampler(run_dir: Path, latent_dim: int, kind: str | None = None):
 
 def build_export(model, work: Path, name: str, version: int, source_run: str, source_sha256: str,
                  float16: bool = False, quantize: bool = False, functions=None, sampler=None,
-                 sampler_source: str | None = None, progress=None) -> dict[str, Any]:
+                 sampler_source: str | None = None, progress=None, classes=None) -> dict[str, Any]:
     """Write and verify every artifact under ``work`` (a fresh folder); returns the report without files.
-    ``progress(n)`` is called after each step (``export_steps`` less loading and placing)."""
+    ``progress(n)`` is called after each step (``export_steps`` less loading and placing). ``classes``: the
+    ``ClassSamplers`` of a class-conditional model (required for one, ``keras_vae.export.class_table``)."""
     step = progress or _no_progress
     import tensorflow as tf
 
@@ -267,10 +275,17 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     from keras_vae.export.warmup import read_warmup_requests, serving_api_available, write_warmup_requests
 
     check_float32_model(model)
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if num_classes and (classes is None or classes.num_classes != num_classes):
+        raise ConfigError(f"the model is class-conditional ({num_classes} classes): pass its class samplers "
+                          "(keras_vae.export.class_table.export_class_samplers), or export the run with export_run")
     functions = functions or make_functions(model)
+    # the ONNX graphs: the same functions, without the label assertions (the clients check labels)
+    onnx_functions = make_functions(model, checks=False) if num_classes else functions
     if sampler is None:
         sampler, sampler_source = prior_sampler(model.latent_dim), sampler_source or "prior N(0, I)"
-    sample_functions = make_sample_functions(model, sampler)
+    classes = classes if num_classes else None
+    sample_functions = make_sample_functions(model, sampler, classes)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     version_dir = work / rel_version
     version_dir.parent.mkdir(parents=True)
@@ -288,10 +303,12 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
         for batch in WARMUP_BATCH_SIZES:
             inputs = random_inputs(model, batch, seed=1000 + batch)
             for signature, (_, spec) in functions.items():
-                requests.append((signature, {spec.name: inputs[spec.name]}))
+                specs = spec if isinstance(spec, (list, tuple)) else [spec]
+                requests.append((signature, {s.name: inputs[s.name] for s in specs}))
             for signature in sample_functions:
+                label = {contract.LABEL_INPUT: np.int32(batch % num_classes)} if num_classes else {}
                 requests.append((signature, {contract.SAMPLE_N_INPUT: np.int32(batch),
-                                             contract.SAMPLE_SEED_INPUT: np.int64(batch)}))
+                                             contract.SAMPLE_SEED_INPUT: np.int64(batch), **label}))
         path, count = write_warmup_requests(version_dir, name, requests)
         warmup = {"file": str(rel_version / contract.WARMUP_FILE), "records": count,
                   "batch_sizes": list(WARMUP_BATCH_SIZES)}
@@ -303,15 +320,15 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     # ONNX encoder and decoder from the same tf.functions, plain TF ops only
     meta = {role: onnx_export.model_metadata(model, role, source_run, source_sha256)
             for role in ("decoder", "encoder")}
-    decode_fn, decode_spec = functions["serving_default"]
-    encode_fn, encode_spec = functions["encode"]
+    decode_fn, decode_spec = onnx_functions["serving_default"]
+    encode_fn, encode_spec = onnx_functions["encode"]
     onnx_export.convert_function(decode_fn, decode_spec, meta["decoder"], work / contract.DECODER_ONNX)
     decoder_graph = onnx_optimize.optimize_file(work / contract.DECODER_ONNX)  # same function, faster (parity below)
     step(1)
     onnx_export.convert_function(encode_fn, encode_spec, meta["encoder"], work / contract.ENCODER_ONNX)
     step(1)
-    write_sampler_onnx(sampler, sampler_metadata(model, sampler, source_run, source_sha256),
-                       work / contract.SAMPLER_ONNX)
+    write_sampler_onnx(sampler, sampler_metadata(model, sampler, source_run, source_sha256, classes),
+                       work / contract.SAMPLER_ONNX, classes)
     sessions = {f: onnx_export.load_session(work / f)
                 for f in (contract.DECODER_ONNX, contract.ENCODER_ONNX, contract.SAMPLER_ONNX)}
     step(1)
@@ -328,7 +345,8 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     step(1)
     parity = check_parity(model, loaded, sessions)
     step(1)
-    parity["sampler"] = check_sampler_parity(model, sampler, loaded, sessions[contract.SAMPLER_ONNX])
+    parity["sampler"] = check_sampler_parity(model, sampler, loaded, sessions[contract.SAMPLER_ONNX],
+                                             classes=classes)
     step(1)
 
     variants: dict[str, Any] = {}
@@ -336,14 +354,16 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
         quant.to_float16(work / contract.DECODER_ONNX, work / contract.DECODER_FLOAT16_ONNX,
                          {**meta["decoder"], contract.META_PRECISION: "float16"})
         variants["float16"] = {"file": contract.DECODER_FLOAT16_ONNX, **quant.measure_error(
-            work / contract.DECODER_ONNX, work / contract.DECODER_FLOAT16_ONNX, model.latent_dim)}
+            work / contract.DECODER_ONNX, work / contract.DECODER_FLOAT16_ONNX, model.latent_dim,
+            num_classes=num_classes)}
         step(1)
     if quantize:
         quant.quantize_dynamic(work / contract.DECODER_ONNX, work / contract.DECODER_QUANTIZED_ONNX,
                                {**meta["decoder"], contract.META_PRECISION: "int8-dynamic"})
         variants["quantized"] = {"file": contract.DECODER_QUANTIZED_ONNX, "method": "onnxruntime dynamic, int8 weights",
                                  **quant.measure_error(work / contract.DECODER_ONNX,
-                                                       work / contract.DECODER_QUANTIZED_ONNX, model.latent_dim)}
+                                                       work / contract.DECODER_QUANTIZED_ONNX, model.latent_dim,
+                                                       num_classes=num_classes)}
         step(1)
     if variants:
         for info in variants.values():
@@ -352,7 +372,14 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
 
     onnx_files = {contract.DECODER_ONNX: "decoder", contract.ENCODER_ONNX: "encoder",
                   contract.SAMPLER_ONNX: "sampler", **{v["file"]: "decoder" for v in variants.values()}}
+    conditional = {}
+    if classes is not None:
+        conditional = {"conditional": {
+            "num_classes": num_classes, "label_input": contract.LABEL_INPUT, "label_dtype": contract.LABEL_DTYPE,
+            "label_range": [0, num_classes], "sample_label": "int32 scalar (all n draws of one class)",
+            "class_samplers_file": contract.CLASS_SAMPLERS_JSON, "class_samplers": classes.describe()}}
     return {
+        **conditional,
         "savedmodel": {"path": str(rel_version), "name": name, "version": version,
                        "signatures": signatures, "warmup": warmup},
         "sampler": {"kind": sampler.kind, "components": sampler.num_components, "source": sampler_source,
@@ -377,10 +404,6 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
-    if config.model.num_classes:
-        raise ConfigError(f"conditional models cannot be exported yet: {str(run_dir)!r} is a class-conditional VAE "
-                          f"({config.model.num_classes} classes) and the exports' signatures take no class; sample "
-                          "it from the run folder (keras-vae sample RUN --class K)")
     name = _check_name(name or config.model.kind)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     if not (out_dir.is_dir() and _placement_cut_short(out_dir)):  # else checked once that is undone, below
@@ -402,6 +425,11 @@ def _export_float32(run_dir: Path, out_dir: Path, config, name: str, rel_version
                             f"says {config.model.kind!r}: the run folder is inconsistent")
     source_run = run_dir.resolve().name  # the folder's name: an absolute path would leak the user's home
     latent_sampler, sampler_source = load_run_sampler(run_dir, int(model.latent_dim), sampler)
+    classes = None
+    if getattr(model, "num_classes", 0):
+        from keras_vae.export.class_table import export_class_samplers
+
+        classes = export_class_samplers(run_dir, int(model.num_classes), int(model.latent_dim), sampler)
     from keras_vae.export.attributes import run_attributes
 
     attribute_table, attribute_info = run_attributes(model, config, attributes)
@@ -415,7 +443,7 @@ def _export_float32(run_dir: Path, out_dir: Path, config, name: str, rel_version
             _check_out_dir(out_dir, out_dir / rel_version, force)  # again, now that no one else writes
             report = _export_locked(model, config, out_dir, rel_version, name, version, source_run,
                                     source_sha256, float16, quantize, latent_sampler, sampler_source,
-                                    (attribute_table, attribute_info), progress=progress)
+                                    (attribute_table, attribute_info), progress=progress, classes=classes)
     except BaseException:
         if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
@@ -425,16 +453,19 @@ def _export_float32(run_dir: Path, out_dir: Path, config, name: str, rel_version
 
 def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, version: int, source_run: str,
                    source_sha256: str, float16: bool, quantize: bool, latent_sampler,
-                   sampler_source, attributes=(None, None), progress=None) -> dict[str, Any]:
+                   sampler_source, attributes=(None, None), progress=None, classes=None) -> dict[str, Any]:
     from keras_vae import __version__
 
     work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
     try:
         built = build_export(model, work, name, version, source_run, source_sha256,
                              float16=float16, quantize=quantize, sampler=latent_sampler,
-                             sampler_source=sampler_source, progress=progress)
+                             sampler_source=sampler_source, progress=progress, classes=classes)
         attribute_table, attribute_info = attributes
         top_files = [*built["onnx"], contract.SAMPLER_JSON]
+        if classes is not None:
+            classes.save(work / contract.CLASS_SAMPLERS_JSON)
+            top_files.append(contract.CLASS_SAMPLERS_JSON)
         if attribute_table is not None:
             attribute_table.save(work / contract.ATTRIBUTES_JSON)
             top_files.append(contract.ATTRIBUTES_JSON)
@@ -449,7 +480,8 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
                        "preset": config.preset, "training_precision": config.train.precision},
             "model": {"kind": model.model_config.kind, "latent_dim": int(model.latent_dim),
                       "image_shape": [int(s) for s in model.image_shape],
-                      "value_range": [0, 1], "internal_value_range": list(model.value_range)},
+                      "value_range": [0, 1], "internal_value_range": list(model.value_range),
+                      **({"num_classes": int(model.num_classes)} if classes is not None else {})},
             **built,
             **({"attributes": attribute_info} if attribute_info is not None else {}),
             "files": files,
@@ -465,7 +497,7 @@ def _export_locked(model, config, out_dir: Path, rel_version: Path, name: str, v
                 os.replace(out_dir / contract.EXPORT_JSON, work / (contract.EXPORT_JSON + ".replaced"))
             for f in top_files:
                 os.replace(work / f, out_dir / f)
-            for f in (*VARIANT_FILES, contract.ATTRIBUTES_JSON):
+            for f in (*VARIANT_FILES, contract.ATTRIBUTES_JSON, contract.CLASS_SAMPLERS_JSON):
                 if f not in top_files and (out_dir / f).exists():
                     (out_dir / f).unlink()
             _replace_dir(work / rel_version, out_dir / rel_version)

@@ -18,10 +18,13 @@ from keras_vae.errors import ArtifactError
 
 def model_metadata(model, role: str, source_run: str, source_sha256: str,
                    precision: str = "float32") -> dict[str, str]:
-    """metadata_props of an exported file (every value a string; lists as JSON)."""
+    """metadata_props of an exported file (every value a string; lists as JSON); a class-conditional model's
+    carry ``keras_vae.num_classes``."""
     from keras_vae import __version__
 
+    k = int(getattr(model, "num_classes", 0) or 0)
     return {
+        **({contract.META_NUM_CLASSES: str(k)} if k else {}),
         contract.META_LATENT_DIM: str(int(model.latent_dim)),
         contract.META_IMAGE_SHAPE: json.dumps([int(s) for s in model.image_shape]),
         contract.META_VALUE_RANGE: json.dumps([0, 1]),
@@ -53,10 +56,12 @@ def name_batch_axis(proto: onnx.ModelProto) -> None:
 
 def convert_function(fn, spec, metadata: Mapping[str, str], path: str | Path,
                      opset: int = contract.ONNX_OPSET) -> onnx.ModelProto:
-    """tf.function with one input -> checked ONNX file at ``path`` (tensor names kept)."""
+    """tf.function with one input (``spec``) or several (a list of specs) -> checked ONNX file at ``path``
+    (tensor names kept)."""
     import tf2onnx
 
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
+    specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=opset)
     name_batch_axis(proto)
     set_metadata(proto, metadata)
     save_checked(proto, path)

@@ -30,22 +30,32 @@ SIGNATURE_INPUTS = {
 
 
 def random_inputs(model, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-    """Latents ~ N(0, I) and images ~ U[0, 1] of one batch size."""
+    """Latents ~ N(0, I) and images ~ U[0, 1] of one batch size (and int32 labels for a conditional model)."""
     rng = np.random.default_rng(seed)
-    return {
+    inputs = {
         contract.LATENT_INPUT: rng.standard_normal((batch_size, model.latent_dim)).astype(np.float32),
         contract.IMAGE_INPUT: rng.uniform(0.0, 1.0, (batch_size, *model.image_shape)).astype(np.float32),
     }
+    k = int(getattr(model, "num_classes", 0) or 0)
+    if k:  # a conditional model: labels too, every class in turn from a random start
+        inputs[contract.LABEL_INPUT] = ((np.arange(batch_size) + rng.integers(k)) % k).astype(np.int32)
+    return inputs
+
+
+def feeds(inputs: Mapping[str, np.ndarray], input_name: str) -> dict[str, np.ndarray]:
+    """The named inputs of one signature or ONNX file: ``input_name``, and ``label`` when there is one."""
+    return {name: inputs[name] for name in (input_name, contract.LABEL_INPUT) if name in inputs}
 
 
 def keras_references(model, inputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """What serving_default, encode and reconstruct must return for ``inputs`` (``random_inputs``), computed
     eagerly from the Keras model's own methods; the encoder runs once (reconstruct decodes encode's mean)."""
     z, images = tf.constant(inputs[contract.LATENT_INPUT]), tf.constant(inputs[contract.IMAGE_INPUT])
-    mean, log_var = model.encode(model.from_unit(images), training=False)
-    return {"serving_default": {contract.IMAGE_OUTPUT: model.to_unit(model.decode(z, training=False)).numpy()},
+    labels = {"labels": inputs[contract.LABEL_INPUT]} if contract.LABEL_INPUT in inputs else {}
+    mean, log_var = model.encode(model.from_unit(images), training=False, **labels)
+    return {"serving_default": {contract.IMAGE_OUTPUT: model.to_unit(model.decode(z, training=False, **labels)).numpy()},
             "encode": {contract.MEAN_OUTPUT: mean.numpy(), contract.LOG_VARIANCE_OUTPUT: log_var.numpy()},
-            "reconstruct": {contract.IMAGE_OUTPUT: model.to_unit(model.decode(mean, training=False)).numpy()}}
+            "reconstruct": {contract.IMAGE_OUTPUT: model.to_unit(model.decode(mean, training=False, **labels)).numpy()}}
 
 
 def activation_elements(model) -> int:
@@ -128,12 +138,12 @@ def check_parity(model, loaded_savedmodel, onnx_sessions: Mapping[str, Any],
                   for s in float_signatures}
         bounds["decode_uint8"] = {contract.IMAGE_OUTPUT: uint8_levels(bounds["serving_default"][contract.IMAGE_OUTPUT])}
         for signature, (input_name, onnx_file) in SIGNATURE_INPUTS.items():
-            entry, x, reference = signatures[signature], inputs[input_name], references[signature]
-            artifacts = {"savedmodel": call_signature(loaded_savedmodel, signature, {input_name: x})}
+            entry, x, reference = signatures[signature], feeds(inputs, input_name), references[signature]
+            artifacts = {"savedmodel": call_signature(loaded_savedmodel, signature, x)}
             if onnx_file:
                 session = onnx_sessions[onnx_file]
                 names = [o.name for o in session.get_outputs()]
-                artifacts["onnx"] = dict(zip(names, session.run(None, {input_name: x})))
+                artifacts["onnx"] = dict(zip(names, session.run(None, x)))
             entry["bound"][str(batch)] = bounds[signature]
             for artifact, outputs in artifacts.items():
                 label = "SavedModel signature" if artifact == "savedmodel" else onnx_file

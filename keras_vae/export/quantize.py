@@ -63,14 +63,17 @@ def quantize_dynamic(src: str | Path, dst: str | Path, metadata: dict[str, str])
 
 
 def measure_error(reference_path: str | Path, path: str | Path, latent_dim: int, seed: int = 0,
-                  batch_sizes=(1, 7, 64)) -> dict[str, Any]:
-    """Max and mean abs difference of ``path``'s decoder output from ``reference_path``'s."""
+                  batch_sizes=(1, 7, 64), num_classes: int = 0) -> dict[str, Any]:
+    """Max and mean abs difference of ``path``'s decoder output from ``reference_path``'s (``num_classes`` > 0:
+    a conditional decoder, fed labels too)."""
     reference, variant = load_session(reference_path), load_session(path)
     rng = np.random.default_rng(seed)
     max_err, total, count = 0.0, 0.0, 0
+    classes = int(num_classes or 0)
     for batch in batch_sizes:
-        z = rng.standard_normal((batch, latent_dim)).astype(np.float32)
-        diff = np.abs(variant.run(None, {contract.LATENT_INPUT: z})[0].astype(np.float64)
-                      - reference.run(None, {contract.LATENT_INPUT: z})[0])
+        feed = {contract.LATENT_INPUT: rng.standard_normal((batch, latent_dim)).astype(np.float32)}
+        if classes:  # a conditional decoder: every class in turn
+            feed[contract.LABEL_INPUT] = (np.arange(batch) % classes).astype(np.int32)
+        diff = np.abs(variant.run(None, feed)[0].astype(np.float64) - reference.run(None, feed)[0])
         max_err, total, count = max(max_err, float(diff.max())), total + float(diff.sum()), count + diff.size
     return {"max_abs_error": max_err, "mean_abs_error": total / count, "bytes": Path(path).stat().st_size}

@@ -14,6 +14,14 @@ twin ``serving/node/noise.js``) and feed it, so the same seed gives the same lat
 A ``flow`` sampler (``keras_vae.sampling.samplers.FlowSampler``) has the same inputs and output; its graph
 (``flow_nodes``) draws its whitened base mixture by the rule above and runs the affine couplings on it.
 
+A conditional export's sampler.onnx (``build_class_sampler_proto``) takes a third input ``label`` int32 [N] and
+draws row i by class label_i's rule from the padded table of ``keras_vae.export.class_table``:
+
+    count_i = sum_j [cum[label_i, j] <= u_i];  k_i = min(count_i, last[label_i])
+    z_i = means[label_i K + k_i] + scale_tril[label_i K + k_i] @ eps_i
+
+(the same ops, plus Mul and Add on int64 row indices).
+
 ``latent_tolerance`` is the bound used to compare two float32 evaluations of the drawing rule.
 """
 from __future__ import annotations
@@ -77,15 +85,54 @@ def mixture_nodes(sampler, output: str, prefix: str = "") -> tuple[list, dict[st
     return nodes, consts
 
 
-def _sampler_model(nodes, initializers, d: int, metadata: Mapping[str, str], opset: int):
-    """The ModelProto around ``nodes``: inputs eps [N, d] and u [N], output z [N, d]."""
+def build_class_sampler_proto(classes, metadata: Mapping[str, str], opset: int = contract.ONNX_OPSET):
+    """The sampler.onnx ModelProto of a conditional export (``ClassSamplers``): inputs eps, u, label -> z."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = classes.tables()
+    consts = {
+        "cumulative_weights": table["cumulative"],  # [C, K]
+        "last_component": table["last"].astype(np.float32),  # [C]
+        "width": np.asarray(classes.width, np.int64),
+        "means": table["means"],  # [C K, d]
+        "scale_tril": table["scale_tril"],  # [C K, d, d]
+        "axis_1": np.asarray([1], np.int64),
+        "axis_2": np.asarray([2], np.int64),
+    }
+    nodes = [
+        helper.make_node("Gather", ["cumulative_weights", contract.LABEL_INPUT], ["class_cumulative"], axis=0),
+        helper.make_node("Unsqueeze", [contract.SAMPLER_U_INPUT, "axis_1"], ["u_column"]),  # [N, 1]
+        helper.make_node("LessOrEqual", ["class_cumulative", "u_column"], ["below"]),  # [N, K]
+        helper.make_node("Cast", ["below"], ["below_float"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["below_float", "axis_1"], ["count"], keepdims=0),  # [N]
+        helper.make_node("Gather", ["last_component", contract.LABEL_INPUT], ["class_last"], axis=0),  # [N]
+        helper.make_node("Min", ["count", "class_last"], ["component_float"]),
+        helper.make_node("Cast", ["component_float"], ["component"], to=TensorProto.INT64),
+        helper.make_node("Cast", [contract.LABEL_INPUT], ["label_int64"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["label_int64", "width"], ["class_start"]),
+        helper.make_node("Add", ["class_start", "component"], ["row"]),
+        helper.make_node("Gather", ["means", "row"], ["mean"], axis=0),  # [N, d]
+        helper.make_node("Gather", ["scale_tril", "row"], ["tril"], axis=0),  # [N, d, d]
+        helper.make_node("Unsqueeze", [contract.SAMPLER_EPS_INPUT, "axis_2"], ["eps_column"]),  # [N, d, 1]
+        helper.make_node("MatMul", ["tril", "eps_column"], ["spread_column"]),  # [N, d, 1]
+        helper.make_node("Squeeze", ["spread_column", "axis_2"], ["spread"]),  # [N, d]
+        helper.make_node("Add", ["mean", "spread"], [contract.LATENT_OUTPUT]),
+    ]
+    initializers = [numpy_helper.from_array(v, name) for name, v in consts.items()]
+    return _sampler_model(nodes, initializers, classes.latent_dim, metadata, opset, label=True)
+
+
+def _sampler_model(nodes, initializers, d: int, metadata: Mapping[str, str], opset: int, label: bool = False):
+    """The ModelProto around ``nodes``: inputs eps [N, d] and u [N] (and label int32 [N]), output z [N, d]."""
     import onnx
     from onnx import TensorProto, helper
 
+    labels = [helper.make_tensor_value_info(contract.LABEL_INPUT, TensorProto.INT32, [contract.BATCH_AXIS])]
     graph = helper.make_graph(
         nodes, "keras_vae_latent_sampler",
         inputs=[helper.make_tensor_value_info(contract.SAMPLER_EPS_INPUT, TensorProto.FLOAT, [contract.BATCH_AXIS, d]),
-                helper.make_tensor_value_info(contract.SAMPLER_U_INPUT, TensorProto.FLOAT, [contract.BATCH_AXIS])],
+                helper.make_tensor_value_info(contract.SAMPLER_U_INPUT, TensorProto.FLOAT, [contract.BATCH_AXIS]),
+                *(labels if label else [])],
         outputs=[helper.make_tensor_value_info(contract.LATENT_OUTPUT, TensorProto.FLOAT, [contract.BATCH_AXIS, d])],
         initializer=initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -149,28 +196,36 @@ def flow_nodes(sampler) -> tuple[list, dict[str, np.ndarray]]:
     return nodes, consts
 
 
-def sampler_metadata(model, sampler, source_run: str, source_sha256: str) -> dict[str, str]:
-    """metadata_props of sampler.onnx: the exporter's keys with role "sampler", plus kind and noise."""
+def sampler_metadata(model, sampler, source_run: str, source_sha256: str, classes=None) -> dict[str, str]:
+    """metadata_props of sampler.onnx: the exporter's keys with role "sampler", plus kind and noise (kind
+    ``classes`` for a conditional export's, which takes a label)."""
     from keras_vae.export.onnx_export import model_metadata
     from keras_vae.sampling.noise import NOISE_ALGORITHM
 
+    kind = contract.SAMPLER_KIND_CLASSES if classes is not None else sampler.kind
     return {**model_metadata(model, "sampler", source_run, source_sha256),
-            contract.META_SAMPLER_KIND: sampler.kind, contract.META_NOISE: NOISE_ALGORITHM}
+            contract.META_SAMPLER_KIND: kind, contract.META_NOISE: NOISE_ALGORITHM}
 
 
-def write_sampler_onnx(sampler, metadata: Mapping[str, str], path: str | Path):
-    """Build, check (onnx.checker full check) and write sampler.onnx; returns the proto."""
+def write_sampler_onnx(sampler, metadata: Mapping[str, str], path: str | Path, classes=None):
+    """Build, check (onnx.checker full check) and write sampler.onnx; returns the proto. With ``classes``
+    (a conditional export's ``ClassSamplers``) the graph takes a label and draws from that class's sampler."""
     from keras_vae.export.onnx_export import save_checked
 
-    proto = build_sampler_proto(sampler, metadata)
+    if classes is not None:
+        proto = build_class_sampler_proto(classes, metadata)
+    else:
+        proto = build_sampler_proto(sampler, metadata)
     save_checked(proto, path)
     return proto
 
 
-def run_sampler_onnx(session, eps, u) -> np.ndarray:
-    """z [N, d] from an onnxruntime session of sampler.onnx."""
+def run_sampler_onnx(session, eps, u, labels=None) -> np.ndarray:
+    """z [N, d] from an onnxruntime session of sampler.onnx (``labels`` [N] for a conditional export's)."""
     feeds = {contract.SAMPLER_EPS_INPUT: np.ascontiguousarray(eps, np.float32),
              contract.SAMPLER_U_INPUT: np.ascontiguousarray(u, np.float32)}
+    if labels is not None:
+        feeds[contract.LABEL_INPUT] = np.ascontiguousarray(labels, np.int32)
     return session.run([contract.LATENT_OUTPUT], feeds)[0]
 
 

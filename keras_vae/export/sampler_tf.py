@@ -15,6 +15,10 @@ assertions inside the graph, ahead of every op that allocates by ``n``, so TF Se
 a bad ``n`` or ``seed`` fails the request with an InvalidArgument error whose message
 (``assertion failed: [sample: n must be <= 1024 (input n, ...: split larger draws ...)]``) names the
 input, its range and the fix.
+
+A class-conditional export (``classes``, a ``keras_vae.export.class_table.ClassSamplers``) adds the input
+``label`` (int32 scalar in [0, C), asserted the same way): z is drawn by class label's rule
+(``class_latents_tf``, the padded table of ``class_table``) and decoded with that label.
 """
 from __future__ import annotations
 
@@ -88,6 +92,17 @@ def flow_latents_tf(eps, u, sampler) -> tf.Tensor:
     return tf.constant(np.asarray(sampler.whitening_mean, np.float32)) + tf.matmul(x, whitening_t)
 
 
+def class_latents_tf(eps, u, labels, classes) -> tf.Tensor:
+    """Row i drawn by class labels[i]'s rule, from the padded table of ``ClassSamplers.tables``."""
+    table = classes.tables()
+    width = classes.width
+    cumulative = tf.gather(tf.constant(table["cumulative"]), labels)  # [N, K]
+    count = tf.reduce_sum(tf.cast(cumulative <= u[:, None], tf.int32), axis=1)
+    rows = labels * width + tf.minimum(count, tf.gather(tf.constant(table["last"]), labels))
+    return (tf.gather(tf.constant(table["means"]), rows)
+            + tf.einsum("nij,nj->ni", tf.gather(tf.constant(table["scale_tril"]), rows), eps))
+
+
 def sample_limit(d: int, max_batch: int = contract.MAX_BATCH) -> int:
     """The largest ``n`` the sample signatures take: ``max_batch``, and never more codes than one seed's
     2^32 noise counters hold (n (2d + 1) <= 2^32)."""
@@ -117,10 +132,13 @@ def sample_specs() -> list[tf.TensorSpec]:
             tf.TensorSpec([], tf.int64, name=contract.SAMPLE_SEED_INPUT)]
 
 
-def make_sample_functions(model, sampler) -> dict[str, tuple[Callable, list[tf.TensorSpec]]]:
-    """{"sample": ..., "sample_uint8": ...} as (tf.function, [n spec, seed spec]) for ``sampler`` (a LatentSampler)."""
+def make_sample_functions(model, sampler, classes=None) -> dict[str, tuple[Callable, list[tf.TensorSpec]]]:
+    """{"sample": ..., "sample_uint8": ...} as (tf.function, [n spec, seed spec]) for ``sampler`` (a LatentSampler);
+    with ``classes`` (a conditional model's ``ClassSamplers``): (tf.function, [n, seed, label specs])."""
     from keras_vae.export.signatures import to_uint8
 
+    if classes is not None:
+        return _class_sample_functions(model, classes)
     d = int(model.latent_dim)
     arrays = (sampler.weights, sampler.means, sampler.scale_tril)
 
@@ -141,3 +159,30 @@ def make_sample_functions(model, sampler) -> dict[str, tuple[Callable, list[tf.T
         return {contract.IMAGE_OUTPUT: to_uint8(image), contract.LATENT_OUTPUT: z}
 
     return {"sample": (sample, sample_specs()), "sample_uint8": (sample_uint8, sample_specs())}
+
+
+def _class_sample_functions(model, classes):
+    from keras_vae.export.signatures import check_label, label_one_hot, label_spec, to_uint8
+
+    d, k = int(model.latent_dim), int(classes.num_classes)
+    specs = [*sample_specs(), label_spec(batched=False)]
+
+    def draw(n, seed, label, signature):
+        n, seed = _checked(n, seed, d)
+        label = check_label(label, k, signature)
+        eps, u = portable_noise_tf(seed, n, d)
+        labels = tf.fill([n], label)
+        z = class_latents_tf(eps, u, labels, classes)
+        return z, model.to_unit(model.decode(z, training=False, labels=label_one_hot(labels, k)))
+
+    @tf.function(input_signature=specs)
+    def sample(n, seed, label):
+        z, image = draw(n, seed, label, "sample")
+        return {contract.IMAGE_OUTPUT: image, contract.LATENT_OUTPUT: z}
+
+    @tf.function(input_signature=specs)
+    def sample_uint8(n, seed, label):
+        z, image = draw(n, seed, label, "sample_uint8")
+        return {contract.IMAGE_OUTPUT: to_uint8(image), contract.LATENT_OUTPUT: z}
+
+    return {"sample": (sample, specs), "sample_uint8": (sample_uint8, specs)}
