@@ -1,5 +1,5 @@
 """The ``keras-vae`` command: train, evaluate, sample, export, ablate, serve-demo, tfserving, js, encode, reconstruct,
-anomaly, complete.
+anomaly, complete, design.
 
 Each subcommand lives in ``keras_vae/commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Command modules import TensorFlow lazily inside ``run`` so that
@@ -23,7 +23,7 @@ from keras_vae.utils.validation import one_line
 
 # (subcommand module under keras_vae.commands) in the order `--help` lists them
 COMMAND_MODULES = ("train", "evaluate", "sample", "export", "ablate", "serve_demo", "tfserving", "js",
-                   "encode", "reconstruct", "anomaly", "complete")
+                   "encode", "reconstruct", "anomaly", "complete", "design")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
