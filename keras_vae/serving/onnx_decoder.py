@@ -13,6 +13,12 @@ the decoder (``export/contract.py``: eps [N, d], u [N] -> z [N, d]), fed with th
 SavedModel ``sample`` signature, the Node package and the browser explorer give. An export without
 sampler.onnx (made before samplers existed) samples the prior N(0, I) with the same noise.
 
+Classes: a class-conditional export's decoder.onnx takes ``label`` int32 [N] beside ``z``, and its sampler.onnx a
+``label`` beside the noise (class label's own sampler; ``export/contract.py``). ``num_classes`` says which
+(0: unconditional); ``decode(z, label=...)``, ``sample(n, seed, label=...)`` and the other methods then need a
+label (one integer, or one per row, in [0, num_classes)), and an unconditional export refuses one, each with
+a one-line DataError.
+
 Threads: ``OnnxDecoder`` holds onnxruntime sessions (at most two: one intra-op thread for small
 calls, one thread per core for large ones, see ``serving/onnx_threads.py``; ``threads=n`` fixes one
 count for every call); onnxruntime documents ``InferenceSession.run`` as safe to call concurrently,
@@ -218,6 +224,7 @@ class OnnxDecoder:
         self._latent_dim, self._image_shape, self._value_range = self._read_metadata()
         self._check_graph()
         self._sampler, self.sampler_path, self.sampler_kind = None, None, "prior"
+        self._sampler_classes = 0  # classes sampler.onnx draws from by label (0: it takes no label)
         if sampler is not False:
             path = Path(sampler) if sampler is not None else self.path.parent / contract.SAMPLER_ONNX
             if sampler is None:  # a sampler export.json lists must be there: never the prior instead
@@ -276,6 +283,7 @@ class OnnxDecoder:
     def _check_graph(self):
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         names_in, names_out = [i.name for i in inputs], [o.name for o in outputs]
+        self._num_classes = _label_classes(self.path, self.metadata, inputs)
         if contract.LATENT_INPUT not in names_in or contract.IMAGE_OUTPUT not in names_out:
             raise ArtifactError(f"{self.path} must have input {contract.LATENT_INPUT!r} and output "
                                 f"{contract.IMAGE_OUTPUT!r}; it has inputs {names_in}, outputs {names_out}")
@@ -307,6 +315,30 @@ class OnnxDecoder:
             raise ArtifactError(f"{json_path} holds a {stored.kind!r} sampler but {path.name} draws from a {kind!r} "
                                 f"one: they come from different exports -- re-export the model")
 
+    def _check_class_samplers_json(self, path: Path, verify: bool, classes: int) -> None:
+        """A conditional export's class_samplers.json beside ``path`` (when listed or present): verified, and
+        holding one sampler per class of sampler.onnx."""
+        from keras_vae.sampling.classes import load_class_samplers
+
+        json_path = path.parent / contract.CLASS_SAMPLERS_JSON
+        check_listed_present(path.parent, contract.CLASS_SAMPLERS_JSON, PRIOR_ON_PURPOSE, verify)
+        if not json_path.is_file():
+            return
+        if verify:
+            verify_export_json(json_path)
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # load_class_samplers reads RUN/samplers/classes.json
+            from keras_vae.sampling.classes import CLASSES_FILE
+
+            (Path(tmp) / CLASSES_FILE).parent.mkdir(parents=True)
+            shutil.copyfile(json_path, Path(tmp) / CLASSES_FILE)
+            stored = load_class_samplers(tmp, self._latent_dim)
+        if sorted(stored) != list(range(classes)):
+            raise ArtifactError(f"{json_path} holds samplers for classes {sorted(stored)} but {path.name} draws "
+                                f"{classes}: they come from different exports -- re-export the model")
+
     def _load_sampler(self, path: Path, providers, verify: bool) -> None:
         """Open sampler.onnx and check it against this decoder (role, noise algorithm, latent size) and
         against the sampler.json beside it."""
@@ -329,9 +361,16 @@ class OnnxDecoder:
         if meta.get(contract.META_NOISE) != NOISE_ALGORITHM:
             raise ArtifactError(f"{path} expects noise {meta.get(contract.META_NOISE)!r}, this keras-vae draws "
                                 f"{NOISE_ALGORITHM!r}: use the keras-vae version that exported it, or re-export")
+        classes = _label_classes(path, meta, session.get_inputs())
+        if classes and self._num_classes and classes != self._num_classes:
+            raise ArtifactError(f"{path} draws {classes} classes but {self.path.name} decodes {self._num_classes}: "
+                                "they come from different exports -- re-export the model")
+        if self._num_classes and not classes:
+            raise ArtifactError(f"{path} takes no label but {self.path.name} is class-conditional: they come from "
+                                f"different exports -- re-export the model, or pass sampler=False for N(0, I)")
         names_in = sorted(i.name for i in session.get_inputs())
         names_out = [o.name for o in session.get_outputs()]
-        want_in = sorted([contract.SAMPLER_EPS_INPUT, contract.SAMPLER_U_INPUT])
+        want_in = sorted([contract.SAMPLER_EPS_INPUT, contract.SAMPLER_U_INPUT, *([contract.LABEL_INPUT] if classes else [])])
         if names_in != want_in or names_out != [contract.LATENT_OUTPUT]:
             raise ArtifactError(f"{path} must map inputs {want_in} to output [{contract.LATENT_OUTPUT!r}]; "
                                 f"it has {names_in} -> {names_out}")
@@ -339,15 +378,23 @@ class OnnxDecoder:
             raise ArtifactError(f"{path} draws latents of size {meta.get(contract.META_LATENT_DIM)} but "
                                 f"{self.path.name} decodes size {self._latent_dim}: they come from different exports")
         kind = meta.get(contract.META_SAMPLER_KIND, "unknown")
-        self._check_sampler_json(path, verify, kind)
+        if classes:
+            self._check_class_samplers_json(path, verify, classes)
+        else:
+            self._check_sampler_json(path, verify, kind)
         self._sampler, self.sampler_path = session, path
-        self.sampler_kind = kind
+        self.sampler_kind, self._sampler_classes = kind, classes
 
     # -- properties ----------------------------------------------------------------------------
     @property
     def latent_dim(self) -> int:
         """Length of one latent code z."""
         return self._latent_dim
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of a class-conditional export (its calls take a ``label``); 0 for an unconditional one."""
+        return self._num_classes
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -360,7 +407,8 @@ class OnnxDecoder:
         return self._session.get_providers()
 
     def __repr__(self) -> str:
-        return (f"OnnxDecoder({str(self.path)!r}, latent_dim={self.latent_dim}, "
+        classes = f"num_classes={self.num_classes}, " if self.num_classes else ""
+        return (f"OnnxDecoder({str(self.path)!r}, latent_dim={self.latent_dim}, {classes}"
                 f"image_shape={self.image_shape}, sampler={self.sampler_kind!r}, providers={self.providers})")
 
     # -- validation ----------------------------------------------------------------------------
@@ -397,23 +445,58 @@ class OnnxDecoder:
         return arr[0]
 
     # -- decoding ------------------------------------------------------------------------------
-    def decode(self, z, output: str = "float") -> np.ndarray:
-        """Latents [N, latent_dim] (or [latent_dim]) -> images [N, H, W, C]: float32 in [0, 1] or uint8."""
+    def labels(self, label, n: int, classes: int | None = None) -> np.ndarray | None:
+        """int32 [n] labels for a call of n rows (``label``: one integer or n of them, in [0, classes)), or None
+        for an unconditional export called without one; DataError for a missing, extra or bad label."""
+        classes = self._num_classes if classes is None else classes
+        if not classes:
+            if label is not None:
+                raise DataError("this export is not class-conditional (it takes no label): drop label=, or export "
+                                "a class-conditional run (keras-vae train --conditional)")
+            return None
+        if label is None:
+            raise DataError(f"this export is class-conditional ({classes} classes): pass label=K, an integer in "
+                            f"[0, {classes}) (or one per row)")
+        values = _asarray(label, "label")
+        if values.ndim == 0:
+            values = np.full(n, values)
+        if values.shape != (n,) or values.dtype == bool or not (
+                np.issubdtype(values.dtype, np.integer) or (np.issubdtype(values.dtype, np.floating)
+                                                            and np.all(np.mod(values, 1) == 0))):
+            raise DataError(f"label must be one integer in [0, {classes}) or {n} of them (one per row), got "
+                            f"{short(label)}")
+        if values.size and (values.min() < 0 or values.max() >= classes):
+            bad = values.min() if values.min() < 0 else values.max()
+            raise DataError(f"label {bad:g} is out of range: this export has {classes} classes, pass an integer in "
+                            f"[0, {classes})")
+        return np.ascontiguousarray(values.astype(np.int32))
+
+    def decode(self, z, output: str = "float", label=None) -> np.ndarray:
+        """Latents [N, latent_dim] (or [latent_dim]) -> images [N, H, W, C]: float32 in [0, 1] or uint8.
+        A class-conditional export needs ``label``: one integer in [0, num_classes) or N of them."""
         if output not in OUTPUTS:
             raise DataError(f"output must be 'float' or 'uint8', got {output!r}")
         batch = self._as_batch(z)
+        labels = self.labels(label, batch.shape[0])
+
+        def feeds(start, stop):
+            feed = {contract.LATENT_INPUT: batch[start:stop]}
+            if labels is not None:
+                feed[contract.LABEL_INPUT] = labels[start:stop]
+            return feed
+
         if batch.shape[0] == 0:
             images = np.zeros((0, *self.image_shape), np.float32)
         else:
             session = self._session_for(batch.shape[0])
             if batch.shape[0] <= self.chunk:
-                images = session.run([contract.IMAGE_OUTPUT], {contract.LATENT_INPUT: batch})[0]
+                images = session.run([contract.IMAGE_OUTPUT], feeds(0, batch.shape[0]))[0]
             else:
                 images = np.empty((batch.shape[0], *self.image_shape), np.float32)
                 for start in range(0, batch.shape[0], self.chunk):
-                    part = batch[start:start + self.chunk]
-                    images[start:start + len(part)] = session.run([contract.IMAGE_OUTPUT],
-                                                                  {contract.LATENT_INPUT: part})[0]
+                    part = feeds(start, start + self.chunk)
+                    images[start:start + len(part[contract.LATENT_INPUT])] = session.run(
+                        [contract.IMAGE_OUTPUT], part)[0]
             lo, hi = self._value_range
             if (lo, hi) != (0.0, 1.0):
                 images = ((images - lo) / (hi - lo)).astype(np.float32)
@@ -447,7 +530,7 @@ class OnnxDecoder:
         eps, u = portable_noise(seed, n, self.latent_dim)
         return (eps * np.float32(temperature)).astype(np.float32), u
 
-    def sample_latents(self, n: int, seed=None, temperature: float = 1.0) -> np.ndarray:
+    def sample_latents(self, n: int, seed=None, temperature: float = 1.0, label=None) -> np.ndarray:
         """n latents float32 [n, latent_dim] from the exported sampler (z = m_k + L_k (temperature eps));
         the prior N(0, temperature^2 I) when there is no sampler.onnx. Same seed, same latents as
         ``LatentSampler.sample(n, seed)`` of the run (at temperature 1).
@@ -456,38 +539,50 @@ class OnnxDecoder:
         anything is drawn). sampler.onnx runs on at most ``max_batch`` codes per call (by default
         ``contract.MAX_BATCH``, the bound of the SavedModel ``sample`` signature): its Gather of the Cholesky
         factors is [n, d, d] float32, 1.4 GB for the 21,845 codes of a 1 GiB celeba-64 draw in one call. The
-        rule is row-wise, so the pieces give the latents one call would."""
+        rule is row-wise, so the pieces give the latents one call would.
+
+        ``label`` (a class-conditional export; one integer or n): z from that class's sampler (the run's class
+        sampler, or N(0, I) where it had none), as ``keras-vae sample RUN --class K`` draws them."""
         from keras_vae.sampling.samplers import check_latent_range
 
+        n = self._check_count("n", n, 1)
+        self.labels(label, n, max(self._num_classes, self._sampler_classes))  # a bad or missing label: before drawing
         with np.errstate(over="ignore"):
             eps, u = self.noise(n, seed, temperature)
+        labels = self.labels(label, n, self._sampler_classes) if self._sampler_classes else None
         if self._sampler is None:
             z = eps
         else:
             z = np.empty_like(eps)
             for start in range(0, len(eps), self.max_batch):
                 stop = start + self.max_batch
-                z[start:stop] = self._sampler.run([contract.LATENT_OUTPUT], {
-                    contract.SAMPLER_EPS_INPUT: eps[start:stop], contract.SAMPLER_U_INPUT: u[start:stop]})[0]
+                feed = {contract.SAMPLER_EPS_INPUT: eps[start:stop], contract.SAMPLER_U_INPUT: u[start:stop]}
+                if labels is not None:
+                    feed[contract.LABEL_INPUT] = labels[start:stop]
+                z[start:stop] = self._sampler.run([contract.LATENT_OUTPUT], feed)[0]
         check_latent_range(z)  # never decode infinite or overflowing latents into a picture
         return z
 
-    def sample(self, n: int, seed=None, temperature: float = 1.0, output: str = "float") -> np.ndarray:
-        """Decode n seeded samples of the exported sampler (see ``sample_latents``; split into max_batch chunks)."""
-        z = self.sample_latents(n, seed, temperature)
-        parts = [self.decode(z[i:i + self.max_batch], output) for i in range(0, len(z), self.max_batch)]
+    def sample(self, n: int, seed=None, temperature: float = 1.0, output: str = "float", label=None) -> np.ndarray:
+        """Decode n seeded samples of the exported sampler (see ``sample_latents``; split into max_batch chunks);
+        a class-conditional export decodes them with ``label`` (one integer, or n)."""
+        z = self.sample_latents(n, seed, temperature, label=label)
+        labels = self.labels(label, len(z)) if self._num_classes else None  # else the label chose the sampler only
+        parts = [self.decode(z[i:i + self.max_batch], output,
+                             label=None if labels is None else labels[i:i + self.max_batch])
+                 for i in range(0, len(z), self.max_batch)]
         return np.concatenate(parts, axis=0)
 
-    def interpolate(self, z0, z1, steps: int, output: str = "float") -> np.ndarray:
+    def interpolate(self, z0, z1, steps: int, output: str = "float", label=None) -> np.ndarray:
         """Decode (1 - a) z0 + a z1 for a in linspace(0, 1, steps) -> [steps, H, W, C]."""
         a0, a1 = self._code(z0, "z0"), self._code(z1, "z1")
         steps = self._check_count("steps", steps, 2)
         if steps > self.max_batch:
             raise DataError(f"steps {steps} > max_batch={self.max_batch}: ask for fewer steps or raise max_batch")
         alpha = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        return self.decode((1.0 - alpha) * a0 + alpha * a1, output)
+        return self.decode((1.0 - alpha) * a0 + alpha * a1, output, label=label)
 
-    def traverse(self, z, dim: int, values, output: str = "float") -> np.ndarray:
+    def traverse(self, z, dim: int, values, output: str = "float", label=None) -> np.ndarray:
         """Decode z + v e_dim for each v in values (one latent dimension swept) -> [len(values), H, W, C]."""
         code = self._code(z, "z")
         if isinstance(dim, bool) or not (isinstance(dim, (int, np.integer)) and 0 <= dim < self.latent_dim):
@@ -497,7 +592,7 @@ class OnnxDecoder:
             raise DataError(f"{len(vals)} values > max_batch={self.max_batch}: pass fewer values")
         batch = np.repeat(code[None, :], len(vals), axis=0)
         batch[:, dim] += vals
-        return self.decode(batch, output)
+        return self.decode(batch, output, label=label)
 
     @staticmethod
     def _as_values(values) -> np.ndarray:
@@ -509,6 +604,28 @@ class OnnxDecoder:
         if not np.all(np.isfinite(vals)):
             raise DataError("values contain NaN or Inf")
         return vals
+
+
+def _label_classes(path: Path, meta: dict, inputs) -> int:
+    """K of a graph that takes ``label`` int32 [N] (from its ``keras_vae.num_classes`` metadata), 0 for one that
+    takes none; ArtifactError when the input and the metadata disagree."""
+    names = [i.name for i in inputs]
+    declared = meta.get(contract.META_NUM_CLASSES)
+    if contract.LABEL_INPUT not in names:
+        if declared not in (None, "0"):
+            raise ArtifactError(f"{path} says it has {declared} classes ({contract.META_NUM_CLASSES}) but takes no "
+                                f"{contract.LABEL_INPUT!r} input: the file is corrupt -- re-export the model")
+        return 0
+    node = inputs[names.index(contract.LABEL_INPUT)]
+    try:
+        classes = int(declared)
+    except (TypeError, ValueError):
+        classes = 0
+    if classes < 1 or node.type != "tensor(int32)" or len(node.shape) != 1:
+        raise ArtifactError(f"{path} takes {contract.LABEL_INPUT!r} ({node.type}, shape {list(node.shape)}) with "
+                            f"{contract.META_NUM_CLASSES}={declared!r}: a keras-vae export takes int32 [N] labels "
+                            "and names its class count -- re-export the model")
+    return classes
 
 
 def sample_grid(onnx_path, n: int, seed, out_png, temperature: float = 1.0, cols: int | None = None,
