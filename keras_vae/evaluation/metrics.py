@@ -63,7 +63,7 @@ def model_diagnostics(model, images: np.ndarray, batch_size: int = 256, labels=N
     result = posterior_diagnostics(*encode_all(model, images, batch_size, labels=labels))
     extra = getattr(model, "extra_diagnostics", None)
     if callable(extra):
-        result.update({k: float(v) for k, v in extra(images).items()})
+        result.update({k: float(v) for k, v in extra(images, **_labels_of(labels, 0, len(images))).items()})
     return result
 
 

@@ -28,6 +28,13 @@ discriminator's pass inside the VAE's loss use batch statistics without updating
 reference code does under Keras 3 (networks called without ``training=``): BatchNorm always on its
 moving statistics, which are never updated (a learned affine map), and no dropout. Validation
 (``test_step``) draws its noise from its own seed stream, so running it leaves training unchanged.
+
+Class-conditional (``model.num_classes`` K > 0): the same objective with q(z|x, y), p(x|z, y) and a projection
+discriminator D(x, y) (keras_vae.models.resnet, keras_vae.models.patchgan), batches (images, labels). The prior
+decodes for D use the batch's labels, so D compares real and generated images of the same classes. The population
+KL and the variance regularizer stay per batch: at the default batch of 32 a class has about 3 codes, too few for
+the moments of a 32-dimensional class population (one code has zero spread); ``keras-vae sample --class K``
+draws z from class K's own sampler when the run has class samplers (docs/conditional.md).
 """
 from __future__ import annotations
 
@@ -56,6 +63,11 @@ DISCRIMINATOR_METRICS = ("disc_loss", "disc_accuracy_real", "disc_accuracy_fake"
 def _images(data):
     """Batches are images, or (images, ...) tuples from pipelines that carry labels."""
     return data[0] if isinstance(data, (tuple, list)) else data
+
+
+def _tile_rows(one_hot, times: int):
+    """The one-hot repeated ``times`` times along the batch (None stays None)."""
+    return None if one_hot is None else tf.tile(one_hot, [times, 1])
 
 
 def _replica_context_and_count():
@@ -182,19 +194,21 @@ class VAEGAN(LatentVariableModel):
             return tf.constant(1.0)
         return tf.cast(self.g_optimizer.iterations >= start, tf.float32)
 
-    def _forward(self, x, seeds, training: bool):
-        """Posterior (mean, log_var), latents z and the decoder's linear output for x (+ prior decodes)."""
-        mean, log_var = self.encode(x, training=training)
+    def _forward(self, x, seeds, training: bool, one_hot=None):
+        """Posterior (mean, log_var), latents z and the decoder's linear output for x (+ prior decodes), all
+        with the label one-hot [B, K] of a conditional model (the prior decodes with the same labels)."""
+        mean, log_var = self.encoder(self._inputs(x, one_hot), training=training)
+        mean, log_var = tf.cast(mean, tf.float32), tf.cast(log_var, tf.float32)
         if self.loss_config.sample_posterior:
             eps = tf.random.stateless_normal(tf.shape(mean), seed=seeds[0])
             z = mean + tf.exp(0.5 * log_var) * eps
         else:
             z = mean
-        output = tf.cast(self.decoder(z, training=training), tf.float32)
+        output = tf.cast(self.decoder(self._inputs(z, one_hot), training=training), tf.float32)
         prior_output = None
         if self.loss_config.use_discriminator and self.loss_config.disc_on_prior_samples:
             z_prior = tf.random.stateless_normal(tf.shape(mean), seed=seeds[1])
-            prior_output = tf.cast(self.decoder(z_prior, training=training), tf.float32)
+            prior_output = tf.cast(self.decoder(self._inputs(z_prior, one_hot), training=training), tf.float32)
         return mean, log_var, output, prior_output
 
     def _population_kl(self, mean, log_var):
@@ -217,14 +231,16 @@ class VAEGAN(LatentVariableModel):
             s2 = s2 + total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n
         return moment_matched_kl(m, s2), m
 
-    def _disc_logits(self, reals, fakes, training: bool):
+    def _disc_logits(self, reals, fakes, training: bool, one_hot=None):
         """D on real and fake images in one batch, so BatchNorm (also after the last conv, as in the
-        reference) normalizes both with the same statistics; returns (real_logits, fake_logits)."""
-        logits = self.discriminator(tf.concat([reals, fakes], axis=0), training=training)
+        reference) normalizes both with the same statistics; returns (real_logits, fake_logits). A conditional
+        model's ``one_hot`` labels the reals (and, the same rows, the fakes)."""
+        logits = self.discriminator(self._inputs(tf.concat([reals, fakes], axis=0), _tile_rows(one_hot, 2)),
+                                    training=training)
         return logits[:tf.shape(reals)[0]], logits[tf.shape(reals)[0]:]
 
     def _discriminator_update(self, x, fakes, factor, training: bool = True,
-                              networks_training: bool | None = None):
+                              networks_training: bool | None = None, one_hot=None):
         """One discriminator step on real x against ``fakes`` (no gradient reaches the VAE);
         ``networks_training`` is the mode D runs in (``training`` unless bn_mode='reference')."""
         kind = self.loss_config.adversarial_loss
@@ -232,7 +248,7 @@ class VAEGAN(LatentVariableModel):
         d_vars = self.discriminator.trainable_variables
         nets = training if networks_training is None else networks_training
         with tf.GradientTape() as tape:
-            real_logits, fake_logits = self._disc_logits(x, tf.stop_gradient(fakes), nets)
+            real_logits, fake_logits = self._disc_logits(x, tf.stop_gradient(fakes), nets, one_hot)
             per_example = losses.discriminator_loss(kind, real_logits, fake_logits)
             loss = tf.nn.compute_average_loss(weight * per_example)
             scaled = self.d_optimizer.scale_loss(loss) if training else loss
@@ -241,13 +257,13 @@ class VAEGAN(LatentVariableModel):
         acc_real, acc_fake = losses.discriminator_accuracy(real_logits, fake_logits)
         return {"disc_loss": per_example, "disc_accuracy_real": acc_real, "disc_accuracy_fake": acc_fake}
 
-    def _generator_disc_logits(self, reals, fakes, training: bool):
+    def _generator_disc_logits(self, reals, fakes, training: bool, one_hot=None):
         """D's logits inside the VAE's loss: batch statistics as in D's own step, but D's moving
         statistics stay where D's own update left them."""
         with frozen_statistics(self.discriminator):
-            return self._disc_logits(reals, fakes, training)
+            return self._disc_logits(reals, fakes, training, one_hot)
 
-    def _generator_terms(self, x, mean, log_var, output, prior_output, factor, training, tape=None):
+    def _generator_terms(self, x, mean, log_var, output, prior_output, factor, training, tape=None, one_hot=None):
         """Per-example VAE loss [B] (scalar terms spread over the batch) and the terms to log."""
         lc = self.loss_config
         reconstruction = losses.mean_absolute_error(x, output)
@@ -264,11 +280,12 @@ class VAEGAN(LatentVariableModel):
         if lc.use_discriminator:
             # D sees the same real/fake batch composition as in its own update (shared BN statistics)
             if prior_output is None:
-                _, fake_logits = self._generator_disc_logits(x, output, training)
+                _, fake_logits = self._generator_disc_logits(x, output, training, one_hot)
                 adversarial = losses.generator_loss(lc.adversarial_loss, fake_logits)
             else:
                 _, fake_logits = self._generator_disc_logits(tf.concat([x, x], 0),
-                                                             tf.concat([output, prior_output], 0), training)
+                                                             tf.concat([output, prior_output], 0), training,
+                                                             _tile_rows(one_hot, 2))
                 recon_logits, prior_logits = tf.split(fake_logits, 2, axis=0)
                 adversarial = 0.5 * (losses.generator_loss(lc.adversarial_loss, recon_logits)
                                      + losses.generator_loss(lc.adversarial_loss, prior_logits))
@@ -292,8 +309,9 @@ class VAEGAN(LatentVariableModel):
                  "adversarial": adversarial, "adversarial_weight": lc.adversarial_weight * factor * adaptive}
         return per_example, terms
 
-    def _step(self, x, update_discriminator: bool, update_vae: bool, training: bool):
+    def _step(self, x, update_discriminator: bool, update_vae: bool, training: bool, labels=None):
         x = tf.cast(x, tf.float32)
+        one_hot = self.label_one_hot(labels)
         seeds = self._step_seeds(training)
         factor = self._disc_factor()
         lc = self.loss_config
@@ -303,16 +321,17 @@ class VAEGAN(LatentVariableModel):
         with tf.GradientTape(persistent=persistent) as tape:
             # a discriminator-only step uses the VAE in training mode but leaves its statistics
             with frozen_statistics(*(() if update_vae else (self.encoder, self.decoder))):
-                mean, log_var, output, prior_output = self._forward(x, seeds, training=nets)
+                mean, log_var, output, prior_output = self._forward(x, seeds, training=nets, one_hot=one_hot)
             if lc.use_discriminator and (update_discriminator or not training):
                 with tape.stop_recording():  # the discriminator's turn: fakes carry no gradient
                     fakes = output if prior_output is None else tf.concat([output, prior_output], 0)
                     reals = x if prior_output is None else tf.concat([x, x], 0)
+                    reals_one_hot = one_hot if prior_output is None else _tile_rows(one_hot, 2)
                     for _ in range(lc.n_critic if training else 1):
                         logs.update(self._discriminator_update(reals, fakes, factor, training=training,
-                                                               networks_training=nets))
+                                                               networks_training=nets, one_hot=reals_one_hot))
             per_example, terms = self._generator_terms(x, mean, log_var, output, prior_output, factor,
-                                                       nets, tape if persistent else None)
+                                                       nets, tape if persistent else None, one_hot)
             loss = tf.nn.compute_average_loss(per_example)
             scaled = self.g_optimizer.scale_loss(loss) if (training and update_vae) else loss
         if training and update_vae:
@@ -326,24 +345,36 @@ class VAEGAN(LatentVariableModel):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     # --- Keras entry points ---------------------------------------------------------------
+    def _labels(self, data):
+        """The labels of a batch for a conditional model (None for an unconditional one)."""
+        if not self.conditional:
+            return None
+        if not isinstance(data, (tuple, list)) or len(data) < 2 or data[1] is None:
+            raise ConfigError(f"this model is class-conditional ({self.num_classes} classes): fit it on "
+                              "(images, labels) (model.fit(x, y), or a dataset of (image, label) batches)")
+        return data[1]
+
     def train_step(self, data):
-        """n_critic discriminator updates, then one VAE update (see the module docstring)."""
-        return self._step(_images(data), update_discriminator=True, update_vae=True, training=True)
+        """n_critic discriminator updates, then one VAE update (see the module docstring); a conditional model
+        takes (images, labels) batches."""
+        return self._step(_images(data), update_discriminator=True, update_vae=True, training=True,
+                          labels=self._labels(data))
 
     def test_step(self, data):
         """The same terms on validation data, inference mode, no updates."""
-        logs = self._step(_images(data), update_discriminator=False, update_vae=False, training=False)
+        logs = self._step(_images(data), update_discriminator=False, update_vae=False, training=False,
+                          labels=self._labels(data))
         return {k: v for k, v in logs.items() if k not in self.SCHEDULE_METRICS}  # no val_adversarial_weight
 
-    def discriminator_step(self, images):
+    def discriminator_step(self, images, labels=None):
         """Only the discriminator update(s) of ``train_step`` (the VAE is left unchanged)."""
         return self._step(tf.convert_to_tensor(images), update_discriminator=True, update_vae=False,
-                          training=True)
+                          training=True, labels=labels)
 
-    def vae_step(self, images):
+    def vae_step(self, images, labels=None):
         """Only the VAE update of ``train_step`` (the discriminator's weights are left unchanged)."""
         return self._step(tf.convert_to_tensor(images), update_discriminator=False, update_vae=True,
-                          training=True)
+                          training=True, labels=labels)
 
     # --- BatchNorm statistics -----------------------------------------------------------------
     def batch_norm_networks(self) -> tuple:
@@ -355,18 +386,20 @@ class VAEGAN(LatentVariableModel):
             self.discriminator(tf.concat([images, tf.cast(fakes, images.dtype)], 0), training=True)
 
     # --- diagnostics ------------------------------------------------------------------------
-    def extra_diagnostics(self, images: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    def extra_diagnostics(self, images: np.ndarray, batch_size: int = 256, labels=None) -> dict[str, float]:
         """Discriminator accuracy (inference mode) on real images and on their reconstructions:
-        the fraction of patch logits on the correct side of 0."""
+        the fraction of patch logits on the correct side of 0 (with the true ``labels`` of a conditional model)."""
         if not self.loss_config.use_discriminator:
             return {}
         real_hits, fake_hits, count = 0.0, 0.0, 0
         for start in range(0, len(images), batch_size):
             x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
-            mean, _ = self.encode(x)
-            recon = tf.cast(self.decoder(mean, training=False), tf.float32)
-            acc_real, acc_fake = losses.discriminator_accuracy(self.discriminator(x, training=False),
-                                                               self.discriminator(recon, training=False))
+            one_hot = self.label_one_hot(None if labels is None else np.asarray(labels)[start:start + batch_size])
+            mean, _ = self.encode(x, labels=one_hot)
+            recon = tf.cast(self.decoder(self._inputs(mean, one_hot), training=False), tf.float32)
+            acc_real, acc_fake = losses.discriminator_accuracy(
+                self.discriminator(self._inputs(x, one_hot), training=False),
+                self.discriminator(self._inputs(recon, one_hot), training=False))
             n = int(x.shape[0])
             real_hits += float(acc_real) * n
             fake_hits += float(acc_fake) * n
