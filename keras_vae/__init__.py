@@ -7,6 +7,7 @@ to SavedModel (TF Serving) and ONNX.
 ``import keras_vae`` does not import TensorFlow. The names below load their modules on first use:
 
     keras_vae.VAE, keras_vae.VAEGAN    the models (keras.Model subclasses)
+    keras_vae.SemiSupervisedVAE        model M2 of Kingma et al. (2014): semi-supervised, classifies
     keras_vae.load(path)               a run folder, model.keras or export folder -> model / OnnxDecoder
     keras_vae.train(config, out_dir)   one training run -> run folder
     keras_vae.OnnxDecoder, OnnxEncoder exported ONNX networks through onnxruntime (no TensorFlow)
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "VAE": ("keras_vae.models", "VAE"),
     "VAEGAN": ("keras_vae.models", "VAEGAN"),
+    "SemiSupervisedVAE": ("keras_vae.models", "SemiSupervisedVAE"),
     "load": ("keras_vae.loading", "load"),
     "train": ("keras_vae.training.loop", "train"),
     "OnnxDecoder": ("keras_vae.serving.onnx_decoder", "OnnxDecoder"),

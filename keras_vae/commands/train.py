@@ -33,6 +33,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              f"encoder's and the decoder's input; sets model.num_classes to {CONDITIONAL_CLASSES} "
                              "unless --set model.num_classes=N gives it; needs a labelled source (docs/conditional.md) "
                              "(default: unconditional)")
+    parser.add_argument("--labelled", default=None, type=int, metavar="N",
+                        help="semi-supervised training (model M2 of Kingma et al. 2014, docs/semi-supervised.md): "
+                             "only N training images keep their labels (N / 10 per class, chosen by the seed), the "
+                             "rest train unlabelled; implies --conditional; metrics.json gets the validation "
+                             "classification error (data.labelled; default: 0, off)")
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<timestamp>)")
     parser.add_argument("--force", action="store_true", help="replace a finished run already in --out")
     parser.add_argument("--restart", action="store_true",
@@ -68,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--quick is --preset {QUICK_PRESET}, and --preset is {args.preset!r}: drop one of them")
         args.preset = QUICK_PRESET
     config = resolve_config(args)
-    if getattr(args, "conditional", False) and not config.model.num_classes:
+    if getattr(args, "labelled", None) is not None:
+        from keras_vae.config import merge
+
+        config = merge(config, {"data": {"labelled": args.labelled}})
+    if (getattr(args, "conditional", False) or config.data.labelled) and not config.model.num_classes:
         from keras_vae.config import merge
 
         config = merge(config, {"model": {"num_classes": CONDITIONAL_CLASSES}})
@@ -113,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"validation ELBO: {v['elbo']:.2f} nats   IWAE log p(x) (K={v['iwae_k']}): "
               f"{v['log_likelihood']:.2f} nats   (NLL {v['nll']:.2f})")
     print(f"validation reconstruction MAE: {final.get('reconstruction_mae', float('nan')):.4f}")
+    if "classification_error" in final:
+        print(f"validation classification error (q(y|x), {metrics.get('num_validation')} images): "
+              f"{100 * final['classification_error']:.2f}%")
     resumed = "  (total of the interrupted and the resumed part)" if metrics.get("resumed") else ""
     print(f"time: {metrics.get('train_seconds')} s{resumed}")
     return 0

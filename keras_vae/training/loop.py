@@ -29,6 +29,7 @@ from keras_vae.evaluation.metrics import likelihood_evaluation, model_diagnostic
 from keras_vae.models import build_model
 from keras_vae.models.output_bias import initialize_output_bias
 from keras_vae.training.precision import resolve_precision
+from keras_vae.training.semi_supervised import model_fields, semi_supervised_data
 from keras_vae.training.recipe import recipe_callbacks
 from keras_vae.evaluation.plots import (plot_interpolations, plot_latent, plot_reconstructions, plot_samples,
                              plot_traversals)
@@ -161,13 +162,14 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         conditional = config.model.num_classes > 0  # class-conditional: (images, labels) batches
+        semi = semi_supervised_data(config)  # data.labelled > 0: M2's mixed labelled/unlabelled batches
         data = make_datasets(config.data, image_shape=config.model.image_shape,
                              value_range=config.model.value_range, batch_size=config.train.batch_size,
                              seed=config.train.seed, labels=conditional)
         val_images, val_labels = data.validation_arrays()
         cond_labels = _check_class_labels(config, val_labels) if conditional else None
         with dist.scope():  # distributed variables and optimizers (keras_vae.training.distributed)
-            model = build_model(config)
+            model = build_model(config, **model_fields(semi))
             model.compile_for_training(config.train)
         if not resuming:
             initialize_output_bias(model, data.train.map(lambda x, y: x) if conditional else data.train)  # model.output_bias (a no-op unless "data_mean")
@@ -181,6 +183,8 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
                                    "strategy": {"name": dist.name, "replicas": dist.replicas,
                                                 "workers": dist.cluster.num_workers if dist.cluster else 1},
                                    "epochs": _previous_epochs(source.parent) if resuming else []}
+        if semi is not None:
+            metrics["semi_supervised"] = semi.record(config.train.seed)
         done_epochs = len(metrics["epochs"])
         if resuming:  # fit continues after the checkpoint's epoch, whatever metrics.json managed to record
             done_epochs = min(config.train.epochs, recorded_epoch(source) or done_epochs)
@@ -196,7 +200,8 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         if dist.strategy is not None:
             report.line(f"strategy: {dist.describe()}")
         checkpoint = RunCheckpoint(backup, source=restore_from)
-        train_ds = data.train.repeat() if config.train.steps_per_epoch else data.train
+        train_ds = data.train if semi is None else semi.train
+        train_ds = train_ds.repeat() if config.train.steps_per_epoch else train_ds
         model.fit(
             dist.prepare(train_ds),
             validation_data=dist.prepare(data.validation),
@@ -234,6 +239,8 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
                             "diagnostics": model_diagnostics(model, val_images[:DIAGNOSTIC_EXAMPLES],
                                                              labels=None if cond_labels is None
                                                              else cond_labels[:DIAGNOSTIC_EXAMPLES])}
+        if semi is not None:  # q(y|x) on every validation image
+            metrics["final"]["classification_error"] = model.classification_error(val_images, cond_labels)
         if conditional:
             report.line(f"sample quality metrics: skipped ({CONDITIONAL_SKIP}; see benchmarks/conditional_vae.py "
                         "for the class agreement of its samples)")
