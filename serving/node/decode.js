@@ -6,10 +6,15 @@
 //   node decode.js --model decoder.onnx --sample N --seed S --out-dir DIR [--sampler sampler.onnx|prior]   (N <= 1024)
 //                  [--temperature T] [--latents-out z.json] [--float-out ...]
 //   either form also takes  --attribute A-B:ALPHA [--attributes attributes.json]
+//   and, for a class-conditional export, --class K (required there, refused elsewhere)
 //
 // --sample draws N latents from the exported sampler (default: sampler.onnx beside the model, else the
 // prior N(0, I)) with the portable noise of noise.js: the latents `keras-vae sample` and OnnxDecoder.sample
 // give for the same seed. --latents-out writes them as JSON [[z_0 ... z_{D-1}], ...].
+//
+// --class K (a class-conditional export, export.json "conditional"): every image is decoded with label K, and
+// --sample draws its latents from class K's sampler (sampler.onnx takes the label): the latents and images
+// OnnxDecoder.sample(n, seed, label=K) and the SavedModel sample signature (label K) give.
 //
 // --attribute A-B:ALPHA adds ALPHA * (mean[A] - mean[B]) to every latent before decoding (class labels A and B;
 // attributes.js), with the per-class mean codes of attributes.json (default: beside the model, written by
@@ -24,14 +29,14 @@
 //   ({"shape": [...], "data": [flat values]}). A JSON summary goes to stdout; errors to stderr (exit 2).
 const fs = require('fs');
 const path = require('path');
-const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, toBatch, DecoderError, verifyListed, MAX_BATCH } = require('./decoder.js');
+const { loadDecoder, loadSampler, defaultSamplerPath, pngBuffer, toBatch, DecoderError, verifyListed, checkLabels, MAX_BATCH } = require('./decoder.js');
 const attributes = require('./attributes.js');
 
 const USAGE = 'usage: node decode.js --model decoder.onnx (--latents z.json|z.bin | --sample N --seed S ' +
-  '[--sampler sampler.onnx|prior] [--temperature T]) [--attribute A-B:ALPHA [--attributes attributes.json]] ' +
+  '[--sampler sampler.onnx|prior] [--temperature T]) [--class K] [--attribute A-B:ALPHA [--attributes attributes.json]] ' +
   '[--latents-out z.json] --out-dir DIR [--float-out FILE.bin|FILE.json]';
 const OPTIONS = ['--model', '--latents', '--out-dir', '--float-out', '--sample', '--seed', '--sampler', '--temperature',
-  '--latents-out', '--attribute', '--attributes'];
+  '--latents-out', '--attribute', '--attributes', '--class'];
 
 function parseArgs(argv) {
   const args = {};
@@ -53,6 +58,9 @@ function parseArgs(argv) {
         throw new DecoderError(`--${k} must be an integer >= ${min} and <= ${max} (${why}), got ${args[k]}`);
       }
     }
+  }
+  if (args.class !== undefined && !/^\d+$/.test(args.class)) {
+    throw new DecoderError(`--class must be an integer >= 0 (a class of a conditional export), got ${args.class}`);
   }
   if (args.attributes && !args.attribute) throw new DecoderError(`--attributes needs --attribute A-B:ALPHA\n${USAGE}`);
   if (args.attribute) {
@@ -125,13 +133,16 @@ async function main() {
   const t0 = process.hrtime.bigint();
   const decoder = await loadDecoder(args.model);
   const t1 = process.hrtime.bigint();
+  const label = args.class === undefined ? undefined : Number(args.class);
+  checkLabels(label, 1, decoder.numClasses); // a missing, extra or out-of-range --class: before anything is drawn
   const attr = args.edit ? loadAttributes(args.attributes, args.model, decoder.latentDim) : null;
   let latents;
   let sampler = null;
   if (args.sample) {
     const samplerPath = args.sampler === 'prior' ? null : (args.sampler || defaultSamplerPath(args.model));
     sampler = await loadSampler(samplerPath, decoder.latentDim);
-    latents = await sampler.latents(Number(args.sample), Number(args.seed), Number(args.temperature || 1));
+    latents = await sampler.latents(Number(args.sample), Number(args.seed), Number(args.temperature || 1),
+      sampler.numClasses ? label : undefined);
   } else {
     latents = readLatents(args.latents, decoder.latentDim);
   }
@@ -151,7 +162,7 @@ async function main() {
     fs.writeFileSync(args.latents_out, JSON.stringify(rows));
   }
   const t2 = process.hrtime.bigint();
-  const result = await decoder.decode(latents);
+  const result = await decoder.decode(latents, label);
   const t3 = process.hrtime.bigint();
   fs.mkdirSync(args.out_dir, { recursive: true });
   const pngs = [];
@@ -164,6 +175,7 @@ async function main() {
   const ms = (a, b) => Number(b - a) / 1e6;
   console.log(JSON.stringify({ model: args.model, shape: result.dims, pngs, float_out: args.float_out || null,
     sampler: sampler ? (sampler.path || 'prior') : null, seed: args.sample ? Number(args.seed) : null,
+    class: label === undefined ? null : label,
     attribute: attr ? { ...args.edit, file: attr.path } : null,
     load_ms: ms(t0, t1), decode_ms: ms(t2, t3) }));
 }

@@ -6,6 +6,9 @@
 // so sample(n, seed) gives the latents of the run folder, the SavedModel and OnnxDecoder for that seed.
 // export.json: a file it lists must be there and match its recorded size and SHA-256 (as OnnxDecoder checks);
 // a listed sampler.onnx that is missing is an error, never a silent switch to the prior.
+// Class-conditional exports (export.json "conditional"): decoder.onnx and sampler.onnx also take "label" int32 [N]
+// in [0, num_classes); decode(latents, label) and latents(n, seed, temperature, label) then need one (an integer, or
+// one per row), and an unconditional export refuses one. The class count comes from the export.json beside the file.
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
@@ -142,7 +145,42 @@ const SESSION_OPTIONS = {
   extra: { session: { intra_op: { allow_spinning: '0' } } },
 };
 
-/** Load decoder.onnx once; returns {session, latentDim, decode(latents)} for repeated use. */
+/** Classes of a graph with a "label" input, from export.json "conditional" beside it (0 without the input). */
+function graphClasses(file, session) {
+  if (!session.inputNames.includes('label')) return 0;
+  const manifest = path.join(path.dirname(file), 'export.json');
+  let classes;
+  try {
+    classes = JSON.parse(fs.readFileSync(manifest, 'utf8')).conditional.num_classes;
+  } catch (err) {
+    classes = undefined;
+  }
+  if (!(Number.isSafeInteger(classes) && classes > 0)) {
+    throw new DecoderError(`${file} takes a class label, and ${manifest} names no "conditional.num_classes": keep the ` +
+      'export folder together (re-export if export.json was lost)');
+  }
+  return classes;
+}
+
+/**
+ * Labels for a call of n rows: null for an unconditional graph (a DecoderError when `label` is given), else an
+ * Int32Array of n labels from one integer or n of them, each in [0, classes) (a DecoderError otherwise).
+ */
+function checkLabels(label, n, classes) {
+  const given = label !== undefined && label !== null;
+  if (!classes) {
+    if (given) throw new DecoderError('this export is not class-conditional (it takes no label): drop --class');
+    return null;
+  }
+  if (!given) throw new DecoderError(`this export is class-conditional (${classes} classes): pass --class K, an integer in [0, ${classes})`);
+  const values = Array.isArray(label) || ArrayBuffer.isView(label) ? Array.from(label) : new Array(n).fill(label);
+  if (values.length !== n) throw new DecoderError(`pass one label or ${n} (one per row), got ${values.length}`);
+  const bad = values.find((v) => !(Number.isInteger(v) && v >= 0 && v < classes));
+  if (bad !== undefined) throw new DecoderError(`label ${bad} is out of range: this export has ${classes} classes, pass an integer in [0, ${classes})`);
+  return Int32Array.from(values);
+}
+
+/** Load decoder.onnx once; returns {session, latentDim, numClasses, decode(latents, label)} for repeated use. */
 async function loadDecoder(modelPath) {
   if (!fs.existsSync(modelPath)) throw new DecoderError(`decoder file not found: ${modelPath}`);
   verifyListed(modelPath);
@@ -159,13 +197,19 @@ async function loadDecoder(modelPath) {
   const meta = session.inputMetadata.find((m) => m.name === 'z');
   const latentDim = Number(meta.shape[1]);
   if (!(latentDim > 0)) throw new DecoderError(`${modelPath}: input "z" has no static latent size (${meta.shape})`);
+  const numClasses = graphClasses(modelPath, session);
   return {
     session,
     latentDim,
-    /** latents: array of arrays [N][D], or {data: Float32Array, shape: [N, D]} -> {dims, data: Float32Array} */
-    async decode(latents) {
+    numClasses,
+    /** latents: array of arrays [N][D], or {data: Float32Array, shape: [N, D]}; label: a conditional export's class
+     * (an integer or one per row) -> {dims, data: Float32Array} */
+    async decode(latents, label) {
       const { data, shape } = toBatch(latents, latentDim);
-      const out = await session.run({ z: new ort.Tensor('float32', data, shape) });
+      const labels = checkLabels(label, shape[0], numClasses);
+      const feeds = { z: new ort.Tensor('float32', data, shape) };
+      if (labels) feeds.label = new ort.Tensor('int32', labels, [shape[0]]);
+      const out = await session.run(feeds);
       return { dims: out.image.dims.slice(), data: out.image.data };
     },
   };
@@ -173,13 +217,14 @@ async function loadDecoder(modelPath) {
 
 /**
  * Load the latent sampler: sampler.onnx (checked against the decoder's latent size and the noise algorithm),
- * or, when samplerPath is null, the prior N(0, I). Returns {kind, latentDim, latents(n, seed, temperature)}
+ * or, when samplerPath is null, the prior N(0, I). Returns {kind, latentDim, numClasses, latents(n, seed, temperature,
+ * label)} (a conditional export's sampler.onnx takes the label: z from that class's sampler)
  * with latents -> {data: Float32Array, shape: [n, D]}; n must be an integer in [1, MAX_BATCH] (1024, the bound of
  * the SavedModel sample signature) and seed an integer in [0, 2^32), else a DecoderError before anything is drawn.
  */
 async function loadSampler(samplerPath, latentDim) {
   if (samplerPath === null) {
-    return { kind: 'prior', latentDim, path: null,
+    return { kind: 'prior', latentDim, path: null, numClasses: 0,
       async latents(n, seed, temperature = 1) { return { data: checkLatentRange(scaled(drawNoise(n, seed, latentDim).eps, temperature)), shape: [n, latentDim] }; } };
   }
   if (!fs.existsSync(samplerPath)) throw new DecoderError(`sampler file not found: ${samplerPath}`);
@@ -190,24 +235,41 @@ async function loadSampler(samplerPath, latentDim) {
   } catch (err) {
     throw new DecoderError(`onnxruntime-node cannot load ${samplerPath}: ${err.message}`);
   }
+  const numClasses = graphClasses(samplerPath, session);
   const names = [...session.inputNames].sort().join(',');
-  if (names !== 'eps,u' || session.outputNames.join(',') !== 'z') {
-    throw new DecoderError(`${samplerPath} must map inputs eps, u to output z (has ${session.inputNames} -> ${session.outputNames})`);
+  if (names !== (numClasses ? 'eps,label,u' : 'eps,u') || session.outputNames.join(',') !== 'z') {
+    throw new DecoderError(`${samplerPath} must map inputs eps, u${numClasses ? ', label' : ''} to output z (has ${session.inputNames} -> ${session.outputNames})`);
   }
   const eps = session.inputMetadata.find((m) => m.name === 'eps');
   if (Number(eps.shape[1]) !== latentDim) {
     throw new DecoderError(`${samplerPath} draws latents of size ${eps.shape[1]}, the decoder expects ${latentDim}`);
   }
   checkSamplerJson(samplerPath, latentDim);
+  if (numClasses) {
+    const classesFile = path.join(path.dirname(samplerPath), 'class_samplers.json');
+    checkListedPresent(path.dirname(samplerPath), 'class_samplers.json', 'or pass --sampler prior to sample N(0, I) on purpose');
+    if (fs.existsSync(classesFile)) verifyListed(classesFile);
+  }
   return {
-    kind: 'sampler', latentDim, path: samplerPath,
-    async latents(n, seed, temperature = 1) {
+    kind: 'sampler', latentDim, path: samplerPath, numClasses,
+    async latents(n, seed, temperature = 1, label = undefined) {
+      const labels = checkLabels(label, checkCountOrThrow(n), numClasses);
       const noise = drawNoise(n, seed, latentDim);
-      const out = await session.run({ eps: new ort.Tensor('float32', scaled(noise.eps, temperature), [n, latentDim]),
-        u: new ort.Tensor('float32', noise.u, [n]) });
+      const feeds = { eps: new ort.Tensor('float32', scaled(noise.eps, temperature), [n, latentDim]),
+        u: new ort.Tensor('float32', noise.u, [n]) };
+      if (labels) feeds.label = new ort.Tensor('int32', labels, [n]);
+      const out = await session.run(feeds);
       return { data: checkLatentRange(out.z.data), shape: [n, latentDim] };
     },
   };
+}
+
+function checkCountOrThrow(n) {
+  try {
+    return checkCount(n);
+  } catch (err) {
+    throw new DecoderError(err.message);
+  }
 }
 
 /** The portable noise of n samples, the bounds on n and seed checked first (DecoderError naming the input). */
@@ -295,4 +357,4 @@ function pngBuffer(result, i) {
 }
 
 module.exports = { loadDecoder, loadSampler, defaultSamplerPath, decode, toBatch, toByte, pngBuffer, DecoderError, NOISE_ALGORITHM,
-  verifyListed, checkListedPresent, checkLatentRange, MAX_BATCH };
+  verifyListed, checkListedPresent, checkLatentRange, checkLabels, MAX_BATCH };
