@@ -2,14 +2,17 @@
 // `npx playwright install`). Prints one JSON object on stdout.
 //
 //   node serving/web/drive.mjs --url URL [--screenshot out.png] [--bench-repeats 20] [--bench-batches 1,64]
-//                              [--timeout-ms 30000] [--interact] [--attribute A-B:ALPHA]
+//                              [--timeout-ms 30000] [--interact] [--attribute A-B:ALPHA] [--pick-class K]
 //
 // Waits until <body data-state> is "ready" or "error", then reports {state, status, result (parsed
 // <pre id="result">), load_ms, sampler ("sampler.onnx" | "prior"), last_sample ({seed, z} of the grid), console
 // (errors/warnings), bench?: {batch<B>_ms: [...] for each B of --bench-batches (default 1,64)},
 // interact?: {..., last_sample after "New sample"},
 // attribute?: {labels, edited: {z, image} of the first grid code after choosing a, b and moving the strength slider to
-// ALPHA in the page's controls, class_mean: {z} after pressing "Go to class mean a"}}.
+// ALPHA in the page's controls, class_mean: {z} after pressing "Go to class mean a"}},
+// num_classes and picker_visible (the class picker of a conditional export),
+// pick_class?: {last_sample ({seed, label, z}), image ({dims, data} of the grid's codes decoded with that class)} after
+// choosing class K in the picker.
 // CHROMIUM=/path overrides /usr/bin/chromium.
 import { chromium } from 'playwright-core';
 
@@ -51,7 +54,9 @@ try {
   if (report.state === 'ready') {
     report.load_ms = await page.evaluate(() => window.__kerasVaeTest.loadMs);
     report.sampler = await page.evaluate(() => window.__kerasVaeTest.samplerKind);
-    report.last_sample = await page.evaluate(() => window.__kerasVaeTest.lastSample()); // {seed, z} of the grid
+    report.last_sample = await page.evaluate(() => window.__kerasVaeTest.lastSample()); // {seed, label, z} of the grid
+    report.num_classes = await page.evaluate(() => window.__kerasVaeTest.numClasses);
+    report.picker_visible = await page.evaluate(() => !document.querySelector('#class-picker').hidden);
     if (repeats > 0) {
       report.bench = {};
       for (const b of benchBatches) {
@@ -99,6 +104,19 @@ try {
       await page.waitForFunction(() => Number(document.querySelector('#attr-alpha').value) === 0, null, { timeout: 5000 }).catch(() => {});
       report.attribute.class_mean = { z: (await page.evaluate(() => window.__kerasVaeTest.current())).z };
     }
+  }
+  const pick = arg('pick-class');
+  if (report.state === 'ready' && pick !== undefined) {
+    const grid0 = await page.evaluate(() => document.querySelector('#grid canvas').toDataURL());
+    await page.selectOption('#class', pick);
+    await page.waitForFunction((k) => (window.__kerasVaeTest.lastSample() || {}).label === Number(k), pick, { timeout: 10000 });
+    await page.waitForFunction((g) => document.querySelector('#grid canvas').toDataURL() !== g, grid0, { timeout: 5000 }).catch(() => {});
+    const last = await page.evaluate(() => window.__kerasVaeTest.lastSample());
+    const image = await page.evaluate(async (rows) => {
+      const r = await window.__kerasVaeTest.decode(rows);
+      return { dims: r.dims, data: Array.from(r.data) };
+    }, last.z);
+    report.pick_class = { last_sample: last, image };
   }
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
 } finally {

@@ -9,10 +9,14 @@
 //   ort=URL     folder with onnxruntime-web's dist files (default ./node_modules/onnxruntime-web/dist/)
 //   seed=INT    seed of the sample grid and the interpolation end points, in [0, 2^32) (default: time based)
 //   n=INT       number of samples in the grid, in [1, 256] (default 16); a value outside is an error, not clamped
+//   class=INT   a class-conditional export's class (default 0): the grid draws from that class's sampler and every
+//               image is decoded with that label; a picker beside "New sample" changes it (shown only for such an
+//               export, whose export.json has "conditional"; an unconditional export refuses the parameter)
 //   z=JSON      latents [[...], ...] to decode once; the result goes to <pre id="result"> as JSON
 //               {"dims": [N, H, W, C], "data": [flat float32 values], "load_ms": t, "decode_ms": t}
-// Tests and benchmarks may also call window.__kerasVaeTest.decode(rows) / .sample(n, seed) / .bench(batch, repeats)
-// and read .lastSample() = {seed, z: [[...], ...]} (the codes of the grid on screen), .current() = {z, image} (the
+// Tests and benchmarks may also call window.__kerasVaeTest.decode(rows[, label]) / .sample(n, seed[, label]) /
+// .bench(batch, repeats), read .numClasses and .lastSample() = {seed, label, z: [[...], ...]} (the codes of the grid on
+// screen; label null for an unconditional export), .current() = {z, image} (the
 // selected code as drawn, after any attribute edit, and its decoded image {dims, data}) and .attributes() (the labels
 // of attributes.json, or null).
 // Attribute vectors (attributes.js, window.kerasVaeAttributes): the selected grid code is the base b0; the panel shows
@@ -37,7 +41,8 @@ const STRIP_STEPS = 10;
 
 const $ = (id) => document.getElementById(id);
 const state = { ort: null, session: null, sampler: null, samplerKind: 'prior', latentDim: 0, imageShape: null, seed: 0, grid: 16,
-  current: null, base: null, attributes: null, codes: null, queue: Promise.resolve() };
+  current: null, base: null, attributes: null, codes: null, queue: Promise.resolve(),
+  numClasses: 0, samplerLabels: false, label: null };
 
 function setStatus(text, s) {
   $('status').textContent = text;
@@ -62,9 +67,10 @@ function manifestFiles() {
       const url = new URL('export.json', new URL(MODEL_URL, location.href));
       const resp = await fetch(url).catch(() => null);
       if (!resp || !resp.ok) return null;
-      const files = (await resp.json().catch(() => { throw new Error(`${url} is not valid JSON: re-export the model`); })).files;
+      const manifest = await resp.json().catch(() => { throw new Error(`${url} is not valid JSON: re-export the model`); });
+      const files = manifest.files;
       if (!files || typeof files !== 'object') throw new Error(`${url} has no "files" table: re-export the model`);
-      return { base: new URL('./', url).href, files };
+      return { base: new URL('./', url).href, files, conditional: manifest.conditional || null };
     })();
   }
   return manifestPromise;
@@ -111,21 +117,38 @@ function checkLatentRange(flat) {
 // (noise.js) -> sampler.onnx, or the noise itself (the prior N(0, I)) when there is no sampler. n must be an
 // integer in [1, 1024] (noise.js MAX_BATCH, the bound of the SavedModel sample signature) and the seed an
 // integer in [0, 2^32): anything else is a RangeError naming it, before anything is drawn.
-function sampleCodes(n, seed) {
+// A conditional export's sampler.onnx also takes the class: the codes come from that class's sampler.
+function sampleCodes(n, seed, label = state.label) {
   const D = state.latentDim;
   const noise = window.kerasVaeNoise;
   const { eps, u } = noise.portableNoise(noise.checkSeed(seed), noise.checkCount(n), D);
+  const labels = state.samplerLabels ? labelTensor(label, n) : null;
   const rows = (flat) => Array.from({ length: n }, (_, i) => Float32Array.from(flat.subarray(i * D, (i + 1) * D)));
   if (!state.sampler) return Promise.resolve(rows(eps));
   return enqueue(async () => {
-    const out = await state.sampler.run({ eps: new state.ort.Tensor('float32', eps, [n, D]),
-      u: new state.ort.Tensor('float32', u, [n]) });
+    const feeds = { eps: new state.ort.Tensor('float32', eps, [n, D]), u: new state.ort.Tensor('float32', u, [n]) };
+    if (labels) feeds.label = labels;
+    const out = await state.sampler.run(feeds);
     return rows(checkLatentRange(out.z.data));
   });
 }
 
-// Decode rows (arrays of length D) -> {dims, data}; runs are queued (one session.run at a time).
-function decode(rows) {
+// int32 labels [n] of one class: an Error unless it is an integer in [0, numClasses) of a conditional export.
+function labelTensor(label, n) {
+  if (!state.numClasses) {
+    if (label !== null && label !== undefined) throw new Error('this export is not class-conditional (it takes no label)');
+    return null;
+  }
+  if (!(Number.isInteger(label) && label >= 0 && label < state.numClasses)) {
+    throw new Error(`class must be an integer in [0, ${state.numClasses}), got ${JSON.stringify(label)}`);
+  }
+  return new state.ort.Tensor('int32', new Int32Array(n).fill(label), [n]);
+}
+
+// Decode rows (arrays of length D) -> {dims, data} (with the class `label` for a conditional export); runs are
+// queued (one session.run at a time).
+function decode(rows, label = state.label) {
+  const labels = labelTensor(label, rows.length);
   const run = async () => {
     const D = state.latentDim;
     const flat = new Float32Array(rows.length * D);
@@ -134,6 +157,7 @@ function decode(rows) {
       flat.set(r, i * D);
     });
     const feeds = { z: new state.ort.Tensor('float32', flat, [rows.length, D]) };
+    if (labels) feeds.label = labels;
     const out = await state.session.run(feeds);
     return { dims: out.image.dims.slice(), data: out.image.data };
   };
@@ -257,9 +281,14 @@ function syncSliders() {
 
 async function newSample() {
   state.seed = (state.seed + 1) >>> 0;
+  return drawSample();
+}
+
+// The grid, the selected code and the strip of state.seed (and the chosen class).
+async function drawSample() {
   const seed = state.seed;
   const codes = await sampleCodes(state.grid, seed);
-  state.codes = { seed, z: codes.map((r) => Array.from(r)) };
+  state.codes = { seed, label: state.label, z: codes.map((r) => Array.from(r)) };
   const grid = await decode(codes);
   canvases($('grid'), state.grid).forEach((c, i) => {
     draw(c, grid, i);
@@ -319,13 +348,45 @@ async function loadSampler() {
   const url = await samplerUrl();
   if (url) {
     state.sampler = await state.ort.InferenceSession.create(await fetchVerified(url), { executionProviders: ['wasm'] });
+    state.samplerLabels = state.sampler.inputNames.includes('label');
+    if (state.samplerLabels && !state.numClasses) throw new Error(`${url} takes a class label but the decoder does not: re-export the model`);
     const names = [...state.sampler.inputNames].sort().join(',');
-    if (names !== 'eps,u' || state.sampler.outputNames.join(',') !== 'z') {
-      throw new Error(`${url} must map inputs eps, u to output z (has ${state.sampler.inputNames} -> ${state.sampler.outputNames})`);
+    if (names !== (state.samplerLabels ? 'eps,label,u' : 'eps,u') || state.sampler.outputNames.join(',') !== 'z') {
+      throw new Error(`${url} must map inputs eps, u${state.numClasses ? ', label' : ''} to output z (has ${state.sampler.inputNames} -> ${state.sampler.outputNames})`);
     }
     state.samplerKind = 'sampler.onnx';
   }
   $('sampler-kind').textContent = state.sampler ? 'the exported sampler (sampler.onnx)' : 'the prior z ~ N(0, I)';
+}
+
+// A conditional export (decoder input "label"): the class count from export.json "conditional", the class from
+// ?class= (default 0), and the picker beside "New sample" (hidden for an unconditional export).
+async function loadClasses() {
+  const takesLabel = state.session.inputNames.includes('label');
+  const manifest = await manifestFiles();
+  const classes = manifest && manifest.conditional ? manifest.conditional.num_classes : 0;
+  if (takesLabel && !(Number.isSafeInteger(classes) && classes > 0)) {
+    throw new Error(`${MODEL_URL} takes a class label, and export.json beside it names no "conditional.num_classes": serve the whole export folder`);
+  }
+  state.numClasses = takesLabel ? classes : 0;
+  if (!state.numClasses) {
+    if (params.has('class')) throw new Error('class: this export is not class-conditional (it takes no label): drop ?class=');
+    return;
+  }
+  state.label = integerParam('class', params.get('class') || '0', 0, state.numClasses - 1);
+  const select = $('class');
+  select.replaceChildren(...Array.from({ length: state.numClasses }, (_, c) => {
+    const option = document.createElement('option');
+    option.value = String(c);
+    option.textContent = String(c);
+    return option;
+  }));
+  select.value = String(state.label);
+  select.addEventListener('change', () => {
+    state.label = Number(select.value);
+    drawSample().catch(fail);
+  });
+  $('class-picker').hidden = false;
 }
 
 async function main() {
@@ -343,10 +404,12 @@ async function main() {
   if (!state.session.inputNames.includes('z') || !state.session.outputNames.includes('image')) {
     throw new Error(`${MODEL_URL} must have input "z" and output "image" (has ${state.session.inputNames} -> ${state.session.outputNames})`);
   }
+  await loadClasses();
   await loadSampler();
   await loadAttributes();
   window.__kerasVaeTest = { decode, bench, loadMs, latentDim: state.latentDim, samplerKind: state.samplerKind,
-    sample: async (n, seed) => (await sampleCodes(n, seed)).map((r) => Array.from(r)), lastSample: () => state.codes,
+    numClasses: state.numClasses,
+    sample: async (n, seed, label) => (await sampleCodes(n, seed, label)).map((r) => Array.from(r)), lastSample: () => state.codes,
     attributes: () => (state.attributes ? state.attributes.labels : null),
     current: async () => {
       const z = Array.from(state.current);
@@ -370,7 +433,8 @@ async function main() {
   const [, H, W, C] = (await decode([state.current])).dims;
   state.imageShape = [H, W, C];
   $('info').textContent = `latent ${state.latentDim}, image ${H}x${W}x${C}, model loaded in ${loadMs.toFixed(0)} ms, ` +
-    `samples from ${state.sampler ? 'sampler.onnx' : 'the prior N(0, I)'}`;
+    `samples from ${state.sampler ? 'sampler.onnx' : 'the prior N(0, I)'}` +
+    (state.numClasses ? `, ${state.numClasses} classes` : '');
   $('new-sample').disabled = false;
   $('new-sample').addEventListener('click', () => newSample().catch(fail));
   setStatus(`${MODEL_URL} (onnxruntime-web ${state.ort.env.versions.web}, wasm, 1 thread)`, 'ready');
