@@ -13,7 +13,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "serving_default, decode_uint8, encode, reconstruct; TF Serving warmup requests), "
                     "EXPORT_DIR/decoder.onnx and encoder.onnx, the latent sampler (RUN_DIR/sampler.json, else the prior "
                     "N(0, I)) as EXPORT_DIR/sampler.json and sampler.onnx plus the SavedModel signatures sample and "
-                    "sample_uint8 (n, seed -> images), and EXPORT_DIR/export.json. Nothing is "
+                    "sample_uint8 (n, seed -> images), and EXPORT_DIR/export.json. A class-conditional run's "
+                    "signatures and ONNX files also take the class as an int32 input 'label' (the sample ones draw "
+                    "each class from RUN_DIR/samplers/classes.json, else N(0, I)). Nothing is "
                     "reported as exported until Keras, the reloaded SavedModel and onnxruntime agree "
                     "(max abs difference <= 1e-4 at batch sizes 1, 7 and 64). A new --version goes beside the "
                     "existing ones; decoder.onnx, encoder.onnx and export.json then describe the newest export.",
@@ -80,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
           f"SavedModel sample and {sampler['onnx']} vs the run's sampler, max abs diff of z "
           f"{max(check['max_abs_diff']['savedmodel_z'], check['max_abs_diff']['onnx_z']):.2g} "
           f"(seeds {', '.join(map(str, check['seeds']))})")
+    conditional = report.get("conditional")
+    if conditional:
+        print(f"  class-conditional: {conditional['num_classes']} classes; every signature and ONNX file takes "
+              f"{conditional['label_dtype']} '{conditional['label_input']}' in [0, {conditional['num_classes']}); "
+              f"class samplers ({args.out}/{conditional['class_samplers_file']}):")
+        for label, source in conditional["class_samplers"].items():
+            print(f"    class {label}: {source}")
     attributes = report.get("attributes") or {}
     if attributes.get("file"):
         print(f"  {args.out}/{attributes['file']}  mean codes of classes {', '.join(map(str, attributes['classes']))} "

@@ -12,7 +12,10 @@ finite. Responses come back as NumPy arrays with the signature's dtypes (float32
 uint8 images, float32 ``mean``/``log_variance``). ``sample(n, seed)`` calls the ``sample`` /
 ``sample_uint8`` signatures, whose inputs are scalars (``n`` int32, ``seed`` int64): REST sends them
 in the columnar format (``{"inputs": {"n": 16, "seed": 7}}``; the row format cannot carry scalars),
-gRPC as 0-d tensors. Every failure raises a ``TFServingError``
+gRPC as 0-d tensors. A class-conditional export's signatures also take ``label`` (int32: one per row for
+decode/encode/reconstruct, a scalar for sample): every method takes ``label=`` (one integer, or one per row),
+which the metadata makes required for such a model and refused for an unconditional one; the server checks
+its range. Every failure raises a ``TFServingError``
 (a ``keras_vae.errors.KerasVAEError``) that says what went wrong and where.
 """
 from __future__ import annotations
@@ -299,6 +302,41 @@ class _BaseClient:
                                   f"signature lists {sorted(info.outputs)}")
         return result
 
+    def _labelled(self, signature: str, inputs: dict, label, batch: int | None) -> dict:
+        """``inputs`` plus ``label`` (int32, one per row or, with ``batch`` None, a scalar) when the signature takes
+        one; InputShapeError for a missing label (conditional model) or an extra one (unconditional model)."""
+        info = self._signature(signature)
+        takes = contract.LABEL_INPUT in info.inputs if info is not None else label is not None
+        if not takes:
+            if label is not None:
+                raise InputShapeError(f"model {self._spec()!r} is not class-conditional (signature {signature!r} "
+                                      "takes no label): drop label=")
+            return inputs
+        if label is None:
+            raise InputShapeError(f"model {self._spec()!r} is class-conditional (signature {signature!r} takes "
+                                  f"{contract.LABEL_INPUT!r}): pass label=K, an integer >= 0 (or one per row)")
+        values = np.asarray(label)
+        if values.dtype == bool or values.dtype.kind not in "iu":
+            raise InputShapeError(f"label must be an integer class (or one per row), got {label!r}")
+        if batch is None:
+            if values.ndim != 0:
+                raise InputShapeError(f"label of {signature!r} is one class for every draw: pass one integer, "
+                                      f"got shape {list(values.shape)}")
+        else:
+            if values.ndim == 0:
+                values = np.full(batch, values)
+            if values.shape != (batch,):
+                raise InputShapeError(f"label must be one integer or {batch} (one per row), got shape "
+                                      f"{list(values.shape)}")
+        if values.size and (values.min() < 0 or values.max() > np.iinfo(np.int32).max):
+            raise InputShapeError(f"label must be a class >= 0 (int32), got {int(values.min()) if values.min() < 0 else int(values.max())}")
+        return {**inputs, contract.LABEL_INPUT: values.astype(np.int32)}
+
+    def _rows(self, value) -> int | None:
+        """The batch of an input (None when it has no leading axis; the signature check reports that)."""
+        shape = np.shape(value) if not isinstance(value, np.ndarray) else value.shape
+        return int(shape[0]) if len(shape) else None
+
     # -- public API
     def predict(self, signature: str, inputs, format: str = "columnar") -> dict:
         """Run ``signature`` on ``inputs`` (dict name -> array, or one array); returns ``{output: ndarray}``.
@@ -314,29 +352,35 @@ class _BaseClient:
         outputs = self._send(signature, arrays, format)
         return self._finish(signature, outputs, info, batch)
 
-    def decode(self, z, format: str = "columnar") -> np.ndarray:
-        """Latents [batch, latent] -> float32 images [batch, H, W, C] in [0, 1] (``serving_default``)."""
-        return self.predict("serving_default", {contract.LATENT_INPUT: z}, format)[contract.IMAGE_OUTPUT]
+    def _call(self, signature: str, name: str, value, format: str, label) -> dict:
+        inputs = self._labelled(signature, {name: value}, label, self._rows(value))
+        return self.predict(signature, inputs, format)
 
-    def decode_uint8(self, z, format: str = "columnar") -> np.ndarray:
+    def decode(self, z, format: str = "columnar", label=None) -> np.ndarray:
+        """Latents [batch, latent] -> float32 images [batch, H, W, C] in [0, 1] (``serving_default``); ``label``:
+        a class-conditional model's class (one integer or one per row)."""
+        return self._call("serving_default", contract.LATENT_INPUT, z, format, label)[contract.IMAGE_OUTPUT]
+
+    def decode_uint8(self, z, format: str = "columnar", label=None) -> np.ndarray:
         """Latents [batch, latent] -> uint8 images [batch, H, W, C] (``decode_uint8``)."""
-        return self.predict("decode_uint8", {contract.LATENT_INPUT: z}, format)[contract.IMAGE_OUTPUT]
+        return self._call("decode_uint8", contract.LATENT_INPUT, z, format, label)[contract.IMAGE_OUTPUT]
 
-    def encode(self, images, format: str = "columnar") -> tuple:
+    def encode(self, images, format: str = "columnar", label=None) -> tuple:
         """Images [batch, H, W, C] in [0, 1] -> ``(mean, log_variance)``, float32 [batch, latent]."""
-        out = self.predict("encode", {contract.IMAGE_INPUT: images}, format)
+        out = self._call("encode", contract.IMAGE_INPUT, images, format, label)
         return out[contract.MEAN_OUTPUT], out[contract.LOG_VARIANCE_OUTPUT]
 
-    def reconstruct(self, images, format: str = "columnar") -> np.ndarray:
+    def reconstruct(self, images, format: str = "columnar", label=None) -> np.ndarray:
         """Images [batch, H, W, C] in [0, 1] -> their reconstructions, float32 in [0, 1]."""
-        return self.predict("reconstruct", {contract.IMAGE_INPUT: images}, format)[contract.IMAGE_OUTPUT]
+        return self._call("reconstruct", contract.IMAGE_INPUT, images, format, label)[contract.IMAGE_OUTPUT]
 
-    def sample(self, n: int, seed: int = 0, uint8: bool = False) -> tuple:
+    def sample(self, n: int, seed: int = 0, uint8: bool = False, label=None) -> tuple:
         """``(images, z)``: ``n`` draws of the exported latent sampler with ``seed`` and their decodings.
 
         Calls ``sample`` (float32 images in [0, 1]) or, with ``uint8``, ``sample_uint8``; ``z`` is float32
         [n, latent]. One seed gives the latents ``OnnxDecoder.sample(n, seed)`` and ``keras-vae sample
-        --seed`` give (the portable noise). ``n`` in [1, MAX_BATCH], ``seed`` in [0, 2^32).
+        --seed`` give (the portable noise). ``n`` in [1, MAX_BATCH], ``seed`` in [0, 2^32). A class-conditional
+        model takes ``label`` (one integer): all n latents from that class's sampler, decoded with that label.
         """
         signature = "sample_uint8" if uint8 else "sample"
         n = _integer("n", n, 1, contract.MAX_BATCH, "split larger draws into several requests")
@@ -344,11 +388,13 @@ class _BaseClient:
         info = self._signature(signature)
         if info is not None:
             got = {name: t.shape for name, t in info.inputs.items()}
-            if set(got) != set(_SAMPLE_INPUTS) or any(shape not in ((), None) for shape in got.values()):
+            wanted = set(_SAMPLE_INPUTS) | ({contract.LABEL_INPUT} & set(got))
+            if set(got) != wanted or any(shape not in ((), None) for shape in got.values()):
                 shapes = ", ".join(f"{k} {list(v) if v is not None else '?'}" for k, v in sorted(got.items()))
                 raise InputShapeError(f"signature {signature!r} takes inputs {shapes}; sample() needs scalar "
                                       "inputs 'n' and 'seed' (the signatures 'keras-vae export' writes)")
         arrays = {name: np.asarray(value, dtype) for (name, dtype), value in zip(_SAMPLE_INPUTS.items(), (n, seed))}
+        arrays = self._labelled(signature, arrays, label, None)
         outputs = self._finish(signature, self._send(signature, arrays, "columnar"), info, n)
         return outputs[contract.IMAGE_OUTPUT], outputs[contract.LATENT_OUTPUT]
 
