@@ -12,8 +12,10 @@ tests/support/; test modules import nothing from each other or from a conftest.
     trained_vaegan_run `keras-vae train --preset tiny`: the paper's model, a whole run folder
     decoder_dir        a random-init conv decoder.onnx (latent 8, 28x28x1) + export.json, no TensorFlow model
     tfs_export         a SavedModel 'tinyvae' (versions 1 and 2, random init) in TF Serving's layout
+    conditional_export a class-conditional tiny VAE (3 classes, class samplers for 0 and 1) and its export:
+                       folder with run/ and export/ (tests.support.conditional)
 
-The last four are made by processes of their own that start with the session (``background``), one at a
+The last five are made by processes of their own that start with the session (``background``), one at a
 time, on the core the test process leaves idle; so are the whole-flow processes some modules declare.
 """
 import os
@@ -102,6 +104,9 @@ BUILT_IN_BACKGROUND = {
                                         "build_test_savedmodel as build; "
                                         "build(sys.argv[1], name, 1, seed=0); build(sys.argv[1], name, 2, seed=1)",
                                   "OUT"]),
+    "conditional_export": ("conditional", ["-c", "import sys; from tests.support.conditional import "
+                                                 "build_conditional_export; build_conditional_export(sys.argv[1])",
+                                           "OUT"]),
 }
 
 
@@ -139,6 +144,13 @@ def _built(background, name: str) -> Path:
     result = background.result(name)
     assert result.returncode == 0, f"building {name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return background.jobs[name].out
+
+
+@pytest.fixture(scope="session")
+def conditional_export(background):
+    out = _built(background, "conditional_export")
+    with read_only(out):
+        yield out
 
 
 @pytest.fixture(scope="session")
