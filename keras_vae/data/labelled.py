@@ -8,6 +8,7 @@ images passing once per epoch and the labelled ones repeating (reshuffled), so e
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -90,6 +91,9 @@ def semi_supervised_datasets(source: Source, n: int, num_classes: int, *, image_
     unlabelled: Datasets = build(part(False), batch_size=batch_size, seed=seed, **options)
     labelled: Datasets = build(part(True), batch_size=labelled_batch, seed=seed + 1, **options)
     train = tf.data.Dataset.zip(unlabelled.train.map(lambda x, y: x), labelled.train.repeat())
-    train = train.map(lambda u, xy: {"unlabelled": u, "images": xy[0], "labels": xy[1]}).prefetch(tf.data.AUTOTUNE)
+    train = train.map(lambda u, xy: {"unlabelled": u, "images": xy[0], "labels": xy[1]})
+    # the filter hides the epoch's length from Keras: state it (one pass over the unlabelled images)
+    steps = math.ceil(int((~mask).sum()) / batch_size)
+    train = train.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
     return SemiSupervisedData(train=train, labelled_indices=chosen, num_labelled=int(mask.sum()),
                               num_unlabelled=int((~mask).sum()), labelled_batch_size=labelled_batch)
