@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from keras_vae.cli import main
-from keras_vae.evaluation.report import DEFINITIONS, NO_LIKELIHOOD_VAEGAN
+from keras_vae.evaluation.report import (DEFINITIONS, DRAW_SPREAD, END_OF_TRAINING_DRAWS,
+                                         END_OF_TRAINING_SAMPLES, NO_LIKELIHOOD_VAEGAN)
 from tests.support.runs import copy_run
 
 
@@ -31,8 +32,14 @@ def test_end_of_training_evaluation_in_metrics_json_and_tensorboard(vae_run):
     metrics = json.loads((vae_run / "metrics.json").read_text())
     evaluation = metrics["evaluation"]
     assert set(evaluation["sections"]) == {"sample_quality", "reconstruction", "latent"}  # likelihood is in "final"
-    fd = evaluation["sections"]["sample_quality"]["frechet_distance"]
-    assert fd["n"] == 300 and fd["value"] > 0 and "NOT Inception FID" in fd["definition"]
+    quality = evaluation["sections"]["sample_quality"]
+    fd = quality["frechet_distance"]
+    assert fd["n"] == END_OF_TRAINING_SAMPLES and fd["value"] > 0 and "NOT Inception FID" in fd["definition"]
+    for name in DRAW_SPREAD:  # means over the draws, each with its spread across them
+        assert quality[f"{name}_std"]["n"] == END_OF_TRAINING_DRAWS and quality[f"{name}_std"]["value"] >= 0
+    assert quality["intensity"]["value"] > 0
+    assert any(f"{END_OF_TRAINING_DRAWS} independent draws of {END_OF_TRAINING_SAMPLES} samples" in note
+               for note in evaluation["notes"])
     recon = evaluation["sections"]["reconstruction"]
     # PSNR is averaged per image: -10 log10 is convex, so by Jensen it is at least the PSNR of the mean MSE
     assert recon["psnr"]["value"] >= 10 * np.log10(1 / recon["mse"]["value"]) - 1e-9
@@ -110,9 +117,12 @@ def test_draws_report_the_mean_and_spread_of_independent_single_draw_evaluations
     assert quality["frechet_distance"]["value"] == pytest.approx(np.mean(fds), rel=1e-9)
     assert quality["frechet_distance_std"]["value"] == pytest.approx(np.std(fds, ddof=1), rel=1e-9)
     assert quality["frechet_distance_std"]["n"] == 3 and quality["frechet_distance"]["n"] == 40
-    for name in ("kid", "precision", "recall", "sharpness"):
+    for name in ("kid", "precision", "recall", "sharpness", "intensity"):
         assert quality[name]["value"] == pytest.approx(np.mean([s[name]["value"] for s in singles]), rel=1e-9)
-    assert "frechet_distance_std" not in singles[0]
+    for name in ("precision", "recall", "intensity"):
+        assert quality[f"{name}_std"]["value"] == pytest.approx(np.std([s[name]["value"] for s in singles], ddof=1),
+                                                                rel=1e-9, abs=1e-12)
+    assert not any(name.endswith("_std") and name != "kid_std" for name in singles[0])
     assert any("3 independent draws of 40 samples (seeds 3-5)" in note for note in result["notes"])
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", str(vae_run), "--draws", "0"])

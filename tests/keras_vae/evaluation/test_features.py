@@ -98,3 +98,23 @@ def test_retraining_from_the_same_seed_reproduces_the_shipped_accuracy(shipped):
     _, retrained = features.train_mnist_feature_net(epochs=info.epochs, seed=info.seed)
     assert retrained.validation_accuracy == pytest.approx(info.validation_accuracy, abs=0.01)
     assert json.loads(retrained.to_json())["trained_on"] == info.trained_on
+
+
+def test_sample_quality_of_draws_reports_means_spreads_and_intensity_relative_to_the_real_images(shipped, digits):
+    from keras_vae.evaluation.report import DRAW_SPREAD, sample_quality
+
+    model, _ = shipped
+    _, _, val_x, _ = digits
+    real, fake = val_x[:60], val_x[60:120]
+    half = sample_quality(model, real, fake * 0.5)
+    full = sample_quality(model, real, fake)
+    expected = np.mean(fake) / np.mean(real)
+    assert full["intensity"]["value"] == pytest.approx(expected, rel=1e-6)
+    assert half["intensity"]["value"] == pytest.approx(expected / 2, rel=1e-6)  # halved strokes: half as bright
+    assert not any(name.endswith("_std") and name != "kid_std" for name in full)  # one draw: no spread
+    both = sample_quality(model, real, [fake, fake * 0.5])
+    for name in DRAW_SPREAD:
+        values = [full[name]["value"], half[name]["value"]]
+        assert both[name]["value"] == pytest.approx(np.mean(values), rel=1e-9)
+        assert both[f"{name}_std"]["value"] == pytest.approx(np.std(values, ddof=1), rel=1e-9, abs=1e-12)
+        assert both[f"{name}_std"]["n"] == 2
