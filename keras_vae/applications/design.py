@@ -11,7 +11,9 @@ every decoded latent whose score reaches the scorer's threshold (the accepted po
                    eps' = sqrt(1 - rho^2) eps + rho xi,  xi ~ N(0, I),  kept iff score(z') >= t,
                an exact Metropolis step for N(0, I) restricted to {score >= t} (no density is evaluated;
                rho adapts towards 40% of moves kept). At the last level (t = threshold) the particles
-               walk inside the accepted set: its draws follow the proposal conditioned on acceptance.
+               walk inside the accepted set: the population (the chains' states) follows the proposal
+               conditioned on acceptance; the pool of distinct accepted points leans slightly to the
+               interior of the set (a move from deep inside is kept more often).
     cem        the cross-entropy method: a diagonal Gaussian in z refitted (smoothing 0.7) to the
                best 20% of each population of P, starting from the proposal's draws
 
@@ -110,6 +112,7 @@ class SearchResult:
     rejected: tuple
     decoder_calls: int
     history: list
+    particles: np.ndarray | None = None  # subset: the last population's latents (a sample of the target)
 
     @property
     def hit_rate(self) -> float:
@@ -137,20 +140,21 @@ def search(decoder: CountingDecoder, scorer, proposal, *, budget: int, method: s
         return scores
 
     rng = np.random.default_rng(seed)
-    history = []
+    history, particles = [], None
     if method == "rejection":
         for i in range(0, budget, population):
             evaluate(proposal.sample(min(population, budget - i), seed=seed + i))
     elif method == "subset":
-        history = _subset(evaluate, proposal, budget, population, seed, rng, scorer.threshold)
+        history, particles = _subset(evaluate, proposal, budget, population, seed, rng, scorer.threshold)
     else:
         history = _cem(evaluate, proposal, budget, population, seed, rng)
     z, images, scores = pool.arrays()
-    return SearchResult(method, z, images, scores, pool.rejected, decoder.calls - start, history)
+    return SearchResult(method, z, images, scores, pool.rejected, decoder.calls - start, history, particles)
 
 
 def _subset(evaluate, proposal, budget: int, p: int, seed: int, rng, threshold: float) -> list:
-    """Subset simulation with pCN moves in noise space; returns [(level, fraction of moves kept)]."""
+    """Subset simulation with pCN moves in noise space; returns ([(level, fraction of moves kept)], the last
+    population's latents)."""
     from keras_vae.sampling.samplers import draw_noise
 
     eps, u = draw_noise(seed, p, proposal.latent_dim)
@@ -172,7 +176,7 @@ def _subset(evaluate, proposal, budget: int, p: int, seed: int, rng, threshold: 
         rho = float(np.clip(rho * math.exp(rate - TARGET_MOVE_RATE), 0.05, 1.0))
     if spent < budget:  # the remainder: plain draws, so every method spends exactly ``budget``
         evaluate(proposal.sample(budget - spent, seed=seed + 1))
-    return history
+    return history, proposal.latents(eps, u)
 
 
 def _cem(evaluate, proposal, budget: int, p: int, seed: int, rng) -> list:
@@ -194,10 +198,16 @@ def _cem(evaluate, proposal, budget: int, p: int, seed: int, rng) -> list:
         spent += n
 
 
+def _rows(array) -> np.ndarray:
+    """[M, ...] -> float64 [M, F] (F = the product of the other axes; M may be 0)."""
+    array = np.asarray(array, np.float64)
+    return array.reshape(len(array), int(np.prod(array.shape[1:])))
+
+
 def farthest_point_selection(points: np.ndarray, n: int, first: int = 0) -> np.ndarray:
     """Greedy max-min selection of ``n`` rows of ``points`` [M, F]: ``first``, then repeatedly the row whose
     L2 distance to the nearest chosen row is largest (ties: the lowest index). Returns int64 [min(n, M)]."""
-    points = np.asarray(points, np.float64).reshape(len(points), -1)
+    points = _rows(points)
     m = len(points)
     if m == 0 or n < 1:
         return np.zeros((0,), np.int64)
@@ -214,8 +224,7 @@ def farthest_point_selection(points: np.ndarray, n: int, first: int = 0) -> np.n
 def nearest_neighbours(queries: np.ndarray, reference: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(index [Q], L2 distance [Q]) of each query's nearest reference row (rows flattened, float64): found by
     |q|^2 + |r|^2 - 2 q.r in chunks, the distance to the row found recomputed exactly."""
-    q = np.asarray(queries, np.float64).reshape(len(queries), -1)
-    r = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    q, r = _rows(queries), _rows(reference)
     if not len(r):
         raise DataError("no reference images to measure distances to: the run's training split is empty")
     if q.shape[1] != r.shape[1]:
@@ -230,7 +239,7 @@ def nearest_neighbours(queries: np.ndarray, reference: np.ndarray, chunk: int = 
 
 def mean_pairwise_distance(points: np.ndarray) -> float:
     """Mean L2 distance over the n(n-1)/2 pairs of rows (0 for fewer than two rows)."""
-    x = np.asarray(points, np.float64).reshape(len(points), -1)
+    x = _rows(points)
     if len(x) < 2:
         return 0.0
     d = np.sqrt(np.maximum(np.sum(x * x, 1)[:, None] + np.sum(x * x, 1)[None] - 2 * x @ x.T, 0.0))
