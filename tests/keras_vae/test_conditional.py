@@ -152,9 +152,6 @@ def test_cli_train_conditional_then_sample_class_and_refusals(tmp_path, capsys, 
     capsys.readouterr()
     assert main(["sample", str(run), "--class", "10", "--out", str(tmp_path / "u.png")]) == 2
     assert "--class must be in [0, 10)" in capsys.readouterr().err
-    assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 2
-    assert "conditional models cannot be exported yet" in capsys.readouterr().err
-    assert not (tmp_path / "exp").exists()
 
 
 def test_conditional_run_on_an_unlabelled_source_is_refused(tmp_path, capsys):

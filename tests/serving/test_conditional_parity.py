@@ -18,7 +18,6 @@ import subprocess
 import numpy as np
 import pytest
 
-from keras_vae.export import contract
 from keras_vae.serving.client import InputShapeError, TFServingClient, TFServingServerError, parse_signature_defs
 from tests.support.tools import NODE_DIR, drive_explorer, require_tool
 
