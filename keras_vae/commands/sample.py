@@ -73,16 +73,21 @@ def run(args: argparse.Namespace) -> int:
             save_grid(images, args.out)
 
     if source.suffix == ".onnx" or is_export:
-        if args.label is not None:
-            raise ConfigError(f"--class {args.label}: {str(args.source)!r} is an export, and exports take no class "
-                              "(conditional models cannot be exported yet): sample the run folder instead")
         from keras_vae.serving.onnx_decoder import OnnxDecoder
 
         decoder = OnnxDecoder(source, sampler=False if args.sampler == "prior" else None, verify=not args.no_verify)
+        classes = decoder.num_classes
+        if args.label is not None and not classes:
+            raise ConfigError(f"--class {args.label}: {str(args.source)!r} is the export of an unconditional model, "
+                              "which takes no class: sample its run folder instead (class K's own sampler)")
+        if classes and (args.label is None or not 0 <= args.label < classes):
+            raise ConfigError(f"{str(args.source)!r} is a class-conditional export ({classes} classes): pass --class K "
+                              f"with K in [0, {classes})" + ("" if args.label is None else f", got {args.label}"))
         if args.sampler not in (None, "prior") and decoder.sampler_kind != args.sampler:
             raise ConfigError(f"--sampler {args.sampler}: this export carries a {decoder.sampler_kind!r} sampler; "
                               f"use --sampler prior, or export a run whose sampler.json is {args.sampler!r}")
-        save(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8"), decoder.sampler_kind)
+        save(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8", label=args.label),
+             decoder.sampler_kind if args.label is None else f"class-{args.label}")
     else:
         from keras_vae.runs.folder import load_run
         from keras_vae.sampling.draw import draw_samples
