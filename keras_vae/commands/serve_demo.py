@@ -45,8 +45,9 @@ def run(args) -> int:
     decoder = OnnxDecoder(args.export_dir, verify=not args.no_verify)  # fails early on a missing, changed or foreign file
     server = make_server(decoder.path.parent, host=args.host, port=args.port)
     url = server_url(server)
+    classes = f", {decoder.num_classes} classes: pick one beside New sample" if decoder.num_classes else ""
     print(f"latent explorer for {decoder.path} (latent {decoder.latent_dim}, image "
-          f"{'x'.join(map(str, decoder.image_shape))}) at {url}  (Ctrl-C stops)", flush=True)
+          f"{'x'.join(map(str, decoder.image_shape))}{classes}) at {url}  (Ctrl-C stops)", flush=True)
     if not args.no_browser:
         webbrowser.open(url)
     try:
