@@ -352,27 +352,27 @@ class _BaseClient:
         outputs = self._send(signature, arrays, format)
         return self._finish(signature, outputs, info, batch)
 
-    def _call(self, signature: str, name: str, value, format: str, label) -> dict:
+    def _predict_labelled(self, signature: str, name: str, value, format: str, label) -> dict:
         inputs = self._labelled(signature, {name: value}, label, self._rows(value))
         return self.predict(signature, inputs, format)
 
     def decode(self, z, format: str = "columnar", label=None) -> np.ndarray:
         """Latents [batch, latent] -> float32 images [batch, H, W, C] in [0, 1] (``serving_default``); ``label``:
         a class-conditional model's class (one integer or one per row)."""
-        return self._call("serving_default", contract.LATENT_INPUT, z, format, label)[contract.IMAGE_OUTPUT]
+        return self._predict_labelled("serving_default", contract.LATENT_INPUT, z, format, label)[contract.IMAGE_OUTPUT]
 
     def decode_uint8(self, z, format: str = "columnar", label=None) -> np.ndarray:
         """Latents [batch, latent] -> uint8 images [batch, H, W, C] (``decode_uint8``)."""
-        return self._call("decode_uint8", contract.LATENT_INPUT, z, format, label)[contract.IMAGE_OUTPUT]
+        return self._predict_labelled("decode_uint8", contract.LATENT_INPUT, z, format, label)[contract.IMAGE_OUTPUT]
 
     def encode(self, images, format: str = "columnar", label=None) -> tuple:
         """Images [batch, H, W, C] in [0, 1] -> ``(mean, log_variance)``, float32 [batch, latent]."""
-        out = self._call("encode", contract.IMAGE_INPUT, images, format, label)
+        out = self._predict_labelled("encode", contract.IMAGE_INPUT, images, format, label)
         return out[contract.MEAN_OUTPUT], out[contract.LOG_VARIANCE_OUTPUT]
 
     def reconstruct(self, images, format: str = "columnar", label=None) -> np.ndarray:
         """Images [batch, H, W, C] in [0, 1] -> their reconstructions, float32 in [0, 1]."""
-        return self._call("reconstruct", contract.IMAGE_INPUT, images, format, label)[contract.IMAGE_OUTPUT]
+        return self._predict_labelled("reconstruct", contract.IMAGE_INPUT, images, format, label)[contract.IMAGE_OUTPUT]
 
     def sample(self, n: int, seed: int = 0, uint8: bool = False, label=None) -> tuple:
         """``(images, z)``: ``n`` draws of the exported latent sampler with ``seed`` and their decodings.
