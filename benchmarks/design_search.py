@@ -62,7 +62,7 @@ def heavy_seven(classifier, mass_q: float):
     return score
 
 
-def run_arm(decode, scorer, proposal, reference, validation, embed, *, method, budget, n, population, seed):
+def run_arm(decode, scorer, proposal, reference, yardstick, embed, *, method, budget, n, population, seed):
     from keras_vae.applications.design import CountingDecoder, mean_pairwise_distance, search, select_candidates
 
     decoder = CountingDecoder(decode)  # a fresh count per arm, one traced decoder for all
@@ -70,7 +70,7 @@ def run_arm(decode, scorer, proposal, reference, validation, embed, *, method, b
     found = search(decoder, scorer, proposal, budget=budget, method=method, population=population, seed=seed,
                    keep_rejected=n)
     seconds = time.perf_counter() - start
-    chosen = select_candidates(found, scorer, reference, n=n, embed=embed, validation=validation)
+    chosen = select_candidates(found, scorer, reference, n=n, embed=embed, **yardstick)
     rng = np.random.default_rng(seed)
     k = min(n, len(found.scores))
     pick = rng.choice(len(found.scores), k, replace=False) if k else np.zeros(0, int)
@@ -97,7 +97,7 @@ def markdown(result: dict) -> str:
              f"Classic VAE `{result['run']}` (preset {result['preset']}, {result['epochs']} epochs, run sampler: "
              f"{result['sampler_kind']}); scorer: the package's digit classifier. Every arm spends {b} decoder calls "
              f"and returns N = {n} candidates by farthest-point selection in pixel space. Produced by "
-             f"`benchmarks/design_search.py` in {result['seconds']:.0f} s on {result['environment']['cpu']} "
+             f"`benchmarks/design_search.py` in {result['seconds']:.0f} s ({result['cpu_seconds']:.0f} CPU s) on {result['environment']['cpu']} "
              f"({result['environment']['cpu_count']} cores, shared).", "",
              f"Real validation digits ({result['validation_images']}): nearest-training-image L2 median "
              f"{result['validation_nearest_l2']['median']:.2f} (pixels in [0, 1]), "
@@ -139,7 +139,7 @@ def main() -> int:
     from keras_vae.data.examples import load_examples
     from keras_vae.training.class_samplers import fit_class_samplers
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         shutil.copytree(args.run, run)
@@ -157,7 +157,9 @@ def main() -> int:
         validation, _ = images("validation", 500)
         embed = digit_features(config)
         val_l2 = nearest_neighbours(validation, reference)[1]
-        val_feature_l2 = nearest_neighbours(embed(validation), embed(reference))[1]
+        reference_features = embed(reference)
+        val_feature_l2 = nearest_neighbours(embed(validation), reference_features)[1]
+        yardstick = {"reference_features": reference_features, "validation_l2": val_l2}
         mass_q = float(np.quantile(reference[train_labels == 7].reshape(-1, 784).mean(axis=1), MASS_QUANTILE))
         result = {"environment": environment(), "run": Path(args.run).name, "preset": config.preset,
                   "epochs": config.train.epochs, "sampler_kind": model.latent_sampler.kind, "budget": args.budget,
@@ -180,7 +182,7 @@ def main() -> int:
                 for method, proposal in ARMS:
                     sampler = proposal_sampler(run, model, proposal, int(t))
                     rows[arm_name(method, proposal)] = run_arm(
-                        decode, scorer, sampler, reference, validation, embed, method=method, budget=args.budget,
+                        decode, scorer, sampler, reference, yardstick, embed, method=method, budget=args.budget,
                         n=args.n, population=args.population, seed=int(t))
                     print(title, t, arm_name(method, proposal), rows[arm_name(method, proposal)], flush=True)
                 block["per_target"][t] = rows
@@ -190,6 +192,7 @@ def main() -> int:
                              for a in ARMS}
             result["constraints"][title] = block
     result["seconds"] = time.perf_counter() - start
+    result["cpu_seconds"] = time.process_time() - cpu
     text = markdown(result)
     write_result("design_search", result, text, Path(args.out))
     print(text)

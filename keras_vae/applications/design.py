@@ -306,8 +306,12 @@ def design(decoder: CountingDecoder, scorer, proposal, reference: np.ndarray, *,
 
 
 def select_candidates(found: SearchResult, scorer, reference: np.ndarray, *, n: int, diverse_in: str = "pixel",
-                      embed: Callable | None = None, validation: np.ndarray | None = None) -> Design:
-    """``n`` candidates of a search's pool: farthest-point among the accepted, the best rejected after them."""
+                      embed: Callable | None = None, validation: np.ndarray | None = None,
+                      reference_features: np.ndarray | None = None,
+                      validation_l2: np.ndarray | None = None) -> Design:
+    """``n`` candidates of a search's pool: farthest-point among the accepted, the best rejected after them.
+    ``reference_features`` (embed(reference)) and ``validation_l2`` (the validation images' nearest-training
+    distances) may be given when several searches share one reference."""
     points = found.images if diverse_in == "pixel" else found.latents
     order = farthest_point_selection(points, n, first=int(np.argmax(found.scores)) if len(found.scores) else 0)
     z, images, scores = found.latents[order], found.images[order], found.scores[order]
@@ -321,11 +325,14 @@ def select_candidates(found: SearchResult, scorer, reference: np.ndarray, *, n: 
     feature_l2 = closer = None
     yardstick = {}
     if embed is not None:
-        feature_l2 = nearest_neighbours(embed(images), embed(reference))[1]
-    if validation is not None and len(validation):
-        val_l2 = nearest_neighbours(validation, reference)[1]
+        features = embed(reference) if reference_features is None else reference_features
+        feature_l2 = nearest_neighbours(embed(images), features)[1]
+    if validation_l2 is None and validation is not None and len(validation):
+        validation_l2 = nearest_neighbours(validation, reference)[1]
+    if validation_l2 is not None:
+        val_l2 = np.asarray(validation_l2, np.float64)
         closer = np.searchsorted(np.sort(val_l2), l2, side="left") / len(val_l2)
-        yardstick = {"validation_images": int(len(validation)),
+        yardstick = {"validation_images": int(len(val_l2)),
                      "validation_nearest_train_l2": _quantiles(val_l2)}
     summary = {
         "scorer": scorer.describe, "method": found.method, "decoder_calls": int(found.decoder_calls),
