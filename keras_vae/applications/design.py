@@ -388,9 +388,11 @@ def design_run(run_dir: str | Path, scorer_spec, *, target: int | None = None, m
     from keras_vae.applications.scorers import make_scorer
     from keras_vae.data.examples import load_examples
 
+    from keras_vae.runs.folder import load_run_config
+
+    scorer = make_scorer(scorer_spec, load_run_config(run_dir).model.image_shape, target=target, min_prob=min_prob,
+                         min_score=min_score, batch_size=batch_size)  # a bad scorer fails before the model loads
     config, model, source, _ = open_run_and_source(run_dir)
-    scorer = make_scorer(scorer_spec, model.image_shape, target=target, min_prob=min_prob, min_score=min_score,
-                         batch_size=batch_size)
     sampler = proposal_sampler(run_dir, model, proposal, target)
 
     def images(split: str, limit: int) -> np.ndarray:

@@ -88,7 +88,7 @@ def class_score(raw, batch: int, target: int | None, name: str = "scorer") -> np
     if out.ndim == 2 and out.shape[1] == 1:
         out = out[:, 0]
     if out.ndim not in (1, 2) or out.shape[0] != batch:
-        raise DataError(f"scorer {name} returned shape {list(out.shape)} for {batch} images: return one score "
+        raise DataError(f"scorer {name} returned shape {list(out.shape)} for a batch of {batch}: return one score "
                         f"per image [{batch}] or class probabilities [{batch}, K]")
     if not np.all(np.isfinite(out)):
         raise DataError(f"scorer {name} returned NaN or infinite scores: return finite numbers")
@@ -112,7 +112,8 @@ def class_score(raw, batch: int, target: int | None, name: str = "scorer") -> np
 def make_scorer(spec, image_shape, *, target: int | None = None, min_prob: float | None = None,
                 min_score: float | None = None, batch_size: int = 256) -> Scorer:
     """A Scorer from ``spec`` (a callable, "digit", FILE.onnx, FILE.keras or module:function) for images of
-    ``image_shape``; the threshold is ``min_prob`` (class scores, default 0.9) or ``min_score`` (plain scores)."""
+    ``image_shape``; the threshold is ``min_prob`` (class scores, default 0.9) or ``min_score`` (plain scores).
+    The scorer is called once on a blank image, so a wrong output shape or target fails here."""
     if min_prob is not None and target is None:
         raise ConfigError("--min-prob needs --target K (the class whose probability is thresholded); for a scorer "
                           "with one score per image use --min-score")
@@ -129,8 +130,11 @@ def make_scorer(spec, image_shape, *, target: int | None = None, min_prob: float
     threshold = float(min_score if min_score is not None else (0.9 if min_prob is None else min_prob))
     if not np.isfinite(threshold):
         raise ConfigError(f"the acceptance threshold must be finite, got {threshold}")
-    fn, name = scorer_function(spec, tuple(int(s) for s in image_shape), batch_size)
-    return Scorer(fn, name, threshold, None if target is None else int(target))
+    shape = tuple(int(s) for s in image_shape)
+    fn, name = scorer_function(spec, shape, batch_size)
+    scorer = Scorer(fn, name, threshold, None if target is None else int(target))
+    scorer(np.zeros((1, *shape), np.float32))  # a blank image: output shape and target checked before any search
+    return scorer
 
 
 def scorer_function(spec, image_shape: tuple[int, int, int], batch_size: int = 256) -> tuple[Callable, str]:

@@ -166,6 +166,19 @@ def test_onnx_scorer_gives_the_softmax_of_its_logits(tmp_path, layout, batch):
     assert scorer.describe == "cls.onnx p(2) >= 0.5"
 
 
+def test_keras_file_scorer_gives_its_probabilities(tmp_path):
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.save(tmp_path / "cls.keras")
+    images = np.random.default_rng(6).uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    scorer = make_scorer(str(tmp_path / "cls.keras"), (28, 28, 1), target=1)  # rows sum to 1: used as they are
+    np.testing.assert_allclose(scorer(images), np.asarray(model(images))[:, 1], rtol=1e-5)
+    assert scorer.threshold == 0.9
+
+
 def test_digit_scorer_is_the_shipped_classifier_and_recognises_real_digits():
     from keras_vae.data.embedded import load_embedded_mnist
     from keras_vae.evaluation.features import mnist_feature_net
@@ -202,8 +215,8 @@ def _bad_scorer_cases(tmp_path):
         "no function": (build("math:no_such_function", min_score=0), ConfigError, "has no function"),
         "digit on colour": (lambda: make_scorer("digit", (32, 32, 3), target=1), ConfigError, "28x28x1"),
         "prob without target": (build("digit", min_prob=0.9), ConfigError, "needs --target"),
-        "wrong shape": (call(lambda x: np.zeros((len(x), 2, 2)), min_score=0), DataError, "returned shape [3, 2, 2]"),
-        "wrong batch": (call(lambda x: np.zeros(5), min_score=0), DataError, "for 3 images"),
+        "wrong shape": (call(lambda x: np.zeros((len(x), 2, 2)), min_score=0), DataError, "returned shape [1, 2, 2]"),
+        "wrong batch": (call(lambda x: np.zeros(len(x) + 2), min_score=0), DataError, "for a batch of 1"),
         "nan": (call(lambda x: np.full(len(x), np.nan), min_score=0), DataError, "NaN"),
         "raises": (call(raises, min_score=0), DataError, "RuntimeError: boom"),
         "class scores without target": (call(lambda x: np.ones((len(x), 4)) / 4, min_score=0), ConfigError,
