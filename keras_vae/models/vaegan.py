@@ -31,10 +31,18 @@ moving statistics, which are never updated (a learned affine map), and no dropou
 
 Class-conditional (``model.num_classes`` K > 0): the same objective with q(z|x, y), p(x|z, y) and a projection
 discriminator D(x, y) (keras_vae.models.resnet, keras_vae.models.patchgan), batches (images, labels). The prior
-decodes for D use the batch's labels, so D compares real and generated images of the same classes. The population
-KL and the variance regularizer stay per batch: at the default batch of 32 a class has about 3 codes, too few for
-the moments of a 32-dimensional class population (one code has zero spread); ``keras-vae sample --class K``
-draws z from class K's own sampler when the run has class samplers (docs/conditional.md).
+decodes for D use the batch's labels, so D compares real and generated images of the same classes. The prior is
+p(z|y) = N(0, I) for every class, so the population KL is per class: with m_c the mean of the batch's codes of
+class c (n_c of them), S the within-class spread pooled over the batch's C classes (moment estimates as for
+``population_variance``, divided by n - C),
+
+    KL_y = sum_c (n_c / n) KL(N(m_c, S) || N(0, I)) - 1/2 C tr(S_means) / n,
+
+the last term removing the noise of the class means (E|m_c_hat|^2 = |m_c|^2 + tr(S_means) / n_c; S_means: the
+spread of the posterior means alone). A per-batch KL would leave the class free to sit in z (nothing charges a
+code for it), and the decoder then ignores y; per class, q(z|y) is pushed to the same N(0, I) for every y, so the
+class must come from the label. A class's own spread cannot be estimated at the default batch (32 codes, about 3
+per class), hence the pooled S. The variance regularizer is per example as before.
 """
 from __future__ import annotations
 
@@ -73,6 +81,32 @@ def _tile_rows(one_hot, times: int):
 def _replica_context_and_count():
     ctx = tf.distribute.get_replica_context()
     return ctx, tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def class_population_kl(mean, log_var, one_hot, variance: str = "means", total=lambda t: t):
+    """(KL_y, its mean part) of the module docstring for codes (mean, log_var) [n, D] of one-hot classes [n, K]:
+    sum_c (n_c/n) KL(N(m_c, S) || N(0, I)) - 1/2 C tr(S_means)/n with S pooled within classes (diagonal, or the
+    full covariance for ``variance="covariance"``; plus the mean posterior variance unless ``"means"``).
+    ``total`` sums a tensor over replicas (identity on one)."""
+    mean, log_var, one_hot = (tf.cast(t, tf.float32) for t in (mean, log_var, one_hot))
+    n = total(tf.cast(tf.shape(mean)[0], tf.float32))
+    counts = total(tf.reduce_sum(one_hot, axis=0))  # [K]
+    present = tf.reduce_sum(tf.cast(counts > 0, tf.float32))
+    class_means = total(tf.matmul(one_hot, mean, transpose_a=True)) / tf.maximum(counts, 1.0)[:, None]  # [K, D]
+    dof = tf.maximum(n - present, 1.0)
+    centred = mean - tf.matmul(one_hot, class_means)  # each code minus its class mean
+    posterior_variance = total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n
+    mean_part = 0.5 * tf.reduce_sum(counts[:, None] * tf.square(class_means)) / n
+    if variance == "covariance":
+        within = total(tf.matmul(centred, centred, transpose_a=True)) / dof  # [D, D]
+        bias = 0.5 * present * tf.linalg.trace(within) / n
+        spread = covariance_kl(tf.zeros_like(class_means[0]), within + tf.linalg.diag(posterior_variance))
+    else:
+        within = total(tf.reduce_sum(tf.square(centred), axis=0)) / dof  # [D]
+        bias = 0.5 * present * tf.reduce_sum(within) / n
+        s2 = within + posterior_variance if variance == "mixture" else within
+        spread = moment_matched_kl(tf.zeros_like(s2), s2)
+    return mean_part - bias + spread, mean_part - bias
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -211,11 +245,19 @@ class VAEGAN(LatentVariableModel):
             prior_output = tf.cast(self.decoder(self._inputs(z_prior, one_hot), training=training), tf.float32)
         return mean, log_var, output, prior_output
 
-    def _population_kl(self, mean, log_var):
-        """(population KL of the batch moments, their mean m [D]); the batch is the global one under
-        a strategy (moments all-reduced across replicas, so the value does not depend on the replica count)."""
+    def _population_kl(self, mean, log_var, one_hot=None):
+        """(population KL of the batch moments, its mean part 1/2 |m|^2); the batch is the global one under
+        a strategy (moments all-reduced across replicas, so the value does not depend on the replica count).
+        With a conditional model's ``one_hot``, the per-class KL of the module docstring."""
         variance = self.loss_config.population_variance
         ctx, replicas = _replica_context_and_count()
+        if one_hot is not None:
+            total = (lambda t: t) if replicas == 1 or ctx is None else \
+                (lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t))  # noqa: E731
+            return class_population_kl(mean, log_var, one_hot, variance, total)
+        if replicas == 1 or ctx is None:
+            kl, m = population_kl(mean, log_var, variance), tf.reduce_mean(tf.cast(mean, tf.float32), axis=0)
+            return kl, 0.5 * tf.reduce_sum(tf.square(m))
         if replicas == 1 or ctx is None:
             return population_kl(mean, log_var, variance), tf.reduce_mean(tf.cast(mean, tf.float32), axis=0)
         total = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
@@ -225,11 +267,11 @@ class VAEGAN(LatentVariableModel):
             centred = mean - m
             covariance = total(tf.matmul(centred, centred, transpose_a=True)) / n
             covariance += tf.linalg.diag(total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n)
-            return covariance_kl(m, covariance), m
+            return covariance_kl(m, covariance), 0.5 * tf.reduce_sum(tf.square(m))
         s2 = total(tf.reduce_sum(tf.square(mean - m), axis=0)) / n
         if variance == "mixture":
             s2 = s2 + total(tf.reduce_sum(tf.exp(log_var), axis=0)) / n
-        return moment_matched_kl(m, s2), m
+        return moment_matched_kl(m, s2), 0.5 * tf.reduce_sum(tf.square(m))
 
     def _disc_logits(self, reals, fakes, training: bool, one_hot=None):
         """D on real and fake images in one batch, so BatchNorm (also after the last conv, as in the
@@ -268,8 +310,7 @@ class VAEGAN(LatentVariableModel):
         lc = self.loss_config
         reconstruction = losses.mean_absolute_error(x, output)
         standard_kl = kl_to_standard_normal(mean, log_var)
-        population_kl, batch_mean = self._population_kl(mean, log_var)
-        kl_mean_part = 0.5 * tf.reduce_sum(tf.square(batch_mean))
+        population_kl, kl_mean_part = self._population_kl(mean, log_var, one_hot)
         ones = tf.ones_like(reconstruction)
         kl = population_kl * ones if lc.kl == "population" else standard_kl
         variance_reg = variance_regularizer(log_var) if lc.use_variance_regularizer else 0.0 * ones
