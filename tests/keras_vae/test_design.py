@@ -234,6 +234,7 @@ def test_bad_scorers_give_one_line_each(tmp_path):
         assert words in str(info.value) and "\n" not in str(info.value), (name, str(info.value))
 
 
+@pytest.mark.slow  # the whole command (run, reference images, classifier): the library tests above are the fast lane
 def test_cli_design_writes_the_report_with_a_python_file_scorer(vae_run, tmp_path, capsys):
     from keras_vae.cli import main
     from keras_vae.runs.folder import load_run
