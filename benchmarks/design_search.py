@@ -75,7 +75,7 @@ def run_arm(decode, scorer, proposal, reference, yardstick, embed, *, method, bu
     k = min(n, len(found.scores))
     pick = rng.choice(len(found.scores), k, replace=False) if k else np.zeros(0, int)
     s = chosen.summary
-    return {"decoder_calls": found.decoder_calls, "accepted_found": int(len(found.scores)),
+    return {"decoder_calls": found.decoder_calls, "accepted_found": int(found.accepted),
             "hit_rate_per_call": found.hit_rate, "accepted_fraction": s["accepted_fraction"],
             "mean_pairwise_l2": s["mean_pairwise_l2"], "mean_pairwise_feature_l2": s.get("mean_pairwise_feature_l2"),
             "random_pool_pairwise_l2": mean_pairwise_distance(found.images[pick]),

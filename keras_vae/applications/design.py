@@ -77,25 +77,45 @@ def model_decoder(model, batch_size: int = 256) -> CountingDecoder:
 
 @dataclass
 class Pool:
-    """Every accepted latent a search decoded (with its image and score) and the best rejected ones."""
+    """The accepted latents a search decoded (with images and scores) and the best rejected ones. Beyond
+    ``capacity`` accepted latents it keeps a uniform random subset of them (reservoir sampling, Vitter's
+    algorithm R), so memory stays bounded whatever the budget; ``accepted`` counts them all."""
 
     keep_rejected: int
+    capacity: int = 20_000
+    seed: int = 0
     latents: list = field(default_factory=list)
     images: list = field(default_factory=list)
     scores: list = field(default_factory=list)
     rejected: tuple = None  # (latents, images, scores) of the best ``keep_rejected`` rejected
     evaluated: int = 0
+    accepted: int = 0
 
     def add(self, z: np.ndarray, images: np.ndarray, scores: np.ndarray, accepted: np.ndarray) -> None:
         self.evaluated += len(z)
-        self.latents.append(z[accepted])
-        self.images.append(images[accepted])
-        self.scores.append(scores[accepted])
+        new = (z[accepted], images[accepted], scores[accepted])
+        room = max(0, self.capacity - self.accepted)
+        for kept, part in zip((self.latents, self.images, self.scores), new):
+            kept.append(part[:room])
+        if len(new[0]) > room:
+            self._replace(*(part[room:] for part in new), first=self.accepted + room)
+        self.accepted += len(new[0])
         out = ~accepted
         parts = [(z[out], images[out], scores[out])] + ([self.rejected] if self.rejected is not None else [])
         rz, ri, rs = (np.concatenate(p) for p in zip(*parts))
         best = np.argsort(-rs, kind="stable")[:self.keep_rejected]
         self.rejected = (rz[best], ri[best], rs[best])
+
+    def _replace(self, z, images, scores, first: int) -> None:
+        """Algorithm R for items numbered first, first + 1, ...: item t replaces slot j ~ U{0..t} if j < capacity."""
+        if not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(self.seed)
+        arrays = self.arrays()
+        self.latents, self.images, self.scores = ([a] for a in arrays)
+        for i in range(len(z)):
+            j = int(self._rng.integers(0, first + i + 1))
+            if j < self.capacity:
+                arrays[0][j], arrays[1][j], arrays[2][j] = z[i], images[i], scores[i]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(np.concatenate(p) for p in (self.latents, self.images, self.scores))
@@ -114,10 +134,12 @@ class SearchResult:
     history: list
     particles: np.ndarray | None = None  # subset: the last population's latents (a sample of the target)
 
+    accepted: int = 0  # every accepted latent decoded (the pool keeps at most Pool.capacity of them)
+
     @property
     def hit_rate(self) -> float:
         """Accepted latents per decoder call."""
-        return len(self.scores) / max(self.decoder_calls, 1)
+        return self.accepted / max(self.decoder_calls, 1)
 
 
 def search(decoder: CountingDecoder, scorer, proposal, *, budget: int, method: str = "subset",
@@ -130,7 +152,7 @@ def search(decoder: CountingDecoder, scorer, proposal, *, budget: int, method: s
     if population < 2:
         raise ConfigError(f"--population must be >= 2, got {population}")
     population = min(population, budget)
-    pool = Pool(keep_rejected)
+    pool = Pool(keep_rejected, seed=seed)
     start = decoder.calls
 
     def evaluate(z: np.ndarray) -> np.ndarray:
@@ -149,7 +171,8 @@ def search(decoder: CountingDecoder, scorer, proposal, *, budget: int, method: s
     else:
         history = _cem(evaluate, proposal, budget, population, seed, rng)
     z, images, scores = pool.arrays()
-    return SearchResult(method, z, images, scores, pool.rejected, decoder.calls - start, history, particles)
+    return SearchResult(method, z, images, scores, pool.rejected, decoder.calls - start, history, particles,
+                        pool.accepted)
 
 
 def _subset(evaluate, proposal, budget: int, p: int, seed: int, rng, threshold: float) -> list:
@@ -336,7 +359,7 @@ def select_candidates(found: SearchResult, scorer, reference: np.ndarray, *, n: 
                      "validation_nearest_train_l2": _quantiles(val_l2)}
     summary = {
         "scorer": scorer.describe, "method": found.method, "decoder_calls": int(found.decoder_calls),
-        "accepted_found": int(len(found.scores)), "hit_rate_per_call": found.hit_rate,
+        "accepted_found": int(found.accepted), "hit_rate_per_call": found.hit_rate,
         "candidates": int(len(scores)), "accepted": int(accepted.sum()),
         "accepted_fraction": float(accepted.mean()) if len(accepted) else 0.0,
         "diverse_in": diverse_in,

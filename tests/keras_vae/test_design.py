@@ -62,6 +62,25 @@ def test_subset_search_finds_a_rare_region_and_samples_the_prior_restricted_to_i
     assert abs(z[:, 1].mean()) < 0.5 and 0.7 < z[:, 1].std() < 1.3
 
 
+def test_the_pool_keeps_a_uniform_sample_of_the_accepted_beyond_its_capacity():
+    from keras_vae.applications.design import Pool
+
+    kept = np.zeros(100)
+    for rep in range(400):
+        pool = Pool(keep_rejected=1, capacity=10, seed=rep)
+        for start in range(0, 100, 30):  # batches of 30 (the last of 10), every item accepted
+            z = np.arange(start, min(start + 30, 100), dtype=np.float32)[:, None]
+            pool.add(z, z[:, :, None, None], z[:, 0], np.ones(len(z), bool))
+        latents, images, scores = pool.arrays()
+        assert pool.accepted == 100 and len(set(latents[:, 0])) == 10
+        np.testing.assert_array_equal(images[:, :, 0, 0], latents)
+        np.testing.assert_array_equal(scores, latents[:, 0])
+        kept[latents[:, 0].astype(int)] += 1
+    # each item is kept with probability 10/100: 400 pools keep it 40 +- 6 times (sd), so the mean over the
+    # first batch's 30 items is 40 +- 1.1 and over the last batch's 10 items 40 +- 1.9; no item near 0
+    assert abs(kept[:30].mean() - 40) < 5 and abs(kept[90:].mean() - 40) < 7 and kept.min() > 15
+
+
 def brute_force_greedy(points, n, first):
     """The max-min rule spelled out with the full distance matrix."""
     d = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
