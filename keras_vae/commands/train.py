@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         from keras_vae.config import merge
 
         config = merge(config, {"model": {"num_classes": CONDITIONAL_CLASSES}})
+    if config.data.labelled:
+        from keras_vae.data.config import check_stratifiable
+
+        check_stratifiable(config.data.labelled, config.model.num_classes)  # before TensorFlow loads
     if config.train.strategy == "multiworker" and not args.out:
         from keras_vae.errors import ConfigError
 

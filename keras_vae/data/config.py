@@ -26,6 +26,13 @@ def check_tfds_name(name: str) -> str:
 SOURCE_HELP = "'embedded', 'tfds:NAME', 'folder:PATH' or 'npy:PATH'"
 
 
+def check_stratifiable(n: int, num_classes: int) -> None:
+    """ConfigError unless ``n`` labelled images split evenly over ``num_classes`` (N / K of each class)."""
+    if n < 1 or n % num_classes:
+        raise ConfigError(f"--labelled {n}: the labelled images are stratified ({num_classes} classes, the same "
+                          f"count of each), so N must be a positive multiple of {num_classes}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where images come from and how the pipeline treats them.

@@ -14,17 +14,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.data.config import check_stratifiable
 from keras_vae.data.pipeline import Datasets, Source, build
-from keras_vae.errors import ConfigError, DataError
+from keras_vae.errors import DataError
 
 
 def stratified_labelled_indices(labels: np.ndarray, n: int, num_classes: int, seed: int) -> np.ndarray:
     """Sorted indices of ``n`` examples, n / num_classes of each class in [0, num_classes), drawn without
     replacement by ``numpy.random.default_rng(seed)``; ConfigError / DataError naming the fix otherwise."""
     labels = np.asarray(labels).reshape(-1)
-    if n < 1 or n % num_classes:
-        raise ConfigError(f"--labelled {n}: the labelled images are stratified ({num_classes} classes, the same "
-                          f"count of each), so N must be a positive multiple of {num_classes}")
+    check_stratifiable(n, num_classes)
     if n >= len(labels):
         raise DataError(f"--labelled {n}: the training split has {len(labels)} images, and semi-supervised training "
                         f"needs some without labels: choose N < {len(labels)} (or train with --conditional on "
