@@ -4,13 +4,14 @@
 TensorFlow lazily so that ``serving`` can read ``keras_vae.export.contract`` without it.
 
     export/contract.py     file, tensor, signature and metadata names shared with ``serving``
-    export/signatures.py   the four tf.functions (scaling to [0, 1] / uint8 inside them)
+    export/signatures.py   the four tf.functions (scaling to [0, 1] / uint8 inside them; a label for a conditional model)
     export/savedmodel.py   ExportArchive -> savedmodel/<name>/<version>/, signature description
     export/warmup.py       TF Serving warmup records (PredictionLog) in assets.extra
     export/onnx_export.py  tf2onnx from the tf.functions, metadata_props, checker, onnxruntime load
     export/sampler_tf.py   the latent sampler in the graph: portable noise + drawing rule (sample signatures)
     export/sampler_onnx.py sampler.onnx (the drawing rule in plain ONNX ops) and the latent tolerance
     export/sampler_check.py SavedModel sample + sampler.onnx vs LatentSampler.sample
+    export/class_table.py  a conditional export's per-class samplers as one padded table (sampler.onnx, sample)
     export/attributes.py   attributes.json: per-class mean codes of a labelled run (attribute vectors)
     export/quantize.py     optional float16 and dynamically quantized decoders, with measured error
     export/parity.py       Keras vs SavedModel vs onnxruntime at several batch sizes

@@ -318,23 +318,26 @@ class OnnxDecoder:
     def _check_class_samplers_json(self, path: Path, verify: bool, classes: int) -> None:
         """A conditional export's class_samplers.json beside ``path`` (when listed or present): verified, and
         holding one sampler per class of sampler.onnx."""
-        from keras_vae.sampling.classes import load_class_samplers
-
         json_path = path.parent / contract.CLASS_SAMPLERS_JSON
         check_listed_present(path.parent, contract.CLASS_SAMPLERS_JSON, PRIOR_ON_PURPOSE, verify)
         if not json_path.is_file():
             return
         if verify:
             verify_export_json(json_path)
-        import shutil
-        import tempfile
+        from keras_vae.sampling.classes import CLASSES_FORMAT
+        from keras_vae.sampling.samplers import LatentSampler
 
-        with tempfile.TemporaryDirectory() as tmp:  # load_class_samplers reads RUN/samplers/classes.json
-            from keras_vae.sampling.classes import CLASSES_FILE
-
-            (Path(tmp) / CLASSES_FILE).parent.mkdir(parents=True)
-            shutil.copyfile(json_path, Path(tmp) / CLASSES_FILE)
-            stored = load_class_samplers(tmp, self._latent_dim)
+        try:
+            data = json.loads(json_path.read_text())
+            entries = data["classes"] if data.get("format") == CLASSES_FORMAT else None
+            stored = {int(key): value for key, value in entries.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ArtifactError(f"{json_path} is not a keras-vae class sampler file ({CLASSES_FORMAT!r}): "
+                                "re-export the model") from None
+        for key, value in stored.items():  # each a valid sampler of this decoder's latent size
+            if LatentSampler.from_dict(value, f"{json_path} class {key}").latent_dim != self._latent_dim:
+                raise ArtifactError(f"{json_path} class {key} draws latents of another size than {self.path.name} "
+                                    f"({self._latent_dim}): they come from different exports -- re-export the model")
         if sorted(stored) != list(range(classes)):
             raise ArtifactError(f"{json_path} holds samplers for classes {sorted(stored)} but {path.name} draws "
                                 f"{classes}: they come from different exports -- re-export the model")
