@@ -51,7 +51,8 @@ def label_one_hot(label, k: int):
 def check_label(label, k: int, signature: str, rows=None):
     """``label`` after assertions that it lies in [0, K) (and has ``rows`` entries): InvalidArgument errors
     naming the input, its range and the fix (no quotes: TF escapes them in the message)."""
-    label_is = f"input label, the class of each row, is an integer in [0, {k})"
+    label_is = (f"input label, the class of {'each row' if rows is not None else 'all n draws'}, is an integer in "
+                f"[0, {k})")
     checks = [
         tf.debugging.assert_greater_equal(label, tf.constant(0, tf.int32),
                                           message=f"{signature}: label must be >= 0 ({label_is})"),
