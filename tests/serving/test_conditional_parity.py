@@ -143,14 +143,25 @@ def test_savedmodel_through_tf_serving_rest(conditional_export, references):
 
 
 @pytest.mark.slow
-def test_onnx_decoder(conditional_export, references):
+def test_onnx_decoder_and_sample_command(conditional_export, references, tmp_path, capsys):
+    from keras_vae.cli import main
     from keras_vae.serving.onnx_decoder import OnnxDecoder
 
-    decoder = OnnxDecoder(conditional_export / "export")
+    out = conditional_export / "export"
+    decoder = OnnxDecoder(out)
     for label in LABELS:
         z = decoder.sample_latents(N, SEED, label=label)
         _check("OnnxDecoder", label, references, z=z, image=decoder.sample(N, SEED, label=label))
         np.testing.assert_array_equal(decoder.sample(N, SEED, label=label), decoder.decode(z, label=label))
+    # keras-vae sample EXPORT --class K: those images (onnxruntime, in this process); without --class: one line
+    assert main(["sample", str(out), "--class", "1", "--n", str(N), "--seed", str(SEED),
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    with np.load(tmp_path / "s.npz") as saved:
+        np.testing.assert_array_equal(saved["images"], decoder.sample(N, SEED, label=1, output="uint8"))
+        assert str(saved["sampler"]) == "class-1"
+    capsys.readouterr()
+    assert main(["sample", str(out), "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "class-conditional export (3 classes): pass --class K with K in [0, 3)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
