@@ -451,28 +451,7 @@ class OnnxDecoder:
     def labels(self, label, n: int, classes: int | None = None) -> np.ndarray | None:
         """int32 [n] labels for a call of n rows (``label``: one integer or n of them, in [0, classes)), or None
         for an unconditional export called without one; DataError for a missing, extra or bad label."""
-        classes = self._num_classes if classes is None else classes
-        if not classes:
-            if label is not None:
-                raise DataError("this export is not class-conditional (it takes no label): drop label=, or export "
-                                "a class-conditional run (keras-vae train --conditional)")
-            return None
-        if label is None:
-            raise DataError(f"this export is class-conditional ({classes} classes): pass label=K, an integer in "
-                            f"[0, {classes}) (or one per row)")
-        values = _asarray(label, "label")
-        if values.ndim == 0:
-            values = np.full(n, values)
-        if values.shape != (n,) or values.dtype == bool or not (
-                np.issubdtype(values.dtype, np.integer) or (np.issubdtype(values.dtype, np.floating)
-                                                            and np.all(np.mod(values, 1) == 0))):
-            raise DataError(f"label must be one integer in [0, {classes}) or {n} of them (one per row), got "
-                            f"{short(label)}")
-        if values.size and (values.min() < 0 or values.max() >= classes):
-            bad = values.min() if values.min() < 0 else values.max()
-            raise DataError(f"label {bad:g} is out of range: this export has {classes} classes, pass an integer in "
-                            f"[0, {classes})")
-        return np.ascontiguousarray(values.astype(np.int32))
+        return check_labels(label, n, self._num_classes if classes is None else classes)
 
     def decode(self, z, output: str = "float", label=None) -> np.ndarray:
         """Latents [N, latent_dim] (or [latent_dim]) -> images [N, H, W, C]: float32 in [0, 1] or uint8.
@@ -607,6 +586,33 @@ class OnnxDecoder:
         if not np.all(np.isfinite(vals)):
             raise DataError("values contain NaN or Inf")
         return vals
+
+
+def check_labels(label, n: int, classes: int) -> np.ndarray | None:
+    """int32 [n] labels for a call of n rows of a graph with ``classes`` classes (``label``: one integer or n of
+    them, in [0, classes)), or None for an unconditional graph called without one; DataError (one line) for a
+    missing, extra or bad label."""
+    if not classes:
+        if label is not None:
+            raise DataError("this export is not class-conditional (it takes no label): drop label=, or export "
+                            "a class-conditional run (keras-vae train --conditional)")
+        return None
+    if label is None:
+        raise DataError(f"this export is class-conditional ({classes} classes): pass label=K, an integer in "
+                        f"[0, {classes}) (or one per row)")
+    values = _asarray(label, "label")
+    if values.ndim == 0:
+        values = np.full(n, values)
+    if values.shape != (n,) or values.dtype == bool or not (
+            np.issubdtype(values.dtype, np.integer) or (np.issubdtype(values.dtype, np.floating)
+                                                        and np.all(np.mod(values, 1) == 0))):
+        raise DataError(f"label must be one integer in [0, {classes}) or {n} of them (one per row), got "
+                        f"{short(label)}")
+    if values.size and (values.min() < 0 or values.max() >= classes):
+        bad = values.min() if values.min() < 0 else values.max()
+        raise DataError(f"label {bad:g} is out of range: this export has {classes} classes, pass an integer in "
+                        f"[0, {classes})")
+    return np.ascontiguousarray(values.astype(np.int32))
 
 
 def _label_classes(path: Path, meta: dict, inputs) -> int:

@@ -3,7 +3,9 @@
 The file follows ``export/contract.py``: input ``image`` float32 [N, H, W, C] in [0, 1], outputs
 ``mean`` and ``log_variance`` float32 [N, latent_dim] (the diagonal Gaussian posterior q(z|x)),
 dynamic batch axis, ``keras_vae.*`` metadata_props with ``keras_vae.role = "encoder"``.
-Like ``OnnxDecoder`` one instance holds one InferenceSession and is safe to share between threads.
+Like ``OnnxDecoder`` one instance holds one InferenceSession and is safe to share between threads. A
+class-conditional export's encoder.onnx is q(z|x, y): it also takes ``label`` int32 [N] (``encode(images,
+label=K)``; ``num_classes`` > 0), which an unconditional one refuses.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from keras_vae.export import contract
 from keras_vae.errors import ArtifactError, DataError
-from keras_vae.serving.onnx_decoder import default_providers, verify_export_json
+from keras_vae.serving.onnx_decoder import _label_classes, check_labels, default_providers, verify_export_json
 
 
 def resolve_encoder_path(path) -> Path:
@@ -62,7 +64,9 @@ class OnnxEncoder:
         outputs = [o.name for o in self._session.get_outputs()]
         inputs = [i.name for i in self._session.get_inputs()]
         wanted = (contract.MEAN_OUTPUT, contract.LOG_VARIANCE_OUTPUT)
-        if inputs != [contract.IMAGE_INPUT] or any(name not in outputs for name in wanted):
+        self.num_classes = _label_classes(self.path, meta, self._session.get_inputs())
+        if sorted(inputs) != sorted([contract.IMAGE_INPUT, *([contract.LABEL_INPUT] if self.num_classes else [])]) \
+                or any(name not in outputs for name in wanted):
             raise ArtifactError(f"{self.path} must have input {contract.IMAGE_INPUT!r} and outputs {list(wanted)}; "
                                 f"it has inputs {inputs}, outputs {outputs}")
         self.metadata = meta
@@ -87,13 +91,21 @@ class OnnxEncoder:
             raise DataError("images must be finite floats in [0, 1] (divide uint8 images by 255, or pass uint8)")
         return np.ascontiguousarray(arr)
 
-    def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
-        """Images -> (mean, log_variance) of q(z|x), each float32 [N, latent_dim] (split into max_batch chunks)."""
+    def encode(self, images, label=None) -> tuple[np.ndarray, np.ndarray]:
+        """Images -> (mean, log_variance) of q(z|x), each float32 [N, latent_dim] (split into max_batch chunks);
+        a class-conditional export's q(z|x, y) needs ``label`` (one integer in [0, num_classes) or N)."""
         batch = self._as_batch(images)
+        labels = check_labels(label, len(batch), self.num_classes)
         names = [contract.MEAN_OUTPUT, contract.LOG_VARIANCE_OUTPUT]
         if len(batch) == 0:
             empty = np.zeros((0, self.latent_dim), np.float32)
             return empty, empty.copy()
-        parts = [self._session.run(names, {contract.IMAGE_INPUT: batch[i:i + self.max_batch]})
-                 for i in range(0, len(batch), self.max_batch)]
+
+        def feeds(i):
+            feed = {contract.IMAGE_INPUT: batch[i:i + self.max_batch]}
+            if labels is not None:
+                feed[contract.LABEL_INPUT] = labels[i:i + self.max_batch]
+            return feed
+
+        parts = [self._session.run(names, feeds(i)) for i in range(0, len(batch), self.max_batch)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))

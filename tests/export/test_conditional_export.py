@@ -168,6 +168,14 @@ def test_onnx_decoder_checks_labels_and_files(conditional_export, tmp_path):
     assert not np.array_equal(decoder.decode(z, label=[0, 2])[1], decoder.decode(z, label=[0, 1])[1])
     for variant in (contract.DECODER_FLOAT16_ONNX, contract.DECODER_QUANTIZED_ONNX):
         assert OnnxDecoder(out / variant, sampler=False).decode(z, label=[0, 2]).shape == (2, 28, 28, 1)
+    # the encoder is q(z|x, y): it takes the label too
+    from keras_vae.serving.onnx_encoder import OnnxEncoder
+
+    encoder = OnnxEncoder(out)
+    images = decoder.decode(z, label=[0, 2])
+    assert encoder.num_classes == K and encoder.encode(images, label=[0, 2])[0].shape == (2, D)
+    with pytest.raises(DataError, match="pass label"):
+        encoder.encode(images)
     # a changed class_samplers.json is refused (listed and hashed in export.json)
     copy = tmp_path / "exp"
     shutil.copytree(out, copy)
