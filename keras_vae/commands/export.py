@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {signature:16s} SavedModel {entry['savedmodel_max_abs_diff']:.2g}{unit}{onnx}"
               f"  (bound {entry['tolerance']:.2g}, at most {max(entry['max_diff_over_bound'].values()):.2g} of it)")
     sampler, check = report["sampler"], parity["sampler"]
-    print(f"  sampler {sampler['kind']} ({sampler['components']} component(s), from {sampler['source']}): "
-          f"SavedModel sample and {sampler['onnx']} vs the run's sampler, max abs diff of z "
+    drawn = (f"sampler {sampler['kind']} ({sampler['components']} component(s), from {sampler['source']})"
+             if not report.get("conditional") else "class samplers (one per label, below)")
+    print(f"  {drawn}: SavedModel sample and {sampler['onnx']} vs the run's sampler, max abs diff of z "
           f"{max(check['max_abs_diff']['savedmodel_z'], check['max_abs_diff']['onnx_z']):.2g} "
           f"(seeds {', '.join(map(str, check['seeds']))})")
     conditional = report.get("conditional")

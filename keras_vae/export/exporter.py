@@ -385,7 +385,11 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
         "sampler": {"kind": sampler.kind, "components": sampler.num_components, "source": sampler_source,
                     "file": contract.SAMPLER_JSON, "onnx": contract.SAMPLER_ONNX,
                     "savedmodel_asset": str(rel_version / contract.SAMPLER_ASSET),
-                    "signatures": list(contract.SAMPLE_SIGNATURES), "noise": NOISE_ALGORITHM},
+                    "signatures": list(contract.SAMPLE_SIGNATURES), "noise": NOISE_ALGORITHM,
+                    # a conditional export draws by label: sampler.onnx and the sample signatures are the class table
+                    **({"onnx_kind": contract.SAMPLER_KIND_CLASSES, "drawn_by": "class samplers (conditional."
+                        "class_samplers); sampler.json is the run's unconditional sampler"} if classes is not None
+                       else {})},
         "onnx": {f: {"role": role, **onnx_export.describe_onnx(work / f)} for f, role in onnx_files.items()},
         "variants": variants,
         "parity": parity,
