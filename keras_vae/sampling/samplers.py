@@ -444,6 +444,18 @@ def fit_gmm(means: np.ndarray, variances: np.ndarray | None, validation_codes: n
     return dataclasses.replace(best, fitted_on={"examples": int(len(mu)), "mode": mode}, selection=selection)
 
 
+def widened(sampler: LatentSampler, scale: float) -> LatentSampler:
+    """The mixture with every component's covariance multiplied by ``scale``^2 (means and weights kept): its
+    draws are means[k] + scale * scale_tril[k] @ eps, what ``--temperature scale`` draws from ``sampler``,
+    stored as an ordinary mixture (the same file format, export and drawing rule)."""
+    if type(sampler) is not LatentSampler:
+        raise ConfigError(f"only a Gaussian mixture can be widened, not a {sampler.kind!r} sampler")
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ConfigError(f"the covariance scale must be a finite number > 0, got {scale}")
+    return dataclasses.replace(sampler, scale_tril=sampler.scale_tril * scale)
+
+
 def _shrinkage_key(lam: float) -> str:
     return f"{lam:g}"
 
@@ -477,6 +489,8 @@ def choose_sampler(samplers: Mapping[str, LatentSampler], validation_codes: np.n
     if "chosen_shrinkage" in gmm_selection:
         selection["gmm_shrinkage"] = gmm_selection["chosen_shrinkage"]
         selection["gmm_grid"] = {lam: dict(scores) for lam, scores in gmm_selection["grid"].items()}
+    if "covariance_scale" in gmm_selection:  # the mixture was widened after its fit
+        selection["gmm_covariance_scale"] = dict(gmm_selection["covariance_scale"])
     return dataclasses.replace(chosen, selection=selection)
 
 

@@ -133,7 +133,7 @@ def test_mixture_search_reports_every_grid_cell_once():
                  progress=done.append)
     # K = 256 > 120 codes is never tried and the early stop skips sizes: both still count as done
     assert sum(done) == gmm_search_steps((1, 2, 4, 256), (0.0, 0.1)) == 8
-    assert finish_training_steps() == FINISH_STEPS_BEFORE_SEARCH + gmm_search_steps() + 1
+    assert finish_training_steps() == FINISH_STEPS_BEFORE_SEARCH + gmm_search_steps() + 2  # covariance scale, saving
 
 
 @pytest.mark.slow
