@@ -10,8 +10,10 @@ statistics are recomputed as the average batch statistics over training batches,
 mode describes the model training optimised; (2) the training images are encoded in inference mode
 (posterior means mu_i and variances sigma_i^2); (3) ``keras_vae.sampling.samplers.fit_samplers`` fits
 N(m, C) and a Gaussian mixture (K by held-out likelihood); held-out codes are
-z = mu + sigma * eps of the validation images; (4) ``choose_sampler`` picks the best of prior,
-Gaussian and mixture by the same held-out likelihood.
+z = mu + sigma * eps of the validation images; (4) where a feature network fits the images, the mixture
+is widened (``samplers.widened``) by the covariance scale whose decoded samples best match held-out
+training images (``keras_vae.training.after_fit.choose_covariance_scale``); (5) ``choose_sampler`` picks
+the best of prior, Gaussian and mixture by the same held-out likelihood.
 """
 from __future__ import annotations
 
