@@ -127,10 +127,10 @@ def test_savedmodel_through_tf_serving_rest(conditional_export, references):
         for label in LABELS:
             image, z = client.sample(N, SEED, label=label)
             _check("SavedModel sample (REST)", label, references, z=z, image=image)
-            images_uint8, _ = client.sample(N, SEED, uint8=True, label=label)
-            _, _, ref_image, bound = references[label]
-            levels = np.abs(images_uint8.astype(int) - np.floor(np.clip(ref_image, 0, 1) * 255 + 0.5)).max()
-            assert levels <= np.floor(255 * bound) + 1
+        images_uint8, _ = client.sample(N, SEED, uint8=True, label=0)
+        _, _, ref_image, bound = references[0]
+        levels = np.abs(images_uint8.astype(int) - np.floor(np.clip(ref_image, 0, 1) * 255 + 0.5)).max()
+        assert levels <= np.floor(255 * bound) + 1
         ref_z = references[1][0]
         _check("SavedModel decode (REST)", 1, references, image=client.decode(ref_z, label=1))
         mean, _ = client.encode(references[1][2], label=[1] * N)
