@@ -16,7 +16,10 @@ tests/support/; test modules import nothing from each other or from a conftest.
                        folder with run/ and export/ (tests.support.conditional)
 
 The last five are made by processes of their own that start with the session (``background``), one at a
-time, on the core the test process leaves idle; so are the whole-flow processes some modules declare.
+time per test process, beside the tests; so are the whole-flow processes some modules declare. The suite runs
+in two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist loadfile``, whole modules per worker; ``-n 0``
+runs it in one process): each background job runs once, in the worker that claims it first, and the other
+reads its result; the in-process fixtures above are built in each worker that uses them.
 """
 import os
 
@@ -39,10 +42,21 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.support.background import Background, Job  # noqa: E402
+from tests.support.background import Background, Job, Shared  # noqa: E402
 from tests.support.runs import Exported, make_test_run, snapshot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist, which hands out whole modules (``--dist loadfile``), the modules with the most slow
+    tests go first, so the longest ones are not left for the end on one worker while the other idles."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.path])  # stable: the order within a module stays
 
 
 @contextlib.contextmanager
@@ -110,20 +124,30 @@ BUILT_IN_BACKGROUND = {
 }
 
 
+def _session_root(tmp_path_factory) -> Path:
+    """A folder every test process of this session shares: the base temp folder, or with pytest-xdist the
+    folder above the workers' own (pytest-N/, beside popen-gw0/, popen-gw1/, ...)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
 def background(request, tmp_path_factory):
     """Starts, one at a time and in the order the session needs them, the session folders of
     BUILT_IN_BACKGROUND that a selected test uses and the jobs of the selected tests' modules
-    (``background_jobs(items, tmp_path_factory)``): they run while the first tests do."""
+    (``background_jobs(items, shared)``, ``shared.mktemp(name)`` a folder shared by the session's test
+    processes): they run while the first tests do. With pytest-xdist each job runs once, in the worker that
+    claims it first, and the others read its result (tests.support.background)."""
     items = request.session.items
+    shared = Shared(_session_root(tmp_path_factory) / "shared")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     planned = []  # (index of the first test that needs it, key, job)
     for name, (folder, argv) in BUILT_IN_BACKGROUND.items():
         first = next((i for i, item in enumerate(items) if name in getattr(item, "fixturenames", ())), None)
         if first is not None:
-            out = tmp_path_factory.mktemp(folder) / "out"
+            out = shared.mktemp(folder) / "out"
             job = Job([sys.executable, *[str(out) if a == "OUT" else a for a in argv]],
-                      tmp_path_factory.mktemp(f"{folder}-log"), env=env, cwd=ROOT, out=out)
+                      shared.mktemp(f"{folder}-log"), env=env, cwd=ROOT, out=out)
             planned.append((first, name, job))
     modules = {}
     for i, item in enumerate(items):
@@ -131,9 +155,10 @@ def background(request, tmp_path_factory):
     for module, entries in modules.items():
         make = getattr(module, "background_jobs", None)
         if make is not None:
-            jobs = make([item for _, item in entries], tmp_path_factory)
+            jobs = make([item for _, item in entries], shared.for_scope(module.__name__))
             planned.extend((entries[0][0], key, job) for key, job in jobs.items())
-    pool = Background(workers=1)
+    pool = Background(_session_root(tmp_path_factory) / "claims", workers=1,
+                      drain_on_close=bool(os.environ.get("PYTEST_XDIST_WORKER")))
     for _, key, job in sorted(planned, key=lambda entry: entry[0]):
         pool.submit(key, job)
     yield pool

@@ -178,7 +178,7 @@ def test_every_test_module_has_a_test_in_the_fast_lane():
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "not slow",
-                           "-p", "no:cacheprovider", str(ROOT / "tests")],
+                           "-p", "no:cacheprovider", "-n", "0", str(ROOT / "tests")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
