@@ -68,14 +68,23 @@ def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, temperatur
 
 
 def plot_class_samples(model, path: str | Path, per_class: int = 10, seed: int = 0,
-                       temperature: float = 1.0) -> Path:
+                       temperature: float = 1.0, class_samplers: dict | None = None) -> Path:
     """A class-conditional model's samples, one row per class: row k decodes p(x|z, y=k) with z from N(0, I)
-    (the same ``per_class`` latents in every row, so a column keeps its style across the classes)."""
+    (the same ``per_class`` latents in every row, so a column keeps its style across the classes), or with
+    ``class_samplers`` ({k: LatentSampler}) z from class k's own sampler (``seed`` for every row)."""
     k = model.num_classes
-    z = np.tile(np.asarray(model.sample_latents(per_class, seed=seed, temperature=temperature)), (k, 1))
     labels = np.repeat(np.arange(k), per_class)
-    images = _unit(model, model.decode(z, labels=labels))
-    title = f"samples p(x|z, y) per class y, z from N(0, I) (seed={seed}, temperature={temperature:g})"
+    if class_samplers is None:
+        z = np.tile(np.asarray(model.sample_latents(per_class, seed=seed, temperature=temperature)), (k, 1))
+        source = "N(0, I)"
+    else:
+        from keras_vae.sampling.samplers import draw_noise
+
+        eps, u = draw_noise(int(seed), per_class, model.latent_dim)
+        z = np.concatenate([class_samplers[c].latents(float(temperature) * eps, u) for c in range(k)])
+        source = "class y's sampler"
+    images = _unit(model, model.decode(z.astype(np.float32), labels=labels))
+    title = f"samples p(x|z, y) per class y, z from {source} (seed={seed}, temperature={temperature:g})"
     fig = _grid_figure(make_grid(images, per_class, pad=1, pad_value=255), title,
                        row_labels=[str(i) for i in range(k)], rows=k)
     return _save(fig, path)

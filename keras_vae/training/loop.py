@@ -235,6 +235,8 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
             with atomic_path(out_dir / MODEL_FILE) as tmp:
                 model.save(tmp)
             bar.update()
+        if conditional and config.model.kind == "vaegan":
+            posterior["class_samplers"] = _fit_class_samplers(out_dir, report)
         metrics["final"] = {**_final_evaluation(model, config, val_images, report, labels=cond_labels), **posterior,
                             "diagnostics": model_diagnostics(model, val_images[:DIAGNOSTIC_EXAMPLES],
                                                              labels=None if cond_labels is None
@@ -352,13 +354,28 @@ def _check_class_labels(config: RunConfig, labels: np.ndarray | None) -> np.ndar
     return labels
 
 
+def _fit_class_samplers(out_dir: Path, report: Reporter) -> dict[str, Any]:
+    """A conditional VAEGAN's class samplers (samplers/classes.json), fitted on its codes q(z|x, y) of each class.
+    Its codes carry the class whatever the label (the population KL charges no code for it), so z ~ N(0, I) with
+    label k need not decode a k, and like the unconditional VAEGAN it samples from samplers fitted to its codes."""
+    from keras_vae.training.class_samplers import fit_class_samplers
+
+    with report.phase("class samplers (one latent sampler per class, samplers/classes.json)", 1) as bar:
+        samplers = fit_class_samplers(out_dir)
+        bar.update()
+    return {str(c): {"kind": s.kind, "components": s.num_components} for c, s in samplers.items()}
+
+
 def _write_conditional_figures(model, config: RunConfig, out_dir: Path, report: Reporter | None = None) -> None:
-    """samples.png, one row per class; the other figures need the fitted samplers or label-free codes."""
+    """samples.png, one row per class (z from class k's sampler when the run has class samplers); the other
+    figures need the fitted samplers or label-free codes."""
     from keras_vae.evaluation.plots import plot_class_samples
+    from keras_vae.sampling.classes import has_class_samplers, load_class_samplers
 
     report = report or Reporter(enabled=False)
+    samplers = load_class_samplers(out_dir, model.latent_dim) if has_class_samplers(out_dir) else None
     with report.phase("figures (samples, one row per class)", 1) as bar:
-        plot_class_samples(model, out_dir / "samples.png", seed=config.train.seed)
+        plot_class_samples(model, out_dir / "samples.png", seed=config.train.seed, class_samplers=samplers)
         bar.update()
     report.line(f"figures: only samples.png ({CONDITIONAL_SKIP}: reconstructions, latent, interpolations and "
                 "traversals are not drawn)")
