@@ -248,9 +248,10 @@ def markdown(result: dict) -> str:
         for role in ("conditional", "unconditional"):
             entry = section.get(role)
             if entry:
+                mae = entry.get("validation_reconstruction_mae")
                 text.append(f"- {role} {kind}: {entry['run']} (preset {entry['preset']}, {entry['epochs']} epochs, "
                             f"latent {entry['latent_dim']}), training {entry.get('train_seconds')} s, validation "
-                            f"reconstruction MAE {entry.get('validation_reconstruction_mae')}\n")
+                            f"reconstruction MAE {'-' if mae is None else f'{mae:.4f}'}\n")
     text.append("\nReproduce: `python -m benchmarks.conditional_vae --model vaegan` (or `--run RUN_DIR` for a "
                 "finished run; `--unconditional-run COPY_OF_RUN` adds an unconditional run sampled by class).\n")
     return "".join(text)
