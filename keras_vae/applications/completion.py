@@ -10,20 +10,25 @@
                   loss restricted to observed pixels: reconstruction_weight * sum_obs |x - x_hat| / P.
     mean_fill     missing pixels from the mean training image
     nearest       missing pixels from the training image nearest to x on the observed pixels (L2)
-    metropolis    Metropolis-within-Gibbs (Mattei & Frellsen 2018, Algorithm 1): a chain over (z, x_miss) per
-                  image; propose z' ~ q(z | x_obs, x_miss_t) (the encoder on the current completion), accept with
+    metropolis    Metropolis-within-Gibbs (Mattei & Frellsen 2018, Algorithm 1): chains over (z, x_miss);
+                  propose z' ~ q(z | x_obs, x_miss_t) (the encoder on the current completion), accept with
                   rho = [p(x_t | z') p(z') q(z_t | x_t)] / [p(x_t | z_t) p(z_t) q(z' | x_t)], x_t = (x_obs, x_miss_t);
-                  then x_miss_{t+1} ~ p(x_miss | z_{t+1}). Completion: the mean of E[x_miss | z_t] over the
-                  states after burn-in (Rao-Blackwellised); K completions: E[x_miss | z_t] at K evenly spaced states.
+                  then x_miss_{t+1} ~ p(x_miss | z_{t+1}). By default K chains per image, each started at a latent
+                  resampled by importance sampling (below) and giving one completion, E[x_miss | z_T] at its last
+                  state; or one chain from the encoder's mean (the paper's start), K completions at K evenly
+                  spaced states after burn-in. Predictive probability: the mean of E[x_miss | z_t] over every
+                  chain's states after burn-in (the Bernoulli mixture, Rao-Blackwellised).
     importance    self-normalised importance sampling (same paper): z_s ~ q(z | x_init) for s = 1..S,
                   w_s ~ p(x_obs | z_s) p(z_s) / q(z_s | x_init); completion sum_s w_s E[x_miss | z_s]; K completions
                   E[x_miss | z_s] for s drawn from the weights (sampling-importance-resampling).
     The two sampling methods need the decoder's density p(x|z): a VAEGAN (decoder trained by L1 + adversarial
     loss) is refused (``require_likelihood``).
 
-``psnr`` on the masked region (``keras_vae.applications.encoding.psnr`` with the mask) measures each;
-``interval_coverage`` and ``brier_score`` score each completion as a per-pixel predictive probability of the
-binarised pixel (module functions' docstrings).
+``psnr`` on the masked region (``keras_vae.applications.encoding.psnr`` with the mask) measures each point
+estimate: a sampling method's is the per-pixel mean of its K completions (``multiple_imputation``), beside the
+mean PSNR of one completion and the best of K; ``interval_coverage`` and ``brier_score`` score a per-pixel
+predictive probability of the binarised pixel (module functions' docstrings): a sampling method's Bernoulli
+mixture over its latent draws, another method's completion.
 ``load_reference`` reads the baselines' training images, ``complete_examples`` completes a batch of a
 source and keeps where each image came from, ``Completion.save`` writes the report, arrays and preview.
 """
@@ -33,6 +38,8 @@ import numpy as np
 
 from keras_vae.choices import COMPLETION_METHODS, SAMPLING_COMPLETION_METHODS
 from keras_vae.errors import ConfigError
+
+MWG_STARTS = ("encoder", "importance")  # where Metropolis-within-Gibbs chains start (complete_all)
 
 
 def parse_mask(spec: str) -> tuple[str, float | None]:
@@ -211,50 +218,66 @@ def mwg_step(model, x, missing, z, seed):
 
 
 def _kept_steps(steps: int, burn_in: int, completions: int) -> np.ndarray:
+    """``completions`` chain steps evenly spaced over (burn_in, steps], the last state always among them."""
     if steps < 1 or not 0 <= burn_in < steps:
         raise ConfigError(f"Metropolis-within-Gibbs needs steps >= 1 and 0 <= burn-in < steps, got steps {steps} and "
                           f"burn-in {burn_in}: raise --mwg-steps or lower --burn-in")
     if not 1 <= completions <= steps - burn_in:
         raise ConfigError(f"{completions} completions need as many chain states after burn-in, there are "
                           f"{steps - burn_in}: raise --mwg-steps or lower --completions")
-    return np.unique(np.linspace(burn_in + 1, steps, completions).round().astype(int))
+    return np.unique(np.linspace(steps, burn_in + 1, completions).round().astype(int))
 
 
-def metropolis_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, steps: int = 200,
+def _per_chain(completions: int, chains: int) -> int:
+    if chains < 1 or completions % chains:
+        raise ConfigError(f"{completions} completions cannot be split evenly over {chains} chains: choose "
+                          "--mwg-chains dividing --completions")
+    return completions // chains
+
+
+def metropolis_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, steps: int = 100,
                     burn_in: int | None = None, completions: int = 10, seed: int = 0, stream: int = 0,
                     z0: np.ndarray | None = None):
     """Metropolis-within-Gibbs completion (module docstring) from ``init`` ([0, 1]); ``burn_in`` defaults to
-    steps // 2. The chain starts at z_0 = the encoder's mean of ``init``, or at ``z0`` [N, d] when given (the
-    hidden pixels then drawn from p(x_hidden | z0)). Seeded by (``seed``, ``stream``) and the step number. Returns (completion [N, H, W, C]: the
-    mean of E[x | z_t] over the states after burn-in, K completions [K, N, H, W, C]: E[x | z_t] at K evenly
-    spaced states after burn-in, acceptance rate per image [N]); [0, 1], observed pixels kept."""
+    steps // 2. One chain per image starts at z_0 = the encoder's mean of ``init``; with ``z0`` [N, D] one chain
+    per image starts there, with ``z0`` [C, N, D] C independent chains per image start there (e.g. latents
+    resampled by importance sampling, ``importance_fill(return_latents=True)``); the hidden pixels then start
+    drawn from p(x_hidden | z0). Seeded by (``seed``, ``stream``) and the step number. Returns (completion
+    [N, H, W, C]: the mean of E[x | z_t] over every chain's states after burn-in (the Bernoulli mixture's
+    probability), K completions [K, N, H, W, C]: E[x | z_t] at K / C evenly spaced states after burn-in of each
+    chain (the last state among them; chain-major), acceptance rate per image [N] (mean over its chains));
+    [0, 1], observed pixels kept."""
     import tensorflow as tf
 
     images, mask = _check(images, mask)
     require_likelihood(model, "metropolis")
     burn_in = steps // 2 if burn_in is None else int(burn_in)
-    kept = set(_kept_steps(steps, burn_in, completions).tolist())
-    x = tf.constant(np.asarray(model.from_unit(np.where(mask, init, images)), np.float32))
-    missing = tf.constant(mask, tf.float32)
+    chains = 1 if z0 is None or np.ndim(z0) == 2 else int(np.shape(z0)[0])
+    kept = set(_kept_steps(steps, burn_in, _per_chain(completions, chains)).tolist())
+    n = len(images)
+    x = tf.constant(np.tile(np.asarray(model.from_unit(np.where(mask, init, images)), np.float32),
+                            (chains, 1, 1, 1)))
+    missing = tf.constant(np.tile(mask, (chains, 1, 1, 1)), tf.float32)
     if z0 is None:
         z = model.encode(x)[0]
     else:
-        z = tf.constant(z0, tf.float32)
+        z = tf.constant(np.reshape(z0, (chains * n, -1)), tf.float32)
         drawn = model.likelihood(model.decoder(z, training=False)).sample(seed=[int(seed) % 2 ** 31, 2 ** 30])
         x = tf.where(missing > 0, tf.cast(drawn, tf.float32), x)
     step = tf.function(lambda x, z, s: mwg_step(model, x, missing, z, s))
-    total, samples, accepted = 0.0, [], np.zeros(len(images))
+    total, samples, accepted = 0.0, [], np.zeros(chains * n)
     for t in range(1, steps + 1):
         state = step(x, z, tf.constant([int(seed) % 2 ** 31, (int(stream) * 100_003 + t) % 2 ** 31], tf.int32))
         x, z = state["x"], state["z"]
         accepted += np.asarray(state["accepted"])
         if t > burn_in:
-            mean = np.asarray(model.to_unit(state["mean"]), np.float32)
-            total = total + mean
+            mean = np.asarray(model.to_unit(state["mean"]), np.float32).reshape(chains, *images.shape)
+            total = total + mean.mean(0)
             if t in kept:
-                samples.append(np.where(mask, mean, images))
+                samples.append(np.where(mask[None], mean, images[None]))
     filled = np.where(mask, total / (steps - burn_in), images)
-    return filled, np.stack(samples), accepted / steps
+    samples = np.stack(samples, axis=1).reshape(completions, *images.shape)  # [C, K / C, ...] chain-major
+    return filled, samples, (accepted / steps).reshape(chains, n).mean(0)
 
 
 def importance_log_weights(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, z):
@@ -270,11 +293,12 @@ def importance_log_weights(model, images: np.ndarray, mask: np.ndarray, init: np
 
 
 def importance_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarray, samples: int = 1000,
-                    completions: int = 10, seed: int = 0, stream: int = 0, chunk: int = 50):
+                    completions: int = 10, seed: int = 0, stream: int = 0, chunk: int = 50,
+                    return_latents: bool = False):
     """Self-normalised importance sampling (module docstring) with S = ``samples`` draws from q(z | x_init),
     x_init = observed pixels and ``init``'s missing ones. Returns (completion sum_s w_s E[x_miss | z_s],
     K completions [K, N, H, W, C] resampled with the weights, effective sample size 1 / sum_s w_s^2 [N]);
-    [0, 1], observed pixels kept."""
+    [0, 1], observed pixels kept. With ``return_latents`` also the K resampled latents [K, N, D]."""
     import tensorflow as tf
 
     images, mask = _check(images, mask)
@@ -319,7 +343,13 @@ def importance_fill(model, images: np.ndarray, mask: np.ndarray, init: np.ndarra
     z_chosen = z_all[chosen, np.arange(n)[None]]  # [K, N, D]
     decoded = np.asarray(model.to_unit(model.decode(tf.constant(z_chosen.reshape(-1, d)))), np.float32)
     decoded = decoded.reshape(completions, *images.shape)
-    return filled, np.where(mask[None], decoded, images[None]), ess
+    out = filled, np.where(mask[None], decoded, images[None]), ess
+    return (*out, z_chosen) if return_latents else out
+
+
+def multiple_imputation(samples: np.ndarray) -> np.ndarray:
+    """The per-pixel mean of K completions [K, N, H, W, C]: a sampler's estimate of the conditional mean."""
+    return np.asarray(samples, np.float64).mean(axis=0).astype(np.float32)
 
 
 def interval_coverage(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray, level: float = 0.9) -> float:
@@ -367,26 +397,39 @@ class Completion:
     def missing_fraction(self) -> float:
         return float(self.mask.mean())
 
+    def point_estimates(self) -> dict[str, np.ndarray]:
+        """Each method's point estimate [N, H, W, C]: a sampling method's per-pixel mean of its K completions
+        (``multiple_imputation``), the other methods' single completion."""
+        return {m: multiple_imputation(self.samples[m]) if m in self.samples else x for m, x in self.filled.items()}
+
     def psnr(self) -> dict[str, np.ndarray]:
-        """Per-image PSNR (dB) of each method on the missing pixels."""
+        """Per-image PSNR (dB) of each method's point estimate (``point_estimates``) on the missing pixels."""
         from keras_vae.applications.encoding import psnr
 
-        return {m: psnr(self.images, x, self.mask) for m, x in self.filled.items()}
+        return {m: psnr(self.images, x, self.mask) for m, x in self.point_estimates().items()}
 
     def summary(self) -> dict[str, tuple[float, float]]:
-        """{method: (mean PSNR, standard error)} over images."""
+        """{method: (mean PSNR of its point estimate, standard error)} over images."""
         return {m: _mean_and_stderr(v) for m, v in self.psnr().items()}
+
+    def _per_completion(self) -> dict[str, np.ndarray]:
+        from keras_vae.applications.encoding import psnr
+
+        return {m: np.stack([psnr(self.images, x, self.mask) for x in k]) for m, k in self.samples.items()}
 
     def best_of_k(self) -> dict[str, tuple[float, float]]:
         """{sampling method: (mean, standard error) over images of the best PSNR among its K completions}."""
-        from keras_vae.applications.encoding import psnr
+        return {m: _mean_and_stderr(v.max(axis=0)) for m, v in self._per_completion().items()}
 
-        return {m: _mean_and_stderr(np.max([psnr(self.images, x, self.mask) for x in k], axis=0))
-                for m, k in self.samples.items()}
+    def single_completion(self) -> dict[str, tuple[float, float]]:
+        """{sampling method: (mean, standard error) over images of the mean PSNR of its K completions}: what
+        one completion scores."""
+        return {m: _mean_and_stderr(v.mean(axis=0)) for m, v in self._per_completion().items()}
 
     def calibration(self, level: float = 0.9) -> dict[str, dict[str, float]]:
-        """{method: {coverage, brier}}: each completion as the predictive probability of the binarised hidden
-        pixels (``interval_coverage`` at ``level``, ``brier_score``)."""
+        """{method: {coverage, brier}}: ``filled`` as the predictive probability of the binarised hidden pixels
+        (``interval_coverage`` at ``level``, ``brier_score``); for a sampling method that is the Bernoulli
+        mixture over all its latent draws (every kept chain state; the importance-weighted draws)."""
         return {m: {"coverage": interval_coverage(x, self.images, self.mask, level),
                     "brier": brier_score(x, self.images, self.mask)} for m, x in self.filled.items()}
 
@@ -409,16 +452,21 @@ class Completion:
                   "missing_fraction": self.missing_fraction,
                   "psnr_masked_db": {m: {"mean": mean, "stderr": se} for m, (mean, se) in summary.items()},
                   "definition": "PSNR = 10 log10(1 / MSE) on [0, 1] pixels, MSE over the masked pixels of each "
-                                "image, averaged over images",
+                                "image, averaged over images; a sampling method's point estimate is the per-pixel "
+                                "mean of its K completions (multiple imputation)",
                   "coverage_level": 0.9, "calibration": self.calibration(0.9),
-                  "calibration_definition": "each completion read as P(pixel = 1) of the binarised hidden pixels: "
-                                            "coverage of randomised central 90% Bernoulli intervals (expected over "
-                                            "the randomisation) and Brier score (= CRPS for a binary pixel), pooled "
-                                            "over all hidden pixels"}
+                  "calibration_definition": "P(pixel = 1) of the binarised hidden pixels: a sampling method's "
+                                            "Bernoulli mixture (mean of the decoder's probabilities over its latent "
+                                            "draws: every kept chain state, or the importance-weighted draws), "
+                                            "another method's completion; coverage of randomised central 90% "
+                                            "Bernoulli intervals (expected over the randomisation) and Brier score "
+                                            "(= CRPS for a binary pixel), pooled over all hidden pixels"}
         if self.samples:
             report["completions"] = len(next(iter(self.samples.values())))
             report["best_of_k_psnr_db"] = {m: {"mean": mean, "stderr": se}
                                            for m, (mean, se) in self.best_of_k().items()}
+            report["single_completion_psnr_db"] = {m: {"mean": mean, "stderr": se}
+                                                   for m, (mean, se) in self.single_completion().items()}
             report["diagnostics"] = self.diagnostics
         write_json(out_dir / "report.json", report)
         arrays = {f"{m}": to_uint8(x) for m, x in self.filled.items()}
@@ -450,18 +498,30 @@ class Completion:
 def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: str, *,
                  methods=("iterative", "latent"), steps: int = 30, latent_steps: int = 200,
                  learning_rate: float = 0.05, seed: int = 0, batch_size: int = 256, completions: int = 10,
-                 mwg_steps: int = 200, burn_in: int | None = None, importance_samples: int = 1000) -> Completion:
+                 mwg_steps: int = 100, burn_in: int | None = None, importance_samples: int = 1000,
+                 mwg_chains: int | None = None, mwg_start: str = "importance") -> Completion:
     """Mask ``images`` ([0, 1]) with ``mask_spec`` and fill them with each method and both baselines
     (``reference``: training images in [0, 1] for the mean image and the nearest neighbour). The sampling
-    methods start from the MAP latent completion and draw ``completions`` completions each (Completion.samples)."""
+    methods start from the MAP latent completion and draw ``completions`` completions each (Completion.samples).
+    Metropolis-within-Gibbs runs ``mwg_chains`` chains per image (dividing ``completions``; default one per
+    completion from 'importance', 1 from 'encoder') of ``mwg_steps`` steps, started at latents resampled by
+    importance sampling from ``importance_samples`` draws (``mwg_start`` 'importance'; another seed than the
+    importance method's) or at the encoder's mean of the MAP completion ('encoder', Algorithm 1's start)."""
     images = np.asarray(images, np.float32)
     for method in methods:
         if method not in COMPLETION_METHODS:
             raise ConfigError(f"unknown completion method {method!r}: choose from {', '.join(COMPLETION_METHODS)}")
         if method in SAMPLING_COMPLETION_METHODS:
             require_likelihood(model, method)
+    if mwg_chains is None:
+        mwg_chains = completions if mwg_start == "importance" else 1
     if "metropolis" in methods:
-        _kept_steps(mwg_steps, mwg_steps // 2 if burn_in is None else burn_in, completions)
+        if mwg_start not in MWG_STARTS:
+            raise ConfigError(f"unknown chain start {mwg_start!r}: choose from {', '.join(MWG_STARTS)}")
+        if mwg_start == "encoder" and mwg_chains != 1:
+            raise ConfigError(f"{mwg_chains} chains from the encoder's mean would be the same chain started "
+                              f"{mwg_chains} times at one point: use --mwg-start importance for several chains")
+        _kept_steps(mwg_steps, mwg_steps // 2 if burn_in is None else burn_in, _per_chain(completions, mwg_chains))
     mask = make_mask(mask_spec, len(images), images.shape[1:], seed=seed)
     mean_image = np.asarray(reference, np.float32).mean(axis=0)
     base = mean_fill(images, mask, mean_image)
@@ -480,8 +540,12 @@ def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: st
             parts["latent"].append(lat)
         for method, pieces in drawn.items():
             if method == "metropolis":
+                z0 = None
+                if mwg_start == "importance":
+                    z0 = importance_fill(model, x, m, lat, samples=importance_samples, completions=mwg_chains,
+                                         seed=seed + 1, stream=s, return_latents=True)[3]
                 filled, k, stat = metropolis_fill(model, x, m, lat, steps=mwg_steps, burn_in=burn_in,
-                                                  completions=completions, seed=seed, stream=s)
+                                                  completions=completions, seed=seed, stream=s, z0=z0)
             else:
                 filled, k, stat = importance_fill(model, x, m, lat, samples=importance_samples,
                                                   completions=completions, seed=seed, stream=s)

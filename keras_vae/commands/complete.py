@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 
 from keras_vae.choices import COMPLETION_METHODS, SAMPLING_COMPLETION_METHODS
+
+from keras_vae.applications.completion import MWG_STARTS
+
+MWG_DEFAULTS = {"steps": 100, "chains": None, "start": "importance"}
 from keras_vae.commands.app_options import add_run_and_data_options
 
 
@@ -16,9 +20,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "Metropolis-within-Gibbs sampling of the conditional; importance: self-normalised importance "
                     "sampling; the last two need the decoder's density, so a classic VAE) and with two baselines: "
                     "the mean training image and the nearest training image on the observed pixels. Reports PSNR on "
-                    "the masked region ([0, 1] scale, mean over images), for the sampling methods the best of their "
-                    "K completions, and for every method the coverage of 90%% intervals and the Brier score on the "
-                    "binarised hidden pixels. Writes DIR/report.json, DIR/completed.npz (uint8 images per method, "
+                    "the masked region ([0, 1] scale, mean over images; a sampling method's point estimate is the "
+                    "per-pixel mean of its K completions), for the sampling methods also the mean PSNR of one "
+                    "completion and the best of their K completions, and for every method the coverage of 90%% "
+                    "intervals and the Brier score on the binarised hidden pixels (a sampling method's predictive "
+                    "probability: the Bernoulli mixture over its latent draws). "
+                    "Writes DIR/report.json, DIR/completed.npz (uint8 images per method, "
                     "K completions and per-pixel spread per sampling method, mask, index, names) and "
                     "DIR/completions.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -32,11 +39,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--latent-lr", type=float, default=0.05, metavar="LR", help="Adam learning rate on z")
     parser.add_argument("--completions", type=int, default=10, metavar="K",
                         help="completions drawn per image by the sampling methods (metropolis, importance)")
-    parser.add_argument("--mwg-steps", type=int, default=200, metavar="T", help="Metropolis-within-Gibbs chain length")
+    parser.add_argument("--mwg-steps", type=int, default=MWG_DEFAULTS["steps"], metavar="T",
+                        help="Metropolis-within-Gibbs chain length (steps per chain)")
+    parser.add_argument("--mwg-chains", type=int, default=MWG_DEFAULTS["chains"], metavar="C",
+                        help="Metropolis-within-Gibbs chains per image (dividing --completions; K / C completions "
+                             "per chain, the last state among them; default: K with --mwg-start importance, else 1)")
+    parser.add_argument("--mwg-start", default=MWG_DEFAULTS["start"], choices=MWG_STARTS,
+                        help="chain start: importance: latents resampled by importance sampling "
+                             "(--importance-samples draws); encoder: z_0 = the encoder's mean of the MAP completion "
+                             "(the paper's start; one chain)")
     parser.add_argument("--burn-in", type=int, default=None, metavar="T",
                         help="chain states discarded before averaging (default: half of --mwg-steps)")
     parser.add_argument("--importance-samples", type=int, default=1000, metavar="S",
-                        help="latent draws of importance sampling")
+                        help="latent draws of importance sampling (and of the chains' starts)")
     parser.add_argument("--reference-examples", type=int, default=5000, metavar="N",
                         help="training images for the mean image and the nearest-neighbour baseline")
     parser.add_argument("--seed", type=int, default=0, help="seed of random masks and of the sampling methods")
@@ -52,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_vae.errors import ConfigError
 
     parse_mask(args.mask)
-    check_positive(args, "steps", "latent_steps", "reference_examples", "completions", "mwg_steps",
+    check_positive(args, "steps", "latent_steps", "reference_examples", "completions", "mwg_steps", "mwg_chains",
                    "importance_samples")
     if not args.latent_lr > 0:
         raise ConfigError(f"--latent-lr must be > 0, got {args.latent_lr}")
@@ -65,20 +80,23 @@ def run(args: argparse.Namespace) -> int:
     result = complete_examples(model, examples, reference, args.mask, methods=methods, steps=args.steps,
                                latent_steps=args.latent_steps, learning_rate=args.latent_lr, seed=args.seed,
                                completions=args.completions, mwg_steps=args.mwg_steps, burn_in=args.burn_in,
-                               importance_samples=args.importance_samples)
+                               importance_samples=args.importance_samples, mwg_chains=args.mwg_chains,
+                               mwg_start=args.mwg_start)
     out = Path(args.out)
     result.save(out, extra={"run_dir": str(args.run_dir), "data": source.name, "split": args.split,
                             "reference_examples": int(len(reference)), "steps": args.steps,
                             "latent_steps": args.latent_steps, "latent_lr": args.latent_lr, "seed": args.seed,
-                            "mwg_steps": args.mwg_steps, "burn_in": args.burn_in,
+                            "mwg_steps": args.mwg_steps, "mwg_chains": args.mwg_chains,
+                            "mwg_start": args.mwg_start, "burn_in": args.burn_in,
                             "importance_samples": args.importance_samples})
     print(f"completed {len(result.images)} images of {source.name} ({args.split}), mask {args.mask} "
           f"({result.missing_fraction:.0%} of pixels missing); PSNR on the masked region (dB, mean ± s.e.):")
-    best = result.best_of_k()
+    best, single = result.best_of_k(), result.single_completion()
     calibration = result.calibration(0.9)
     for method, (mean, stderr) in result.summary().items():
         line = f"  {method:10s} {mean:6.2f} ± {stderr:.2f}"
-        line += f"  best of {args.completions}: {best[method][0]:6.2f}" if method in best else " " * 21
+        line += (f"  one completion: {single[method][0]:6.2f}  best of {args.completions}: {best[method][0]:6.2f}"
+                 if method in best else " " * 45)
         c = calibration[method]
         print(f"{line}  90% coverage {c['coverage']:.3f}  Brier {c['brier']:.4f}")
     print(f"wrote {out / 'report.json'}, {out / 'completed.npz'} and {out / 'completions.png'}")

@@ -216,7 +216,8 @@ def test_complete_metropolis_writes_k_completions_and_calibration(capsys, vae_ru
 
 @pytest.mark.parametrize("argv, message", [
     (["complete", "{run}", "--completions", "0", "--out", "x"], "--completions must be >= 1"),
-    (["complete", "{run}", "--method", "metropolis", "--mwg-steps", "4", "--completions", "5", "--out", "x"],
+    (["complete", "{run}", "--method", "metropolis", "--mwg-start", "encoder", "--mwg-steps", "4", "--completions", "5",
+      "--out", "x"],
      "5 completions need as many chain states after burn-in"),
 ])
 def test_complete_sampling_options_are_checked(capsys, vae_run, argv, message):

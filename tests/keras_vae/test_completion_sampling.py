@@ -1,12 +1,14 @@
 """Completion by sampling the conditional: the Metropolis-within-Gibbs step and the importance weights
 against NumPy on a tiny linear model with a Bernoulli decoder, interval coverage and Brier score against
-closed forms, seeded reproducibility, the VAEGAN refusal, and the sampling methods on a trained VAE."""
+closed forms, the multiple-imputation point estimate and the mixture's interval against NumPy, seeded
+reproducibility, several chains per image, the VAEGAN refusal, and the sampling methods on a trained VAE."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.applications.completion import (brier_score, complete_all, importance_fill, importance_log_weights,
-                                               interval_coverage, make_mask, metropolis_fill, mwg_step)
+from keras_vae.applications.completion import (Completion, brier_score, complete_all, importance_fill,
+                                               importance_log_weights, interval_coverage, make_mask, metropolis_fill,
+                                               multiple_imputation, mwg_step)
 from keras_vae.errors import ConfigError
 from keras_vae.models.likelihoods import decoder_distribution
 
@@ -144,6 +146,29 @@ def test_coverage_and_brier_closed_forms():
     assert brier_score(p, y, everything) == pytest.approx(1 / 6, abs=0.003)  # E[p(1-p)] = 1/6
 
 
+def test_multiple_imputation_and_mixture_interval_match_numpy():
+    # one image of 4 pixels, the last 3 hidden; K = 2 completions (per-latent probabilities), a baseline
+    truth = np.array([1.0, 1.0, 0.0, 1.0]).reshape(1, 2, 2, 1)
+    mask = np.array([False, True, True, True]).reshape(1, 2, 2, 1)
+    k = np.array([[1.0, 0.8, 0.4, 0.2], [1.0, 0.4, 0.0, 1.0]]).reshape(2, 1, 2, 2, 1)
+    mixture = np.array([1.0, 0.5, 0.25, 0.5]).reshape(1, 2, 2, 1)  # e.g. over more latent draws
+    result = Completion(truth, mask, {"metropolis": mixture, "nearest": np.zeros_like(truth)}, "center",
+                        samples={"metropolis": k})
+    np.testing.assert_allclose(multiple_imputation(k).ravel(), [1.0, 0.6, 0.2, 0.6])
+    # hidden squared errors: mean of K (0.16, 0.04, 0.16), completion 1 (0.04, 0.16, 0.64), completion 2 (0.36, 0, 0)
+    mse = {"mean": 0.36 / 3, "one": 0.84 / 3, "two": 0.36 / 3}
+    db = {key: 10 * np.log10(1 / v) for key, v in mse.items()}
+    assert result.summary()["metropolis"][0] == pytest.approx(db["mean"])
+    assert result.single_completion()["metropolis"][0] == pytest.approx((db["one"] + db["two"]) / 2)
+    assert result.best_of_k()["metropolis"][0] == pytest.approx(max(db["one"], db["two"]))
+    assert result.summary()["nearest"][0] == pytest.approx(10 * np.log10(1 / (2 / 3)))
+    # the mixture's randomised 90% interval: y = 1, p = 0.5 -> 0.45/0.5; y = 0, p = 0.25 -> 0.7/0.75;
+    # y = 1, p = 0.5 -> 0.9; Brier (0.25 + 0.0625 + 0.25) / 3
+    cal = result.calibration()["metropolis"]
+    assert cal["coverage"] == pytest.approx(np.mean([0.9, 0.7 / 0.75, 0.9]))
+    assert cal["brier"] == pytest.approx(0.5625 / 3)
+
+
 @pytest.mark.slow
 def test_sampling_methods_are_seeded():
     model = LinearBernoulli()
@@ -163,6 +188,16 @@ def test_sampling_methods_are_seeded():
         np.testing.assert_array_equal(u, v)
     with pytest.raises(ConfigError, match="completions need as many chain states"):
         metropolis_fill(model, x, mask, init, steps=10, completions=6)
+    # three chains per image from importance-resampled latents, one step each without burn-in: the
+    # completion (mean over every chain's kept states) is the mean of the three completions
+    z0 = importance_fill(model, x, mask, init, samples=20, completions=3, seed=1, return_latents=True)[3]
+    assert z0.shape == (3, 4, 2)
+    filled, k, acc = metropolis_fill(model, x, mask, init, steps=1, burn_in=0, completions=3, seed=1, z0=z0)
+    assert k.shape == (3, 4, 2, 2, 1) and acc.shape == (4,) and np.all((acc >= 0) & (acc <= 1))
+    np.testing.assert_allclose(filled, multiple_imputation(k), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(k[:, ~mask[..., 0]], np.broadcast_to(x[~mask[..., 0]], (3, 8, 1)))
+    with pytest.raises(ConfigError, match="split evenly over 2 chains"):
+        metropolis_fill(model, x, mask, init, steps=4, completions=3, z0=z0[:2])
 
 
 @pytest.mark.slow
