@@ -36,7 +36,7 @@ LABELS = {"iterative": "pseudo-Gibbs (iterative)", "latent": "MAP latent", "metr
 
 def _chains(result: dict, k: int) -> str:
     if result.get("mwg_start", "encoder") == "encoder":
-        return "one chain per image from the encoder's mean of the MAP completion"
+        return "one chain per image, started at the encoder's mean of the MAP completion"
     c = result.get("mwg_chains") or k
     return f"{c} chains per image, each started at a latent resampled by importance sampling"
 
@@ -48,8 +48,8 @@ def markdown(result: dict) -> str:
              f"Classic VAE (preset {result.get('preset', 'mnist-mlp')}, {result['epochs']} epochs"
              + (f", run folder `{result['run']}`" if result.get("run") else "")
              + f") on the {result['images']} embedded validation "
-             f"digits; K = {k} completions; Metropolis-within-Gibbs: {_chains(result, k)} of "
-             f"{result['mwg_steps']} steps (half burn-in); {result['importance_samples']} importance samples. "
+             f"digits; K = {k} completions; Metropolis-within-Gibbs: {result['mwg_steps']} steps (half burn-in) "
+             f"in each of {_chains(result, k)}; {result['importance_samples']} importance samples. "
              f"Produced by `benchmarks/completion_sampling.py` in {result['seconds']:.0f} s on "
              f"{result['environment']['cpu']} ({result['environment']['cpu_count']} cores, shared with other jobs: "
              "the wall time is not a timing of the method).", "",
