@@ -15,6 +15,12 @@ from tests.support.vaegan import images, make
 K = 3
 
 
+@pytest.fixture(scope="module")
+def conditional():
+    """A fresh conditional VAEGAN shared by the read-only tests (a test that changes a weight puts it back)."""
+    return make(model={"num_classes": K})
+
+
 def _labels(n, seed=0):
     return np.random.default_rng(seed).integers(0, K, n)
 
@@ -62,9 +68,8 @@ def test_per_class_population_kl_matches_numpy(variance):
     assert float(mean_part) == pytest.approx(expected_mean, rel=1e-5)
 
 
-def test_discriminator_logit_is_the_unconditional_logit_plus_the_projection_on_its_last_features():
-    model = make(model={"num_classes": K})
-    d = model.discriminator
+def test_discriminator_logit_is_the_unconditional_logit_plus_the_projection_on_its_last_features(conditional):
+    d = conditional.discriminator
     assert [tuple(t.shape) for t in d.inputs] == [(None, 16, 16, 1), (None, K)]
     x = images(4)
     one_hot = lambda y: np.eye(K, dtype=np.float32)[y]  # noqa: E731
@@ -72,16 +77,18 @@ def test_discriminator_logit_is_the_unconditional_logit_plus_the_projection_on_i
     np.testing.assert_array_equal(np.asarray(d([x, one_hot([0, 1, 2, 0])])), np.asarray(d([x, one_hot([1, 1, 1, 1])])))
     embedding = np.random.default_rng(1).normal(size=(K, 4)).astype(np.float32)
     d.get_layer("label_projection").embedding.assign(embedding)
+    projection = d.get_layer("label_projection").embedding
     # phi(x): the features entering the last conv (dropout is the identity in inference mode)
     phi = np.asarray(keras.Model(d.inputs[0], d.get_layer("dropout0").output)(x, training=False))
     ya, yb = np.array([0, 1, 2, 0]), np.array([2, 0, 1, 1])
     difference = np.asarray(d([x, one_hot(ya)], training=False)) - np.asarray(d([x, one_hot(yb)], training=False))
     expected = np.einsum("bhwc,bc->bhw", phi, embedding[ya] - embedding[yb])[..., None]
+    projection.assign(np.zeros_like(embedding))  # the shared model as it was
     np.testing.assert_allclose(difference, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_label_enters_the_decoder_beside_z_and_changes_the_image():
-    model = make(model={"num_classes": K})
+def test_label_enters_the_decoder_beside_z_and_changes_the_image(conditional):
+    model = conditional
     d = model.latent_dim
     z = np.random.default_rng(2).normal(size=(2, d)).astype(np.float32)
     first = keras.Model(model.decoder.inputs, model.decoder.get_layer("from_latent").output)
@@ -93,8 +100,8 @@ def test_label_enters_the_decoder_beside_z_and_changes_the_image():
     assert [tuple(t.shape) for t in model.encoder.inputs] == [(None, 16, 16, 1), (None, K)]
 
 
-def test_conditional_networks_add_exactly_the_label_weights_to_the_unconditional_ones():
-    plain, conditional = make(), make(model={"num_classes": K})
+def test_conditional_networks_add_exactly_the_label_weights_to_the_unconditional_ones(conditional):
+    plain = make()
     for name in ("encoder", "decoder", "discriminator"):
         a, b = getattr(plain, name), getattr(conditional, name)
         assert len(a.inputs) == 1
@@ -114,12 +121,12 @@ def test_conditional_training_lowers_the_loss_and_needs_labels():
     model = make(model={"num_classes": K, "disc_dropout": 0.0}, loss={"sample_posterior": False})
     x, y = tf.constant(images(16)), tf.constant(_labels(16))
     losses = []
-    for _ in range(12):
+    for _ in range(6):
         model.reset_metrics()  # each step's own loss (batch statistics, as in training)
         losses.append(float(model.train_step((x, y))["loss"]))
-    # the reconstruction term (weight 50 against an MAE near 0.6) dominates; 12 Adam steps at 1e-3 on one
-    # batch take the loss down by more than a tenth, step after step
-    assert losses[-1] < 0.9 * losses[0] and all(b < a for a, b in zip(losses, losses[1:])), losses
+    # the reconstruction term (weight 50 against an MAE near 0.6) dominates; 6 Adam steps at 1e-3 on one
+    # batch take the loss down step after step, by more than 5% in all
+    assert losses[-1] < 0.95 * losses[0] and all(b < a for a, b in zip(losses, losses[1:])), losses
     with pytest.raises(ConfigError, match="class-conditional.*labels"):
         model.train_step(x)
 
