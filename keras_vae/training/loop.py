@@ -223,7 +223,9 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         if checkpoint.divergence is not None:
             _keep_last_good(model, checkpoint, metrics, out_dir)
         if conditional:  # the samplers model the codes of all classes together: p(x|z, y) samples z ~ N(0, I)
-            report.line(f"latent samplers: skipped ({CONDITIONAL_SKIP}: samples decode z ~ N(0, I) with the class)")
+            then = ("class samplers are fitted after saving" if config.model.kind == "vaegan"
+                    else "samples decode z ~ N(0, I) with the class")
+            report.line(f"latent samplers: skipped ({CONDITIONAL_SKIP}: {then})")
             posterior = {"sampler": {"chosen": "prior", "skipped": CONDITIONAL_SKIP}}
         else:
             with report.phase("BatchNorm statistics and latent samplers (training set; the mixture search)",
