@@ -91,8 +91,8 @@ def _restore(layers, saved) -> None:
         layer.moving_variance.assign(variance)
 
 
-@keras.saving.register_keras_serializable(package="keras_vae")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+@keras.saving.register_keras_serializable(package="keras_vae", name="FusedBatchNormalization")
+class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` whose training-mode call on 4-D NHWC inputs runs TF's fused
     kernel (``FusedBatchNormV3``: statistics, normalisation and, in the backward pass, all three
     gradients in one op) instead of Keras 3's separate moments and arithmetic ops.
@@ -103,6 +103,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     differs. Inference mode, masks, ``synchronized=True``, renorm, other axes and non-TF backends use
     the Keras layer's code. On these CPUs the fused training-mode forward + backward of a
     16x64x64x128 tensor costs about a third of the CPU time of the unfused ops.
+
+    The class is named ``BatchNormalization`` (``FusedBatchNormalization`` is the same class): Keras saves
+    the layers of a functional network (the PatchGAN) under their snake-cased class names, so this name
+    keeps the weight keys of run folders saved with Keras' own layer.
     """
 
     def _fusable(self, inputs, training, mask) -> bool:
@@ -128,3 +132,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(tf.cast(self.moving_variance, tf.float32) * momentum
                                     + variance * (1.0 - momentum))
         return tf.cast(y, self.compute_dtype)
+
+
+FusedBatchNormalization = BatchNormalization  # the name the rest of the package uses

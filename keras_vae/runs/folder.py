@@ -63,11 +63,51 @@ def load_model(path: str | Path):
     try:
         model = keras.models.load_model(path)
     except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"cannot load model file {str(path)!r}: {first}") from None
+        model = _load_with_batch_norm_keys_renamed(path)
+        if model is None:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"cannot load model file {str(path)!r}: {first}") from None
     if not isinstance(model, LatentVariableModel):
         raise ArtifactError(f"{str(path)!r} holds a {type(model).__name__}, not a keras-vae model")
     return model
+
+
+_FUSED_KEY = "fused_batch_normalization"
+
+
+def _load_with_batch_norm_keys_renamed(path: Path):
+    """A model file saved while the fused BatchNorm layer was named FusedBatchNormalization keys the
+    PatchGAN's BatchNorm weights ``fused_batch_normalization[_k]``; today's name (and every earlier file) keys
+    them ``batch_normalization[_k]``. Loads a renamed copy of such a file; None for any other file."""
+    import tempfile
+
+    import h5py
+    import keras
+
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            archive.extractall(tmp)
+            renamed = 0
+            with h5py.File(Path(tmp) / "model.weights.h5", "r+") as weights:
+                groups = []
+                weights.visit(lambda name: groups.append(name) if name.rsplit("/", 1)[-1].startswith(_FUSED_KEY)
+                              else None)
+                for name in sorted(groups, key=len, reverse=True):
+                    parent, _, leaf = name.rpartition("/")
+                    weights.move(name, f"{parent}/{leaf[len('fused_'):]}" if parent else leaf[len("fused_"):])
+                    renamed += 1
+            if not renamed:
+                return None
+            copy = Path(tmp) / "renamed.keras"
+            with zipfile.ZipFile(copy, "w") as out:
+                for name in archive.namelist():
+                    out.write(Path(tmp) / name, name)
+            try:
+                return keras.models.load_model(copy)
+            except Exception:  # noqa: BLE001 - the caller reports the original failure
+                return None
 
 
 def load_run(run_dir: str | Path, sampler: str | None = None):

@@ -105,3 +105,54 @@ def test_mixed_bfloat16_matches_keras_layer_within_bfloat16_round_off():
         np.testing.assert_allclose(fused.moving_variance, stock.moving_variance, rtol=1e-4)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _discriminator_keys(model_file) -> list[str]:
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(model_file) as archive, archive.open("model.weights.h5") as raw:
+        with h5py.File(raw, "r") as weights:
+            return sorted(weights["discriminator/layers"].keys())
+
+
+def test_saved_weights_keep_the_keys_of_keras_batchnorm(trained_vaegan_run):
+    # Keras keys a functional network's saved layers by snake-cased class name: the fused layer's class is
+    # named BatchNormalization so run folders saved with Keras' own layer load (and new ones load in them)
+    keys = _discriminator_keys(trained_vaegan_run / "model.keras")
+    assert "batch_normalization" in keys and not any(k.startswith("fused_") for k in keys), keys
+
+
+@pytest.mark.slow
+def test_a_model_file_with_fused_batchnorm_keys_loads_with_the_same_weights(trained_vaegan_run, tmp_path):
+    """Files saved while the class was named FusedBatchNormalization key those weights fused_batch_normalization[_k];
+    keras_vae's loader renames them in a copy and loads it."""
+    import shutil
+    import zipfile
+
+    import h5py
+
+    from keras_vae.runs.folder import load_model
+
+    original = load_model(trained_vaegan_run / "model.keras")
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(trained_vaegan_run / "model.keras") as archive:
+        names = archive.namelist()
+        archive.extractall(unpacked)
+    with h5py.File(unpacked / "model.weights.h5", "r+") as weights:
+        group = weights["discriminator/layers"]
+        for key in [k for k in group.keys() if k.startswith("batch_normalization")]:
+            group.move(key, "fused_" + key)
+    window = tmp_path / "model.keras"
+    with zipfile.ZipFile(window, "w") as out:
+        for name in names:
+            out.write(unpacked / name, name)
+    assert any(k.startswith("fused_batch_normalization") for k in _discriminator_keys(window))
+    with pytest.raises(Exception):  # what plain Keras makes of such a file
+        keras.models.load_model(window)
+    loaded = load_model(window)
+    assert len(loaded.weights) == len(original.weights)
+    for a, b in zip(original.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    shutil.rmtree(unpacked)
