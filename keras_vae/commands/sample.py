@@ -38,7 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "samplers/classes.json; the run's data must have labels). A class-conditional run "
                              "(keras-vae train --conditional) decodes p(x|z, y=K) with z from class K's sampler when "
                              "the run has class samplers, else from N(0, I) (its default without --class: the "
-                             "classes in turn, 0, 1, ..., K-1, 0, ...)")
+                             "classes in turn, 0, 1, ..., K-1, 0, ..., each from its class sampler when the run has "
+                             "them)")
     parser.add_argument("--out", default="samples.png", metavar="FILE",
                         help="file to write, by extension: .png (grid), .jpg/.jpeg (JPEG grid), or .npz (the images as "
                              "uint8 [n, height, width, channels] under 'images', with 'seed', 'temperature' "
@@ -97,10 +98,47 @@ def run(args: argparse.Namespace) -> int:
         labels, class_sampler, kind = None, None, latent_sampler.kind if latent_sampler is not None else "prior"
         if args.label is not None:
             class_sampler, kind, labels = _class_sampling(source, model, args)
+        elif _cycles_class_samplers(source, model, args):
+            save(_cycled_class_samples(source, model, args), "class-samplers")
+            print(f"wrote {args.n} samples to {args.out}")
+            return 0
         save(draw_samples(model, args.n, seed=args.seed, temperature=args.temperature, labels=labels,  # the ONNX path's latents
                           latent_sampler=class_sampler), kind)  # None: the model's own sampler
     print(f"wrote {args.n} samples to {args.out}")
     return 0
+
+
+def _cycles_class_samplers(run_dir: Path, model, args: argparse.Namespace) -> bool:
+    """Without --class, a class-conditional run that has class samplers draws the classes in turn from them
+    (``--sampler prior`` keeps N(0, I))."""
+    from keras_vae.sampling.classes import has_class_samplers
+
+    return getattr(model, "conditional", False) and args.sampler != "prior" and has_class_samplers(run_dir)
+
+
+def _cycled_class_samples(run_dir: Path, model, args: argparse.Namespace):
+    """Sample i is of class i mod K, from class (i mod K)'s sampler (N(0, I) for a class the file does not
+    cover, as in the run's export): class c's m images are those that ``--class c --n m`` gives for the same
+    seed and temperature."""
+    import numpy as np
+
+    from keras_vae.sampling.classes import load_class_samplers
+    from keras_vae.sampling.draw import draw_samples
+    from keras_vae.sampling.samplers import prior_sampler
+
+    samplers = load_class_samplers(run_dir, model.latent_dim)
+    images = None
+    for c in range(model.num_classes):
+        rows = np.arange(c, args.n, model.num_classes)
+        if rows.size == 0:
+            continue
+        drawn = draw_samples(model, int(rows.size), seed=args.seed, temperature=args.temperature,
+                             labels=model.sample_labels(int(rows.size), c),
+                             latent_sampler=samplers.get(c) or prior_sampler(model.latent_dim))
+        if images is None:
+            images = np.empty((args.n, *drawn.shape[1:]), drawn.dtype)
+        images[rows] = drawn
+    return images
 
 
 def _class_sampling(run_dir: Path, model, args: argparse.Namespace):

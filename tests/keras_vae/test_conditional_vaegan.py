@@ -171,3 +171,10 @@ def test_cli_train_conditional_vaegan_then_sample_class(tmp_path):
                             labels=np.full(5, 7))
     with np.load(tmp_path / "s.npz") as saved:
         np.testing.assert_array_equal(saved["images"], to_uint8(expected))
+    # without --class the classes take turns, each from its own sampler: rows 7 and 17 are `--class 7 --n 2`
+    assert main(["sample", str(run), "--n", "20", "--out", str(tmp_path / "all.npz")]) == 0
+    assert main(["sample", str(run), "--class", "7", "--n", "2", "--out", str(tmp_path / "sevens.npz")]) == 0
+    with np.load(tmp_path / "all.npz") as every, np.load(tmp_path / "sevens.npz") as sevens:
+        assert str(every["sampler"]) == "class-samplers"
+        np.testing.assert_array_equal(every["images"][7::10], sevens["images"])
+        assert not np.array_equal(every["images"][6::10], sevens["images"])
