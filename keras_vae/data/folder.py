@@ -1,4 +1,9 @@
-"""A folder of JPEG/PNG/BMP/GIF images (found recursively) as a source; every file is checked before training."""
+"""A folder of JPEG/PNG/BMP/GIF images (found recursively) as a source; every file is checked before training.
+
+Class labels come from the folder's layout, as Keras' ``image_dataset_from_directory`` infers them: when every
+image lies inside a sub-folder of the folder (none at its top level) and there are at least two sub-folders,
+each sub-folder is a class and the label is its index in the sorted sub-folder names (``a/`` 0, ``b/`` 1, ...).
+"""
 from __future__ import annotations
 
 import logging
@@ -89,19 +94,44 @@ def _decode(path: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def _dataset(paths: list[str]) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices(paths)
-    return ds.map(lambda p: (_decode(p), tf.constant(NO_LABEL, tf.int64)), num_parallel_calls=tf.data.AUTOTUNE)
+def folder_classes(path: str, paths: list[str]) -> tuple[list[str], np.ndarray] | None:
+    """(sorted class names, int64 label per path) when every image of ``paths`` lies inside a sub-folder of
+    ``path`` and there are at least two sub-folders; None (an unlabelled folder) otherwise."""
+    tops = [os.path.relpath(p, path).split(os.sep)[0] for p in paths]
+    if any(top == os.path.relpath(p, path) for top, p in zip(tops, paths)):  # an image at the top level
+        return None
+    names = sorted(set(tops))
+    if len(names) < 2:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[top] for top in tops], np.int64)
+
+
+def _dataset(paths: list[str], labels: np.ndarray | None = None) -> tf.data.Dataset:
+    if labels is None:
+        labels = np.full(len(paths), NO_LABEL, np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int64)))
+    return ds.map(lambda p, y: (_decode(p), y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def folder_source(path: str, config: DataConfig) -> Source:
     """Source over the images under ``path``: fixed seeded split of the sorted list, capped per split, all files verified."""
     path = os.path.expanduser(path)
     paths = find_images(path)
-    if config.exclude_labels:
-        raise DataError(f"exclude_labels {list(config.exclude_labels)} needs labels, but image folders have none: "
-                        "drop data.exclude_labels or use a labelled source")
+    classes = folder_classes(path, paths)
+    labels = None if classes is None else classes[1]
+    if classes is not None:
+        logger.info("labels from the %d sub-folders of %s: %s", len(classes[0]), path,
+                    ", ".join(f"{name}={i}" for i, name in enumerate(classes[0])))
+    if config.exclude_labels and labels is None:
+        raise DataError(f"exclude_labels {list(config.exclude_labels)} needs labels, but the images under {path} "
+                        "are not in one sub-folder per class: drop data.exclude_labels, put each class's images in "
+                        "a sub-folder of their own, or use a labelled source")
     train_idx, val_idx = split_indices(len(paths), config.validation_fraction, f"images under {path}")
+    if config.exclude_labels:  # after the split, as for arrays: the remaining validation images stay the same
+        excluded = np.asarray(list(config.exclude_labels), np.int64)
+        train_idx = train_idx[~np.isin(labels[train_idx], excluded)]
+        val_idx = val_idx[~np.isin(labels[val_idx], excluded)]
     if config.max_examples is not None:
         train_idx, val_idx = train_idx[: config.max_examples], val_idx[: config.max_examples]
     train = [paths[i] for i in train_idx]
@@ -113,11 +143,11 @@ def folder_source(path: str, config: DataConfig) -> Source:
     check_decodable(used)
     logger.info("verified %d images under %s in %.1f s", len(train) + len(validation), path, time.perf_counter() - start)
     return Source(
-        train=_dataset(train),
-        validation=_dataset(validation),
+        train=_dataset(train, None if labels is None else labels[train_idx]),
+        validation=_dataset(validation, None if labels is None else labels[val_idx]),
         num_train=len(train),
         num_validation=len(validation),
-        has_labels=False,
+        has_labels=labels is not None,
         name=f"image folder {path}",
         train_index=np.asarray(train_idx, np.int64),
         validation_index=np.asarray(val_idx, np.int64),

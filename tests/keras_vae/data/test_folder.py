@@ -139,3 +139,49 @@ def test_jpeg_corrupt_inside_its_scan_is_named(tree):
     assert (tree / "b.JPG").read_bytes().endswith(b"\xff\xd9")
     with pytest.raises(DataError, match=r"cannot read image file .*b\.JPG \(decoder: jpeg::Uncompress failed\. Invalid JPEG data.*\): fix or"):
         _make(tree)
+
+
+def test_classes_from_sub_folders_as_keras_infers_them(tmp_path):
+    from keras_vae.data.folder import folder_classes
+
+    def paths(*names):
+        return [str(tmp_path / n) for n in names]
+
+    assert folder_classes(str(tmp_path), paths("b/1.png", "a/x/2.png", "b/3.png")) == (
+        ["a", "b"], pytest.approx(np.array([1, 0, 1])))
+    assert folder_classes(str(tmp_path), paths("top.png", "a/1.png", "b/2.png")) is None  # an image at the top
+    assert folder_classes(str(tmp_path), paths("a/1.png", "a/deeper/2.png")) is None  # one sub-folder: no classes
+
+
+def _class_tree(root, per_class=6):
+    """Sub-folders dark/ (label 0, grey 50) and light/ (label 1, grey 200) of flat grey images."""
+    for name, grey in (("dark", 50), ("light", 200)):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8, 3), grey, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_folder_of_class_sub_folders_gives_each_image_its_label(tmp_path):
+    ds = make_datasets(DataConfig(source=f"folder:{_class_tree(tmp_path)}", validation_fraction=0.5),
+                       image_shape=(8, 8, 1), value_range=(0.0, 1.0), batch_size=4, seed=0, labels=True)
+    x, y = ds.validation_arrays()
+    assert len(y) == ds.num_validation == 6 and set(y.tolist()) <= {0, 1}
+    np.testing.assert_array_equal(y, (x.reshape(len(x), -1).mean(axis=1) > 0.5).astype(y.dtype))
+    images, labels = next(iter(ds.train))
+    np.testing.assert_array_equal(labels.numpy(), (images.numpy().reshape(len(images), -1).mean(axis=1) > 0.5))
+
+
+def test_exclude_labels_drops_a_sub_folder_class_and_needs_classes(tmp_path):
+    ds = make_datasets(DataConfig(source=f"folder:{_class_tree(tmp_path / 'tree')}", validation_fraction=0.5,
+                                  exclude_labels=(1,)),
+                       image_shape=(8, 8, 1), value_range=(0.0, 1.0), batch_size=2, seed=0, labels=True)
+    x, y = ds.validation_arrays()
+    assert ds.num_train + ds.num_validation == 6 and set(y.tolist()) == {0} and x.max() < 0.5
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), 9 * i, np.uint8)).save(flat / f"{i}.png")
+    with pytest.raises(DataError, match="not in one sub-folder per class"):
+        make_datasets(DataConfig(source=f"folder:{flat}", exclude_labels=(1,)), image_shape=(8, 8, 1),
+                      value_range=(0.0, 1.0), batch_size=2, seed=0)
