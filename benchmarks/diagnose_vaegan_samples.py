@@ -33,11 +33,25 @@ from pathlib import Path
 import numpy as np
 
 
+def _codes(config, model, data):
+    """(training images in the model's range, their posterior means and variances, the validation images'
+    posterior means)."""
+    from keras_vae.data import make_datasets
+    from keras_vae.sampling.posterior import encode_batches
+
+    ds = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
+                       batch_size=500, seed=0)
+    train = np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in ds.train])
+    mu_tr, var_tr = encode_batches(model, (train[i:i + 500] for i in range(0, len(train), 500)))
+    mu_va, _ = encode_batches(model, (data.model_images[i:i + 500] for i in range(0, len(data.model_images), 500)))
+    return train, mu_tr, var_tr, mu_va
+
+
 def main(run_dirs: list[str], n: int = 1000, seed: int = 0, extra: bool = True) -> None:
     from keras_vae.evaluation.features import feature_net_for_run
     from keras_vae.evaluation.report import evaluation_data
     from keras_vae.evaluation.sample_quality import frechet_distance, precision_recall
-    from keras_vae.sampling.posterior import encode_batches, load_sampler
+    from keras_vae.sampling.posterior import load_sampler
     from keras_vae.runs.folder import load_run
     from keras_vae.sampling.samplers import fit_gmm
 
@@ -47,12 +61,7 @@ def main(run_dirs: list[str], n: int = 1000, seed: int = 0, extra: bool = True) 
         feature, _ = feature_net_for_run(config, run_dir, train_if_missing=True)
         from keras_vae.evaluation.features import embed
         real = embed(feature, data.real_unit)
-        from keras_vae.data import make_datasets
-        ds = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
-                           batch_size=500, seed=0)
-        train = np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in ds.train])
-        mu_tr, var_tr = encode_batches(model, (train[i:i + 500] for i in range(0, len(train), 500)))
-        mu_va, _ = encode_batches(model, (data.model_images[i:i + 500] for i in range(0, len(data.model_images), 500)))
+        train, mu_tr, var_tr, mu_va = _codes(config, model, data)
 
         def dec(z):
             z = np.asarray(z, np.float32)
@@ -86,20 +95,15 @@ def main(run_dirs: list[str], n: int = 1000, seed: int = 0, extra: bool = True) 
 
 
 def intensity(run_dirs: list[str], n: int = 1000, seed: int = 0) -> None:
-    from keras_vae.data import make_datasets
     from keras_vae.evaluation.report import evaluation_data
     from keras_vae.runs.folder import load_run
-    from keras_vae.sampling.posterior import SAMPLERS_DIR, encode_batches, load_sampler
+    from keras_vae.sampling.posterior import SAMPLERS_DIR, load_sampler
 
     for run_dir in run_dirs:
         config, model = load_run(run_dir)
         data = evaluation_data(config)
         low, high = config.model.value_range
-        ds = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
-                           batch_size=500, seed=0)
-        train = np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in ds.train])
-        mu_tr, _ = encode_batches(model, (train[i:i + 500] for i in range(0, len(train), 500)))
-        mu_va, _ = encode_batches(model, (data.model_images[i:i + 500] for i in range(0, len(data.model_images), 500)))
+        train, mu_tr, _, mu_va = _codes(config, model, data)
 
         def decoded(z):
             """(images on [0, 1], the decoder's output before the clip) for latents z."""
