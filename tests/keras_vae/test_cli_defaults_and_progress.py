@@ -103,6 +103,23 @@ def test_start_banner_plans_the_sampler_fit_and_the_evaluation(preset, words):
         < then.index("figures")
 
 
+@pytest.mark.parametrize("preset, classes_step", [("mnist-mlp", False), ("mnist-28", True)])
+def test_start_banner_of_a_conditional_run_lists_the_phases_it_runs(preset, classes_step):
+    # the training loop skips the label-free sampler fit and sample quality of a class-conditional run; the
+    # VAEGAN fits its class samplers after saving
+    from types import SimpleNamespace
+
+    from keras_vae.config import merge
+    from keras_vae.models import build_model
+    from keras_vae.utils.progress import start_summary
+
+    config = merge(get_preset(preset), {"model": {"num_classes": 10}})
+    then = start_summary(config, "runs/x", SimpleNamespace(description="digits", train=None), build_model(config))[-1]
+    assert "latent sampler fit" not in then and "sample quality" not in then and "BatchNorm" not in then, then
+    assert ("class samplers" in then) == classes_step, then
+    assert then.index("save model.keras") < then.index("reconstruction error") < then.index("figures")
+
+
 def test_phase_lines_report_each_step_with_an_eta():
     from keras_vae.utils.progress import Reporter
 
