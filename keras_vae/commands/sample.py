@@ -90,9 +90,13 @@ def run(args: argparse.Namespace) -> int:
         save(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8", label=args.label),
              decoder.sampler_kind if args.label is None else f"class-{args.label}")
     else:
-        from keras_vae.runs.folder import load_run
+        from keras_vae.runs.folder import load_run, load_run_config
         from keras_vae.sampling.draw import draw_samples
 
+        if args.sampler not in (None, "prior") and load_run_config(source).model.num_classes > 0:
+            raise ConfigError(f"--sampler {args.sampler}: {str(args.source)!r} is a class-conditional run, which fits "
+                              "no label-free latent samplers (its codes are modelled per class): use --class K "
+                              "(class K's sampler) or --sampler prior")
         _, model = load_run(source, sampler=args.sampler)  # the model's sampler: the run's or --sampler's
         latent_sampler = getattr(model, "latent_sampler", None)
         labels, class_sampler, kind = None, None, latent_sampler.kind if latent_sampler is not None else "prior"

@@ -162,3 +162,22 @@ def test_conditional_run_on_an_unlabelled_source_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "has no labels" in err and "--conditional" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_sampler_option_on_a_conditional_run_names_the_class_samplers(tmp_path, capsys):
+    # a conditional run fits no label-free sampler: --sampler gaussian|gmm|flow is refused before the model loads
+    import json
+
+    from keras_vae.cli import main
+    from keras_vae.config import merge
+    from keras_vae.config.presets import get_preset
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(merge(get_preset("tiny-vae"), {"model": {"num_classes": 3}}).to_dict()))
+    (run / "model.keras").write_bytes(b"not read: the refusal comes first")
+    for kind in ("gaussian", "gmm", "flow"):
+        assert main(["sample", str(run), "--sampler", kind, "--out", str(tmp_path / "s.png")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--sampler {kind}: " in err[0] and "class-conditional run" in err[0] \
+            and "--class K" in err[0], err
