@@ -75,15 +75,19 @@ class ClassSamplers:
                             f"{int(values.min()) if values.min() < 0 else int(values.max())}")
         return values.astype(np.int32)
 
-    def latents(self, eps, u, labels) -> np.ndarray:
-        """z [n, d]: row i drawn by class labels[i]'s rule (the NumPy reference of the table)."""
+    def _per_class(self, fn, eps, u, labels, dtype) -> np.ndarray:
+        """[n, d]: row i is ``fn(class labels[i]'s sampler, eps rows, u rows)``, computed once per class."""
         eps, u = np.asarray(eps, np.float32), np.asarray(u, np.float32).reshape(-1)
         labels = self.check_labels(labels, len(u))
-        z = np.zeros(eps.shape, np.float32)
+        out = np.zeros(eps.shape, dtype)
         for c in np.unique(labels):
             rows = labels == c
-            z[rows] = self.samplers[c].latents(eps[rows], u[rows])
-        return z
+            out[rows] = fn(self.samplers[c], eps[rows], u[rows])
+        return out
+
+    def latents(self, eps, u, labels) -> np.ndarray:
+        """z [n, d]: row i drawn by class labels[i]'s rule (the NumPy reference of the table)."""
+        return self._per_class(lambda sampler, e, v: sampler.latents(e, v), eps, u, labels, np.float32)
 
     def sample(self, n: int, seed: int, label) -> np.ndarray:
         """n latents of class ``label`` (one integer or n) from ``draw_noise(seed, n, d)``."""
@@ -95,13 +99,7 @@ class ClassSamplers:
         """``keras_vae.export.sampler_onnx.latent_tolerance`` of each row's class sampler."""
         from keras_vae.export.sampler_onnx import latent_tolerance
 
-        eps, u = np.asarray(eps, np.float32), np.asarray(u, np.float32).reshape(-1)
-        labels = self.check_labels(labels, len(u))
-        out = np.zeros(eps.shape, np.float64)
-        for c in np.unique(labels):
-            rows = labels == c
-            out[rows] = latent_tolerance(self.samplers[c], eps[rows], u[rows])
-        return out
+        return self._per_class(latent_tolerance, eps, u, labels, np.float64)
 
     def describe(self) -> dict[str, str]:
         """{class: "gmm (run folder samplers/classes.json)" ...} for export.json."""

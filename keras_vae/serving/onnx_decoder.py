@@ -304,12 +304,9 @@ class OnnxDecoder:
         ``LatentSampler`` (finite float32 values, latents whose squares stay finite), of the same kind."""
         from keras_vae.sampling.samplers import LatentSampler
 
-        json_path = path.parent / contract.SAMPLER_JSON
-        check_listed_present(path.parent, contract.SAMPLER_JSON, PRIOR_ON_PURPOSE, verify)
-        if not json_path.is_file():
+        json_path = _verified_beside(path, contract.SAMPLER_JSON, verify)
+        if json_path is None:
             return
-        if verify:
-            verify_export_json(json_path)
         stored = LatentSampler.load(json_path, self._latent_dim)
         if kind != "unknown" and stored.kind != kind:
             raise ArtifactError(f"{json_path} holds a {stored.kind!r} sampler but {path.name} draws from a {kind!r} "
@@ -318,12 +315,9 @@ class OnnxDecoder:
     def _check_class_samplers_json(self, path: Path, verify: bool, classes: int) -> None:
         """A conditional export's class_samplers.json beside ``path`` (when listed or present): verified, and
         holding one sampler per class of sampler.onnx."""
-        json_path = path.parent / contract.CLASS_SAMPLERS_JSON
-        check_listed_present(path.parent, contract.CLASS_SAMPLERS_JSON, PRIOR_ON_PURPOSE, verify)
-        if not json_path.is_file():
+        json_path = _verified_beside(path, contract.CLASS_SAMPLERS_JSON, verify)
+        if json_path is None:
             return
-        if verify:
-            verify_export_json(json_path)
         from keras_vae.sampling.classes import CLASSES_FORMAT
         from keras_vae.sampling.samplers import LatentSampler
 
@@ -645,3 +639,15 @@ def sample_grid(onnx_path, n: int, seed, out_png, temperature: float = 1.0, cols
     decoder = OnnxDecoder(onnx_path, providers=providers, verify=verify)
     images = decoder.sample(n, seed=seed, temperature=temperature, output="uint8")
     return save_grid(images, out_png, cols=cols)
+
+
+def _verified_beside(path: Path, name: str, verify: bool) -> Path | None:
+    """The export file ``name`` beside ``path`` when it is there (checked against export.json's listing, and
+    with ``verify`` its SHA-256); None when the export has no such file."""
+    json_path = path.parent / name
+    check_listed_present(path.parent, name, PRIOR_ON_PURPOSE, verify)
+    if not json_path.is_file():
+        return None
+    if verify:
+        verify_export_json(json_path)
+    return json_path
