@@ -73,12 +73,6 @@ def finish_training_steps(flow_steps: int = 0) -> int:
     return FINISH_STEPS_BEFORE_SEARCH + gmm_search_steps() + 1 + flow_fit_steps(flow_steps) + 1
 
 
-def _decoded_unit(model, z: np.ndarray, batch: int = ENCODE_BATCH) -> np.ndarray:
-    """Images on [0, 1] decoded (inference mode) from latents z."""
-    z = np.asarray(z, np.float32)
-    return np.concatenate([np.asarray(model.to_unit(model.decode(z[i:i + batch]))) for i in range(0, len(z), batch)])
-
-
 def choose_covariance_scale(model, mixture: LatentSampler, means: np.ndarray, variances: np.ndarray,
                             reference_unit: np.ndarray, held_out: np.ndarray, feature_model, seed: int = 0,
                             scales=COVARIANCE_SCALES, samples: int = SCALE_SAMPLES,
@@ -92,6 +86,7 @@ def choose_covariance_scale(model, mixture: LatentSampler, means: np.ndarray, va
     "draws", "criterion"}."""
     from keras_vae.evaluation.features import embed
     from keras_vae.evaluation.sample_quality import frechet_distance
+    from keras_vae.sampling.draw import draw_samples
 
     held = len(reference_unit)
     if held < 2 or len(means) < 2 * held:
@@ -104,8 +99,9 @@ def choose_covariance_scale(model, mixture: LatentSampler, means: np.ndarray, va
     scores = {}
     for scale in scales:
         candidate = widened(split_fit, scale)
-        fds = [frechet_distance(embed(feature_model, _decoded_unit(model, candidate.sample(
-            samples, seed=seed + SCALE_SEED_OFFSET + draw))), real) for draw in range(draws)]
+        fds = [frechet_distance(embed(feature_model, draw_samples(
+            model, samples, seed=seed + SCALE_SEED_OFFSET + draw, latent_sampler=candidate, batch_size=ENCODE_BATCH)),
+            real) for draw in range(draws)]
         scores[f"{float(scale):g}"] = float(np.mean(fds))
     best = min(scores, key=lambda key: (scores[key], float(key)))
     return {"scale": float(best), "scores": scores, "reference_examples": int(held), "samples": int(samples),
