@@ -262,11 +262,12 @@ def nearest_neighbours(queries: np.ndarray, reference: np.ndarray, chunk: int = 
 
 def mean_pairwise_distance(points: np.ndarray) -> float:
     """Mean L2 distance over the n(n-1)/2 pairs of rows (0 for fewer than two rows)."""
+    from keras_vae.evaluation.sample_quality import pairwise_distances
+
     x = _rows(points)
     if len(x) < 2:
         return 0.0
-    d = np.sqrt(np.maximum(np.sum(x * x, 1)[:, None] + np.sum(x * x, 1)[None] - 2 * x @ x.T, 0.0))
-    return float(d[np.triu_indices(len(x), 1)].mean())
+    return float(pairwise_distances(x, x)[np.triu_indices(len(x), 1)].mean())
 
 
 @dataclass

@@ -73,21 +73,22 @@ def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, subsets: int
     return float(np.mean(values)), float(np.std(values))
 
 
-def _pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """L2 distances [len(a), len(b)] between the rows of a and b, from |a|^2 + |b|^2 - 2 a.b (clipped at 0)."""
     squared = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
     return np.sqrt(np.clip(squared, 0.0, None))
 
 
 def knn_radii(features: np.ndarray, k: int) -> np.ndarray:
     """Distance of each row to its k-th nearest other row (the radius of its k-NN ball)."""
-    distances = _pairwise_distances(features, features)
+    distances = pairwise_distances(features, features)
     return np.sort(distances, axis=1)[:, k]  # column 0 is the row itself (distance 0)
 
 
 def manifold_coverage(reference: np.ndarray, queries: np.ndarray, k: int) -> float:
     """Fraction of queries inside the union of the reference rows' k-NN balls (Kynkaanniemi et al. 2019)."""
     radii = knn_radii(reference, k)
-    inside = _pairwise_distances(queries, reference) <= radii[None, :]
+    inside = pairwise_distances(queries, reference) <= radii[None, :]
     return float(np.mean(inside.any(axis=1)))
 
 
