@@ -495,6 +495,14 @@ class Completion:
         save_grid(np.concatenate(rows), out_dir / "completions.png", cols=n, pad=1)
 
 
+def default_mwg_chains(completions: int, mwg_chains: int | None, mwg_start: str) -> int:
+    """The Metropolis-within-Gibbs chain count in effect: ``mwg_chains`` when given, else one chain per completion
+    from importance-resampled starts ('importance') and one chain from the encoder's mean ('encoder')."""
+    if mwg_chains is not None:
+        return int(mwg_chains)
+    return int(completions) if mwg_start == "importance" else 1
+
+
 def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: str, *,
                  methods=("iterative", "latent"), steps: int = 30, latent_steps: int = 200,
                  learning_rate: float = 0.05, seed: int = 0, batch_size: int = 256, completions: int = 10,
@@ -513,8 +521,7 @@ def complete_all(model, images: np.ndarray, reference: np.ndarray, mask_spec: st
             raise ConfigError(f"unknown completion method {method!r}: choose from {', '.join(COMPLETION_METHODS)}")
         if method in SAMPLING_COMPLETION_METHODS:
             require_likelihood(model, method)
-    if mwg_chains is None:
-        mwg_chains = completions if mwg_start == "importance" else 1
+    mwg_chains = default_mwg_chains(completions, mwg_chains, mwg_start)
     if "metropolis" in methods:
         if mwg_start not in MWG_STARTS:
             raise ConfigError(f"unknown chain start {mwg_start!r}: choose from {', '.join(MWG_STARTS)}")

@@ -62,7 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from keras_vae.applications.completion import complete_examples, load_reference, parse_mask
+    from keras_vae.applications.completion import (complete_examples, default_mwg_chains, load_reference,
+                                                   parse_mask)
     from keras_vae.commands.app_options import all_examples, check_positive, open_run_and_source
     from keras_vae.errors import ConfigError
 
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     result.save(out, extra={"run_dir": str(args.run_dir), "data": source.name, "split": args.split,
                             "reference_examples": int(len(reference)), "steps": args.steps,
                             "latent_steps": args.latent_steps, "latent_lr": args.latent_lr, "seed": args.seed,
-                            "mwg_steps": args.mwg_steps, "mwg_chains": args.mwg_chains,
+                            "mwg_steps": args.mwg_steps,
+                            "mwg_chains": default_mwg_chains(args.completions, args.mwg_chains, args.mwg_start),
                             "mwg_start": args.mwg_start, "burn_in": args.burn_in,
                             "importance_samples": args.importance_samples})
     print(f"completed {len(result.images)} images of {source.name} ({args.split}), mask {args.mask} "

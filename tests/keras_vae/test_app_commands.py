@@ -202,6 +202,7 @@ def test_complete_metropolis_writes_k_completions_and_calibration(capsys, vae_ru
     done = np.load(tmp_path / "c" / "completed.npz")
     assert set(report["psnr_masked_db"]) == {"metropolis", "mean_fill", "nearest"}
     assert report["completions"] == 3 and set(report["best_of_k_psnr_db"]) == {"metropolis"}
+    assert report["mwg_chains"] == 3 and report["mwg_start"] == "importance"  # the default in effect, not null
     samples, mask, original = done["metropolis_samples"] / 255.0, done["mask"], done["original"] / 255.0
     assert samples.shape == (3, 20, 28, 28, 1) and done["metropolis_std"].shape == (20, 28, 28, 1)
     np.testing.assert_allclose(done["metropolis_std"], samples.std(axis=0), atol=1 / 255)  # uint8 rounding
