@@ -24,6 +24,7 @@ import json
 import math
 import numbers
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 
+_sleep = time.sleep  # the retry backoff's wait (one name to replace in tests)
+
+
 # ----------------------------------------------------------------------------------------- errors
 class TFServingError(KerasVAEError):
     """Base class of every error raised by the TF Serving clients."""
@@ -63,7 +67,12 @@ class TFServingServerError(TFServingError):
 
 
 class TFServingConnectionError(TFServingError, ConnectionError):
-    """The server could not be reached (refused, DNS, reset) or gave no parsable answer."""
+    """The server could not be reached (refused, DNS, reset) or gave no parsable answer. ``transient``: the
+    connection was refused or reset (a restarting server), which the REST client retries."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class TFServingTimeoutError(TFServingConnectionError, TimeoutError):
@@ -412,12 +421,21 @@ class TFServingClient(_BaseClient):
 
     ``version=None`` asks for the latest version the server has loaded. ``timeout`` (seconds) bounds
     each HTTP request (connect and read). ``validate=False`` skips the metadata request and the
-    client-side checks (the server still checks).
+    client-side checks (the server still checks). A request answered with HTTP 503 (the server is
+    loading or overloaded) or refused/reset on connecting is sent again up to ``retries`` times, after
+    ``backoff`` x 1, 2, 4, ... seconds (every request here is idempotent); a timeout is not retried.
     """
 
+    RETRY_STATUSES = (503,)
+
     def __init__(self, base_url: str, model: str, version: int | None = None, timeout: float = 10.0,
-                 validate: bool = True):
+                 validate: bool = True, retries: int = 2, backoff: float = 0.25):
         super().__init__(model, version, timeout, validate)
+        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+            raise TFServingError(f"retries must be a non-negative integer, got {retries!r}")
+        if not isinstance(backoff, numbers.Real) or not math.isfinite(backoff) or backoff < 0:
+            raise TFServingError(f"backoff must be a non-negative number of seconds, got {backoff!r}")
+        self.retries, self.backoff = int(retries), float(backoff)
         parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise TFServingError(f"base_url must look like http://host:8501, got {base_url!r}")
@@ -428,6 +446,23 @@ class TFServingClient(_BaseClient):
         self.model_url = self.base_url + path
 
     def _request(self, method: str, url: str, body: dict | None = None) -> dict:
+        """One request, sent again on a transient failure (``retries``, ``backoff``)."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._request_once(method, url, body)
+            except TFServingTimeoutError:
+                raise
+            except (TFServingServerError, TFServingConnectionError) as error:
+                transient = (isinstance(error, TFServingConnectionError) and error.transient) or (
+                    isinstance(error, TFServingServerError) and error.status in self.RETRY_STATUSES)
+                if not transient or attempt == self.retries:
+                    if attempt:
+                        error.args = (f"{error.args[0]} (after {attempt + 1} attempts)",)
+                    raise
+                _sleep(self.backoff * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _request_once(self, method: str, url: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         req = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"} if data else {})
@@ -447,11 +482,13 @@ class TFServingClient(_BaseClient):
             if isinstance(e.reason, (TimeoutError, socket.timeout)):
                 raise TFServingTimeoutError(f"no answer from {what} within {self.timeout:g} s") from None
             raise TFServingConnectionError(f"cannot reach TF Serving at {self.base_url} "
-                                           f"({what}): {e.reason}") from None
+                                           f"({what}): {e.reason}",
+                                           transient=isinstance(e.reason, ConnectionError)) from None
         except TimeoutError:
             raise TFServingTimeoutError(f"no answer from {what} within {self.timeout:g} s") from None
         except OSError as e:  # ConnectionResetError, http.client.RemoteDisconnected, ...
-            raise TFServingConnectionError(f"connection to TF Serving failed ({what}): {e}") from None
+            raise TFServingConnectionError(f"connection to TF Serving failed ({what}): {e}",
+                                           transient=isinstance(e, ConnectionError)) from None
         try:
             return json.loads(raw)
         except ValueError:
