@@ -1,20 +1,23 @@
 """Class agreement and per-class FD of class-conditional models (the classic CVAE, the conditional VAEGAN).
 
-    python -m benchmarks.conditional_vae [--model vae|vaegan] [--run RUN_DIR] [--out runs/bench-conditional]
-                                         [--unconditional-run COPY_OF_RUN] [--per-class 100]
+    python -m benchmarks.conditional_vae [--model vaegan|vae] [--run RUN_DIR] [--out runs/bench-conditional]
+                                         [--unconditional-run COPY_OF_RUN] [--per-class 100] [--draws 5]
 
 Without ``--run`` it trains the default job of ``--model`` with the label (``keras-vae train --model M
---conditional --out OUT``: mnist-mlp for the classic VAE, mnist-28 for the VAEGAN), then draws ``per-class``
-samples of each of the ten digits, p(x|z, y=k) with z ~ N(0, I) and with z from class k's own sampler
-(``samplers/classes.json``, fitted into the run first when it has none), and
+--conditional --out OUT``: mnist-mlp for the classic VAE, mnist-28 for the VAEGAN), then draws ``draws`` sets of
+``per-class`` samples of each of the ten digits (draw d, class k with seed + 10 d + k: draw 0 is the single draw
+of earlier results), p(x|z, y=k) with z ~ N(0, I) and with z from class k's own sampler (``samplers/classes.json``,
+fitted into the run first when it has none), and
 
 - classifies them with two digit classifiers trained on the real embedded training digits: the package's
   ``mnist_feature_net`` (whose features also give the FD) and a stronger small CNN with light augmentation
   (``digit_cnn``, seeded, trained once and cached in ``OUT/digit_cnn``). Class agreement = the fraction of samples
-  classified as the class they were drawn for; each classifier's accuracy on the real validation digits bounds it;
+  classified as the class they were drawn for, reported as the mean over the draws with its standard error
+  (one draw of 1000 samples moves by about 0.7 points); each classifier's accuracy on the real validation digits
+  bounds it;
 - computes per-class FD: the Frechet distance (``mnist_feature_net`` features, as the sample-quality FD) between
   the samples of class k and the validation digits of class k, beside the FD of as many real training digits of
-  class k (the floor at these sample sizes).
+  class k (the floor at these sample sizes), each the mean over the draws.
 
 ``--unconditional-run`` adds an unconditional run of the same kind sampled by class through its class samplers
 (fitted into that folder: pass a copy). Results go to benchmarks/results/conditional_vae.{json,md}, one section per
@@ -103,8 +106,15 @@ def digit_cnn(digits: dict, cache: Path) -> tuple["keras.Model", dict]:  # noqa:
 
 
 # --- measures ---------------------------------------------------------------------------------------------
-def class_images(model, per_class: int = 100, seed: int = 0, class_samplers=None, num_classes: int = 10):
-    """[K * per_class] samples in [0, 1] (class k's block drawn with seed + k) and their requested labels. A
+def draw_seed(seed: int, draw: int, label: int, num_classes: int = 10) -> int:
+    """The seed of class ``label``'s block in draw ``draw``: seed + num_classes * draw + label (draw 0: seed + k)."""
+    return int(seed) + int(num_classes) * int(draw) + int(label)
+
+
+def class_images(model, per_class: int = 100, seed: int = 0, class_samplers=None, num_classes: int = 10,
+                 draw: int = 0):
+    """[K * per_class] samples in [0, 1] (class k's block drawn with ``draw_seed(seed, draw, k)``) and their
+    requested labels. A
     conditional ``model`` decodes p(x|z, y=k); z from ``class_samplers[k]`` when given, else from N(0, I)
     (``model.sample``). An unconditional model needs ``class_samplers``."""
     from keras_vae.sampling.draw import draw_samples
@@ -112,9 +122,10 @@ def class_images(model, per_class: int = 100, seed: int = 0, class_samplers=None
     conditional = getattr(model, "conditional", False)
 
     def images_of(c: int) -> np.ndarray:
+        s = draw_seed(seed, draw, c, num_classes)
         if class_samplers is None:
-            return np.asarray(model.to_unit(model.sample(per_class, seed=seed + c, label=c)))
-        return draw_samples(model, per_class, seed=seed + c, latent_sampler=class_samplers[c],
+            return np.asarray(model.to_unit(model.sample(per_class, seed=s, label=c)))
+        return draw_samples(model, per_class, seed=s, latent_sampler=class_samplers[c],
                             labels=np.full(per_class, c) if conditional else None)
 
     return np.concatenate([images_of(c) for c in range(num_classes)]), np.repeat(np.arange(num_classes), per_class)
@@ -132,6 +143,27 @@ def agreement(classifier, images: np.ndarray, labels: np.ndarray) -> dict:
             "confusion": confusion.tolist(), "samples": int(len(labels))}
 
 
+def pooled_agreement(draws: list[dict]) -> dict:
+    """``agreement`` of several draws in one: "overall" and "per_class" are the means over the draws, "stderr"
+    the standard error of "overall" (sample standard deviation / sqrt(draws); 0 for one draw), "per_draw" the
+    draws' overall values, "confusion" and "samples" their sums."""
+    overall = np.array([a["overall"] for a in draws], np.float64)
+    stderr = float(np.std(overall, ddof=1) / np.sqrt(len(overall))) if len(overall) > 1 else 0.0
+    classes = list(draws[0]["per_class"])
+    return {"overall": float(overall.mean()), "stderr": stderr, "draws": len(draws),
+            "per_draw": overall.tolist(),
+            "per_class": {c: float(np.mean([a["per_class"][c] for a in draws])) for c in classes},
+            "confusion": np.sum([a["confusion"] for a in draws], axis=0).tolist(),
+            "samples": int(sum(a["samples"] for a in draws))}
+
+
+def mean_fd(draws: list[dict]) -> dict:
+    """``per_class_fd`` of several draws: each class's FD and the overall mean, averaged over the draws."""
+    classes = list(draws[0]["per_class"])
+    values = {c: float(np.mean([fd["per_class"][c] for fd in draws])) for c in classes}
+    return {"per_class": values, "mean": float(np.mean(list(values.values()))), "draws": len(draws)}
+
+
 def per_class_fd(feature_net, images: np.ndarray, labels: np.ndarray, digits: dict) -> dict:
     """FD of each class's samples against that class's validation digits ({k: FD} and their mean)."""
     from keras_vae.evaluation.features import embed
@@ -143,13 +175,15 @@ def per_class_fd(feature_net, images: np.ndarray, labels: np.ndarray, digits: di
     return {"per_class": values, "mean": float(np.mean(list(values.values())))}
 
 
-def real_floor_fd(feature_net, digits: dict, per_class: int, seed: int = 0) -> dict:
-    """``per_class_fd`` of ``per_class`` real training digits of each class (drawn with ``seed``): the FD a
-    perfect model would get with these sample sizes."""
-    rng = np.random.default_rng(seed)
-    picks = np.concatenate([rng.choice(np.flatnonzero(digits["train_labels"] == c), per_class, replace=False)
-                            for c in range(10)])
-    return per_class_fd(feature_net, digits["train"][picks], digits["train_labels"][picks], digits)
+def real_floor_fd(feature_net, digits: dict, per_class: int, seed: int = 0, draws: int = 1) -> dict:
+    """``per_class_fd`` of ``per_class`` real training digits of each class (draw d picked with seed + d), the
+    mean over ``draws``: the FD a perfect model would get with these sample sizes."""
+    def one(rng):
+        picks = np.concatenate([rng.choice(np.flatnonzero(digits["train_labels"] == c), per_class, replace=False)
+                                for c in range(10)])
+        return per_class_fd(feature_net, digits["train"][picks], digits["train_labels"][picks], digits)
+
+    return mean_fd([one(np.random.default_rng(seed + d)) for d in range(draws)])
 
 
 def _class_samplers(run: str, model) -> tuple[dict, float | None]:
@@ -165,14 +199,21 @@ def _class_samplers(run: str, model) -> tuple[dict, float | None]:
     return load_class_samplers(run, model.latent_dim), seconds
 
 
-def measure(model, classifiers: dict, digits: dict, per_class: int, seed: int, class_samplers=None) -> dict:
-    """Class agreement under every classifier and per-class FD of one way of sampling a model."""
-    images, labels = class_images(model, per_class, seed, class_samplers)
-    return {"agreement": {name: agreement(net, images, labels) for name, net in classifiers.items()},
-            "fd": per_class_fd(classifiers["mnist_feature_net"], images, labels, digits)}
+def measure(model, classifiers: dict, digits: dict, per_class: int, seed: int, class_samplers=None,
+            draws: int = 1) -> dict:
+    """Class agreement under every classifier and per-class FD of one way of sampling a model, pooled over
+    ``draws`` draws (``pooled_agreement``, ``mean_fd``)."""
+    agreements, fds = {name: [] for name in classifiers}, []
+    for d in range(draws):
+        images, labels = class_images(model, per_class, seed, class_samplers, draw=d)
+        for name, net in classifiers.items():
+            agreements[name].append(agreement(net, images, labels))
+        fds.append(per_class_fd(classifiers["mnist_feature_net"], images, labels, digits))
+    return {"agreement": {name: pooled_agreement(a) for name, a in agreements.items()}, "fd": mean_fd(fds),
+            "per_class_samples": per_class, "draws": draws}
 
 
-def measure_run(run: str, classifiers: dict, digits: dict, per_class: int, seed: int) -> dict:
+def measure_run(run: str, classifiers: dict, digits: dict, per_class: int, seed: int, draws: int = 1) -> dict:
     """Every measure of a run: N(0, I) (conditional runs) and class samplers (both kinds of run)."""
     from keras_vae.runs.folder import load_run
     from keras_vae.utils.files import read_json
@@ -188,8 +229,8 @@ def measure_run(run: str, classifiers: dict, digits: dict, per_class: int, seed:
         "validation_reconstruction_mae": metrics.get("final", {}).get("reconstruction_mae"),
         "validation_elbo": validation.get("elbo"), "iwae_log_p_x": validation.get("log_likelihood"),
         "iwae_k": validation.get("iwae_k"),
-        "prior": measure(model, classifiers, digits, per_class, seed) if conditional else None,
-        "class_samplers": measure(model, classifiers, digits, per_class, seed, samplers),
+        "prior": measure(model, classifiers, digits, per_class, seed, draws=draws) if conditional else None,
+        "class_samplers": measure(model, classifiers, digits, per_class, seed, samplers, draws),
         "class_sampler_fit_seconds": fit_seconds,
         "class_sampler_kinds": {str(c): {"kind": s.kind, "components": s.num_components} for c, s in samplers.items()},
     }
@@ -207,7 +248,15 @@ def _row(name: str, entry: dict | None, classifier: str) -> str:
     if a is None:
         return ""
     cells = " | ".join(f"{v:.0%}" for v in a["per_class"].values())
-    return f"| {name} | {cells} | **{a['overall']:.1%}** |\n"
+    return f"| {name} | {cells} | {_overall(a)} |\n"
+
+
+def _overall(a: dict) -> str:
+    """The "all" cell: mean +- standard error over the draws, or the single draw marked as such."""
+    draws = a.get("draws", 1)
+    if draws > 1:
+        return f"**{a['overall']:.1%}** ± {100 * a['stderr']:.1f}"
+    return f"**{a['overall']:.1%}** (1 draw)"
 
 
 def _fd_row(name: str, fd: dict | None) -> str:
@@ -229,10 +278,13 @@ def markdown(result: dict) -> str:
             rows.append((f"{label}, class samplers", conditional.get("class_samplers")))
         if unconditional:
             rows.append((f"unconditional {kind.upper()}, class samplers", unconditional.get("class_samplers")))
+    draws = result.get("draws", 1)
     text = ["# Class-conditional models: class agreement and per-class FD of their samples\n\n",
-            f"{result['per_class_samples']} samples per digit (seed {result['seed']}; class k drawn with seed + k) "
-            "from each model on the embedded digits. p(x|z, y=k) for a conditional model, p(x|z) with z from "
-            "class k's sampler for an unconditional one.\n\n"]
+            f"{draws} draw(s) of {result['per_class_samples']} samples per digit (seed {result['seed']}; draw d, "
+            "class k with seed + 10 d + k) from each model on the embedded digits. p(x|z, y=k) for a conditional "
+            "model, p(x|z) with z from class k's sampler for an unconditional one. Agreement: the mean over the "
+            "draws ± its standard error in points, per digit the mean; rows marked (1 draw) are one draw of 100 "
+            "per digit (draw 0), from an earlier measurement. FD: the mean over the draws.\n\n"]
     for name, info in classifiers.items():
         table = "".join(_row(row_name, entry, name) for row_name, entry in rows)
         if table:
@@ -272,6 +324,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-conditional")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=5,
+                        help="independent draws of --per-class samples per digit; agreement is their mean +- s.e.")
     parser.add_argument("--unconditional-run", default=None,
                         help="also measure an unconditional run sampled by class through its class samplers "
                              "(fitted into that folder when it has none: pass a copy of a run you keep unchanged)")
@@ -290,19 +344,20 @@ def main() -> None:
     feature_net, feature_info = mnist_feature_net()
     cnn, cnn_info = digit_cnn(digits, Path(args.out) / "digit_cnn")
     classifiers = {"mnist_feature_net": feature_net, "digit_cnn": cnn}
-    section = {"conditional": measure_run(run, classifiers, digits, args.per_class, args.seed)}
+    section = {"conditional": measure_run(run, classifiers, digits, args.per_class, args.seed, args.draws)}
     if args.unconditional_run:
-        section["unconditional"] = measure_run(args.unconditional_run, classifiers, digits, args.per_class, args.seed)
+        section["unconditional"] = measure_run(args.unconditional_run, classifiers, digits, args.per_class, args.seed,
+                                               args.draws)
     previous = _previous()
     models = dict(previous.get("models", {}))
     if previous and "models" not in previous:  # the classic-only layout: its numbers become the "vae" section
         models["vae"] = {"legacy": previous}
     models[config.model.kind] = section
     result = {
-        "per_class_samples": args.per_class, "seed": args.seed,
+        "per_class_samples": args.per_class, "seed": args.seed, "draws": args.draws,
         "classifiers": {"mnist_feature_net": {"validation_accuracy_on_real_digits": feature_info.validation_accuracy},
                         "digit_cnn": cnn_info},
-        "real_floor_fd": real_floor_fd(feature_net, digits, args.per_class, args.seed),
+        "real_floor_fd": real_floor_fd(feature_net, digits, args.per_class, args.seed, args.draws),
         "models": models, "environment": environment(),
     }
     paths = write_result("conditional_vae", result, markdown(result))
