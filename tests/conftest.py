@@ -43,6 +43,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.support.background import Background, Job, Shared  # noqa: E402
+from tests.support.once import build_once  # noqa: E402
 from tests.support.runs import Exported, make_test_run, snapshot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +71,18 @@ def read_only(*paths: Path):
         assert not changed, f"a test changed the session folder {path} (copy it first): {changed[:10]}"
 
 
+def _once(tmp_path_factory, name: str, build) -> tuple[Path, object]:
+    """(folder, data): ``build(folder)`` run once per session (tests.support.once) into ``folder``, a folder every
+    test process of the session sees; ``data`` is what ``build`` returned, read back from JSON in every process."""
+    root = _session_root(tmp_path_factory)
+    folder = Shared(root / "shared", "fixtures").mktemp(name)
+    return folder, build_once(root / "fixture-claims", name, lambda: build(folder))
+
+
 @pytest.fixture(scope="session")
 def vae_run(tmp_path_factory):
-    run = make_test_run(tmp_path_factory.mktemp("run-mlp"), "tiny-vae")
+    folder, _ = _once(tmp_path_factory, "vae_run", lambda d: str(make_test_run(d / "run-mlp", "tiny-vae")))
+    run = folder / "run-mlp"
     with read_only(run):
         yield run
 
@@ -81,28 +91,34 @@ def vae_run(tmp_path_factory):
 def vae_export(vae_run, tmp_path_factory):
     from keras_vae.export.exporter import export_run
 
-    out = tmp_path_factory.mktemp("export-mlp") / "exp"
-    report = export_run(vae_run, out, float16=True, quantize=True)
+    folder, report = _once(tmp_path_factory, "vae_export",
+                           lambda d: export_run(vae_run, d / "exp", float16=True, quantize=True))
+    out = folder / "exp"
     with read_only(out):
         yield Exported(vae_run, out, report)
+
+
+def _gmm_export(vae_run, folder: Path) -> dict:
+    from keras_vae.export import contract
+    from keras_vae.export.exporter import export_run
+    from tests.support.decoders import hand_made_gmm_sampler
+
+    run = folder / "run-gmm"
+    shutil.copytree(vae_run, run)
+    hand_made_gmm_sampler().save(run / contract.SAMPLER_JSON)
+    return export_run(run, folder / "exp")
 
 
 @pytest.fixture(scope="session")
 def gmm_export(vae_run, tmp_path_factory):
     """(run_dir, export_dir, sampler, report): ``vae_run`` with ``hand_made_gmm_sampler`` as its sampler.json,
     exported (the run's data config is the embedded MNIST digits, which have labels)."""
-    from keras_vae.export import contract
-    from keras_vae.export.exporter import export_run
     from tests.support.decoders import hand_made_gmm_sampler
 
-    run = tmp_path_factory.mktemp("run-gmm") / "run-gmm"
-    shutil.copytree(vae_run, run)
-    sampler = hand_made_gmm_sampler()
-    sampler.save(run / contract.SAMPLER_JSON)
-    out = tmp_path_factory.mktemp("export-gmm") / "exp"
-    report = export_run(run, out)
+    folder, report = _once(tmp_path_factory, "gmm_export", lambda d: _gmm_export(vae_run, d))
+    run, out = folder / "run-gmm", folder / "exp"
     with read_only(run, out):
-        yield run, out, sampler, report
+        yield run, out, hand_made_gmm_sampler(), report
 
 
 # Session folders made by a process of their own (tests.support.background), started when the session
