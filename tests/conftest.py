@@ -16,10 +16,16 @@ tests/support/; test modules import nothing from each other or from a conftest.
                        folder with run/ and export/ (tests.support.conditional)
 
 The last five are made by processes of their own that start with the session (``background``), one at a
-time per test process, beside the tests; so are the whole-flow processes some modules declare. The suite runs
-in two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist loadfile``, whole modules per worker; ``-n 0``
-runs it in one process): each background job runs once, in the worker that claims it first, and the other
-reads its result; the in-process fixtures above are built in each worker that uses them.
+time per test process, beside the tests; so are the whole-flow processes some modules declare. The first three
+are built in the test process, when a test first asks for them. The suite runs in two pytest-xdist workers
+(pyproject's addopts: ``-n 2 --dist loadfile``, whole modules per worker; ``-n 0`` runs it in one process), and
+each of these folders is made once per session, in a folder the workers share: a background job runs in the
+worker that claims it first (tests.support.background) and the other reads its result; an in-process fixture
+is built by the worker that asks for it first (tests.support.once), and the other waits for its done marker
+and uses the same folder (an export's report comes back from JSON in both). A build never waits on another
+one, so two workers cannot wait on each other; a failed build fails the waiting worker's tests with the
+builder's traceback. What a test gets in memory (the GMM sampler of ``gmm_export``, ``tfs_loaded``) is made
+in each worker that uses it.
 """
 import os
 
