@@ -279,6 +279,10 @@ class TrainConfig:
     # > 0: a RealNVP flow on the fitted mixture joins the latent samplers (keras_vae.sampling.flow_fit); off by
     # default: on the default VAEGAN it beats the mixture's held-out likelihood but not its FD (docs/samplers.md)
     flow_steps: int = 0
+    # > 0: the VAE's (the VAEGAN generator's) Adam keeps an exponential moving average of the encoder and decoder
+    # weights, w_avg = m * w_avg + (1 - m) * w after every step, and fit ends with the average in the networks
+    # (Yazici et al. 2019); the discriminator keeps its own weights. 0: off (the weights of the last step)
+    ema_momentum: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
@@ -303,11 +307,13 @@ class TrainConfig:
         if self.steps_per_epoch is not None:
             _check_positive("steps_per_epoch", self.steps_per_epoch)
         _check_range("flow_steps", self.flow_steps, 0, 10_000_000)
+        _check_range("ema_momentum", self.ema_momentum, 0.0, 1.0, high_open=True)
 
 
 # TrainConfig fields that belong to the model (its optimizers and compile settings): the model keeps them
 # (``VAE(learning_rate=...)``, ``model.compile()``); every other TrainConfig field is a setting of the run.
-OPTIMIZER_FIELDS = ("learning_rate", "beta_1", "weight_decay", "disc_learning_rate", "disc_beta_1", "jit_compile")
+OPTIMIZER_FIELDS = ("learning_rate", "beta_1", "weight_decay", "disc_learning_rate", "disc_beta_1", "jit_compile",
+                    "ema_momentum")
 
 
 @dataclass(frozen=True)

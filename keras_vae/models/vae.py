@@ -218,5 +218,8 @@ class VAE(LatentVariableModel):
 
 
 def _adam(train: TrainConfig) -> keras.optimizers.Adam:
-    """Adam(learning_rate, beta_1, decoupled weight_decay) of a TrainConfig."""
-    return keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, weight_decay=train.weight_decay or None)
+    """Adam(learning_rate, beta_1, decoupled weight_decay) of a TrainConfig, keeping a moving average of the
+    weights when ``ema_momentum`` > 0 (Keras' ``use_ema``: its fit ends with the average in the model)."""
+    ema = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum > 0 else {}
+    return keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, weight_decay=train.weight_decay or None,
+                                 **ema)

@@ -15,7 +15,10 @@ balance, where VQGAN/latent-diffusion use w_adv of about 0.5-1 with the adaptive
 ``adversarial_weight`` near 1 when ``adaptive_adversarial_weight`` is on. The discriminator step
 runs first on the reconstructions of this step's forward pass (no gradient to the VAE); the VAE step
 then uses the updated discriminator. Each part has its own Adam optimizer (``g_optimizer``,
-``d_optimizer``).
+``d_optimizer``). With ``ema_momentum`` m > 0 the VAE's Adam also keeps an exponential moving average of
+the encoder's and decoder's weights (w_avg = m w_avg + (1 - m) w after each step, starting from the first
+step's weights; Yazici et al. 2019), which ``fit`` copies into them at the end; the discriminator keeps
+its own weights.
 
 The population KL is logged in two parts: ``population_kl_mean`` = 1/2 |m|^2 (how far the codes'
 mean sits from 0) and ``population_kl_spread`` = the rest (how far their (co)variance is from I).
@@ -109,6 +112,13 @@ def class_population_kl(mean, log_var, one_hot, variance: str = "means", total=l
     return mean_part - bias + spread, mean_part - bias
 
 
+def _generator_adam(train: TrainConfig) -> keras.optimizers.Adam:
+    """Adam(learning_rate, beta_1) of a TrainConfig, keeping the moving average of the weights it updates when
+    ``ema_momentum`` > 0 (Keras' ``use_ema``; never written back during training: ``VAEGAN.fit`` does at the end)."""
+    ema = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum > 0 else {}
+    return keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, **ema)
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAEGAN(LatentVariableModel):
     """Residual VAE with the population-KL ELBO, variance regularizer and a PatchGAN discriminator.
@@ -164,10 +174,11 @@ class VAEGAN(LatentVariableModel):
 
     # --- compile / optimizers ------------------------------------------------------------
     def compile_for_training(self, train: TrainConfig) -> None:
-        """compile() with Adam(learning_rate, beta_1) for the VAE and Adam(disc_learning_rate,
-        disc_beta_1) for the discriminator. Call inside ``strategy.scope()`` when distributing."""
+        """compile() with Adam(learning_rate, beta_1) for the VAE (with a moving average of its weights when
+        ``ema_momentum`` > 0) and Adam(disc_learning_rate, disc_beta_1) for the discriminator. Call inside
+        ``strategy.scope()`` when distributing."""
         self.compile(
-            g_optimizer=keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1),
+            g_optimizer=_generator_adam(train),
             d_optimizer=keras.optimizers.Adam(train.disc_learning_rate, beta_1=train.disc_beta_1),
             jit_compile=train.jit_compile,
         )
@@ -179,7 +190,7 @@ class VAEGAN(LatentVariableModel):
         train = self.train_config
         jit_compile = train.jit_compile if jit_compile is None else jit_compile
         super().compile(optimizer=None, jit_compile=jit_compile, **kwargs)
-        g_optimizer = g_optimizer or keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1)
+        g_optimizer = g_optimizer or _generator_adam(train)
         d_optimizer = d_optimizer or keras.optimizers.Adam(train.disc_learning_rate, beta_1=train.disc_beta_1)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             g_optimizer, d_optimizer = (
@@ -203,6 +214,27 @@ class VAEGAN(LatentVariableModel):
         self.compile(g_optimizer=keras.saving.deserialize_keras_object(config["g_optimizer"]),
                      d_optimizer=keras.saving.deserialize_keras_object(config["d_optimizer"]),
                      jit_compile=config.get("jit_compile", False))
+
+    # --- weight averaging ----------------------------------------------------------------
+    def fit(self, *args, **kwargs):
+        """Keras' fit; when the VAE's optimizer keeps a moving average of the weights (``ema_momentum`` > 0),
+        the encoder and decoder end with the average (``use_averaged_weights``), as Keras' fit does for a
+        model's single ``optimizer``. The checkpoints written during fit hold the last step's weights and
+        the average (the optimizer's state), so a resumed run continues both."""
+        history = super().fit(*args, **kwargs)
+        self.use_averaged_weights()
+        return history
+
+    def use_averaged_weights(self) -> bool:
+        """Copy the VAE optimizer's moving average into the encoder's and decoder's trainable weights (the
+        discriminator keeps its own). True when it did; False without an average (``ema_momentum`` 0, not
+        compiled) or before the first step (the average holds no weights yet)."""
+        optimizer = self.g_optimizer
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's Adam
+        if optimizer is None or not getattr(inner, "use_ema", False) or int(optimizer.iterations.numpy()) == 0:
+            return False
+        optimizer.finalize_variable_values(self.vae_variables)
+        return True
 
     # --- pieces of the step --------------------------------------------------------------
     def _networks_training(self, training: bool) -> bool:

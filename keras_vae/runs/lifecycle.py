@@ -111,12 +111,24 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config.json as the current schema reads it: fields added since it was written get their defaults
+    (so an older interrupted run resumes), a config the schema rejects stays as written."""
+    from keras_vae.config import RunConfig
+
+    try:
+        return RunConfig.from_dict(stored).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return stored
+
+
 def check_same_config(run_dir: Path, config: dict[str, Any]) -> None:
     """Raise ConfigError listing the fields that differ from the interrupted run's config.json."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return
-    diffs = [d for d in config_differences(read_json(path), config) if not d.startswith(RESUMABLE_CHANGES)]
+    diffs = [d for d in config_differences(_with_defaults(read_json(path)), config)
+             if not d.startswith(RESUMABLE_CHANGES)]
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise ConfigError(

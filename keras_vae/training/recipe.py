@@ -73,5 +73,8 @@ def recipe_callbacks(config: RunConfig, record: dict[str, Any]) -> list[keras.ca
         if config.model.kind != "vae":
             raise ConfigError("train.keep_best selects epochs by validation ELBO, which only the classic VAE "
                               "reports: set train.keep_best=false for a vaegan run")
+        if config.train.ema_momentum > 0:  # fit ends with the average; the kept epoch's weights would replace it
+            raise ConfigError("train.keep_best keeps one epoch's weights and train.ema_momentum their moving "
+                              "average: set one of them off (train.keep_best=false or train.ema_momentum=0)")
         callbacks.append(KeepBestWeights(record))
     return callbacks
