@@ -293,13 +293,14 @@ def calibrate(normal_scores: Mapping[str, np.ndarray], fpr: float, seed: int = 0
 def score_source(model, config, source, batches: Iterable, *, score: str, fpr: float, iwae_samples: int = 200,
                  elbo_samples: int = 10, fit_examples: int = 5000, batch_size: int = 256, seed: int = 0,
                  anomalous_labels: Sequence[int] = (), extra: Mapping[str, Any] | None = None,
-                 background=None) -> AnomalyReport:
+                 background=None, binarize: bool | None = None) -> AnomalyReport:
     """Every available score of every image in ``batches`` (``ExampleBatch`` objects of ``source``, in the
     model's range), with thresholds at false-positive rate ``fpr``.
 
     Normal data is the run's own source (``config.data``, its exclusions kept): the ``LatentGaussian`` is
     fitted on the posterior means of at most ``fit_examples`` training images; the validation images
-    (read ``batch_size`` at a time and binarized as the run binarizes) are split in two by ``seed``
+    (read ``batch_size`` at a time; binarized when ``binarize``, by default as the run binarizes; pass the
+    same choice to the ``batches``) are split in two by ``seed``
     (``calibrate``): thresholds (``fit_threshold``) on one half, the realised false-positive rate on the
     other. ``score`` (one of ``available_scores(model, background)``) decides the 'anomalous' column.
     When the source has labels and both classes occur, ``summary["roc_auc"]`` gives each score's ROC-AUC
@@ -312,7 +313,8 @@ def score_source(model, config, source, batches: Iterable, *, score: str, fpr: f
     if score not in names:
         raise _unavailable(model, background, score)
     kw = {"iwae_samples": iwae_samples, "elbo_samples": elbo_samples, "seed": seed, "background": background}
-    shape, value_range, binarize = config.model.image_shape, config.model.value_range, config.data.binarize
+    shape, value_range = config.model.image_shape, config.model.value_range
+    binarize = config.data.binarize if binarize is None else bool(binarize)
     run_source = load_source(config.data)
     train = load_examples(run_source, image_shape=shape, value_range=value_range, split="train", binarize=binarize,
                           max_examples=fit_examples)

@@ -33,6 +33,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="training images the latent Gaussian is fitted on")
     parser.add_argument("--anomalous-labels", default=None, metavar="L,L",
                         help="labels that count as anomalies for ROC-AUC (default: the run's data.exclude_labels)")
+    parser.add_argument("--binarize", default=None, action=argparse.BooleanOptionalAction,
+                        help="score the images (and the validation images of the thresholds) binarized as the run "
+                             "trained, each pixel a seeded Bernoulli draw, or as they are (--no-binarize: grey "
+                             "levels; its reconstruction_error leaves out the draws' pixel variance x(1 - x), "
+                             "docs/applications.md) (default: the run's data.binarize)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the importance samples, the calibration split and the perturbation")
     group = parser.add_argument_group("likelihood ratio (Ren et al. 2019)")
@@ -112,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--score {score} needs a likelihood, which a {type(model).__name__} does not have: "
                           f"choose {', '.join(names)}")
     anomalous = _labels(args.anomalous_labels, config.data.exclude_labels)
-    report = score_source(model, config, source, example_batches(args, config, source, binarize=config.data.binarize),
+    binarize = config.data.binarize if args.binarize is None else args.binarize
+    report = score_source(model, config, source, example_batches(args, config, source, binarize=binarize),
                           score=score, fpr=args.fpr, iwae_samples=args.iwae_samples, elbo_samples=args.elbo_samples,
                           fit_examples=args.fit_examples, batch_size=args.batch_size, seed=args.seed,
-                          anomalous_labels=anomalous, background=background,
+                          anomalous_labels=anomalous, background=background, binarize=binarize,
                           extra={"run_dir": str(args.run_dir), "data": source.name, "split": args.split,
                                  **({"background": str(args.background)} if background is not None else {})})
     out, out_json = report.save(args.out)

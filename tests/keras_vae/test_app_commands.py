@@ -101,6 +101,21 @@ def test_anomaly_csv_thresholds_and_roc_auc(capsys, vae_run, npz, tmp_path):
     assert summary["roc_auc"]["reconstruction_error"] == pytest.approx(pairwise)
 
 
+def test_anomaly_no_binarize_scores_the_grey_images(capsys, vae_run, npz, tmp_path):
+    path, images, _ = npz
+    out_csv = tmp_path / "grey.csv"
+    code, out, _ = run_cli(capsys, "anomaly", vae_run, "--data", f"npy:{path}", "--out", out_csv, "--no-binarize",
+                           "--iwae-samples", 2, "--elbo-samples", 1, "--fit-examples", 50)
+    assert code == 0, out
+    with open(out_csv) as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["index"]))
+    _, model = load_run(vae_run)  # the reconstruction error of the unbinarized images, recomputed here
+    expected = ((images - np.asarray(model.reconstruct(images))) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose([float(r["reconstruction_error"]) for r in rows], expected, rtol=1e-4, atol=1e-7)
+    summary = json.loads(out_csv.with_suffix(".json").read_text())
+    assert summary["binarized"] is False and summary["validation_examples"] == 500
+
+
 @pytest.mark.slow
 def test_anomaly_trains_a_background_run_and_scores_the_likelihood_ratio(capsys, vae_run, npz, tmp_path, monkeypatch):
     from keras_vae.applications.inputs import source_batches
