@@ -127,3 +127,23 @@ def test_markdown_rows_show_mean_and_standard_error_and_mark_single_draws():
     text = markdown(result)
     assert "| classic CVAE, class samplers |" in text and "**95.1%** ± 0.3 |" in text
     assert "**95.2%** (1 draw) |" in text
+
+
+def test_training_posteriors_draw_mu_plus_sigma_eps_of_the_class_codes():
+    from benchmarks.conditional_vae import TrainingPosteriors
+
+    means = np.array([[0.0, 10.0], [4.0, -2.0], [-1.0, 3.0]])
+    variances = np.array([[0.25, 1.0], [4.0, 0.01], [1.0, 1.0]])
+    posteriors = TrainingPosteriors(means, variances)
+    z = posteriors.sample(40000, seed=3)
+    np.testing.assert_array_equal(z, posteriors.sample(40000, seed=3))
+    assert z.dtype == np.float32 and z.shape == (40000, 2)
+    # the equal-weight mixture of N(mu_i, diag sigma_i^2): mean and variance by the law of total variance
+    mean = means.mean(axis=0)
+    variance = variances.mean(axis=0) + means.var(axis=0)
+    n = len(z)
+    assert np.all(np.abs(z.mean(axis=0) - mean) < 5 * np.sqrt(variance / n))  # 5 standard errors
+    np.testing.assert_allclose(z.var(axis=0), variance, rtol=0.05)
+    # each draw lies near one of the codes (within 6 posterior standard deviations)
+    distance = np.min(np.max(np.abs(z[:, None] - means[None]) / np.sqrt(variances[None]), axis=2), axis=1)
+    assert distance.max() < 6.0
