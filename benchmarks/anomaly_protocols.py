@@ -1,9 +1,11 @@
 """The standard anomaly-detection protocols on the embedded digits, every score side by side (not a test).
 
-    python -m benchmarks.anomaly_protocols [--one-class-epochs 20] [--loo-epochs 5] [--digits 0 1 ...]
+    python -m benchmarks.anomaly_protocols [--one-class-preset mnist-mlp] [--one-class-epochs 20]
+        [--loo-epochs 5] [--images grey] [--digits 0 1 ...]
 
 The classic VAE recipe (preset mnist-mlp: MLP 784-500-32, Bernoulli decoder, dynamic binarization,
-cosine learning rate; epochs cut to fit the budget) is trained in-process as ``keras_vae.training.loop.train``
+cosine learning rate; epochs cut to fit the budget; --one-class-preset mnist-conv: the convolutional
+VAE, latent 16, 100 epochs, for the one-class runs) is trained in-process as ``keras_vae.training.loop.train``
 trains it (same datasets, model, compile and seed) but without the run folder and the phases after the
 epochs (latent samplers, sample-quality metrics, figures), which would cost more than the training here;
 each model gets a background model for the likelihood ratio (``train_background``'s data and
@@ -18,10 +20,13 @@ configuration: the same recipe and epochs on its training images with each pixel
   noise and Gaussian noise (N(0.5, 0.25^2) clipped) images, 200 each; AUC averaged over the ten models.
   scikit-image's sample images are used only when scikit-image is installed.
 
-Every image is scored binarized (the runs' validation binarization; numpy-seeded Bernoulli draws for the
-synthetic sets). Standard errors: DeLong's for each AUC (normal and anomalous test images resampled
-as two independent samples; the models are held fixed), and the standard deviation over digits / sqrt(10)
-for the means. No cross-fitting: with one model per digit the budget stays near 20 CPU minutes.
+Every image is scored as it is, in grey levels (--images grey, the default; the models still train on
+binarized images), or binarized (--images binarized: the runs' validation binarization; numpy-seeded
+Bernoulli draws for the synthetic sets). A binarized image is one random draw of the grey one: its squared
+error to a reconstruction r carries, in expectation, each pixel's draw variance x(1 - x) on top of (x - r)^2,
+noise that says nothing about the model. Standard errors: DeLong's for each AUC (normal and anomalous
+test images resampled as two independent samples; the models are held fixed), and the standard deviation
+over digits / sqrt(10) for the means. No cross-fitting: with one model per digit the budget stays near 20 CPU minutes.
 Writes benchmarks/results/anomaly_protocols.json and .md.
 """
 from __future__ import annotations
@@ -56,13 +61,23 @@ def delong(scores: np.ndarray, is_anomaly: np.ndarray) -> tuple[float, float]:
     return float(psi.mean()), float(np.sqrt(var))
 
 
-def recipe(epochs: int, exclude: list[int], batch_size: int, seed: int, max_examples: int | None = None):
+# The one-class recipes (--one-class-preset): the preset's model, batch 50, a cosine learning rate over the
+# epochs here, the last epoch's weights. mnist-conv needs more steps than the MLP: at 20 epochs of ~450 images
+# its normal validation digits' IWAE NLL was still ~200 nats (the MLP's ~135), at 100 epochs ~120.
+ONE_CLASS_PRESETS = {"mnist-mlp": 20, "mnist-conv": 100}
+
+
+def recipe(epochs: int, exclude: list[int], batch_size: int, seed: int, max_examples: int | None = None,
+           preset: str = "mnist-mlp"):
+    """``preset``'s configuration as the benchmark trains it: ``epochs`` of ``batch_size`` with the cosine
+    learning rate, no best-epoch keeping (``fit`` skips the validation pass), ``exclude`` left out of both
+    splits."""
     from keras_vae.config import merge
     from keras_vae.config.presets import get_preset
 
-    return merge(get_preset("mnist-mlp"), {
-        "train": {"epochs": epochs, "batch_size": batch_size, "iwae_samples": 10, "iwae_examples": 50,
-                  "summary_every": 0, "seed": seed},
+    return merge(get_preset(preset), {
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr_schedule": "cosine", "keep_best": False,
+                  "iwae_samples": 10, "iwae_examples": 50, "summary_every": 0, "seed": seed},
         "data": {"exclude_labels": exclude, "max_examples": max_examples}})
 
 
@@ -77,8 +92,8 @@ def split_images(split: str, binarize: bool = True):
     return batch.images, batch.labels
 
 
-def synthetic_sets(val_images: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
-    """Out-of-distribution sets in [0, 1], binarized with numpy's seeded Bernoulli draws."""
+def synthetic_sets(val_images: np.ndarray, n: int, seed: int, binarize: bool = True) -> dict[str, np.ndarray]:
+    """Out-of-distribution sets in [0, 1], binarized with numpy's seeded Bernoulli draws when ``binarize``."""
     rng = np.random.default_rng(seed)
     grey, _ = val_images
     sets = {"inverted digits": 1.0 - grey[rng.choice(len(grey), n, replace=False)],
@@ -97,7 +112,8 @@ def synthetic_sets(val_images: np.ndarray, n: int, seed: int) -> dict[str, np.nd
         sets["scikit-image photos"] = np.stack(photos)
     except ImportError:
         pass
-    return {k: (rng.random(v.shape) < v).astype(np.float32) for k, v in sets.items()}
+    draws = {k: rng.random(v.shape) for k, v in sets.items()}  # drawn either way: the same sets for both
+    return {k: ((draws[k] < v) if binarize else v).astype(np.float32) for k, v in sets.items()}
 
 
 def score(model, bg, images: np.ndarray, iwae: int, seed: int) -> dict[str, np.ndarray]:
@@ -113,11 +129,13 @@ def score(model, bg, images: np.ndarray, iwae: int, seed: int) -> dict[str, np.n
     return {s: np.concatenate(v) for s, v in parts.items()}
 
 
-def fit(config):
+def fit(config, binarize: bool | None = None):
     """The training step of ``keras_vae.training.loop.train`` (same datasets, model, compile, output bias, seed,
-    cosine schedule) without the run folder and the phases after it (samplers, metrics, figures): the
-    benchmark needs only the weights. Keeps the last epoch's weights (the preset's keep_best needs the
-    validation pass this skips); the latent Gaussian of ``mahalanobis`` is fitted on the training codes."""
+    learning-rate schedule) without the run folder and the phases after it (samplers, metrics, figures): the
+    benchmark needs only the weights. Keeps the last epoch's weights (``recipe`` turns keep_best off: it
+    needs the validation pass this skips); the latent Gaussian of ``mahalanobis`` is fitted on the training
+    codes, of the images binarized when ``binarize`` (default: as the run binarizes), as ``keras-vae anomaly``
+    fits it."""
     import keras
 
     from keras_vae.applications.anomaly import LatentGaussian
@@ -125,7 +143,7 @@ def fit(config):
     from keras_vae.data.examples import load_examples
     from keras_vae.models import build_model
     from keras_vae.models.output_bias import initialize_output_bias
-    from keras_vae.training.recipe import CosineLearningRate
+    from keras_vae.training.recipe import recipe_callbacks
 
     keras.utils.set_random_seed(config.train.seed)
     data = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
@@ -134,24 +152,25 @@ def fit(config):
     model.compile_for_training(config.train)
     initialize_output_bias(model, data.train)
     model.fit(data.train, epochs=config.train.epochs, verbose=0, shuffle=False,
-              callbacks=[CosineLearningRate(config.train.learning_rate, config.train.epochs)])
+              callbacks=recipe_callbacks(config, {}))
 
     train = load_examples(load_source(config.data), image_shape=config.model.image_shape,
-                          value_range=config.model.value_range, split="train", binarize=config.data.binarize)
+                          value_range=config.model.value_range, split="train",
+                          binarize=config.data.binarize if binarize is None else binarize)
     model.latent_fit = LatentGaussian.fit(np.asarray(model.encode(train.images)[0]))
     return model
 
 
-def train_pair(tmp: Path, name: str, config, rate: float, seed: int):
+def train_pair(tmp: Path, name: str, config, rate: float, seed: int, binarize: bool | None = None):
     """(model, background model, CPU seconds): ``config`` and its background (``train_background``'s data
     and configuration: the training images perturbed at ``rate``)."""
     from keras_vae.applications.anomaly import background_config, write_perturbed_images
 
     start = time.process_time()
-    model = fit(config)
+    model = fit(config, binarize)
     data = tmp / f"{name}.perturbed.npz"
     write_perturbed_images(config, data, rate, seed)
-    bg = fit(background_config(config, data))
+    bg = fit(background_config(config, data), binarize)
     return model, bg, time.process_time() - start
 
 
@@ -172,9 +191,10 @@ def run_protocols(args, log=print) -> dict:
     import tensorflow as tf
 
     start, start_cpu = time.perf_counter(), time.process_time()
-    train_x, train_y = split_images("train")
-    val_x, val_y = split_images("validation")
-    ood = synthetic_sets(split_images("validation", binarize=False), args.ood_examples, args.seed)
+    binarize = args.images == "binarized"
+    train_x, train_y = split_images("train", binarize)
+    val_x, val_y = split_images("validation", binarize)
+    ood = synthetic_sets(split_images("validation", binarize=False), args.ood_examples, args.seed, binarize)
     result = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "environment": environment(), "tensorflow": tf.__version__,
               "command": "python -m benchmarks.anomaly_protocols " + " ".join(sys.argv[1:]),
@@ -183,8 +203,9 @@ def run_protocols(args, log=print) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for d in args.digits:
-            config = recipe(args.one_class_epochs, [k for k in range(10) if k != d], args.one_class_batch, args.seed)
-            run, bg, cpu = train_pair(tmp, f"one-{d}", config, args.perturb, args.seed)
+            config = recipe(args.one_class_epochs, [k for k in range(10) if k != d], args.one_class_batch, args.seed,
+                            preset=args.one_class_preset)
+            run, bg, cpu = train_pair(tmp, f"one-{d}", config, args.perturb, args.seed, binarize)
             truth = val_y != d
             scores = score(run, bg, val_x, args.iwae_samples, args.seed)
             result["one_class"].append({"digit": d, "normal": int((~truth).sum()), "anomalous": int(truth.sum()),
@@ -192,7 +213,7 @@ def run_protocols(args, log=print) -> dict:
             log(f"one-class {d}: " + ", ".join(f"{s} {v['auc']:.3f}" for s, v in result["one_class"][-1]["roc_auc"].items()))
         for d in args.digits:
             config = recipe(args.loo_epochs, [d], 100, args.seed, args.loo_max_examples)
-            run, bg, cpu = train_pair(tmp, f"loo-{d}", config, args.perturb, args.seed)
+            run, bg, cpu = train_pair(tmp, f"loo-{d}", config, args.perturb, args.seed, binarize)
             normal = val_x[val_y != d]
             anomalous = np.concatenate([train_x[train_y == d], val_x[val_y == d]])
             sets = {"held-out digit": anomalous, **ood}
@@ -242,10 +263,12 @@ def to_markdown(result: dict) -> str:
     cap = f", first {st['loo_max_examples']} images per split" if st.get("loo_max_examples") else ""
     header = (f"Produced by `{result['command']}` on {result['created']}: {env['cpu']} x{env['cpu_count']}, "
               f"TensorFlow {result['tensorflow']}, load average {env['loadavg'][0]:.1f} at start and "
-              f"{result['loadavg_end'][0]:.1f} at end (a shared machine). Classic VAE (mnist-mlp recipe); one-class "
-              f"runs {st['one_class_epochs']} epochs (batch {st['one_class_batch']}), leave-one-out runs "
-              f"{st['loo_epochs']} epochs (batch 100{cap}); each with a background run of the same recipe on images "
-              f"perturbed at rate {st['perturb']}. IWAE K = {st['iwae_samples']}, seed {st['seed']}. Budget: "
+              f"{result['loadavg_end'][0]:.1f} at end (a shared machine). Classic VAE: one-class runs preset "
+              f"{st.get('one_class_preset', 'mnist-mlp')}, {st['one_class_epochs']} epochs (batch "
+              f"{st['one_class_batch']}), leave-one-out runs preset mnist-mlp, {st['loo_epochs']} epochs (batch "
+              f"100{cap}); cosine learning rate, last epoch's weights; each with a background run of the same "
+              f"recipe on images perturbed at rate {st['perturb']}. Test images scored "
+              f"{st.get('images', 'binarized')}. IWAE K = {st['iwae_samples']}, seed {st['seed']}. Budget: "
               f"{result['cpu_seconds'] / 60:.1f} CPU minutes of this process, {result['wall_seconds'] / 60:.1f} "
               "minutes wall-clock.")
     lines = [
@@ -266,21 +289,35 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with --one-class-epochs filled in from --one-class-preset when not given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--one-class-epochs", type=int, default=20)
+    parser.add_argument("--one-class-preset", choices=sorted(ONE_CLASS_PRESETS), default="mnist-mlp",
+                        help="model of the one-class runs (the leave-one-out runs stay mnist-mlp)")
+    parser.add_argument("--one-class-epochs", type=int, default=None,
+                        help="default: " + ", ".join(f"{k} {v}" for k, v in ONE_CLASS_PRESETS.items()))
     parser.add_argument("--one-class-batch", type=int, default=50)
     parser.add_argument("--loo-epochs", type=int, default=5)
     parser.add_argument("--loo-max-examples", type=int, default=None,
                         help="cap on the images read per split before the held-out digit is dropped "
                              "(default: all 4,500 / 500)")
+    parser.add_argument("--images", choices=("grey", "binarized"), default="grey",
+                        help="score the test images as they are (grey levels) or binarized as the runs' "
+                             "validation images (one seeded Bernoulli draw per pixel)")
     parser.add_argument("--perturb", type=float, default=0.2)
     parser.add_argument("--iwae-samples", type=int, default=32)
     parser.add_argument("--ood-examples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.one_class_epochs is None:
+        args.one_class_epochs = ONE_CLASS_PRESETS[args.one_class_preset]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     result = run_protocols(args, log=lambda m: print(m, flush=True))
     write_result("anomaly_protocols", result, to_markdown(result), args.out)
     print(to_markdown(result))
