@@ -308,14 +308,16 @@ def markdown(result: dict) -> str:
         if unconditional:
             rows.append((f"unconditional {kind.upper()}, class samplers", unconditional.get("class_samplers")))
     draws = result.get("draws", 1)
+    single = any(a.get("draws", 1) == 1 for _, entry in rows if entry for a in entry["agreement"].values())
+    marked = "; rows marked (1 draw) are one draw of 100 per digit (draw 0)" if single else ""
     text = ["# Class-conditional models: class agreement and per-class FD of their samples\n\n",
             f"{draws} draw(s) of {result['per_class_samples']} samples per digit (seed {result['seed']}; draw d, "
             "class k with seed + 10 d + k) from each model on the embedded digits. p(x|z, y=k) for a conditional "
             "model, p(x|z) with z from class k's sampler for an unconditional one. Agreement: the mean over the "
-            "draws ± its standard error in points, per digit the mean; rows marked (1 draw) are one draw of 100 "
-            "per digit (draw 0), from an earlier measurement. FD: the mean over the draws. The training-posterior rows "
-            "decode z = mu + sigma eps of random training images of class k (noisy reconstructions, not new digits): "
-            "the agreement a class sampler that matched the aggregate posterior q(z|y=k) would reach.\n\n"]
+            f"draws ± its standard error in points, per digit the mean{marked}. FD: the mean over the draws. The "
+            "training-posterior rows decode z = mu + sigma eps of random training images of class k (noisy "
+            "reconstructions, not new digits): the agreement a class sampler that matched the aggregate posterior "
+            "q(z|y=k) would reach.\n\n"]
     for name, info in classifiers.items():
         table = "".join(_row(row_name, entry, name) for row_name, entry in rows)
         if table:

@@ -126,7 +126,9 @@ def test_markdown_rows_show_mean_and_standard_error_and_mark_single_draws():
                          "vaegan": {"conditional": {**run, "prior": None, "class_samplers": entry(0.952, None, 1)}}}}
     text = markdown(result)
     assert "| classic CVAE, class samplers |" in text and "**95.1%** ± 0.3 |" in text
-    assert "**95.2%** (1 draw) |" in text
+    assert "**95.2%** (1 draw) |" in text and "rows marked (1 draw)" in text
+    del result["models"]["vaegan"]
+    assert "rows marked (1 draw)" not in markdown(result)
 
 
 def test_training_posteriors_draw_mu_plus_sigma_eps_of_the_class_codes():
