@@ -11,6 +11,14 @@ the end of a run does (``finish_training``: BatchNorm refresh, mixture search, c
 JSON line per variant: FD mean and spread, precision, recall, intensity, reconstruction PSNR, the chosen
 mixture and scale. Training is deterministic on one machine, so OUT_DIR/last with seed 0 has the weights of
 ``keras-vae train --model vaegan --set train.ema_momentum=0``.
+
+    python benchmarks/vaegan_weight_averaging.py OUT_DIR --after-fit RUN/model.keras [...] [--orders 0,1,2]
+
+The end of training alone, on given weights: for each model.keras (its run's config.json beside it) and each
+ORDER, the steps after fit (BatchNorm refresh from 2048 training images, the codes, the mixture search, the
+covariance scale chosen on the first 500 codes held out, the 5-draw evaluation) with the training set shuffled
+by seed ORDER instead of the run's. Those steps depend on the order (which images refresh BatchNorm, EM's
+starting points, which 500 are held out), so comparing two weights needs them under the same orders.
 """
 from __future__ import annotations
 
@@ -87,10 +95,42 @@ def main(out_dir: Path, seed: int, momenta: list[float]) -> None:
                           "after_fit_cpu_s": round(time.process_time() - start, 1)}), flush=True)
 
 
+def after_fit(out_dir: Path, models: list[Path], orders: list[int]) -> None:
+    from keras_vae.config import RunConfig
+    from keras_vae.data import make_datasets
+    from keras_vae.evaluation.report import end_of_training
+    from keras_vae.runs.folder import load_model
+    from keras_vae.training.after_fit import finish_training
+    from keras_vae.utils.files import read_json, write_json
+
+    for index, path in enumerate(models):
+        config = RunConfig.from_dict(read_json(path.parent / "config.json"))
+        for order in orders:
+            data = make_datasets(config.data, image_shape=config.model.image_shape,
+                                 value_range=config.model.value_range, batch_size=config.train.batch_size, seed=order)
+            val_images, _ = data.validation_arrays()
+            model = load_model(path)
+            run = out_dir / f"{index}-{path.parent.name}-order{order}"
+            shutil.rmtree(run, ignore_errors=True)
+            run.mkdir(parents=True)
+            write_json(run / "config.json", config.to_dict())
+            start = time.process_time()
+            final = finish_training(model, data.train, val_images, run, seed=config.train.seed)
+            metrics = {"final": final, "evaluation": end_of_training(model, config, run, step=config.train.epochs)}
+            write_json(run / "metrics.json", metrics)
+            print(json.dumps({**_summary(str(path), metrics), "order": order,
+                              "after_fit_cpu_s": round(time.process_time() - start, 1)}), flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--momenta", default="0.99,0.995")
+    parser.add_argument("--after-fit", nargs="+", type=Path, metavar="MODEL", help="only the end of training")
+    parser.add_argument("--orders", default="0,1,2")
     args = parser.parse_args()
-    main(args.out_dir, args.seed, [float(m) for m in args.momenta.split(",")])
+    if args.after_fit:
+        after_fit(args.out_dir, args.after_fit, [int(k) for k in args.orders.split(",")])
+    else:
+        main(args.out_dir, args.seed, [float(m) for m in args.momenta.split(",")])

@@ -97,9 +97,9 @@ def test_the_classic_vae_ends_fit_with_the_average_too():
 # --- the config field --------------------------------------------------------------------------------------
 def test_field_default_bounds_and_presets():
     assert TrainConfig().ema_momentum == 0.0
-    assert get_preset("mnist-28").train.ema_momentum == 0.99
-    others = {name: get_preset(name).train.ema_momentum for name in preset_names() if name != "mnist-28"}
-    assert set(others.values()) == {0.0}, others
+    # off in every preset: on the default VAEGAN, 0.99 did not move FD beyond the spread of the steps after fit
+    presets = {name: get_preset(name).train.ema_momentum for name in preset_names()}
+    assert set(presets.values()) == {0.0}, presets
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(ConfigError, match=r"ema_momentum must be in \[0, 1\)"):
             TrainConfig(ema_momentum=bad)
