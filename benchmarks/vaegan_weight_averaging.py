@@ -9,7 +9,8 @@ does, so one trajectory serves every momentum). Then, for each momentum, the ave
 the end of a run does (``finish_training``: BatchNorm refresh, mixture search, covariance scale; model.keras;
 ``end_of_training``: 5 draws of 1000 samples against the validation digits) into OUT_DIR/ema-M. Prints one
 JSON line per variant: FD mean and spread, precision, recall, intensity, reconstruction PSNR, the chosen
-mixture and scale. Training is deterministic on one machine, so OUT_DIR/last with seed 0 has the weights of
+mixture and scale. Those steps see the training set in another order than the run's own end of training did,
+and the order alone moves FD by about 2 points: compare weights with ``--after-fit`` (below), not these lines. Training is deterministic on one machine, so OUT_DIR/last with seed 0 has the weights of
 ``keras-vae train --model vaegan --set train.ema_momentum=0``.
 
     python benchmarks/vaegan_weight_averaging.py OUT_DIR --after-fit RUN/model.keras [...] [--orders 0,1,2]
