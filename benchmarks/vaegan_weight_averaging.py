@@ -14,12 +14,15 @@ and the order alone moves FD by about 2 points: compare weights with ``--after-f
 ``keras-vae train --model vaegan --set train.ema_momentum=0``.
 
     python benchmarks/vaegan_weight_averaging.py OUT_DIR --after-fit RUN/model.keras [...] [--orders 0,1,2]
+        [--recompute-examples N]
 
 The end of training alone, on given weights: for each model.keras (its run's config.json beside it) and each
 ORDER, the steps after fit (BatchNorm refresh from 2048 training images, the codes, the mixture search, the
 covariance scale chosen on the first 500 codes held out, the 5-draw evaluation) with the training set shuffled
 by seed ORDER instead of the run's. Those steps depend on the order (which images refresh BatchNorm, EM's
 starting points, which 500 are held out), so comparing two weights needs them under the same orders.
+``--recompute-examples N`` refreshes BatchNorm from the first N training images of each order instead
+(N >= the training set's size: one pass over all of it).
 """
 from __future__ import annotations
 
@@ -96,14 +99,17 @@ def main(out_dir: Path, seed: int, momenta: list[float]) -> None:
                           "after_fit_cpu_s": round(time.process_time() - start, 1)}), flush=True)
 
 
-def after_fit(out_dir: Path, models: list[Path], orders: list[int]) -> None:
+def after_fit(out_dir: Path, models: list[Path], orders: list[int], recompute_examples: int | None = None) -> None:
     from keras_vae.config import RunConfig
     from keras_vae.data import make_datasets
     from keras_vae.evaluation.report import end_of_training
     from keras_vae.runs.folder import load_model
+    from keras_vae.training import after_fit as after_fit_module
     from keras_vae.training.after_fit import finish_training
     from keras_vae.utils.files import read_json, write_json
 
+    if recompute_examples is not None:  # BatchNorm refresh from this many training images instead of the default
+        after_fit_module.RECOMPUTE_EXAMPLES = recompute_examples
     for index, path in enumerate(models):
         config = RunConfig.from_dict(read_json(path.parent / "config.json"))
         for order in orders:
@@ -130,8 +136,10 @@ if __name__ == "__main__":
     parser.add_argument("--momenta", default="0.99,0.995")
     parser.add_argument("--after-fit", nargs="+", type=Path, metavar="MODEL", help="only the end of training")
     parser.add_argument("--orders", default="0,1,2")
+    parser.add_argument("--recompute-examples", type=int, default=None,
+                        help="with --after-fit: training images that refresh BatchNorm (default: finish_training's)")
     args = parser.parse_args()
     if args.after_fit:
-        after_fit(args.out_dir, args.after_fit, [int(k) for k in args.orders.split(",")])
+        after_fit(args.out_dir, args.after_fit, [int(k) for k in args.orders.split(",")], args.recompute_examples)
     else:
         main(args.out_dir, args.seed, [float(m) for m in args.momenta.split(",")])
