@@ -223,9 +223,7 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         if checkpoint.divergence is not None:
             _keep_last_good(model, checkpoint, metrics, out_dir)
         if conditional:  # the samplers model the codes of all classes together: p(x|z, y) samples z ~ N(0, I)
-            then = ("class samplers are fitted after saving" if config.model.kind == "vaegan"
-                    else "samples decode z ~ N(0, I) with the class")
-            report.line(f"latent samplers: skipped ({CONDITIONAL_SKIP}: {then})")
+            report.line(f"latent samplers: skipped ({CONDITIONAL_SKIP}: class samplers are fitted after saving)")
             posterior = {"sampler": {"chosen": "prior", "skipped": CONDITIONAL_SKIP}}
         else:
             with report.phase("BatchNorm statistics and latent samplers (training set; the mixture search)",
@@ -237,7 +235,7 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
             with atomic_path(out_dir / MODEL_FILE) as tmp:
                 model.save(tmp)
             bar.update()
-        if conditional and config.model.kind == "vaegan":
+        if conditional:
             posterior["class_samplers"] = _fit_class_samplers(out_dir, report)
         metrics["final"] = {**_final_evaluation(model, config, val_images, report, labels=cond_labels), **posterior,
                             "diagnostics": model_diagnostics(model, val_images[:DIAGNOSTIC_EXAMPLES],
@@ -357,9 +355,10 @@ def _check_class_labels(config: RunConfig, labels: np.ndarray | None) -> np.ndar
 
 
 def _fit_class_samplers(out_dir: Path, report: Reporter) -> dict[str, Any]:
-    """A conditional VAEGAN's class samplers (samplers/classes.json), fitted on its codes q(z|x, y) of each class.
-    Its codes carry the class whatever the label (the population KL charges no code for it), so z ~ N(0, I) with
-    label k need not decode a k, and like the unconditional VAEGAN it samples from samplers fitted to its codes."""
+    """A conditional run's class samplers (samplers/classes.json), fitted on its codes q(z|x, y) of each class.
+    Its codes still carry the class (the VAEGAN's population KL charges no code for it; the classic CVAE's
+    posteriors leave holes in N(0, I)), so z ~ N(0, I) with label k need not decode a k: like an unconditional
+    run it samples from samplers fitted to its codes (class agreement: docs/conditional.md)."""
     from keras_vae.training.class_samplers import fit_class_samplers
 
     with report.phase("class samplers (one latent sampler per class, samplers/classes.json)", 1) as bar:

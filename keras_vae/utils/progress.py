@@ -147,9 +147,7 @@ def start_summary(config, out_dir, data, model, first_epoch: int = 0) -> list[st
     # the phases of keras_vae.training.loop after the epochs, in its order
     # (the residual networks have BatchNorm, refreshed in bn_mode "batch": LatentVariableModel.recompute_batch_norm)
     if getattr(config.model, "num_classes", 0) > 0:  # class-conditional: no label-free sampler or sample quality
-        after = ["save model.keras"]
-        if config.model.kind == "vaegan":
-            after.append("class samplers (one mixture search per class)")
+        after = ["save model.keras", "class samplers (one mixture search per class)"]
         after.append("reconstruction error")
         if hasattr(model, "log_likelihood"):
             after.append(f"IWAE estimate (K={config.train.iwae_samples}, {config.train.iwae_examples} examples)")

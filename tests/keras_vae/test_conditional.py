@@ -141,14 +141,23 @@ def test_cli_train_conditional_then_sample_class_and_refusals(tmp_path, capsys, 
     assert read_json(run / "config.json")["model"]["num_classes"] == 10
     assert np.isfinite(metrics["final"]["validation"]["log_likelihood"])
     assert metrics["evaluation"] == {"skipped": "the model is class-conditional"}
+    assert (run / "samplers" / "classes.json").is_file() and set(metrics["final"]["class_samplers"]) == {
+        str(c) for c in range(10)}  # fitted after saving: samples.png and sample --class draw from them
     assert main(["sample", str(run), "--class", "3", "--n", "6", "--out", str(tmp_path / "s.npz")]) == 0
+    assert main(["sample", str(run), "--class", "3", "--n", "6", "--sampler", "prior",
+                 "--out", str(tmp_path / "p.npz")]) == 0
     from keras_vae.runs.folder import load_run
+    from keras_vae.sampling.classes import load_class_sampler
+    from keras_vae.sampling.draw import draw_samples
+    from keras_vae.utils.images import to_uint8
 
     _, model = load_run(run)
-    with np.load(tmp_path / "s.npz") as saved:
-        from keras_vae.utils.images import to_uint8
-
-        np.testing.assert_array_equal(saved["images"], to_uint8(np.asarray(model.to_unit(model.sample(6, seed=0, label=3)))))
+    expected = draw_samples(model, 6, seed=0, latent_sampler=load_class_sampler(run, 3, model.latent_dim),
+                            labels=np.full(6, 3))
+    with np.load(tmp_path / "s.npz") as saved, np.load(tmp_path / "p.npz") as prior:
+        np.testing.assert_array_equal(saved["images"], to_uint8(expected))
+        np.testing.assert_array_equal(prior["images"],
+                                      to_uint8(np.asarray(model.to_unit(model.sample(6, seed=0, label=3)))))
     capsys.readouterr()
     assert main(["sample", str(run), "--class", "10", "--out", str(tmp_path / "u.png")]) == 2
     assert "--class must be in [0, 10)" in capsys.readouterr().err
