@@ -1,4 +1,5 @@
-"""benchmarks.anomaly_protocols: its recipes, its DeLong AUC and (slow) one tiny pass of the protocols."""
+"""benchmarks.anomaly_protocols: its recipes (both presets), its DeLong AUC and (slow) one tiny pass of the protocols
+with the default preset."""
 from __future__ import annotations
 
 import json
@@ -68,15 +69,15 @@ def test_synthetic_sets_are_the_same_images_grey_or_binarized():
 def test_one_tiny_pass_of_every_protocol(tmp_path):
     from benchmarks.anomaly_protocols import main
 
-    argv = ["--digits", "1", "--one-class-preset", "mnist-conv", "--one-class-epochs", "1", "--loo-epochs", "1", "--loo-max-examples", "300",
+    argv = ["--digits", "1", "--one-class-epochs", "1", "--loo-epochs", "1", "--loo-max-examples", "300",
             "--iwae-samples", "2", "--ood-examples", "8", "--out", str(tmp_path)]
     assert main(argv) == 0
     result = json.loads((tmp_path / "anomaly_protocols.json").read_text())
-    assert result["settings"]["one_class_preset"] == "mnist-conv" and result["settings"]["images"] == "grey"
+    assert result["settings"]["one_class_preset"] == "mnist-mlp" and result["settings"]["images"] == "grey"
     (one,), (loo,) = result["one_class"], result["leave_one_out"]
     assert one["digit"] == 1 and 40 < one["normal"] < 80 and one["normal"] + one["anomalous"] == 500
     assert loo["anomalous"] > 0 and set(loo["ood"]) >= {"inverted digits", "uniform noise", "gaussian noise"}
     for row in (one, loo):
         for value in row["roc_auc"].values():
             assert 0.0 <= value["auc"] <= 1.0 and value["stderr"] >= 0.0
-    assert "preset mnist-conv, 1 epochs" in (tmp_path / "anomaly_protocols.md").read_text()
+    assert "preset mnist-mlp, 1 epochs" in (tmp_path / "anomaly_protocols.md").read_text()
