@@ -423,6 +423,12 @@ class LatentVariableModel(keras.Model):
         return np.concatenate(outputs, axis=0)
 
 
+def moving_average_options(train: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments that make a Keras optimizer keep a moving average of the weights it updates,
+    w_avg = m w_avg + (1 - m) w (``use_ema``, ``ema_momentum`` m = ``train.ema_momentum``); none when it is 0."""
+    return {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum > 0 else {}
+
+
 def _train_fields(train_config) -> Any:
     """A TrainConfig as given, or a dict reduced to TrainConfig's fields (a whole ``config.train`` dict works)."""
     if isinstance(train_config, TrainConfig) or not isinstance(train_config, Mapping):

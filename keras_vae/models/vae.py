@@ -29,7 +29,7 @@ from keras_vae.config import TrainConfig
 from keras_vae.distributions import diagonal_gaussian, kl_to_standard_normal, standard_normal
 from keras_vae.errors import ConfigError
 from keras_vae.models.likelihoods import decoder_distribution, decoder_mean
-from keras_vae.models.base import LatentVariableModel
+from keras_vae.models.base import LatentVariableModel, moving_average_options
 from keras_vae.models.classic_networks import build_decoder, build_encoder
 
 
@@ -220,6 +220,5 @@ class VAE(LatentVariableModel):
 def _adam(train: TrainConfig) -> keras.optimizers.Adam:
     """Adam(learning_rate, beta_1, decoupled weight_decay) of a TrainConfig, keeping a moving average of the
     weights when ``ema_momentum`` > 0 (Keras' ``use_ema``: its fit ends with the average in the model)."""
-    ema = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum > 0 else {}
     return keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, weight_decay=train.weight_decay or None,
-                                 **ema)
+                                 **moving_average_options(train))

@@ -60,7 +60,7 @@ from keras_vae.config import TrainConfig
 from keras_vae.distributions import (covariance_kl, kl_to_standard_normal, mixture_kl_monte_carlo,
                                      moment_matched_kl, population_kl, variance_regularizer)
 from keras_vae.errors import ConfigError
-from keras_vae.models.base import LatentVariableModel
+from keras_vae.models.base import LatentVariableModel, moving_average_options
 from keras_vae.models.batchnorm import frozen_statistics
 from keras_vae.models.patchgan import build_patchgan
 from keras_vae.models.resnet import build_resnet_decoder, build_resnet_encoder
@@ -115,8 +115,7 @@ def class_population_kl(mean, log_var, one_hot, variance: str = "means", total=l
 def _generator_adam(train: TrainConfig) -> keras.optimizers.Adam:
     """Adam(learning_rate, beta_1) of a TrainConfig, keeping the moving average of the weights it updates when
     ``ema_momentum`` > 0 (Keras' ``use_ema``; never written back during training: ``VAEGAN.fit`` does at the end)."""
-    ema = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum > 0 else {}
-    return keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, **ema)
+    return keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, **moving_average_options(train))
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
