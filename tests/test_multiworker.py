@@ -283,8 +283,10 @@ def test_the_watcher_process_ends_a_wait_that_outlives_the_timeout(tmp_path):
 @pytest.mark.slow
 def test_a_task_whose_peer_never_starts_names_it_then_stops_with_one_error_line(workers, tmp_path):
     # worker 0 (the coordination leader) of one cluster and worker 1 of another, each alone: both name
-    # the missing peer with the time waited, then stop by themselves (exit 2, not the safety kill)
-    timeout = 20
+    # the missing peer with the time waited, then stop by themselves (exit 2, not the safety kill). The wait
+    # is idle time: 8 s gives the first waiting line (every timeout / 4 = 2 s) a 6 s margin before the leader's
+    # registration timeout, the other task gives up after about twice the timeout
+    timeout = 8
     clusters = [free_ports(2), free_ports(2)]
     procs = [workers.start([*_train_argv(tmp_path / f"run{i}", 1), "--peer-timeout", str(timeout)],
                            {"TF_CONFIG": tf_config(ports, i)}, f"alone{i}") for i, ports in enumerate(clusters)]
