@@ -32,20 +32,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_vae.export import contract
 from keras_vae.errors import KerasVAEError
+from keras_vae.export import contract
 
 __all__ = [
-    "TFServingClient",
-    "TFServingGrpcClient",
-    "TFServingError",
-    "TFServingServerError",
-    "TFServingConnectionError",
-    "TFServingTimeoutError",
-    "SignatureNotFoundError",
     "InputShapeError",
-    "TensorInfo",
     "SignatureInfo",
+    "SignatureNotFoundError",
+    "TFServingClient",
+    "TFServingConnectionError",
+    "TFServingError",
+    "TFServingGrpcClient",
+    "TFServingServerError",
+    "TFServingTimeoutError",
+    "TensorInfo",
 ]
 
 
@@ -68,7 +68,7 @@ class TFServingServerError(TFServingError):
 
 class TFServingConnectionError(TFServingError, ConnectionError):
     """The server could not be reached (refused, DNS, reset) or gave no parsable answer. ``transient``: the
-    connection was refused or reset (a restarting server), which the REST client retries."""
+    connection was refused or reset, or gRPC said UNAVAILABLE (a restarting server), which the clients retry."""
 
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
@@ -198,6 +198,35 @@ class _BaseClient:
         self.timeout = float(timeout)
         self.validate = validate
         self._signatures: dict | None = None
+
+    # -- retries
+    def _retry_options(self, retries: int, backoff: float) -> None:
+        """Check and keep ``retries`` (an integer >= 0) and ``backoff`` (seconds >= 0)."""
+        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+            raise TFServingError(f"retries must be a non-negative integer, got {retries!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, numbers.Real) or not math.isfinite(backoff) \
+                or backoff < 0:
+            raise TFServingError(f"backoff must be a non-negative number of seconds, got {backoff!r}")
+        self.retries, self.backoff = int(retries), float(backoff)
+
+    def _transient(self, error: TFServingError) -> bool:
+        """Whether ``error`` is worth sending the same request again (subclasses)."""
+        return False
+
+    def _with_retries(self, send):
+        """``send()``, called again after ``backoff`` x 1, 2, 4, ... seconds while it raises a transient error,
+        at most ``retries`` more times; the error raised after a retry says how many attempts were made."""
+        for attempt in range(self.retries + 1):
+            try:
+                return send()
+            except TFServingError as error:
+                transient = not isinstance(error, TFServingTimeoutError) and self._transient(error)
+                if not transient or attempt == self.retries:
+                    if attempt:
+                        error.args = (f"{error.args[0]} (after {attempt + 1} attempts)",)
+                    raise
+                _sleep(self.backoff * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     # -- transport (subclasses)
     def _fetch_signatures(self) -> dict:
@@ -431,11 +460,7 @@ class TFServingClient(_BaseClient):
     def __init__(self, base_url: str, model: str, version: int | None = None, timeout: float = 10.0,
                  validate: bool = True, retries: int = 2, backoff: float = 0.25):
         super().__init__(model, version, timeout, validate)
-        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
-            raise TFServingError(f"retries must be a non-negative integer, got {retries!r}")
-        if not isinstance(backoff, numbers.Real) or not math.isfinite(backoff) or backoff < 0:
-            raise TFServingError(f"backoff must be a non-negative number of seconds, got {backoff!r}")
-        self.retries, self.backoff = int(retries), float(backoff)
+        self._retry_options(retries, backoff)
         parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise TFServingError(f"base_url must look like http://host:8501, got {base_url!r}")
@@ -445,22 +470,14 @@ class TFServingClient(_BaseClient):
             path += f"/versions/{self.version}"
         self.model_url = self.base_url + path
 
+    def _transient(self, error: TFServingError) -> bool:
+        """HTTP 503, or a connection refused or reset."""
+        return (isinstance(error, TFServingConnectionError) and error.transient) or (
+            isinstance(error, TFServingServerError) and error.status in self.RETRY_STATUSES)
+
     def _request(self, method: str, url: str, body: dict | None = None) -> dict:
         """One request, sent again on a transient failure (``retries``, ``backoff``)."""
-        for attempt in range(self.retries + 1):
-            try:
-                return self._request_once(method, url, body)
-            except TFServingTimeoutError:
-                raise
-            except (TFServingServerError, TFServingConnectionError) as error:
-                transient = (isinstance(error, TFServingConnectionError) and error.transient) or (
-                    isinstance(error, TFServingServerError) and error.status in self.RETRY_STATUSES)
-                if not transient or attempt == self.retries:
-                    if attempt:
-                        error.args = (f"{error.args[0]} (after {attempt + 1} attempts)",)
-                    raise
-                _sleep(self.backoff * 2 ** attempt)
-        raise AssertionError("unreachable")
+        return self._with_retries(lambda: self._request_once(method, url, body))
 
     def _request_once(self, method: str, url: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
@@ -604,17 +621,28 @@ class TFServingGrpcClient(_BaseClient):
     """TF Serving gRPC client (``PredictionService``): ``TFServingGrpcClient("host:8500", "vae")``.
 
     Same methods as ``TFServingClient``. ``timeout`` is each RPC's deadline in seconds.
-    ``max_message_mb`` raises gRPC's 4 MiB default message limit for large image batches.
+    ``max_message_mb`` raises gRPC's 4 MiB default message limit for large image batches. An RPC that
+    fails with ``UNAVAILABLE`` (the server is loading or restarting, or refused the connection) is sent
+    again up to ``retries`` times, after ``backoff`` x 1, 2, 4, ... seconds (``GetModelMetadata`` and
+    ``Predict`` are idempotent); ``DEADLINE_EXCEEDED`` and every other code are raised at once. The
+    channel tries to reconnect after ``backoff / 2`` seconds (within [0.05, 1]; gRPC's default is 1 s), so
+    that a server back up by the time of a retry is reached by it.
     """
 
+    RETRY_CODES = ("UNAVAILABLE",)
+
     def __init__(self, target: str, model: str, version: int | None = None, timeout: float = 10.0,
-                 validate: bool = True, max_message_mb: int = 64):
+                 validate: bool = True, max_message_mb: int = 64, retries: int = 2, backoff: float = 0.25):
         super().__init__(model, version, timeout, validate)
+        self._retry_options(retries, backoff)
         try:
             import grpc
-            from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
-                                                 prediction_service_pb2_grpc)
             from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+            from tensorflow_serving.apis import (
+                get_model_metadata_pb2,
+                predict_pb2,
+                prediction_service_pb2_grpc,
+            )
         except ImportError as e:
             raise TFServingError(f"the gRPC client needs tensorflow-serving-api and grpcio "
                                  f"(pip install 'keras-vae[serving]'): {e}") from None
@@ -625,8 +653,12 @@ class TFServingGrpcClient(_BaseClient):
         self._shape_pb2 = tensor_shape_pb2
         self.target = target
         limit = int(max_message_mb) * 1024 * 1024
+        # a channel whose connection failed fails every RPC at once until its reconnect backoff (1 s at first)
+        # has passed: reconnect sooner than the first retry
+        reconnect_ms = int(min(max(self.backoff / 2, 0.05), 1.0) * 1000)
         self._channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
+            ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
+            ("grpc.initial_reconnect_backoff_ms", reconnect_ms)])
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     def close(self):
@@ -646,7 +678,15 @@ class TFServingGrpcClient(_BaseClient):
         if signature is not None:
             spec.signature_name = signature
 
+    def _transient(self, error: TFServingError) -> bool:
+        """gRPC's UNAVAILABLE (raised by ``_call_once`` as a transient TFServingConnectionError)."""
+        return isinstance(error, TFServingConnectionError) and error.transient
+
     def _call(self, method, request, what: str):
+        """One RPC, sent again on ``UNAVAILABLE`` (``retries``, ``backoff``)."""
+        return self._with_retries(lambda: self._call_once(method, request, what))
+
+    def _call_once(self, method, request, what: str):
         grpc = self._grpc
         try:
             return method(request, timeout=self.timeout)
@@ -655,9 +695,9 @@ class TFServingGrpcClient(_BaseClient):
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TFServingTimeoutError(f"no answer from {self.target} ({what}) within "
                                             f"{self.timeout:g} s") from None
-            if code == grpc.StatusCode.UNAVAILABLE:
+            if code.name in self.RETRY_CODES:
                 raise TFServingConnectionError(f"cannot reach TF Serving at {self.target} ({what}): "
-                                               f"{e.details()}") from None
+                                               f"{e.details()}", transient=True) from None
             raise TFServingServerError(f"TF Serving returned {code.name} for {what} on {self.target}: "
                                        f"{e.details()}", status=code.name,
                                        server_message=e.details() or "") from None

@@ -49,20 +49,26 @@ import numpy as np
 
 from keras_vae.export.contract import MAX_BATCH
 from keras_vae.serving import json_arrays
-from keras_vae.serving.httpd import DISCONNECTS, BoundedHandler, BoundedHTTPServer, ByteBudget, Limits
+from keras_vae.serving.httpd import (
+    DISCONNECTS,
+    BoundedHandler,
+    BoundedHTTPServer,
+    ByteBudget,
+    Limits,
+)
 
 # 64 MiB: a batch of MAX_BATCH 64x64x3 images as JSON floats fits; the 4.4 MB request of 200k
 # latents that pushed the unbounded server past 20 GB is refused by the batch limit instead
 MAX_REQUEST_BYTES = 64 << 20
 # request bodies held at once: two of the largest (a request costs about its body again while parsed)
 MAX_INFLIGHT_BYTES = 2 * MAX_REQUEST_BYTES
-KEEP_REQUESTS = 1000  # ContractServer.requests keeps the latest this many
-MAX_LOGGED_PATH = 256  # characters of a path kept in ContractServer.requests
+KEEP_REQUESTS = 1000  # ContractServer.requests and GrpcContractServer.calls keep the latest this many
+MAX_LOGGED_PATH = 256  # characters of a path (ContractServer.requests) or a name (GrpcContractServer.calls) kept
 STREAM_AFTER = 1 << 20  # replies longer than this are sent in pieces (chunked), not built whole
 MAX_CHUNK_LINE = 1024  # a chunk-size line (with extensions) or a trailer line of a chunked body
 MAX_TRAILERS = 32
 
-__all__ = ["ModelRepository", "ContractServer", "GrpcContractServer", "ContractError"]
+__all__ = ["ContractError", "ContractServer", "GrpcContractServer", "ModelRepository"]
 
 
 class ContractError(Exception):
@@ -310,7 +316,7 @@ def _predict_json(repo: ModelRepository, name, version, body: dict, max_batch: i
 
 
 class _Handler(BoundedHandler):
-    server: "_HTTPServer"
+    server: _HTTPServer
     protocol_version = "HTTP/1.1"
     _reserved = 0  # bytes of ByteBudget this request holds
     _replying = False  # the status line of this request's reply is on its way
@@ -519,7 +525,7 @@ def _too_large(length: int, limit: int) -> str:
 
 
 class _HTTPServer(BoundedHTTPServer):
-    owner: "ContractServer"
+    owner: ContractServer
 
 
 class ContractServer:
@@ -569,7 +575,7 @@ class ContractServer:
         """How many handler threads exist now (at most ``limits.max_threads``)."""
         return self._httpd.threads
 
-    def start(self) -> "ContractServer":
+    def start(self) -> ContractServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True, name="contract-rest")
         self._thread.start()
@@ -599,23 +605,32 @@ def _check_limits(max_batch, max_request_bytes) -> None:
 class GrpcContractServer:
     """TF Serving's ``PredictionService`` (Predict, GetModelMetadata) over the same repository.
 
-    A contract test, not TF Serving. Binds ``host:port`` (port 0 picks one; see ``target``).
+    A contract test, not TF Serving. Binds ``host:port`` (port 0 picks one; see ``target``). ``calls`` holds
+    ``(rpc, model, signature)`` of the latest ``keep_calls`` RPCs; ``call_count`` counts them all.
     """
 
     def __init__(self, models, host: str = "127.0.0.1", port: int = 0, max_workers: int = 4,
-                 delay_s: float = 0.0, max_batch: int = MAX_BATCH, max_request_bytes: int = MAX_REQUEST_BYTES):
+                 delay_s: float = 0.0, max_batch: int = MAX_BATCH, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 keep_calls: int = KEEP_REQUESTS):
         from concurrent import futures
 
         import grpc
         import tensorflow as tf
-        from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
-                                             prediction_service_pb2_grpc)
+        from tensorflow_serving.apis import (
+            get_model_metadata_pb2,
+            predict_pb2,
+            prediction_service_pb2_grpc,
+        )
 
         _check_limits(max_batch, max_request_bytes)
+        if isinstance(keep_calls, bool) or not isinstance(keep_calls, int) or keep_calls < 0:
+            raise ValueError(f"keep_calls must be an integer >= 0, got {keep_calls!r}")
         self.repo = models if isinstance(models, ModelRepository) else ModelRepository(models)
         self.delay_s = delay_s
         self.max_batch, self.max_request_bytes = int(max_batch), int(max_request_bytes)
-        self.calls: list = []
+        self.calls: collections.deque = collections.deque(maxlen=keep_calls)
+        self.call_count = 0
+        self._lock = threading.Lock()
         repo, owner = self.repo, self
 
         def abort(context, e: ContractError):
@@ -626,7 +641,7 @@ class GrpcContractServer:
 
         class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             def Predict(self, request, context):
-                owner.calls.append(("Predict", request.model_spec.name, request.model_spec.signature_name))
+                owner._log("Predict", request.model_spec.name, request.model_spec.signature_name)
                 if owner.delay_s:
                     time.sleep(owner.delay_s)
                 name, version = spec_of(request.model_spec)
@@ -653,7 +668,7 @@ class GrpcContractServer:
                 return resp
 
             def GetModelMetadata(self, request, context):
-                owner.calls.append(("GetModelMetadata", request.model_spec.name, ""))
+                owner._log("GetModelMetadata", request.model_spec.name, "")
                 name, version = spec_of(request.model_spec)
                 if list(request.metadata_field) != ["signature_def"]:
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -677,11 +692,16 @@ class GrpcContractServer:
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         self.host = host
 
+    def _log(self, rpc: str, model: str, signature: str) -> None:
+        with self._lock:  # handlers run in a thread pool
+            self.calls.append((rpc, model[:MAX_LOGGED_PATH], signature[:MAX_LOGGED_PATH]))
+            self.call_count += 1
+
     @property
     def target(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "GrpcContractServer":
+    def start(self) -> GrpcContractServer:
         self._server.start()
         return self
 
