@@ -1,8 +1,8 @@
-"""The CLI as a new user meets it: help text, start-of-run summary and phases, runs/latest, resume
-message and total time, schedules apart from measurements, TensorFlow's start-up noise hidden."""
+"""The CLI as a new user meets it: help text, start-of-run summary and phases, runs/latest, schedules apart
+from measurements, TensorFlow's start-up noise hidden. The resume message and the total time of a resumed run
+are checked on the interrupted VAEGAN run of test_weight_averaging (one interrupted run for both)."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pytest
 
 from keras_vae.cli import build_parser
@@ -152,38 +151,6 @@ def test_metrics_keep_schedules_apart_from_measurements(quick_tour):
     assert epoch["schedules"]["beta"] == 1.0  # tiny-vae: no KL warm-up
     assert epoch["schedules"]["learning_rate"] == pytest.approx(1e-3)
     assert {"loss", "elbo", "kl"} <= set(epoch["train"]) and {"loss", "elbo", "kl"} <= set(epoch["validation"])
-
-
-class _Interrupt(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            raise RuntimeError("simulated crash")
-
-
-@pytest.mark.slow
-def test_resumed_run_says_so_and_counts_both_parts(tmp_path):
-    from keras_vae.config import merge
-    from keras_vae.config.presets import get_preset
-    from keras_vae.utils.progress import Reporter
-    from keras_vae.training.loop import train
-
-    config = merge(get_preset("tiny-vae"), {"train": {"epochs": 2, "iwae_samples": 2, "iwae_examples": 8,
-                                                      "summary_every": 0}})
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(config, tmp_path, verbose=0, callbacks=[_Interrupt()])
-    metrics_path = tmp_path / "metrics.json"
-    record = json.loads(metrics_path.read_text())
-    assert record["elapsed_seconds"] > 0
-    record["elapsed_seconds"] = 1000.0  # pretend the first part took 1000 s
-    metrics_path.write_text(json.dumps(record))
-    stream = io.StringIO()
-    result = train(config, tmp_path, verbose=0, report=Reporter(stream=stream))
-    text = stream.getvalue()
-    assert text.splitlines()[0] == (f"resuming the interrupted run in {tmp_path} from epoch 2 of 2 "
-                                    "(1 done, 1000 s spent before)")
-    assert "plan: 1 epoch x 5 steps = 5 steps (epochs 2-2 of 2)" in text
-    assert result.metrics["train_seconds"] > 1000.0
-    assert json.loads(metrics_path.read_text())["train_seconds"] == result.metrics["train_seconds"]
 
 
 def _events(log_dir: Path) -> dict[str, list]:

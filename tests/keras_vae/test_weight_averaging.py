@@ -1,7 +1,9 @@
 """train.ema_momentum: the VAE optimizer's moving average of the encoder and decoder weights (Yazici et al.
 2019), against a NumPy reference; fit and the training run end with it (before the BatchNorm refresh, the
 sampler fit and model.keras); the discriminator keeps its weights; checkpoints carry the average, so a resumed
-run ends as an uninterrupted one; the config field's default and old configs without it."""
+run ends as an uninterrupted one (and says that it resumed, counting the time of both parts); the config field's
+default and old configs without it."""
+import io
 import json
 
 import keras
@@ -146,7 +148,7 @@ class Interrupt(keras.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
-def _trained(out, monkeypatch, callbacks=()):
+def _trained(out, monkeypatch, callbacks=(), report=None):
     """train(TINY) into ``out``; returns (result, the VAE weights finish_training started from)."""
     at_finish = {}
     original = loop.finish_training
@@ -156,22 +158,38 @@ def _trained(out, monkeypatch, callbacks=()):
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(loop, "finish_training", recording)
-    return loop.train(TINY, out, verbose=0, callbacks=list(callbacks)), at_finish["vae"]
+    return loop.train(TINY, out, verbose=0, callbacks=list(callbacks), report=report), at_finish["vae"]
 
 
 @pytest.mark.slow
-def test_the_run_saves_the_average_and_a_resumed_run_continues_it(tmp_path, monkeypatch):
+def test_the_run_saves_the_average_and_a_resumed_run_continues_it_says_so_and_counts_both_parts(tmp_path,
+                                                                                               monkeypatch):
     """Interrupted after epoch 1 (the checkpoint holds the last weights and the average), then resumed: the
     average over all six steps is in the networks when the BatchNorm refresh and the sampler fit start, and
-    in model.keras; the discriminator's weights are its last step's."""
-    first, second = Weights(), Weights()
+    in model.keras; the discriminator's weights are its last step's. The resumed run also says so in its
+    first line, plans only the remaining epoch and adds the interrupted part's time to its own (one
+    interrupted VAEGAN run serves both: each run traces the VAEGAN's train step, the costly part)."""
+    from keras_vae.utils.progress import Reporter
+
+    out, first, second = tmp_path / "run", Weights(), Weights()
     with pytest.raises(RuntimeError, match="simulated crash"):
-        loop.train(TINY, tmp_path / "run", verbose=0, callbacks=[first, Interrupt()])
-    result, at_finish = _trained(tmp_path / "run", monkeypatch, [second])
+        loop.train(TINY, out, verbose=0, callbacks=[first, Interrupt()])
+    metrics_path = out / "metrics.json"
+    record = json.loads(metrics_path.read_text())
+    assert record["elapsed_seconds"] > 0
+    record["elapsed_seconds"] = 1000.0  # pretend the first part took 1000 s
+    metrics_path.write_text(json.dumps(record))
+    stream = io.StringIO()
+    result, at_finish = _trained(out, monkeypatch, [second], report=Reporter(stream=stream))
+    text = stream.getvalue()
+    assert text.splitlines()[0] == f"resuming the interrupted run in {out} from epoch 2 of 2 (1 done, 1000 s spent before)"
+    assert "plan: 1 epoch x 3 steps = 3 steps (epochs 2-2 of 2)" in text
+    assert result.metrics["train_seconds"] > 1000.0
+    assert json.loads(metrics_path.read_text())["train_seconds"] == result.metrics["train_seconds"]
     assert result.metrics["resumed"] is True and (len(first.vae), len(second.vae)) == (3, 3)
     expected = reference_average(first.vae + second.vae)
     assert_weights(at_finish, expected)  # swapped before the BatchNorm refresh and the sampler fit
-    saved = load_model(tmp_path / "run" / "model.keras")
+    saved = load_model(out / "model.keras")
     assert_weights(saved.vae_variables, expected)
     assert max(np.abs(e - w).max() for e, w in zip(expected, second.vae[-1])) > 1e-3
     for actual, last in zip(saved.discriminator.trainable_variables, second.disc[-1], strict=True):
