@@ -89,6 +89,14 @@ def quick_tour(background):
     return background.jobs["quick tour"].out, result
 
 
+@pytest.fixture(scope="module")
+def sampled_from_latest(quick_tour):
+    """`keras-vae -v sample runs/latest --n 4 --out s.png` in the Quick tour's folder: one process for two tests
+    (runs/latest is accepted; -v shows TensorFlow's start-up lines)."""
+    cwd, _ = quick_tour
+    return _cli("sample", "runs/latest", "--n", "4", "--out", "s.png", cwd=cwd, verbose=True)
+
+
 @pytest.mark.slow
 def test_train_announces_the_run_and_every_phase(quick_tour):
     _, result = quick_tour
@@ -121,25 +129,25 @@ def test_train_plans_and_paces_the_sampler_fit_and_says_where_the_images_are(qui
 
 
 @pytest.mark.slow
-def test_stderr_has_no_tensorflow_startup_noise_but_v_shows_it(quick_tour):
-    cwd, result = quick_tour
+def test_stderr_has_no_tensorflow_startup_noise_but_v_shows_it(quick_tour, sampled_from_latest):
+    _, result = quick_tour
     assert not [line for line in result.stderr.splitlines() if is_startup_noise(line)], result.stderr[-2000:]
     assert "cuInit" not in result.stderr and "absl::InitializeLog" not in result.stderr
-    shown = _cli("sample", "runs/latest", "--n", "4", "--out", "v.png", cwd=cwd, verbose=True)
+    shown = sampled_from_latest
     assert shown.returncode == 0, shown.stderr[-2000:]
     if not any(is_startup_noise(line) for line in shown.stderr.splitlines()):
         pytest.skip("this TensorFlow build prints no start-up lines: nothing to hide")
 
 
 @pytest.mark.slow
-def test_runs_latest_links_the_newest_run_and_commands_accept_it(quick_tour):
+def test_runs_latest_links_the_newest_run_and_commands_accept_it(quick_tour, sampled_from_latest):
     cwd, result = quick_tour
     latest = cwd / "runs" / "latest"
     assert latest.is_symlink()
     run_dir = result.stdout.splitlines()[0].split(": ", 1)[1]
     assert latest.resolve() == (cwd / run_dir).resolve()
     assert "(also runs/latest)" in result.stdout
-    sampled = _cli("sample", "runs/latest", "--n", "4", "--out", "s.png", cwd=cwd)
+    sampled = sampled_from_latest  # `keras-vae -v sample runs/latest ... --out s.png` in the fresh tour folder
     assert sampled.returncode == 0 and (cwd / "s.png").is_file(), sampled.stderr[-2000:]
 
 
