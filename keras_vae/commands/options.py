@@ -8,7 +8,7 @@ from keras_vae.choices import PRECISIONS
 
 from keras_vae.config import RunConfig, load_config_file, merge
 from keras_vae.errors import ConfigError
-from keras_vae.config.presets import DEFAULT_PRESET, get_preset, preset_names
+from keras_vae.config.presets import DEFAULT_CONDITIONAL_PRESET, DEFAULT_PRESET, get_preset, preset_names
 from keras_vae.utils.validation import positive_float, seed_type, short
 
 # flag -> (section, field): the common overrides; any other field via --set section.field=value
@@ -95,9 +95,12 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """Preset (from --preset, the config file, or --model's default) + config file + flags, validated."""
+    """Preset (from --preset, the config file, or --model's default: its class-conditional one with --conditional
+    and no --labelled) + config file + flags, validated."""
     file_values = load_config_file(args.config) if args.config else {}
-    preset = args.preset or file_values.get("preset") or DEFAULT_PRESET[args.model or "vae"]
+    conditional = getattr(args, "conditional", False) and not getattr(args, "labelled", None)
+    defaults = DEFAULT_CONDITIONAL_PRESET if conditional else DEFAULT_PRESET
+    preset = args.preset or file_values.get("preset") or defaults[args.model or "vae"]
     config = get_preset(preset)
     if args.model and config.model.kind != args.model:
         raise ConfigError(f"preset {preset!r} is a {config.model.kind!r} model but --model is {args.model!r}: "

@@ -31,8 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--conditional", action="store_true",
                         help="train the class-conditional VAE (Sohn et al. 2015): the label one-hot joins the "
                              f"encoder's and the decoder's input; sets model.num_classes to {CONDITIONAL_CLASSES} "
-                             "unless --set model.num_classes=N gives it; needs a labelled source (docs/conditional.md) "
-                             "(default: unconditional)")
+                             "unless --set model.num_classes=N gives it; without --preset the classic model is "
+                             "preset mnist-mlp-conditional (mnist-mlp at latent 8); needs a labelled source "
+                             "(docs/conditional.md) (default: unconditional)")
     parser.add_argument("--labelled", default=None, type=int, metavar="N",
                         help="semi-supervised training (model M2 of Kingma et al. 2014, docs/semi-supervised.md): "
                              "only N training images keep their labels (N / 10 per class, chosen by the seed), the "

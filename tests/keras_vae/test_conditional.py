@@ -190,3 +190,25 @@ def test_sampler_option_on_a_conditional_run_names_the_class_samplers(tmp_path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"--sampler {kind}: " in err[0] and "class-conditional run" in err[0] \
             and "--class K" in err[0], err
+
+
+@pytest.mark.parametrize("argv, preset, latent, classes", [
+    (["train", "--conditional"], "mnist-mlp-conditional", 8, 10),      # the classic CVAE's default
+    (["train", "--conditional", "--latent-dim", "32"], "mnist-mlp-conditional", 32, 10),
+    (["train", "--conditional", "--preset", "mnist-mlp"], "mnist-mlp", 32, 0),  # train.run sets num_classes
+    (["train", "--conditional", "--labelled", "100"], "mnist-mlp", 32, 0),      # M2 keeps mnist-mlp
+    (["train", "--model", "vaegan", "--conditional"], "mnist-28", 32, 0),
+    (["train"], "mnist-mlp", 32, 0),
+])
+def test_train_conditional_resolves_the_class_conditional_preset(argv, preset, latent, classes):
+    from keras_vae.cli import build_parser
+    from keras_vae.commands.options import resolve_config
+    from keras_vae.config.presets import get_preset
+
+    config = resolve_config(build_parser().parse_args(argv))
+    assert config.preset == preset
+    assert config.model.latent_dim == latent and config.model.num_classes == classes
+    if preset == "mnist-mlp-conditional":  # mnist-mlp's networks and recipe, only the latent and the label differ
+        base = get_preset("mnist-mlp")
+        assert config.train == base.train and config.data == base.data
+        assert {**vars(config.model), "latent_dim": 32, "num_classes": 0} == vars(base.model)
