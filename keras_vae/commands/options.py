@@ -102,6 +102,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     defaults = DEFAULT_CONDITIONAL_PRESET if conditional else DEFAULT_PRESET
     preset = args.preset or file_values.get("preset") or defaults[args.model or "vae"]
     config = get_preset(preset)
+    if conditional and preset == "quick":  # --quick --conditional: the class-conditional default's latent size
+        config = merge(config, {"model": {"latent_dim": get_preset(DEFAULT_CONDITIONAL_PRESET["vae"]).model.latent_dim}})
     if args.model and config.model.kind != args.model:
         raise ConfigError(f"preset {preset!r} is a {config.model.kind!r} model but --model is {args.model!r}: "
                           f"drop --model or pick a {args.model!r} preset")

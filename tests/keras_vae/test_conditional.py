@@ -199,13 +199,19 @@ def test_sampler_option_on_a_conditional_run_names_the_class_samplers(tmp_path, 
     (["train", "--conditional", "--labelled", "100"], "mnist-mlp", 32, 0),      # M2 keeps mnist-mlp
     (["train", "--model", "vaegan", "--conditional"], "mnist-28", 32, 0),
     (["train"], "mnist-mlp", 32, 0),
+    (["train", "--quick", "--conditional"], "quick", 8, 0),  # the quick recipe of the conditional default
+    (["train", "--quick", "--conditional", "--latent-dim", "16"], "quick", 16, 0),
+    (["train", "--quick"], "quick", 32, 0),
 ])
 def test_train_conditional_resolves_the_class_conditional_preset(argv, preset, latent, classes):
     from keras_vae.cli import build_parser
     from keras_vae.commands.options import resolve_config
     from keras_vae.config.presets import get_preset
 
-    config = resolve_config(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.preset = "quick"  # what train.run does before resolving
+    config = resolve_config(args)
     assert config.preset == preset
     assert config.model.latent_dim == latent and config.model.num_classes == classes
     if preset == "mnist-mlp-conditional":  # mnist-mlp's networks and recipe, only the latent and the label differ
