@@ -199,22 +199,3 @@ def test_tensorboard_gets_images_histograms_diagnostics_schedules_and_final(quic
     # reconstructions: 8 inputs over 8 reconstructions -> 2 rows x 8 columns
     width, height, _ = tf.make_ndarray(events["images/reconstructions"][0][2])
     assert (int(width), int(height)) == (8 * 29 - 1, 2 * 29 - 1)
-
-
-@pytest.mark.slow
-def test_vaegan_schedules_are_not_validated_and_land_under_schedules():
-    from keras_vae.training.schedules import split_logs
-    from tests.support.vaegan import images, make
-
-    model = make()
-    x = images(16)
-    history = model.fit(x, validation_data=(images(8, seed=1),), epochs=1, batch_size=8, verbose=0).history
-    assert "adversarial_weight" in history and "val_adversarial_weight" not in history
-    assert "val_reconstruction" in history and "val_disc_loss" in history
-    logs = {k: v[-1] for k, v in history.items()}
-    split = split_logs(logs, model)
-    assert split["schedules"]["adversarial_weight"] == pytest.approx(1.0)  # LOSS's weight, no start step
-    assert split["schedules"]["learning_rate"] == pytest.approx(1e-3)
-    assert split["schedules"]["disc_learning_rate"] == pytest.approx(1e-3)
-    assert "adversarial_weight" not in split["train"] and "adversarial_weight" not in split["validation"]
-    assert split["validation"]["reconstruction"] == pytest.approx(logs["val_reconstruction"])

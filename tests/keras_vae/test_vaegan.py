@@ -1,4 +1,5 @@
-"""VAEGAN: alternating updates, switches, save/resume, XLA, mixed precision, MirroredStrategy."""
+"""VAEGAN: alternating updates, switches, save/resume, XLA, mixed precision, MirroredStrategy, schedules logged
+apart from the validated metrics."""
 import json
 import os
 import sys
@@ -238,9 +239,21 @@ def test_prior_sample_branch_decodes_standard_normal_noise_and_averages_both_gen
 
 
 @pytest.mark.slow
-def test_extra_diagnostics_and_sampling_api():
+def test_extra_diagnostics_sampling_api_and_schedules_are_not_validated():
+    from keras_vae.training.schedules import split_logs
+
     model = make()
-    model.fit(images(16), batch_size=8, epochs=1, verbose=0)
+    history = model.fit(images(16), validation_data=(images(8, seed=1),), epochs=1, batch_size=8, verbose=0).history
+    # the schedules (adversarial weight, learning rates) are logged in training only and land under "schedules"
+    assert "adversarial_weight" in history and "val_adversarial_weight" not in history
+    assert "val_reconstruction" in history and "val_disc_loss" in history
+    logs = {k: v[-1] for k, v in history.items()}
+    split = split_logs(logs, model)
+    assert split["schedules"]["adversarial_weight"] == pytest.approx(1.0)  # LOSS's weight, no start step
+    assert split["schedules"]["learning_rate"] == pytest.approx(1e-3)
+    assert split["schedules"]["disc_learning_rate"] == pytest.approx(1e-3)
+    assert "adversarial_weight" not in split["train"] and "adversarial_weight" not in split["validation"]
+    assert split["validation"]["reconstruction"] == pytest.approx(logs["val_reconstruction"])
     diag = model.extra_diagnostics(images(10))
     assert set(diag) == {"disc_accuracy_real", "disc_accuracy_reconstructed"}
     assert all(0.0 <= v <= 1.0 for v in diag.values())
@@ -271,48 +284,55 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from keras_vae.config import LossConfig, ModelConfig
     from keras_vae.models.vaegan import VAEGAN
 
-    mc = ModelConfig(**{**MODEL, "sync_batch_norm": True, "disc_dropout": 0.0})
-    lc = LossConfig(**{**LOSS, "sample_posterior": False, "population_variance": sys.argv[2]})
-    x = images(24)
-    keras.utils.set_random_seed(0)
-    single = VAEGAN(mc, lc)
-    single.compile_for_training(TRAIN)
-    start = single.get_weights()
-    h1 = single.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        mirrored = VAEGAN(mc, lc)
-        mirrored.compile_for_training(TRAIN)
-        mirrored.set_weights(start)
-    h2 = mirrored.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history
-    diffs = [float(np.abs(np.array(a) - np.array(b)).max())
-             for a, b in zip(single.trainable_variables, mirrored.trainable_variables)]
-    moved = [float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(single.get_weights(), start)]
-    seeds = strategy.experimental_local_results(strategy.run(lambda: mirrored._step_seeds()[0]))
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "max_diff": max(diffs), "max_moved": max(moved),
-                      "loss": [h1["loss"][-1], h2["loss"][-1]], "iterations": int(mirrored.g_optimizer.iterations.numpy()),
-                      "seeds": [np.array(s).tolist() for s in seeds]}))
+    results = {}
+    for variance in sys.argv[2:]:
+        mc = ModelConfig(**{**MODEL, "sync_batch_norm": True, "disc_dropout": 0.0})
+        lc = LossConfig(**{**LOSS, "sample_posterior": False, "population_variance": variance})
+        x = images(24)
+        keras.utils.set_random_seed(0)
+        single = VAEGAN(mc, lc)
+        single.compile_for_training(TRAIN)
+        start = single.get_weights()
+        h1 = single.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history
+        with strategy.scope():
+            mirrored = VAEGAN(mc, lc)
+            mirrored.compile_for_training(TRAIN)
+            mirrored.set_weights(start)
+        h2 = mirrored.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history
+        diffs = [float(np.abs(np.array(a) - np.array(b)).max())
+                 for a, b in zip(single.trainable_variables, mirrored.trainable_variables)]
+        moved = [float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(single.get_weights(), start)]
+        seeds = strategy.experimental_local_results(strategy.run(lambda: mirrored._step_seeds()[0]))
+        results[variance] = {"replicas": strategy.num_replicas_in_sync, "max_diff": max(diffs),
+                             "max_moved": max(moved), "loss": [h1["loss"][-1], h2["loss"][-1]],
+                             "iterations": int(mirrored.g_optimizer.iterations.numpy()),
+                             "seeds": [np.array(s).tolist() for s in seeds]}
+    print(json.dumps(results))
 """)
 
 
 def background_jobs(items, tmp_path_factory):
-    """MIRRORED_SCRIPT for each selected population_variance, in a process of its own (tests.support.background:
-    run ahead of the test, on the core the test process leaves idle)."""
+    """MIRRORED_SCRIPT for the selected population_variances, one after the other in one process of its own
+    (tests.support.background: run ahead of the tests, on the core the test process leaves idle; one process
+    for both saves a TensorFlow start)."""
     from tests.support.background import Job
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return {f"mirrored {variance}": Job([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), variance],
-                                        tmp_path_factory.mktemp(f"mirrored-{variance}"), env=env, timeout=300)
-            for variance in (item.callspec.params["population_variance"] for item in items
-                             if item.originalname == "test_mirrored_strategy_matches_single_device")}
+    variances = [item.callspec.params["population_variance"] for item in items
+                 if item.originalname == "test_mirrored_strategy_matches_single_device"]
+    if not variances:
+        return {}
+    return {"mirrored": Job([sys.executable, "-c", MIRRORED_SCRIPT, str(ROOT), *variances],
+                            tmp_path_factory.mktemp("mirrored"), env=env, timeout=300)}
 
 
 @pytest.mark.parametrize("population_variance", ["mixture", "covariance"])
 @pytest.mark.slow
 def test_mirrored_strategy_matches_single_device(population_variance, background):
-    proc = background.result(f"mirrored {population_variance}")
+    proc = background.result("mirrored")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])[population_variance]
     assert result["replicas"] == 2 and result["iterations"] == 3
     assert result["max_moved"] > 1e-3  # training did change the weights ...
     assert result["max_diff"] < 1e-5, result  # ... identically on one device and on two replicas
