@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import itertools
 from typing import Any, Iterator, Mapping
 
 import keras
@@ -396,25 +397,37 @@ class LatentVariableModel(keras.Model):
 
     def recompute_batch_norm(self, batches, seed: int = 0) -> int:
         """Replace the BatchNorm moving statistics by the average batch statistics of ``batches``
-        (images in the model's range) passed through the model as in training; returns the number of
-        batches (0 when the model has no BatchNorm or does not train on batch statistics)."""
+        (images in the model's range; for a class-conditional model (images, integer labels) pairs) passed
+        through the model as in training; returns the number of batches (0 when the model has no BatchNorm or
+        does not train on batch statistics)."""
         from keras_vae.models.batchnorm import recompute_statistics
 
         if getattr(self.model_config, "bn_mode", "batch") != "batch":
             return 0
+        conditional = self.conditional
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is not None:  # checked here: inside the traced forward it would surface as a StagingError
+            if isinstance(first, (tuple, list)) != conditional:
+                raise ConfigError("recompute_batch_norm takes (images, labels) batches for a class-conditional "
+                                  "model and image batches otherwise")
+            batches = itertools.chain([first], batches)
 
-        def forward(x, step):
+        def forward(x, *rest):
+            *labels, step = rest
+            one_hot = tf.one_hot(tf.cast(labels[0], tf.int32), self.num_classes) if conditional else None
             x = tf.cast(x, tf.float32)
-            mean, log_var = self.encoder(x, training=True)
+            mean, log_var = self.encoder(self._inputs(x, one_hot), training=True)
             noise_seed = tf.stack([tf.constant(int(seed), tf.int64), tf.cast(step, tf.int64)])
             eps = tf.random.stateless_normal(tf.shape(mean), seed=noise_seed, dtype=mean.dtype)
-            output = self.decoder(reparameterize(mean, log_var, eps), training=True)
-            self._recompute_extra(x, output)
+            output = self.decoder(self._inputs(reparameterize(mean, log_var, eps), one_hot), training=True)
+            self._recompute_extra(x, output, one_hot)
 
         return recompute_statistics(self.batch_norm_networks(), forward, batches)
 
-    def _recompute_extra(self, images, decoder_output) -> None:
-        """Hook for networks beyond encoder/decoder (the VAEGAN's discriminator)."""
+    def _recompute_extra(self, images, decoder_output, one_hot=None) -> None:
+        """Hook for networks beyond encoder/decoder (the VAEGAN's discriminator); ``one_hot``: a conditional
+        model's labels."""
 
     def predict_in_batches(self, fn, array: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Apply ``fn`` (tensor -> tensor) to a NumPy array in batches; returns NumPy."""

@@ -50,7 +50,8 @@ def frozen_statistics(*networks) -> Iterator[None]:
 def recompute_statistics(networks: Iterable, forward: Callable[..., None], batches: Iterable) -> int:
     """Set the moving mean/variance of every BatchNorm in ``networks`` to the average over
     ``batches`` of its batch statistics; ``forward(batch, step)`` (step: int32 scalar tensor, 1 for
-    the first batch) must call the networks in training mode. It runs compiled (one ``tf.function``)
+    the first batch; a batch that is a tuple, e.g. (images, labels), is passed as ``forward(*batch, step)``)
+    must call the networks in training mode. It runs compiled (one ``tf.function``)
     with momentum 0, so after each batch the moving statistics hold that batch's statistics, which
     are summed here. Returns the number of batches used (0: statistics left unchanged)."""
     import numpy as np
@@ -68,7 +69,8 @@ def recompute_statistics(networks: Iterable, forward: Callable[..., None], batch
             layer.momentum = 0.0  # moving := this batch's statistics (read by the trace below)
         for batch in batches:
             count += 1
-            compiled(tf.convert_to_tensor(batch), tf.constant(count, tf.int32))
+            parts = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+            compiled(*(tf.convert_to_tensor(part) for part in parts), tf.constant(count, tf.int32))
             for layer, (mean_sum, variance_sum) in zip(layers, sums):
                 mean_sum += layer.moving_mean.numpy()
                 variance_sum += layer.moving_variance.numpy()

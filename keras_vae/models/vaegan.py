@@ -452,10 +452,11 @@ class VAEGAN(LatentVariableModel):
     def batch_norm_networks(self) -> tuple:
         return (self.encoder, self.decoder, self.discriminator)
 
-    def _recompute_extra(self, images, decoder_output) -> None:
+    def _recompute_extra(self, images, decoder_output, one_hot=None) -> None:
         if self.loss_config.use_discriminator:  # D trains on real and reconstructed images in one batch
             fakes = self.decode_output_to_image(decoder_output)
-            self.discriminator(tf.concat([images, tf.cast(fakes, images.dtype)], 0), training=True)
+            both = tf.concat([images, tf.cast(fakes, images.dtype)], 0)
+            self.discriminator(self._inputs(both, _tile_rows(one_hot, 2)), training=True)
 
     # --- diagnostics ------------------------------------------------------------------------
     def extra_diagnostics(self, images: np.ndarray, batch_size: int = 256, labels=None) -> dict[str, float]:

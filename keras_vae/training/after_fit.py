@@ -42,6 +42,17 @@ def _limited(batches: Iterable, max_examples: int) -> Iterable[np.ndarray]:
             return
 
 
+def limited_pairs(batches: Iterable, max_examples: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) batches as NumPy until ``max_examples`` images are reached (the last one cut)."""
+    seen = 0
+    for images, labels in batches:
+        images, labels = np.asarray(images)[: max_examples - seen], np.asarray(labels)[: max_examples - seen]
+        if len(images) == 0:
+            return
+        seen += len(images)
+        yield images, labels
+
+
 def _rebatched(batches: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]:
     """The same images in batches of ``size`` (the last one smaller): fewer eager encoder calls."""
     pending, count = [], 0

@@ -223,8 +223,9 @@ def _train_into(config: RunConfig, out_dir: Path, created: bool, *, verbose, res
         if checkpoint.divergence is not None:
             _keep_last_good(model, checkpoint, metrics, out_dir)
         if conditional:  # the samplers model the codes of all classes together: p(x|z, y) samples z ~ N(0, I)
+            posterior = _refresh_conditional_batch_norm(model, data.train, config, report)
             report.line(f"latent samplers: skipped ({CONDITIONAL_SKIP}: class samplers are fitted after saving)")
-            posterior = {"sampler": {"chosen": "prior", "skipped": CONDITIONAL_SKIP}}
+            posterior["sampler"] = {"chosen": "prior", "skipped": CONDITIONAL_SKIP}
         else:
             with report.phase("BatchNorm statistics and latent samplers (training set; the mixture search)",
                               finish_training_steps(config.train.flow_steps), lines=True) as bar:
@@ -352,6 +353,21 @@ def _check_class_labels(config: RunConfig, labels: np.ndarray | None) -> np.ndar
                         f"has {k} classes: set model.num_classes to {int(labels.max()) + 1} "
                         f"(--set model.num_classes={int(labels.max()) + 1})")
     return labels
+
+
+def _refresh_conditional_batch_norm(model, train_dataset, config: RunConfig, report: Reporter) -> dict[str, Any]:
+    """A conditional run's BatchNorm statistics recomputed from (images, labels) batches of the training set, as
+    ``finish_training`` recomputes an unconditional run's (the first RECOMPUTE_EXAMPLES images); {} for a model
+    without BatchNorm in batch mode, else {"batch_norm": {"recomputed_from_batches", "mode"}}."""
+    from keras_vae.training.after_fit import RECOMPUTE_EXAMPLES, limited_pairs
+
+    mode = getattr(model.model_config, "bn_mode", "none")
+    if config.model.kind != "vaegan" or mode != "batch":
+        return {}
+    with report.phase("BatchNorm statistics (training set)", 1) as bar:
+        batches = model.recompute_batch_norm(limited_pairs(train_dataset, RECOMPUTE_EXAMPLES), seed=config.train.seed)
+        bar.update()
+    return {"batch_norm": {"recomputed_from_batches": int(batches), "mode": mode}}
 
 
 def _fit_class_samplers(out_dir: Path, report: Reporter) -> dict[str, Any]:

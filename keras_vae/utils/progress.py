@@ -146,17 +146,18 @@ def start_summary(config, out_dir, data, model, first_epoch: int = 0) -> list[st
              f"plan: {plan}" + (f" (epochs {first_epoch + 1}-{epochs} of {epochs})" if 0 < first_epoch < epochs else "")]
     # the phases of keras_vae.training.loop after the epochs, in its order
     # (the residual networks have BatchNorm, refreshed in bn_mode "batch": LatentVariableModel.recompute_batch_norm)
+    refresh = config.model.kind == "vaegan" and config.model.bn_mode == "batch"
     if getattr(config.model, "num_classes", 0) > 0:  # class-conditional: no label-free sampler or sample quality
-        after = ["save model.keras", "class samplers (one mixture search per class)"]
+        after = ["BatchNorm statistics"] if refresh else []
+        after += ["save model.keras", "class samplers (one mixture search per class)"]
         after.append("reconstruction error")
         if hasattr(model, "log_likelihood"):
             after.append(f"IWAE estimate (K={config.train.iwae_samples}, {config.train.iwae_examples} examples)")
         after.append("figures (samples, one row per class)")
         lines.append("then: " + ", ".join(after))
         return lines
-    refresh = "BatchNorm statistics, " if config.model.kind == "vaegan" and config.model.bn_mode == "batch" else ""
     flow = " and a RealNVP flow" if getattr(config.train, "flow_steps", 0) > 0 else ""
-    after = [f"{refresh}latent sampler fit (a mixture search{flow}, the longest phase after training)",
+    after = [f"{'BatchNorm statistics, ' if refresh else ''}latent sampler fit (a mixture search{flow}, the longest phase after training)",
              "save model.keras", "reconstruction error"]
     if hasattr(model, "log_likelihood"):
         after.append(f"IWAE estimate (K={config.train.iwae_samples}, {config.train.iwae_examples} examples)")

@@ -149,6 +149,33 @@ def test_keras_file_round_trip_with_labels(tmp_path):
         loaded.reconstruct(x)
 
 
+def _batch_norm_statistics(network) -> list[np.ndarray]:
+    return [np.asarray(w) for w in network.weights if w.path.endswith(("moving_mean", "moving_variance"))]
+
+
+@pytest.mark.slow
+def test_batch_norm_refresh_takes_labelled_batches():
+    # recompute_batch_norm on (images, labels) pairs: the encoder's BatchNorms come before the label joins (its
+    # bottleneck features), so their statistics do not depend on the labels; the decoder's come after the label
+    # joins z, so other labels give other statistics; the average is over the batches passed
+    x = images(16)
+    batches = [(x[:8], _labels(8, 1)), (x[8:], _labels(8, 2))]
+    model = make(model={"num_classes": K, "disc_dropout": 0.0})
+    assert model.recompute_batch_norm(iter(batches), seed=0) == 2
+    encoder, decoder = _batch_norm_statistics(model.encoder), _batch_norm_statistics(model.decoder)
+    assert encoder and decoder and all(np.isfinite(s).all() for s in encoder + decoder)
+    assert any(not np.allclose(s, 0.0) and not np.allclose(s, 1.0) for s in decoder)  # not the initial 0 / 1
+    other = [(images_, (labels + 1) % K) for images_, labels in batches]
+    assert model.recompute_batch_norm(iter(other), seed=0) == 2
+    for a, b in zip(encoder, _batch_norm_statistics(model.encoder)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(decoder, _batch_norm_statistics(model.decoder)))
+    with pytest.raises(ConfigError, match=r"\(images, labels\) batches for a class-conditional model"):
+        model.recompute_batch_norm(iter([x[:8]]), seed=0)
+    with pytest.raises(ConfigError, match=r"\(images, labels\) batches for a class-conditional model"):
+        make().recompute_batch_norm(iter(batches), seed=0)
+
+
 @pytest.mark.slow
 def test_cli_train_conditional_vaegan_then_sample_class(tmp_path):
     from keras_vae.cli import main
@@ -159,7 +186,15 @@ def test_cli_train_conditional_vaegan_then_sample_class(tmp_path):
     run = tmp_path / "cond"
     assert main(["train", "--preset", "tiny", "--conditional", "--out", str(run), "--quiet"]) == 0
     assert read_json(run / "config.json")["model"]["num_classes"] == 10 and (run / "samples.png").is_file()
-    assert "disc_accuracy_real" in read_json(run / "metrics.json")["final"]["diagnostics"]
+    final = read_json(run / "metrics.json")["final"]
+    assert "disc_accuracy_real" in final["diagnostics"]
+    from keras_vae.training.after_fit import RECOMPUTE_EXAMPLES
+    from keras_vae.training.class_samplers import labelled_datasets
+
+    config, _ = load_run(run)  # the BatchNorm refresh: the first RECOMPUTE_EXAMPLES training images, in batches
+    train_batches = sum(1 for _ in labelled_datasets(config).train)
+    expected = min(train_batches, -(-RECOMPUTE_EXAMPLES // config.train.batch_size))
+    assert final["batch_norm"] == {"recomputed_from_batches": expected, "mode": "batch"}
     assert (run / "samplers" / "classes.json").is_file()  # fitted by training: sample --class draws from them
     assert main(["sample", str(run), "--class", "7", "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0
     _, model = load_run(run)
