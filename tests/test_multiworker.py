@@ -29,6 +29,7 @@ from keras_vae.training.distributed import (
     make_distribution,
     parse_tf_config,
 )
+from tests.support.sgd_step import one_step
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -359,36 +360,6 @@ def test_the_probe_names_the_peer_whose_port_closed():
 
 
 # --- two workers vs one process -------------------------------------------------------------------
-STEP_SCRIPT = textwrap.dedent("""
-    import json, sys
-    root, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    sys.path.insert(0, root)
-    from keras_vae.config import merge
-    from keras_vae.training.distributed import make_distribution
-    from keras_vae.config.presets import get_preset
-    config = merge(get_preset("tiny"), json.loads(sys.argv[4]))
-    dist = make_distribution("multiworker" if mode == "worker" else "none", config.train.batch_size)
-    import keras, numpy as np
-    from keras_vae.data import make_datasets
-    from keras_vae.models import build_model
-    keras.utils.set_random_seed(0)
-    data = make_datasets(config.data, image_shape=config.model.image_shape, value_range=config.model.value_range,
-                         batch_size=config.train.batch_size, seed=0)
-    with dist.scope():
-        model = build_model(config)
-        lr = float(sys.argv[5])
-        model.compile(g_optimizer=keras.optimizers.SGD(lr), d_optimizer=keras.optimizers.SGD(lr))
-    names = [v.path for v in model.weights]
-    before = [np.array(v) for v in model.weights]
-    history = model.fit(dist.prepare(data.train.repeat()), epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
-    after = [np.array(v) for v in model.weights]
-    np.savez(out, **{f"before_{i}": b for i, b in enumerate(before)}, **{f"after_{i}": a for i, a in enumerate(after)})
-    print(json.dumps({"names": names, "replicas": dist.replicas, "loss": history.history["loss"][-1],
-                      "g_iterations": int(model.g_optimizer.iterations.numpy()),
-                      "d_iterations": int(model.d_optimizer.iterations.numpy())}))
-""")
-
-
 def _load(path, n):
     data = np.load(path)
     return [data[f"before_{i}"] for i in range(n)], [data[f"after_{i}"] for i in range(n)]
@@ -403,12 +374,12 @@ def test_two_workers_take_the_same_sgd_step_as_one_process(workers, tmp_path):
                             "loss": {"sample_posterior": False}})
     lr = "1e-4"
     ports = free_ports(2)
-    procs = [workers.start(["-c", STEP_SCRIPT, str(ROOT), "worker", str(tmp_path / f"w{i}.npz"), overrides, lr],
+    procs = [workers.start(["-m", "tests.support.sgd_step", "worker", str(tmp_path / f"w{i}.npz"), overrides, lr],
                            {"TF_CONFIG": tf_config(ports, i)}, f"worker{i}") for i in range(2)]
-    single = workers.start(["-c", STEP_SCRIPT, str(ROOT), "single", str(tmp_path / "single.npz"), overrides, lr],
-                           {}, "single")
-    assert workers.wait([*procs, single]) == [0, 0, 0], workers.output()
-    results = [json.loads(log.read_text().strip().splitlines()[-1]) for log in workers.logs]
+    # the one-process reference: the same function in this process, while the workers run
+    single = one_step("single", str(tmp_path / "single.npz"), overrides, float(lr))
+    assert workers.wait(procs) == [0, 0], workers.output()
+    results = [json.loads(log.read_text().strip().splitlines()[-1]) for log in workers.logs] + [single]
     assert [r["replicas"] for r in results] == [2, 2, 1]
     assert all(r["g_iterations"] == 1 and r["d_iterations"] == 1 for r in results)
     n = len(results[0]["names"])
