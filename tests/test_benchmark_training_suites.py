@@ -19,14 +19,17 @@ from benchmarks.training_common import paired_ratios
 GIB = 2 ** 30
 ROOT = Path(__file__).resolve().parents[1]
 
-# run(size="smoke", repeats=1) of the suite module argv[2], pickled to argv[3]: in a process of its own that
-# starts with the session (tests.support.background), on the core the test process leaves idle
+# run(size="smoke", repeats=1) of each suite module named in argv[3:], one after the other, each pickled to
+# argv[2]/<module>.pkl: in one process of its own that starts with the session (tests.support.background), on the
+# core the test process leaves idle; one process for the four suites starts TensorFlow once (the suites restore
+# the precision policy they change; the scale suite measures memory in processes of its own)
 SMOKE = """
 import importlib, pickle, sys
 sys.path.insert(0, sys.argv[1])
-result = importlib.import_module(sys.argv[2]).run(size="smoke", repeats=1, log=lambda m: None)
-with open(sys.argv[3], "wb") as f:
-    pickle.dump(result, f)
+for name in sys.argv[3:]:
+    result = importlib.import_module(name).run(size="smoke", repeats=1, log=lambda m: None)
+    with open(f"{sys.argv[2]}/{name}.pkl", "wb") as f:
+        pickle.dump(result, f)
 """
 SMOKE_TESTS = {"test_step_suite_smoke": step_overhead, "test_input_suite_smoke": input_speed,
                "test_precision_suite_smoke": precision_speed, "test_scale_suite_smoke": scale_cost}
@@ -35,19 +38,19 @@ SMOKE_TESTS = {"test_step_suite_smoke": step_overhead, "test_input_suite_smoke":
 def background_jobs(items, tmp_path_factory):
     from tests.support.background import Job
 
-    jobs = {}
-    for name in dict.fromkeys(item.originalname for item in items if item.originalname in SMOKE_TESTS):
-        tmp = tmp_path_factory.mktemp(name)
-        jobs[name] = Job([sys.executable, "-c", SMOKE, str(ROOT), SMOKE_TESTS[name].__name__,
-                          str(tmp / "result.pkl")], tmp, cwd=ROOT, out=tmp / "result.pkl")
-    return jobs
+    names = dict.fromkeys(item.originalname for item in items if item.originalname in SMOKE_TESTS)
+    if not names:
+        return {}
+    tmp = tmp_path_factory.mktemp("smoke")
+    return {"smoke suites": Job([sys.executable, "-c", SMOKE, str(ROOT), str(tmp),
+                                 *(SMOKE_TESTS[name].__name__ for name in names)], tmp, cwd=ROOT, out=tmp)}
 
 
 def _smoke_result(background, name):
     """What ``SMOKE_TESTS[name].run(size="smoke", repeats=1)`` returned."""
-    done = background.result(name)
+    done = background.result("smoke suites")
     assert done.returncode == 0, done.stderr[-3000:]
-    with open(background.jobs[name].out, "rb") as f:
+    with open(background.jobs["smoke suites"].out / f"{SMOKE_TESTS[name].__name__}.pkl", "rb") as f:
         return pickle.load(f)
 
 
