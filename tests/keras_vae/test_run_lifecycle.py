@@ -134,8 +134,10 @@ def test_corrupt_checkpoint_is_one_line_and_restart_recovers(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    """A crash while the weights file is written leaves the previous checkpoint usable."""
+    """A crash while the weights file is written leaves the previous checkpoint usable; the run then resumes
+    where it stopped: every epoch recorded once, the step counter of three epochs, no backup left."""
     run = interrupted_run(tmp_path / "r", merge(TWO_EPOCHS, {"train": {"epochs": 3}}))
+    assert not (run / "model.keras").exists()
     good = json.loads((run / BACKUP / STATE_FILE).read_text())
 
     def half_written(self, filepath, *args, **kwargs):
@@ -150,7 +152,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert json.loads((run / BACKUP / STATE_FILE).read_text()) == good
     assert [p.name for p in (run / BACKUP).iterdir() if p.name != STATE_FILE] == [good["weights"]]
     result = train(merge(TWO_EPOCHS, {"train": {"epochs": 3}}), run, verbose=0)
-    assert result.metrics["resumed"] is True and int(result.model.optimizer.iterations) == 9
+    assert result.metrics["resumed"] is True and int(result.model.optimizer.iterations) == 9  # 3 x 3, not 4 epochs
+    assert [e["epoch"] for e in result.metrics["epochs"]] == [1, 2, 3]
+    assert not (run / BACKUP).exists()
 
 
 class PoisonDecoder(keras.callbacks.Callback):

@@ -1,4 +1,5 @@
-"""End to end on the embedded MNIST digits: the CLI run folder, ELBO improvement, resume, data errors."""
+"""End to end on the embedded MNIST digits: the CLI run folder, ELBO improvement, data errors. (An interrupted
+run resuming where it stopped: test_run_lifecycle's atomic-checkpoint test and test_weight_averaging.)"""
 import json
 
 import keras
@@ -12,7 +13,6 @@ from keras_vae.data import make_datasets
 from keras_vae.errors import ArtifactError
 from keras_vae.models import build_model
 from keras_vae.config.presets import get_preset
-from keras_vae.runs.lifecycle import BACKUP_DIR
 from keras_vae.training.loop import train
 from tests.support.runs import copy_run
 
@@ -84,25 +84,6 @@ def test_short_training_improves_validation_elbo(tmp_path):
     after = result.metrics["epochs"][-1]["validation"]["elbo"]
     assert after > before + 100.0, (before, after)  # from ~-540 nats (random) to well below -300
     assert result.model.latent_sampler is not None  # the returned model samples from its fitted sampler
-
-
-class _Interrupt(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 1:
-            raise RuntimeError("simulated crash")
-
-
-@pytest.mark.slow
-def test_interrupted_run_resumes_where_it_stopped(tmp_path):
-    config = merge(get_preset("tiny-vae"), {"train": {"epochs": 3}})
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(config, tmp_path, verbose=0, callbacks=[_Interrupt()])
-    assert (tmp_path / BACKUP_DIR).is_dir() and not (tmp_path / "model.keras").exists()
-    result = train(config, tmp_path, verbose=0)
-    assert result.metrics["resumed"] is True
-    assert [e["epoch"] for e in result.metrics["epochs"]] == [1, 2, 3]
-    assert int(result.model.optimizer.iterations) == 15  # 3 epochs x 5 steps, not 4 epochs
-    assert not (tmp_path / BACKUP_DIR).exists()
 
 
 @pytest.mark.parametrize("spec, message", [
