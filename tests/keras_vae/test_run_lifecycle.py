@@ -116,6 +116,12 @@ def test_a_failed_train_leaves_no_run_folder(tmp_path, capsys):
 @pytest.mark.slow
 def test_corrupt_checkpoint_is_one_line_and_restart_recovers(tmp_path, capsys):
     run = interrupted_run(tmp_path / "r")
+    # first, on the intact checkpoint: resuming with another configuration names the fields and changes nothing
+    config_json = (run / "config.json").read_text()
+    changed = merge(TWO_EPOCHS, {"train": {"epochs": 3, "learning_rate": 0.01}})
+    with pytest.raises(ConfigError, match=r"train\.epochs: 2 -> 3; train\.learning_rate: 0\.001 -> 0\.01.*--restart"):
+        train(changed, run, verbose=0)
+    assert (run / "config.json").read_text() == config_json and (run / BACKUP / STATE_FILE).is_file()
     state = json.loads((run / BACKUP / STATE_FILE).read_text())
     weights = run / BACKUP / state["weights"]
     assert state["epoch"] == 1 and state["sha256"] == sha(weights)
@@ -214,16 +220,6 @@ def test_a_run_killed_before_its_last_files_is_not_finished(tmp_path, monkeypatc
     assert result.metrics["resumed"] is True and int(result.model.optimizer.iterations) == 6
     assert status(tmp_path) == "finished" and (tmp_path / "traversals.png").is_file()
     assert [e["epoch"] for e in result.metrics["epochs"]] == [1, 2]
-
-
-@pytest.mark.slow
-def test_resuming_with_another_configuration_names_the_fields(tmp_path):
-    run = interrupted_run(tmp_path / "r")
-    config_json = (run / "config.json").read_text()
-    changed = merge(TWO_EPOCHS, {"train": {"epochs": 3, "learning_rate": 0.01}})
-    with pytest.raises(ConfigError, match=r"train\.epochs: 2 -> 3; train\.learning_rate: 0\.001 -> 0\.01.*--restart"):
-        train(changed, run, verbose=0)
-    assert (run / "config.json").read_text() == config_json and (run / BACKUP / STATE_FILE).is_file()
 
 
 def test_two_trainings_cannot_share_an_out_folder(tmp_path):
