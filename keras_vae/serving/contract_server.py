@@ -63,6 +63,9 @@ MAX_REQUEST_BYTES = 64 << 20
 # request bodies held at once: two of the largest (a request costs about its body again while parsed)
 MAX_INFLIGHT_BYTES = 2 * MAX_REQUEST_BYTES
 KEEP_REQUESTS = 1000  # ContractServer.requests and GrpcContractServer.calls keep the latest this many
+# characters of an error message sent as a gRPC status's details: they travel in the trailing metadata, which gRPC
+# refuses (RESOURCE_EXHAUSTED instead of the status) with a probability that grows past its 8 KiB soft limit
+MAX_GRPC_DETAILS = 2048
 MAX_LOGGED_PATH = 256  # characters of a path (ContractServer.requests) or a name (GrpcContractServer.calls) kept
 STREAM_AFTER = 1 << 20  # replies longer than this are sent in pieces (chunked), not built whole
 MAX_CHUNK_LINE = 1024  # a chunk-size line (with extensions) or a trailer line of a chunked body
@@ -634,7 +637,8 @@ class GrpcContractServer:
         repo, owner = self.repo, self
 
         def abort(context, e: ContractError):
-            context.abort(getattr(grpc.StatusCode, e.grpc_code or "INVALID_ARGUMENT"), e.message)
+            message = e.message if len(e.message) <= MAX_GRPC_DETAILS else e.message[:MAX_GRPC_DETAILS - 3] + "..."
+            context.abort(getattr(grpc.StatusCode, e.grpc_code or "INVALID_ARGUMENT"), message)
 
         def spec_of(model_spec):
             return model_spec.name, (model_spec.version.value if model_spec.HasField("version") else None)

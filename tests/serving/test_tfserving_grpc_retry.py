@@ -30,6 +30,7 @@ from keras_vae.serving.client import (
 )
 from keras_vae.serving.contract_server import (
     KEEP_REQUESTS,
+    MAX_GRPC_DETAILS,
     MAX_LOGGED_PATH,
     GrpcContractServer,
     ModelRepository,
@@ -238,7 +239,12 @@ def test_the_grpc_contract_servers_call_log_keeps_the_newest_calls():
             request.model_spec.name, request.model_spec.signature_name = name, "decode"
             with pytest.raises(grpc.RpcError) as info:
                 stub.Predict(request, timeout=30)
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            # the 10,000-character name comes back cut to MAX_GRPC_DETAILS (whole, it would overflow gRPC's
+            # metadata limit, which answers RESOURCE_EXHAUSTED instead of the status, at random)
+            details = info.value.details()
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND, details[:200]
+            assert name[:100] in details and len(details) <= MAX_GRPC_DETAILS
+            assert details.endswith("...") == (name == names[-1])
         assert server.call_count == 60
         assert list(server.calls) == [("Predict", name[:MAX_LOGGED_PATH], "decode") for name in names[40:]]
         assert len(server.calls[-1][1]) == MAX_LOGGED_PATH
