@@ -28,29 +28,19 @@ FIT_EXAMPLES = 20000  # training images whose posteriors the samplers are fitted
 ENCODE_BATCH = 512  # images per encoder call when encoding the training set
 
 
-def _limited(batches: Iterable, max_examples: int) -> Iterable[np.ndarray]:
-    """Batches (images, or (images, ...) tuples) as NumPy images until ``max_examples`` are reached."""
+def _limited(batches: Iterable, max_examples: int, with_labels: bool = False) -> Iterable:
+    """Batches (images, or (images, labels, ...) tuples) as NumPy images until ``max_examples`` are reached (the
+    last batch cut); ``with_labels``: (images, labels) pairs, cut alike."""
     seen = 0
     for batch in batches:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        images = np.asarray(images)[: max_examples - seen]
-        if len(images) == 0:
+        parts = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        parts = tuple(np.asarray(part)[: max_examples - seen] for part in parts[:2 if with_labels else 1])
+        if len(parts[0]) == 0:
             return
-        seen += len(images)
-        yield images
+        seen += len(parts[0])
+        yield parts if with_labels else parts[0]
         if seen >= max_examples:
             return
-
-
-def limited_pairs(batches: Iterable, max_examples: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) batches as NumPy until ``max_examples`` images are reached (the last one cut)."""
-    seen = 0
-    for images, labels in batches:
-        images, labels = np.asarray(images)[: max_examples - seen], np.asarray(labels)[: max_examples - seen]
-        if len(images) == 0:
-            return
-        seen += len(images)
-        yield images, labels
 
 
 def _rebatched(batches: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]:

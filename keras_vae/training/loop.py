@@ -359,13 +359,14 @@ def _refresh_conditional_batch_norm(model, train_dataset, config: RunConfig, rep
     """A conditional run's BatchNorm statistics recomputed from (images, labels) batches of the training set, as
     ``finish_training`` recomputes an unconditional run's (the first RECOMPUTE_EXAMPLES images); {} for a model
     without BatchNorm in batch mode, else {"batch_norm": {"recomputed_from_batches", "mode"}}."""
-    from keras_vae.training.after_fit import RECOMPUTE_EXAMPLES, limited_pairs
+    from keras_vae.training.after_fit import RECOMPUTE_EXAMPLES, _limited
 
     mode = getattr(model.model_config, "bn_mode", "none")
     if config.model.kind != "vaegan" or mode != "batch":
         return {}
     with report.phase("BatchNorm statistics (training set)", 1) as bar:
-        batches = model.recompute_batch_norm(limited_pairs(train_dataset, RECOMPUTE_EXAMPLES), seed=config.train.seed)
+        batches = model.recompute_batch_norm(_limited(train_dataset, RECOMPUTE_EXAMPLES, with_labels=True),
+                                             seed=config.train.seed)
         bar.update()
     return {"batch_norm": {"recomputed_from_batches": int(batches), "mode": mode}}
 

@@ -157,8 +157,9 @@ def start_summary(config, out_dir, data, model, first_epoch: int = 0) -> list[st
         lines.append("then: " + ", ".join(after))
         return lines
     flow = " and a RealNVP flow" if getattr(config.train, "flow_steps", 0) > 0 else ""
-    after = [f"{'BatchNorm statistics, ' if refresh else ''}latent sampler fit (a mixture search{flow}, the longest phase after training)",
-             "save model.keras", "reconstruction error"]
+    sampler_fit = f"latent sampler fit (a mixture search{flow}, the longest phase after training)"
+    after = [f"BatchNorm statistics, {sampler_fit}" if refresh else sampler_fit, "save model.keras",
+             "reconstruction error"]
     if hasattr(model, "log_likelihood"):
         after.append(f"IWAE estimate (K={config.train.iwae_samples}, {config.train.iwae_examples} examples)")
     after += ["evaluation (sample quality, reconstruction metrics)", "figures"]

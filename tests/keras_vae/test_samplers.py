@@ -291,3 +291,7 @@ def test_rebatching_keeps_every_image_in_order():
     np.testing.assert_array_equal(np.concatenate(out)[:, 0], np.arange(13))
     limited = list(_limited(iter(batches), 7))
     assert [len(b) for b in limited] == [3, 4]
+    pairs = list(_limited(iter([(b, -b[:, 0]) for b in batches]), 7, with_labels=True))  # labels cut alike
+    assert [(len(x), len(y)) for x, y in pairs] == [(3, 3), (4, 4)]
+    np.testing.assert_array_equal(np.concatenate([y for _, y in pairs]), -np.arange(7))
+    assert [len(b) for b in _limited(iter([(b, -b) for b in batches]), 7)] == [3, 4]  # images only
