@@ -4,6 +4,7 @@
     python benchmarks/diagnose_vaegan_samples.py --intensity RUN_DIR [RUN_DIR ...]
     python benchmarks/diagnose_vaegan_samples.py --scales RUN_DIR [RUN_DIR ...]
     python benchmarks/diagnose_vaegan_samples.py --refit RUN_COPY [RUN_COPY ...]
+    python benchmarks/diagnose_vaegan_samples.py --reencode RUN_DIR [RUN_DIR ...]
 
 For each run, FD / precision / recall (in-house MNIST features, against the validation digits) of:
 reconstructions of the validation digits (decoder quality on codes the encoder makes), decodes of
@@ -29,6 +30,10 @@ at equal scales separate their weights from their scale choice.
 covariance scale chosen on held-out training images), without touching the weights (BatchNorm statistics
 as stored), and prints the selection. The codes come in another shuffle order than at the end of training,
 so the mixture is an equivalent fit, not the identical one.
+
+``--reencode``: the run's own samples (``sampler.json``, 5 draws of 1000, seeds 0-4, scored as the end-of-training
+evaluation scores them) after 0, 1, 2 and 3 passes of x -> decode(posterior mean of x): does the encoder-decoder
+pull samples decoded off the codes back onto the digits (the Markov chain of Rezende et al. 2014, with means)?
 """
 from __future__ import annotations
 
@@ -204,9 +209,37 @@ def refit(run_dirs: list[str]) -> None:
                           "wall_s": round(time.time() - start, 1)}), flush=True)
 
 
+def reencode(run_dirs: list[str], passes: int = 3, n: int = 1000, draws: int = 5) -> None:
+    from keras_vae.evaluation.features import feature_net_for_run
+    from keras_vae.evaluation.report import evaluation_data, sample_quality
+    from keras_vae.runs.folder import load_run
+    from keras_vae.sampling.posterior import load_sampler
+
+    for run_dir in run_dirs:
+        config, model = load_run(run_dir)
+        data = evaluation_data(config)
+        feature, _ = feature_net_for_run(config, run_dir, train_if_missing=True)
+        sampler = load_sampler(run_dir, model.latent_dim, None)
+        batched = lambda f, a: np.concatenate([np.asarray(f(a[i:i + 500])) for i in range(0, len(a), 500)])  # noqa: E731
+        sets: list[list[np.ndarray]] = [[] for _ in range(passes + 1)]
+        for seed in range(draws):
+            x = batched(model.decode, np.asarray(sampler.sample(n, seed), np.float32))
+            for k in range(passes + 1):
+                sets[k].append(np.asarray(model.to_unit(x)))
+                x = batched(lambda b: model.decode(model.encode(b)[0]), x) if k < passes else x
+        for k, images in enumerate(sets):
+            q = sample_quality(feature, data.real_unit, images)
+            print(json.dumps({"run": run_dir, "reencode_passes": k,
+                              **{name: round(q[name]["value"], 3) for name in ("frechet_distance", "frechet_distance_std",
+                                                                               "precision", "recall", "intensity")}}),
+                  flush=True)
+
+
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a not in ("--quick", "--intensity", "--refit", "--scales")]
-    if "--scales" in sys.argv:
+    args = [a for a in sys.argv[1:] if a not in ("--quick", "--intensity", "--refit", "--scales", "--reencode")]
+    if "--reencode" in sys.argv:
+        reencode(args)
+    elif "--scales" in sys.argv:
         scales(args)
     elif "--refit" in sys.argv:
         refit(args)
