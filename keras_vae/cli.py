@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import importlib
 import logging
@@ -54,7 +55,25 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit status 2."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        self.exit(2, f"keras-vae: error: {one_line(message)} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that arguments a subcommand does not know are reported by that
+    subcommand (its name and its ``--help``), with the closest option it has for each mistyped one."""
+    args, extras = parser.parse_known_args(argv)
+    if not extras:
+        return args
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    options = [o for action in sub._actions for o in action.option_strings if o.startswith("--")]
+    hints = []
+    for extra in extras:
+        if extra.startswith("--"):
+            close = difflib.get_close_matches(extra.partition("=")[0], options, n=1, cutoff=0.75)
+            hints += close
+    hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
+    sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    raise AssertionError("unreachable")  # pragma: no cover - error() exits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +114,7 @@ def _quiet_tensorflow(verbose: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     _quiet_tensorflow(args.verbose)
     from keras_vae.utils.quiet import StderrFilter
 

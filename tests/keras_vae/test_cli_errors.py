@@ -56,6 +56,21 @@ def test_bad_input_is_one_line_with_exit_2(capsys, argv, message):
 def test_unknown_option_is_a_usage_error(capsys):
     code, _, err = run_cli(capsys, "train", "--epoch", "3", "--bogus")
     assert code == 2 and "unrecognized arguments: --bogus" in err
+    assert "did you mean" not in err  # nothing close to --bogus
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["train", "--quik"], "keras-vae train: error: unrecognized arguments: --quik (did you mean --quick?) "
+                          "(see 'keras-vae train --help')"),
+    (["sample", "runs/x", "--seeds", "3", "--tempreature", "2"],
+     "keras-vae sample: error: unrecognized arguments: --seeds 3 --tempreature 2 "
+     "(did you mean --seed or --temperature?) (see 'keras-vae sample --help')"),
+    (["train", "--model", "vaegn"], "keras-vae train: error: argument --model: invalid choice: 'vaegn' "
+                                    "(choose from 'vae', 'vaegan') (see 'keras-vae train --help')"),
+])
+def test_a_mistyped_option_is_named_by_its_subcommand_with_the_closest_option(capsys, argv, line):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == "" and err == line + "\n"
 
 
 def test_run_folder_without_model(capsys, tmp_path):
