@@ -7,7 +7,7 @@ from typing import Any
 from keras_vae.choices import PRECISIONS
 
 from keras_vae.config import RunConfig, load_config_file, merge
-from keras_vae.errors import ConfigError
+from keras_vae.errors import ConfigError, choices
 from keras_vae.config.presets import DEFAULT_CONDITIONAL_PRESET, DEFAULT_PRESET, get_preset, preset_names
 from keras_vae.utils.validation import positive_float, seed_type, short
 
@@ -105,8 +105,13 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if conditional and preset == "quick":  # --quick --conditional: the class-conditional default's latent size
         config = merge(config, {"model": {"latent_dim": get_preset(DEFAULT_CONDITIONAL_PRESET["vae"]).model.latent_dim}})
     if args.model and config.model.kind != args.model:
+        if preset == "quick" and getattr(args, "quick", False):
+            raise ConfigError(f"--quick is the classic VAE's short run and has no {args.model!r} version: drop "
+                              f"--quick for the default {args.model!r} job (preset {DEFAULT_PRESET[args.model]}), "
+                              "or add --epochs N to shorten it")
+        kind_presets = [name for name in preset_names() if get_preset(name).model.kind == args.model]
         raise ConfigError(f"preset {preset!r} is a {config.model.kind!r} model but --model is {args.model!r}: "
-                          f"drop --model or pick a {args.model!r} preset")
+                          f"drop --model or pick a {args.model!r} preset: {choices(kind_presets)}")
     config = merge(config, file_values)
     flags: dict[str, dict[str, Any]] = {}
     for flag, (section, name) in FLAG_FIELDS.items():

@@ -38,6 +38,10 @@ def test_help_runs_as_a_console_command_without_tensorflow():
 @pytest.mark.parametrize("argv, message", [
     (["train", "--preset", "nope"], "unknown preset 'nope'"),
     (["train", "--model", "vaegan", "--preset", "tiny-vae"], "preset 'tiny-vae' is a 'vae' model"),
+    (["train", "--model", "vae", "--preset", "mnist-28"],
+     "pick a 'vae' preset: 'mnist-conv', 'mnist-mlp', 'mnist-mlp-conditional', 'quick' or 'tiny-vae'"),
+    (["train", "--model", "vaegan", "--quick"], "--quick is the classic VAE's short run and has no 'vaegan' "
+                                                "version: drop --quick for the default 'vaegan' job (preset mnist-28)"),
     (["train", "--set", "model.latnt=3"], "unknown model option 'latnt'"),
     (["train", "--set", "oops"], "must look like SECTION.FIELD=VALUE"),
     (["train", "--config", "/nonexistent/c.yaml"], "configuration file '/nonexistent/c.yaml' does not exist"),
