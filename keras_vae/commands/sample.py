@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                               f"with K in [0, {classes})" + ("" if args.label is None else f", got {args.label}"))
         if args.sampler not in (None, "prior") and decoder.sampler_kind != args.sampler:
             raise ConfigError(f"--sampler {args.sampler}: this export carries a {decoder.sampler_kind!r} sampler; "
-                              f"use --sampler prior, or export a run whose sampler.json is {args.sampler!r}")
+                              f"use --sampler prior, or export that candidate of the run: "
+                              f"keras-vae export RUN --out DIR --sampler {args.sampler}")
         save(decoder.sample(args.n, seed=args.seed, temperature=args.temperature, output="uint8", label=args.label),
              decoder.sampler_kind if args.label is None else f"class-{args.label}")
     else:

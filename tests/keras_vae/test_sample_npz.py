@@ -54,3 +54,11 @@ def test_unknown_extension_names_the_choices(vae_run, tmp_path, capsys):
 def test_count_out_of_range_is_refused_before_anything_is_written(vae_run, tmp_path, capsys, n):
     code, _, err = _sample(capsys, vae_run, "--n", n, "--out", tmp_path / "s.npz")
     assert code == 2 and "--n" in err and not (tmp_path / "s.npz").exists()
+
+
+def test_a_sampler_the_export_does_not_carry_names_the_export_option_that_gives_it(gmm_export, tmp_path, capsys):
+    _, export, _, _ = gmm_export
+    code, out, err = _sample(capsys, export, "--sampler", "gaussian", "--out", tmp_path / "s.png")
+    assert code == 2 and out == "" and not (tmp_path / "s.png").exists()
+    assert err == ("keras-vae sample: error: --sampler gaussian: this export carries a 'gmm' sampler; use --sampler "
+                   "prior, or export that candidate of the run: keras-vae export RUN --out DIR --sampler gaussian\n")
