@@ -46,7 +46,7 @@ def _fmt_bytes(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from keras_vae.export import export_run  # imports TensorFlow when called
-    from keras_vae.export.exporter import export_steps
+    from keras_vae.export.exporter import check_export, export_steps
     from keras_vae.utils.files import resolve_folder
     from keras_vae.utils.progress import Reporter
     from keras_vae.utils.validation import check_output_dir
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     args.run_dir = resolve_folder(args.run_dir)  # runs/latest: the run it names now, for the whole export
 
     check_output_dir(args.out)  # a file, /proc or a read-only place: one line before any work
+    check_export(args.run_dir, args.out, args.version, args.name, args.force)  # the run, --out, before the banner
     # a bar on a terminal, else a line per step with an ETA (SavedModel, ONNX files, parity checks)
     with Reporter().phase(f"exporting {args.run_dir} to {args.out}", export_steps(args.float16, args.quantize),
                           lines=True) as bar:

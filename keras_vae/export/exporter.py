@@ -397,6 +397,20 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     }
 
 
+def check_export(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False):
+    """The checks ``export_run`` makes before any work (the run folder, the version, the name, the export
+    folder), so that a command can make them before it says what it exports; returns (the run's RunConfig,
+    the model name, the version's folder relative to ``out_dir``)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    version = _check_version(version)
+    config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
+    name = _check_name(name or config.model.kind)
+    rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
+    if not (out_dir.is_dir() and _placement_cut_short(out_dir)):  # else checked once that is undone, below
+        _check_out_dir(out_dir, out_dir / rel_version, force)
+    return config, name, rel_version
+
+
 def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
                float16: bool = False, quantize: bool = False, sampler: str | None = None,
                attributes: bool = True, progress=None) -> dict[str, Any]:
@@ -407,11 +421,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     ``export_steps(float16, quantize)`` steps are done."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
-    config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
-    name = _check_name(name or config.model.kind)
-    rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
-    if not (out_dir.is_dir() and _placement_cut_short(out_dir)):  # else checked once that is undone, below
-        _check_out_dir(out_dir, out_dir / rel_version, force)
+    config, name, rel_version = check_export(run_dir, out_dir, version, name, force)
 
     with float32_execution():
         return _export_float32(run_dir, out_dir, config, name, rel_version, version, force, float16, quantize,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -243,6 +244,16 @@ def test_bad_run_folders(case, vae_run, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("case", ["missing run folder", "missing model.keras", "unknown model kind",
+                                  "corrupt config.json"])
+def test_a_run_folder_refused_before_any_work_gets_no_start_line(case, vae_run, tmp_path, capsys):
+    """The checks that need no model (the folder, model.keras present, config.json) come before the command
+    says what it exports: the refusal is the only line."""
+    breaker, message = BAD_RUNS[case]
+    code, stdout, err = _cli(capsys, breaker(vae_run, tmp_path), "--out", tmp_path / "exp")
+    assert code == 2 and stdout == "" and re.search(message, err) and err.count("\n") == 1, (stdout, err)
+
+
 def test_refuses_a_file_or_a_foreign_folder_as_export_dir(vae_run, tmp_path, capsys):
     a_file = tmp_path / "exp.txt"
     a_file.write_text("x")
@@ -253,8 +264,8 @@ def test_refuses_a_file_or_a_foreign_folder_as_export_dir(vae_run, tmp_path, cap
     (foreign / "holiday.jpg").write_bytes(b"jpeg")
     with pytest.raises(ArtifactError, match="is not a keras-vae export: .*--force"):
         export_run(vae_run, foreign)
-    code, _, err = _cli(capsys, vae_run, "--out", foreign)
-    assert code == 2 and "not a keras-vae export" in err
+    code, stdout, err = _cli(capsys, vae_run, "--out", foreign)
+    assert code == 2 and "not a keras-vae export" in err and stdout == ""  # refused before the start line
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
 
 
@@ -265,8 +276,8 @@ def test_bad_version_or_name(vae_run, tmp_path, capsys, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         export_run(vae_run, tmp_path / "exp", **kwargs)
     flag, value = next(iter(kwargs.items()))
-    code, _, err = _cli(capsys, vae_run, "--out", tmp_path / "exp", f"--{flag}", value)
-    assert code == 2 and message in err
+    code, stdout, err = _cli(capsys, vae_run, "--out", tmp_path / "exp", f"--{flag}", value)
+    assert code == 2 and message in err and stdout == ""
     assert not (tmp_path / "exp").exists()
 
 
