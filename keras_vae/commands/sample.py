@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, suffixes=OUT_SUFFIXES)
     source = Path(args.source)  # a folder (runs/latest) resolved once; a file's folder likewise
     source = resolve_folder(source) if source.is_dir() else resolve_folder(source.parent) / source.name
+    if not source.exists():
+        from keras_vae.errors import ArtifactError
+
+        raise ArtifactError(f"{str(args.source)!r} does not exist: pass a run folder (keras-vae train), an export "
+                            "folder (keras-vae export) or an export's decoder.onnx")
     is_export = source.is_dir() and not (source / "model.keras").exists() and (source / "decoder.onnx").is_file()
     from keras_vae.utils.images import save_grid, save_images_npz
 

@@ -49,6 +49,9 @@ def test_help_runs_as_a_console_command_without_tensorflow():
     (["train", "--epochs", "0"], "epochs must be > 0"),
     (["evaluate", "/nonexistent/run"], "run folder '/nonexistent/run' does not exist"),
     (["sample", "/nonexistent/run", "--n", "0"], "--n must be >= 1"),
+    (["sample", "/nonexistent/run"], "'/nonexistent/run' does not exist: pass a run folder (keras-vae train), "
+                                     "an export folder (keras-vae export) or an export's decoder.onnx"),
+    (["sample", "/nonexistent/exp/decoder.onx"], "'/nonexistent/exp/decoder.onx' does not exist: pass a run folder"),
 ])
 def test_bad_input_is_one_line_with_exit_2(capsys, argv, message):
     code, out, err = run_cli(capsys, *argv)
