@@ -26,6 +26,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"configuration file {short(str(path))} is {path.stat().st_size} bytes, more than "
                               f"{MAX_CONFIG_BYTES}: is it really a configuration?")
         text = path.read_bytes().decode("utf-8")
+    except ConfigError:  # a ValueError, but already the one line to show
+        raise
     except UnicodeDecodeError as exc:
         raise ConfigError(f"configuration file {short(str(path))} is not UTF-8 text (byte {exc.start}): "
                           "save it as UTF-8 YAML or JSON") from None

@@ -80,6 +80,14 @@ def test_a_mistyped_option_is_named_by_its_subcommand_with_the_closest_option(ca
     assert code == 2 and out == "" and err == line + "\n"
 
 
+def test_a_missing_or_foreign_config_file_is_named_once(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--config", str(tmp_path / "c.yaml"))
+    assert code == 2 and err == f"keras-vae train: error: configuration file '{tmp_path / 'c.yaml'}' does not exist\n"
+    code, _, err = run_cli(capsys, "train", "--config", str(tmp_path))
+    assert code == 2 and err == (f"keras-vae train: error: configuration file '{tmp_path}' is a folder: "
+                                 "pass a YAML or JSON file\n")
+
+
 def test_run_folder_without_model(capsys, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path))
