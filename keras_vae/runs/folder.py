@@ -21,6 +21,7 @@ from keras_vae.utils.files import read_json
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+EXPORT_FILE = "export.json"  # keras_vae.export.contract.EXPORT_JSON: what marks an export folder
 # the figures a finished run holds (keras_vae.training.loop._write_figures), in the order it writes them
 FIGURE_FILES = ("samples.png", "reconstructions.png", "latent.png", "interpolations.png", "traversals.png")
 
@@ -30,6 +31,9 @@ def check_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ArtifactError(f"run folder {str(run_dir)!r} does not exist: pass a folder written by 'keras-vae train'")
+    if not (run_dir / MODEL_FILE).is_file() and (run_dir / EXPORT_FILE).is_file():
+        raise ArtifactError(f"{str(run_dir)!r} is an export folder (keras-vae export), not a run folder: pass the "
+                            "run folder it was exported from (export.json 'source' names it)")
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (run_dir / name).is_file():
             raise ArtifactError(

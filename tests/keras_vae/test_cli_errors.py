@@ -92,3 +92,17 @@ def test_run_folder_without_model(capsys, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path))
     assert code == 2 and "has no model.keras" in err
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["export", "--out", "elsewhere"]])
+def test_an_export_folder_where_a_run_folder_belongs_is_named_as_such(capsys, tmp_path, command):
+    from keras_vae.export import contract
+    from keras_vae.runs import folder
+
+    assert folder.EXPORT_FILE == contract.EXPORT_JSON
+    (tmp_path / contract.EXPORT_JSON).write_text("{}")
+    (tmp_path / "decoder.onnx").write_bytes(b"")
+    code, _, err = run_cli(capsys, command[0], str(tmp_path), *command[1:])
+    assert code == 2 and err == (f"keras-vae {command[0]}: error: '{tmp_path}' is an export folder (keras-vae export), "
+                                 "not a run folder: pass the run folder it was exported from (export.json 'source' "
+                                 "names it)\n")
