@@ -23,7 +23,7 @@ from keras_vae.runs.checkpoint import RunCheckpoint, has_checkpoint, recorded_ep
 from keras_vae.config import RunConfig
 from keras_vae.data import make_datasets
 from keras_vae.training.distributed import Distribution, make_distribution, worker_folder
-from keras_vae.errors import ArtifactError
+from keras_vae.errors import ArtifactError, ConfigError
 from keras_vae.evaluation.report import end_of_training
 from keras_vae.evaluation.metrics import likelihood_evaluation, model_diagnostics, reconstruction_error
 from keras_vae.models import build_model
@@ -83,10 +83,26 @@ class TrainingDiverged(ArtifactError):
     """A non-finite loss stopped training; the last good checkpoint (if any) is the run's model.keras."""
 
 
-def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto", force: bool = False,
+def _run_config(config) -> RunConfig:
+    """``train``'s ``config``: a RunConfig, or the name of a preset."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, str):
+        from keras_vae.config.presets import get_preset
+
+        return get_preset(config)
+    raise ConfigError(f"train(config, out_dir): config must be a RunConfig or a preset's name, got "
+                      f"{type(config).__name__}: e.g. keras_vae.train('quick', 'runs/quick') or "
+                      "keras_vae.train(merge(get_preset('quick'), {'model': {'latent_dim': 2}}), 'runs/z2') with "
+                      "keras_vae.config.merge and keras_vae.config.presets.get_preset")
+
+
+def train(config: RunConfig | str, out_dir: str | Path, *, verbose: int | str = "auto", force: bool = False,
           restart: bool = False, callbacks: Sequence[keras.callbacks.Callback] = (),
           report: Reporter | None = None) -> RunResult:
     """Train the model ``config`` describes and write the run folder ``out_dir``; returns a RunResult.
+    ``config`` is a RunConfig (``keras_vae.config.presets.get_preset(name)``, changed with ``keras_vae.config.merge``)
+    or a preset's name, as ``keras-vae train --preset NAME --out OUT_DIR``.
 
     An unfinished run in ``out_dir`` resumes from its checkpoint (same configuration required;
     ``restart=True`` discards it). A finished run is replaced only with ``force=True``, and only
@@ -98,6 +114,7 @@ def train(config: RunConfig, out_dir: str | Path, *, verbose: int | str = "auto"
     ``KERAS_VAE_MAX_STEPS=N`` in the environment caps the run at N training steps (keras_vae.training.budget).
     """
     out_dir = Path(out_dir)
+    config = _run_config(config)
     config = cap_steps(config)  # KERAS_VAE_MAX_STEPS (keras_vae.training.budget): smoke runs and doc tests
     dist = make_distribution(config.train.strategy, config.train.batch_size)
     if not dist.is_chief:

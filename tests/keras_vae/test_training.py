@@ -86,6 +86,21 @@ def test_short_training_improves_validation_elbo(tmp_path):
     assert result.model.latent_sampler is not None  # the returned model samples from its fitted sampler
 
 
+def test_train_takes_a_preset_name_and_names_what_it_takes_otherwise(tmp_path):
+    from keras_vae.errors import ConfigError
+    from keras_vae.training.loop import _run_config
+
+    assert _run_config("tiny-vae") == get_preset("tiny-vae")
+    config = merge(get_preset("quick"), {"model": {"latent_dim": 2}})
+    assert _run_config(config) is config
+    with pytest.raises(ConfigError, match=r"^unknown preset 'nope': choose .*'quick'"):
+        train("nope", tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^train\(config, out_dir\): config must be a RunConfig or a preset's "
+                                          r"name, got dict: e\.g\. keras_vae\.train\('quick', 'runs/quick'\)"):
+        train({"model": {"latent_dim": 2}}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("spec, message", [
     ("folder:{tmp}/missing", "does not exist"),
     ("folder:{tmp}/empty", "no images found"),
