@@ -70,6 +70,9 @@ def resolve_decoder_path(path) -> Path:
     """A decoder.onnx path, or an export folder that contains one."""
     path = Path(path)
     if path.is_dir():
+        if not (path / contract.DECODER_ONNX).exists() and (path / "model.keras").is_file():
+            raise ArtifactError(f"{str(path)!r} is a run folder, not an export folder: export it first "
+                                f"(keras-vae export {path} --out DIR), or open it with keras_vae.load (TensorFlow)")
         path = path / contract.DECODER_ONNX
     if not path.is_file():
         raise ArtifactError(f"decoder file not found: {path} (expected an export folder or its {contract.DECODER_ONNX})")

@@ -23,6 +23,9 @@ def resolve_encoder_path(path) -> Path:
     """An encoder.onnx path, or an export folder that contains one."""
     path = Path(path)
     if path.is_dir():
+        if not (path / contract.ENCODER_ONNX).exists() and (path / "model.keras").is_file():
+            raise ArtifactError(f"{str(path)!r} is a run folder, not an export folder: export it first "
+                                f"(keras-vae export {path} --out DIR), or open it with keras_vae.load (TensorFlow)")
         path = path / contract.ENCODER_ONNX
     if not path.is_file():
         raise ArtifactError(f"encoder file not found: {path} "

@@ -152,6 +152,18 @@ def test_missing_file(tmp_path):
         OnnxDecoder(tmp_path)  # folder without decoder.onnx
 
 
+def test_a_run_folder_is_named_as_one_with_the_export_command(tmp_path):
+    from keras_vae.serving import OnnxEncoder
+
+    (tmp_path / "model.keras").write_bytes(b"")
+    hint = (f"^'{tmp_path}' is a run folder, not an export folder: export it first \\(keras-vae export {tmp_path} "
+            "--out DIR\\), or open it with keras_vae.load \\(TensorFlow\\)$")
+    with pytest.raises(ArtifactError, match=hint):
+        OnnxDecoder(tmp_path)
+    with pytest.raises(ArtifactError, match=hint):
+        OnnxEncoder(tmp_path)
+
+
 def test_changed_file_fails_the_sha256_check(export_copy):
     path = export_copy / contract.DECODER_ONNX
     data = bytearray(path.read_bytes())
