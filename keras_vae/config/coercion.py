@@ -6,6 +6,7 @@ and nested overrides merged into a configuration. Generic over the dataclasses (
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from typing import Any, Mapping
@@ -108,7 +109,7 @@ def merge(config: Any, overrides: Mapping[str, Any]) -> Any:
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted((k for k in values if k not in valid), key=str)
         if unknown:
-            raise ConfigError(f"unknown {key} option {short(unknown[0])}: choose {choices(sorted(valid))}")
+            raise ConfigError(_unknown_option(key, unknown[0], valid, sections_of))
         current = getattr(config, key)
         changes = {name: coerce(cls, name, v) for name, v in values.items()}
         try:
@@ -121,6 +122,20 @@ def merge(config: Any, overrides: Mapping[str, Any]) -> Any:
     if preset is not None and not isinstance(preset, str):
         raise ConfigError(f"preset must be one preset name (a string), got {short(preset)}")
     return dataclasses.replace(config, preset=preset, **sections)
+
+
+def _unknown_option(section: str, name: Any, valid: set[str], sections_of: Mapping[str, type]) -> str:
+    """The message for option ``name`` that section ``section`` lacks: the section that has it, else the
+    closest option names, then the valid ones."""
+    owners = [key for key, cls in sections_of.items()
+              if key != section and name in {f.name for f in dataclasses.fields(cls)}]
+    if owners:
+        return (f"unknown {section} option {short(name)}: {name} is an option of section "
+                f"{' and '.join(owners)} ({', '.join(f'{owner}.{name}' for owner in owners)})")
+    close = difflib.get_close_matches(str(name), sorted(valid), n=2, cutoff=0.75)
+    if close:
+        return f"unknown {section} option {short(name)}: did you mean {choices(close)}? (choose {choices(sorted(valid))})"
+    return f"unknown {section} option {short(name)}: choose {choices(sorted(valid))}"
 
 
 def section_from_dict(cls: type, values: Mapping[str, Any]):

@@ -33,6 +33,13 @@ def test_overrides_coerce_strings_and_lists():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"model": {"latnt_dim": 3}}, "unknown model option 'latnt_dim'.*'latent_dim'"),
+    ({"model": {"latent_dimm": 3}}, r"^unknown model option 'latent_dimm': did you mean 'latent_dim'\? \(choose "
+                                    r"'activation', .*'sync_batch_norm'\)$"),
+    ({"model": {"epochs": 3}}, r"^unknown model option 'epochs': epochs is an option of section train "
+                               r"\(train\.epochs\)$"),
+    ({"train": {"latent_dim": 3}}, r"^unknown train option 'latent_dim': latent_dim is an option of section model "
+                                   r"\(model\.latent_dim\)$"),
+    ({"model": {"zzz": 3}}, r"^unknown model option 'zzz': choose 'activation', "),
     ({"modle": {}}, "unknown configuration section 'modle'"),
     ({"model": {"likelihood": "poisson"}}, "unknown likelihood 'poisson': choose 'bernoulli'"),
     ({"model": {"image_shape": (28, 28, 2)}}, "2 channels: choose 1"),
