@@ -26,6 +26,19 @@ def check_tfds_name(name: str) -> str:
 SOURCE_HELP = "'embedded', 'tfds:NAME', 'folder:PATH' or 'npy:PATH'"
 
 
+def _bare_source_hint(source: str) -> str:
+    """For a source without a kind (``mnist``, ``data/faces``): the spelling that was probably meant."""
+    source = source.strip()
+    if ":" in source or len(source) > 200:
+        return ""
+    if source.lower().endswith((".npy", ".npz")):
+        return f"; for an array file, write 'npy:{source}'"
+    if "/" in source or "\\" in source:
+        return f"; for a path, write 'folder:{source}' (image files) or 'npy:{source}' (a .npy/.npz array)"
+    return (f"; for a TensorFlow Datasets name, write 'tfds:{source}' ('embedded' is the 5,000 MNIST digits "
+            "shipped offline)")
+
+
 def check_stratifiable(n: int, num_classes: int) -> None:
     """ConfigError unless ``n`` labelled images split evenly over ``num_classes`` (N / K of each class)."""
     if n < 1 or n % num_classes:
@@ -66,9 +79,7 @@ class DataConfig:
                               "holds a NUL character)")
         kind, sep, arg = self.source.strip().partition(":")
         if kind not in SOURCE_KINDS:
-            raise ConfigError(
-                f"unknown data source {short(self.source)}: use {SOURCE_HELP}"
-            )
+            raise ConfigError(f"unknown data source {short(self.source)}: use {SOURCE_HELP}" + _bare_source_hint(self.source))
         if kind == "embedded" and sep:
             raise ConfigError(f"data source {short(self.source)}: 'embedded' takes no argument, use just 'embedded'")
         if kind != "embedded" and not arg:

@@ -46,7 +46,13 @@ def test_overrides_coerce_strings_and_lists():
     ({"model": {"image_shape": (28, 28)}}, "height, width, channels"),
     ({"train": {"epochs": 0}}, "epochs must be > 0"),
     ({"train": {"batch_size": "many"}}, "batch_size='many' is not a valid"),
-    ({"data": {"source": "s3:bucket"}}, "unknown data source 's3:bucket'"),
+    ({"data": {"source": "s3:bucket"}}, r"^unknown data source 's3:bucket': use 'embedded', 'tfds:NAME', "
+                                        r"'folder:PATH' or 'npy:PATH'$"),
+    ({"data": {"source": "mnist"}}, r"^unknown data source 'mnist': use .*; for a TensorFlow Datasets name, write "
+                                    r"'tfds:mnist' \('embedded' is the 5,000 MNIST digits shipped offline\)$"),
+    ({"data": {"source": "data/faces"}}, r"; for a path, write 'folder:data/faces' \(image files\) or "
+                                         r"'npy:data/faces' \(a \.npy/\.npz array\)$"),
+    ({"data": {"source": "digits.npz"}}, r"; for an array file, write 'npy:digits\.npz'$"),
     ({"loss": {"kl": "fancy"}}, "choose 'standard' or 'population'"),
 ])
 def test_bad_values_name_the_problem_and_the_choices(overrides, message):
