@@ -34,6 +34,9 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not (run_dir / MODEL_FILE).is_file() and (run_dir / EXPORT_FILE).is_file():
         raise ArtifactError(f"{str(run_dir)!r} is an export folder (keras-vae export), not a run folder: pass the "
                             "run folder it was exported from (export.json 'source' names it)")
+    if not (run_dir / MODEL_FILE).is_file() and (run_dir / "saved_model.pb").is_file():
+        raise ArtifactError(f"{str(run_dir)!r} is a SavedModel (TF Serving), not a run folder: pass the run folder it "
+                            "was exported from, or, to keras-vae sample, the export folder that holds it")
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (run_dir / name).is_file():
             raise ArtifactError(

@@ -106,3 +106,14 @@ def test_an_export_folder_where_a_run_folder_belongs_is_named_as_such(capsys, tm
     assert code == 2 and err == (f"keras-vae {command[0]}: error: '{tmp_path}' is an export folder (keras-vae export), "
                                  "not a run folder: pass the run folder it was exported from (export.json 'source' "
                                  "names it)\n")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample"])
+def test_a_savedmodel_where_a_run_folder_belongs_is_named_as_such(capsys, tmp_path, command):
+    version = tmp_path / "exp" / "savedmodel" / "vae" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    code, _, err = run_cli(capsys, command, str(version))
+    assert code == 2 and err == (f"keras-vae {command}: error: '{version}' is a SavedModel (TF Serving), not a run "
+                                 "folder: pass the run folder it was exported from, or, to keras-vae sample, the "
+                                 "export folder that holds it\n")
