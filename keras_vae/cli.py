@@ -138,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{one_line(exc.strerror or exc, 300)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("keras-vae: interrupted", file=sys.stderr)
+        run_folder = getattr(args, "run_folder", None) if args.command == "train" else None
+        resume = (f": the same command with --out {run_folder} resumes the run from its last finished epoch"
+                  if run_folder is not None and run_folder.is_dir() else "")
+        print(f"keras-vae {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
 
 

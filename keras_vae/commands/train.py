@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--strategy multiworker needs --out: pass the same folder to every worker (the chief "
                           "writes the run there, the others resume from its checkpoint)")
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    args.run_folder = out  # for the line an interruption prints (keras_vae.cli)
     from keras_vae.training.distributed import make_distribution
 
     # before the rest of TensorFlow: checks TF_CONFIG and the batch, and starts a multi-worker strategy

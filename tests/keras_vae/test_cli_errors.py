@@ -117,3 +117,19 @@ def test_a_savedmodel_where_a_run_folder_belongs_is_named_as_such(capsys, tmp_pa
     assert code == 2 and err == (f"keras-vae {command}: error: '{version}' is a SavedModel (TF Serving), not a run "
                                  "folder: pass the run folder it was exported from, or, to keras-vae sample, the "
                                  "export folder that holds it\n")
+
+
+@pytest.mark.parametrize("folder_left", [True, False])
+def test_an_interrupted_train_names_the_out_folder_that_resumes_it(capsys, tmp_path, monkeypatch, folder_left):
+    from keras_vae.training import loop
+
+    def interrupted(config, out_dir, **kwargs):
+        if folder_left:  # a run that finished an epoch keeps its folder (and checkpoint)
+            out_dir.mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--preset", "tiny-vae", "--out", str(out))
+    resume = f": the same command with --out {out} resumes the run from its last finished epoch" if folder_left else ""
+    assert code == 130 and err == f"keras-vae train: interrupted{resume}\n"
