@@ -26,8 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(parser)
     parser.add_argument("--quick", action="store_true",
-                        help="a first run in about a minute on 2 CPU cores: --preset quick (the default model and "
-                             "recipe for 10 epochs, a smaller IWAE estimate); prints where its images are")
+                        help="a first run of the classic VAE in about a minute on 2 CPU cores: --preset quick (its "
+                             "default model and recipe for 10 epochs, a smaller IWAE estimate); prints where its "
+                             "images are (the VAEGAN has no quick run: --model vaegan --epochs N shortens its default)")
     parser.add_argument("--conditional", action="store_true",
                         help="train the class-conditional VAE (Sohn et al. 2015): the label one-hot joins the "
                              f"encoder's and the decoder's input; sets model.num_classes to {CONDITIONAL_CLASSES} "

@@ -25,6 +25,8 @@ def test_every_subcommand_documents_its_options_and_defaults():
                    "--latent-dim", "--seed", "--out", "--config"):
         assert option in train_help
     assert "default: 64" in subcommands["sample"].format_help()
+    quick = " ".join(train_help.split("--quick ", 1)[1].split("--conditional", 1)[0].split())
+    assert "a first run of the classic VAE" in quick and "--model vaegan --epochs N" in quick  # not the VAEGAN's
 
 
 def test_help_runs_as_a_console_command_without_tensorflow():
