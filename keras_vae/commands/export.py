@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     args.run_dir = resolve_folder(args.run_dir)  # runs/latest: the run it names now, for the whole export
 
     check_output_dir(args.out)  # a file, /proc or a read-only place: one line before any work
-    check_export(args.run_dir, args.out, args.version, args.name, args.force)  # the run, --out, before the banner
+    check_export(args.run_dir, args.out, args.version, args.name, args.force, args.sampler)  # before the banner
     # a bar on a terminal, else a line per step with an ETA (SavedModel, ONNX files, parity checks)
     with Reporter().phase(f"exporting {args.run_dir} to {args.out}", export_steps(args.float16, args.quantize),
                           lines=True) as bar:

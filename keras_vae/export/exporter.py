@@ -397,13 +397,19 @@ def build_export(model, work: Path, name: str, version: int, source_run: str, so
     }
 
 
-def check_export(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False):
-    """The checks ``export_run`` makes before any work (the run folder, the version, the name, the export
-    folder), so that a command can make them before it says what it exports; returns (the run's RunConfig,
-    the model name, the version's folder relative to ``out_dir``)."""
+def check_export(run_dir, out_dir, version: int = 1, name: str | None = None, force: bool = False,
+                 sampler: str | None = None):
+    """The checks ``export_run`` makes before any work (the run folder, the stored sampler ``sampler`` asks
+    for, the version, the name, the export folder), so that a command can make them before it says what it
+    exports; returns (the run's RunConfig, the model name, the version's folder relative to ``out_dir``)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
     config = load_run_config(run_dir)  # checks the run folder, model.keras presence and config.json
+    if sampler is not None and sampler != "prior":
+        from keras_vae.sampling.posterior import SAMPLERS_DIR, load_sampler
+
+        if not (run_dir / SAMPLERS_DIR / f"{sampler}.json").is_file():
+            load_sampler(run_dir, config.model.latent_dim, sampler)  # raises: which candidate is missing, and why
     name = _check_name(name or config.model.kind)
     rel_version = Path(contract.SAVEDMODEL_DIR) / name / str(version)
     if not (out_dir.is_dir() and _placement_cut_short(out_dir)):  # else checked once that is undone, below
@@ -421,7 +427,7 @@ def export_run(run_dir, out_dir, version: int = 1, name: str | None = None, forc
     ``export_steps(float16, quantize)`` steps are done."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     version = _check_version(version)
-    config, name, rel_version = check_export(run_dir, out_dir, version, name, force)
+    config, name, rel_version = check_export(run_dir, out_dir, version, name, force, sampler)
 
     with float32_execution():
         return _export_float32(run_dir, out_dir, config, name, rel_version, version, force, float16, quantize,

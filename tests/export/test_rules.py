@@ -254,6 +254,16 @@ def test_a_run_folder_refused_before_any_work_gets_no_start_line(case, vae_run, 
     assert code == 2 and stdout == "" and re.search(message, err) and err.count("\n") == 1, (stdout, err)
 
 
+@pytest.mark.parametrize("kind, why", [("flow", "the flow is fitted only on request"),
+                                       ("gmm", "it was trained before samplers were fitted")])
+def test_a_missing_sampler_candidate_is_refused_before_any_work(vae_run, tmp_path, capsys, kind, why):
+    assert not (vae_run / "samplers" / f"{kind}.json").exists()
+    code, stdout, err = _cli(capsys, vae_run, "--out", tmp_path / "exp", "--sampler", kind)
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert f"has no '{kind}' sampler (samplers/{kind}.json): {why}" in err
+    assert not (tmp_path / "exp").exists()
+
+
 def test_refuses_a_file_or_a_foreign_folder_as_export_dir(vae_run, tmp_path, capsys):
     a_file = tmp_path / "exp.txt"
     a_file.write_text("x")
