@@ -279,6 +279,17 @@ def test_refuses_a_file_or_a_foreign_folder_as_export_dir(vae_run, tmp_path, cap
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
 
 
+def test_refuses_a_run_folder_as_export_dir_even_with_force(vae_run, tmp_path, capsys):
+    run = Path(shutil.copytree(vae_run, tmp_path / "run"))
+    before = _tree_hashes(run)
+    for force in (False, True):
+        with pytest.raises(ArtifactError, match="is a run folder .*export into another folder"):
+            export_run(run, run, force=force)
+        code, stdout, err = _cli(capsys, run, "--out", run, *(["--force"] if force else []))
+        assert code == 2 and "is a run folder" in err and stdout == ""
+    assert _tree_hashes(run) == before  # nothing written into the run
+
+
 @pytest.mark.parametrize("kwargs, message", [({"version": 0}, "--version must be a positive integer"),
                                              ({"version": -3}, "--version must be a positive integer"),
                                              ({"name": "../up"}, "is not a valid model name")])
