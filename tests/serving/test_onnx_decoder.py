@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -156,8 +157,8 @@ def test_a_run_folder_is_named_as_one_with_the_export_command(tmp_path):
     from keras_vae.serving import OnnxEncoder
 
     (tmp_path / "model.keras").write_bytes(b"")
-    hint = (f"^'{tmp_path}' is a run folder, not an export folder: export it first \\(keras-vae export {tmp_path} "
-            "--out DIR\\), or open it with keras_vae.load \\(TensorFlow\\)$")
+    hint = "^" + re.escape(f"'{tmp_path}' is a run folder, not an export folder: export it first (keras-vae export "
+                           f"{tmp_path} --out DIR), or open it with keras_vae.load (TensorFlow)") + "$"
     with pytest.raises(ArtifactError, match=hint):
         OnnxDecoder(tmp_path)
     with pytest.raises(ArtifactError, match=hint):
