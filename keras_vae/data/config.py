@@ -29,7 +29,7 @@ SOURCE_HELP = "'embedded', 'tfds:NAME', 'folder:PATH' or 'npy:PATH'"
 def _bare_source_hint(source: str) -> str:
     """For a source without a kind (``mnist``, ``data/faces``): the spelling that was probably meant."""
     source = source.strip()
-    if ":" in source or len(source) > 200:
+    if ":" in source or len(source) > 100 or not source.isprintable():  # echoed verbatim: one short line only
         return ""
     if source.lower().endswith((".npy", ".npz")):
         return f"; for an array file, write 'npy:{source}'"
