@@ -107,7 +107,7 @@ def _check_out_dir(out_dir: Path, version_dir: Path, force: bool) -> None:
     """Refuse to overwrite a version, or to write into a folder that is not an export, without force."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ArtifactError(f"export folder {str(out_dir)!r} is a file: pass a folder to --out")
-    if (out_dir / "model.keras").is_file():  # even with force: its sampler.json would be replaced by the export's
+    if (out_dir / MODEL_FILE).is_file():  # even with force: its sampler.json would be replaced by the export's
         raise ArtifactError(f"export folder {str(out_dir)!r} is a run folder (it holds model.keras): export into "
                             "another folder, e.g. exports/NAME")
     if force:

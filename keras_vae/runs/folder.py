@@ -31,12 +31,14 @@ def check_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ArtifactError(f"run folder {str(run_dir)!r} does not exist: pass a folder written by 'keras-vae train'")
-    if not (run_dir / MODEL_FILE).is_file() and (run_dir / EXPORT_FILE).is_file():
-        raise ArtifactError(f"{str(run_dir)!r} is an export folder (keras-vae export), not a run folder: pass the "
-                            "run folder it was exported from (export.json 'source' names it)")
-    if not (run_dir / MODEL_FILE).is_file() and (run_dir / "saved_model.pb").is_file():
-        raise ArtifactError(f"{str(run_dir)!r} is a SavedModel (TF Serving), not a run folder: pass the run folder it "
-                            "was exported from, or, to keras-vae sample, the export folder that holds it")
+    if not (run_dir / MODEL_FILE).is_file():  # another kind of folder, named as such
+        if (run_dir / EXPORT_FILE).is_file():
+            raise ArtifactError(f"{str(run_dir)!r} is an export folder (keras-vae export), not a run folder: pass "
+                                "the run folder it was exported from (export.json 'source' names it)")
+        if (run_dir / "saved_model.pb").is_file():
+            raise ArtifactError(f"{str(run_dir)!r} is a SavedModel (TF Serving), not a run folder: pass the run "
+                                "folder it was exported from, or, to keras-vae sample, the export folder that "
+                                "holds it")
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (run_dir / name).is_file():
             raise ArtifactError(

@@ -66,13 +66,18 @@ def default_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def refuse_run_folder(folder: Path, onnx_name: str) -> None:
+    """ArtifactError when ``folder`` is a run folder (model.keras, no ``onnx_name``) passed for an export folder."""
+    if not (folder / onnx_name).exists() and (folder / "model.keras").is_file():
+        raise ArtifactError(f"{str(folder)!r} is a run folder, not an export folder: export it first "
+                            f"(keras-vae export {folder} --out DIR), or open it with keras_vae.load (TensorFlow)")
+
+
 def resolve_decoder_path(path) -> Path:
     """A decoder.onnx path, or an export folder that contains one."""
     path = Path(path)
     if path.is_dir():
-        if not (path / contract.DECODER_ONNX).exists() and (path / "model.keras").is_file():
-            raise ArtifactError(f"{str(path)!r} is a run folder, not an export folder: export it first "
-                                f"(keras-vae export {path} --out DIR), or open it with keras_vae.load (TensorFlow)")
+        refuse_run_folder(path, contract.DECODER_ONNX)
         path = path / contract.DECODER_ONNX
     if not path.is_file():
         raise ArtifactError(f"decoder file not found: {path} (expected an export folder or its {contract.DECODER_ONNX})")

@@ -16,16 +16,15 @@ import numpy as np
 
 from keras_vae.export import contract
 from keras_vae.errors import ArtifactError, DataError
-from keras_vae.serving.onnx_decoder import _label_classes, check_labels, default_providers, verify_export_json
+from keras_vae.serving.onnx_decoder import (_label_classes, check_labels, default_providers, refuse_run_folder,
+                                             verify_export_json)
 
 
 def resolve_encoder_path(path) -> Path:
     """An encoder.onnx path, or an export folder that contains one."""
     path = Path(path)
     if path.is_dir():
-        if not (path / contract.ENCODER_ONNX).exists() and (path / "model.keras").is_file():
-            raise ArtifactError(f"{str(path)!r} is a run folder, not an export folder: export it first "
-                                f"(keras-vae export {path} --out DIR), or open it with keras_vae.load (TensorFlow)")
+        refuse_run_folder(path, contract.ENCODER_ONNX)
         path = path / contract.ENCODER_ONNX
     if not path.is_file():
         raise ArtifactError(f"encoder file not found: {path} "
